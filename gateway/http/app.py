@@ -1,0 +1,38 @@
+"""The HTTP application: health, metrics and DICOMweb."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.http import health, qido
+from gateway.http.errors import error_middleware
+from gateway.http.keys import INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
+from gateway.ingest.spool import SpoolLog
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
+from storage.index.database import IndexDatabase
+from storage.object_store.base import ObjectStore
+
+
+def create_http_app(
+    settings: Settings,
+    index: IndexDatabase,
+    store: ObjectStore,
+    spool: SpoolLog,
+    metrics: GatewayMetrics,
+    worker_error: Callable[[], Any],
+) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[INDEX] = index
+    app[OBJECT_STORE] = store
+    app[SPOOL] = spool
+    app[METRICS] = metrics
+    app[WORKER_ERROR] = worker_error
+    app.router.add_get("/health", health.health)
+    app.router.add_get("/metrics", health.metrics)
+    app.router.add_get("/dicom-web/studies", qido.search_studies)
+    return app

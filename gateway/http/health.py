@@ -1,0 +1,50 @@
+"""``GET /health`` (liveness and readiness) and ``GET /metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from gateway.http.keys import INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
+
+_CHECK_TIMEOUT = 5.0
+
+
+async def _probe(check: Callable[[], None]) -> dict[str, Any]:
+    try:
+        await asyncio.wait_for(asyncio.to_thread(check), _CHECK_TIMEOUT)
+    except TimeoutError:
+        return {"ok": False, "error": f"no answer within {_CHECK_TIMEOUT:g} s"}
+    except Exception as exc:
+        return {"ok": False, "error": str(exc)}
+    return {"ok": True}
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    index, store = await asyncio.gather(_probe(app[INDEX].check), _probe(app[OBJECT_STORE].check))
+    spool = app[SPOOL]
+    worker_error = app[WORKER_ERROR]()
+    ready = index["ok"] and store["ok"]
+    body = {
+        "live": True,
+        "ready": ready,
+        "index": index,
+        "object_store": {**store, "backend": app[SETTINGS].storage.backend},
+        "spool": {
+            "backlog_instances": spool.backlog_records,
+            "backlog_bytes": spool.backlog_bytes,
+            "limit_bytes": spool.max_bytes,
+        },
+        "storing": {"ok": worker_error is None, "last_error": worker_error},
+    }
+    return web.json_response(body, status=200 if ready else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

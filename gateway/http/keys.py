@@ -1,0 +1,22 @@
+"""Typed application state of the HTTP server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.ingest.spool import SpoolLog
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
+from storage.index.database import IndexDatabase
+from storage.object_store.base import ObjectStore
+
+SETTINGS = web.AppKey("settings", Settings)
+INDEX = web.AppKey("index", IndexDatabase)
+OBJECT_STORE = web.AppKey("object_store", ObjectStore)
+SPOOL = web.AppKey("spool", SpoolLog)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+# Returns the spool worker's last error, or None while storing works.
+WORKER_ERROR = web.AppKey("worker_error", Callable[[], Any])

@@ -1,0 +1,238 @@
+"""Parse and validate one received DICOM instance into what the index keeps.
+
+Everything an instance needs to be stored and indexed is checked here, before
+the sender is told Success, so the spool worker can never meet an instance it
+cannot file.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from functools import cache
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+from pynetdicom import AllStoragePresentationContexts
+
+from gateway.dimse.status import StoreStatus
+from storage.index.records import InstanceRecord, OtherPatientID
+from storage.keys import instance_key
+from storage.uids import is_valid_uid
+
+
+class InstanceRejected(Exception):
+    """The instance cannot be accepted; carries the DIMSE status and a PHI-free reason (at most 64 characters)."""
+
+    def __init__(self, status: StoreStatus, reason: str, offending_tag: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason[:64]
+        self.offending_tag = offending_tag
+
+
+@dataclass(frozen=True)
+class ReceivedInstance:
+    record: InstanceRecord
+    data: bytes  # the complete DICOM Part 10 file
+
+
+@cache
+def storage_sop_classes() -> frozenset[str]:
+    return frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
+
+
+@cache
+def image_sop_classes() -> frozenset[str]:
+    """Storage classes whose IOD requires pixel data (their names say 'Image Storage')."""
+    return frozenset(
+        str(cx.abstract_syntax)
+        for cx in AllStoragePresentationContexts
+        if "ImageStorage" in UID(str(cx.abstract_syntax)).keyword
+    )
+
+
+_REQUIRED_UIDS = (
+    ("SOPClassUID", 0x00080016),
+    ("SOPInstanceUID", 0x00080018),
+    ("StudyInstanceUID", 0x0020000D),
+    ("SeriesInstanceUID", 0x0020000E),
+)
+
+
+def _text(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _int(ds: Dataset, keyword: str) -> int | None:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _other_patient_ids(ds: Dataset) -> tuple[OtherPatientID, ...]:
+    found = []
+    for item in ds.get("OtherPatientIDsSequence") or ():
+        pid = _text(item, "PatientID")
+        if pid:
+            found.append(OtherPatientID(pid, _text(item, "IssuerOfPatientID"), _text(item, "TypeOfPatientID")))
+    return tuple(found)
+
+
+class _ShortReadDetector(io.BytesIO):
+    """Counts reads that came back shorter than asked.
+
+    pydicom accepts a value shorter than its declared length without a word.
+    A complete stream ends with exactly one empty read (the next element's
+    header, at the end); a partial read, or a second empty one, means the
+    stream was cut inside an element.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.partial_reads = 0
+        self.empty_reads = 0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        chunk = super().read(size)
+        if size is not None and size > 0 and len(chunk) < size:
+            if chunk:
+                self.partial_reads += 1
+            else:
+                self.empty_reads += 1
+        return chunk
+
+
+def read_dataset(data: bytes) -> Dataset:
+    """Parse a Part 10 file completely (pixel data too, so truncation is caught)."""
+    stream = _ShortReadDetector(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on minor non-conformance; truncation is checked below
+            ds = dcmread(stream, force=False)
+            # Touch every element so that deferred decoding errors surface here.
+            for elem in ds.iterall():
+                _ = elem.value
+    except InvalidDicomError:
+        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "not a DICOM Part 10 dataset") from None
+    except (EOFError, ValueError, TypeError, KeyError, NotImplementedError, OverflowError, UserWarning) as exc:
+        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"unparsable dataset ({type(exc).__name__})") from None
+    except Exception as exc:  # pydicom raises a wide range of errors on hostile input
+        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"unparsable dataset ({type(exc).__name__})") from None
+    if stream.partial_reads or stream.empty_reads > 1:
+        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "truncated dataset")
+    return ds
+
+
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def _check_pixel_data(ds: Dataset, transfer_syntax: UID) -> None:
+    """An image must carry all of its pixels; a stream cut between elements is otherwise well-formed."""
+    if "Rows" not in ds or "Columns" not in ds:
+        if str(ds.SOPClassUID) in image_sop_classes():
+            raise InstanceRejected(StoreStatus.MISSING_ATTRIBUTE, "image without Rows/Columns", 0x00280010)
+        return
+    present = [kw for kw in _PIXEL_KEYWORDS if kw in ds]
+    if not present:
+        raise InstanceRejected(StoreStatus.MISSING_ATTRIBUTE, "image without Pixel Data", 0x7FE00010)
+    if present[0] != "PixelData" or transfer_syntax.is_encapsulated:
+        return
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel") or 1)
+        if str(ds.get("PhotometricInterpretation", "")) == "YBR_FULL_422":
+            samples = 2  # chroma shared by pixel pairs
+        expected_bits = int(ds.Rows) * int(ds.Columns) * samples * int(ds.BitsAllocated) * frames
+    except (AttributeError, TypeError, ValueError):
+        raise InstanceRejected(StoreStatus.MISSING_ATTRIBUTE, "image pixel description incomplete", 0x00280100) from None
+    if len(ds.PixelData) * 8 < expected_bits:
+        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "Pixel Data shorter than the image", 0x7FE00010)
+
+
+def parse_instance(
+    data: bytes,
+    *,
+    source_ae: str = "",
+    affected_sop_class: str | None = None,
+    affected_sop_instance: str | None = None,
+) -> ReceivedInstance:
+    """Validate a complete Part 10 file and extract its index record.
+
+    ``affected_*`` are the UIDs named in the C-STORE request; the dataset must agree with them.
+    """
+    ds = read_dataset(data)
+    meta: FileMetaDataset = ds.file_meta
+    transfer_syntax = str(meta.get("TransferSyntaxUID", ""))
+    if not is_valid_uid(transfer_syntax):
+        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "missing or invalid Transfer Syntax UID")
+    for keyword, tag in _REQUIRED_UIDS:
+        value = ds.get(keyword)
+        if value is None or str(value) == "":
+            raise InstanceRejected(StoreStatus.MISSING_ATTRIBUTE, f"{keyword} missing", tag)
+        if not is_valid_uid(str(value)):
+            raise InstanceRejected(StoreStatus.INVALID_UID, f"{keyword} is not a valid UID", tag)
+    sop_class = str(ds.SOPClassUID)
+    sop_instance = str(ds.SOPInstanceUID)
+    if sop_class not in storage_sop_classes():
+        raise InstanceRejected(StoreStatus.REFUSED_SOP_CLASS, "SOP Class is not a known storage class", 0x00080016)
+    if affected_sop_class is not None and sop_class != affected_sop_class:
+        raise InstanceRejected(StoreStatus.DATASET_MISMATCH, "SOP Class UID differs from the request", 0x00080016)
+    if affected_sop_instance is not None and sop_instance != affected_sop_instance:
+        raise InstanceRejected(StoreStatus.DATASET_MISMATCH, "SOP Instance UID differs from the request", 0x00080018)
+    media_instance = meta.get("MediaStorageSOPInstanceUID")
+    if media_instance is not None and str(media_instance) != sop_instance:
+        raise InstanceRejected(StoreStatus.DATASET_MISMATCH, "file meta SOP Instance UID differs from dataset")
+
+    _check_pixel_data(ds, UID(transfer_syntax))
+
+    study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+    try:
+        record = InstanceRecord(
+            patient_id=_text(ds, "PatientID"),
+            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
+            patient_name=_text(ds, "PatientName"),
+            patient_birth_date=_text(ds, "PatientBirthDate"),
+            patient_sex=_text(ds, "PatientSex"),
+            study_uid=study_uid,
+            study_date=_text(ds, "StudyDate"),
+            study_time=_text(ds, "StudyTime"),
+            accession_number=_text(ds, "AccessionNumber"),
+            study_id=_text(ds, "StudyID"),
+            study_description=_text(ds, "StudyDescription"),
+            referring_physician_name=_text(ds, "ReferringPhysicianName"),
+            series_uid=series_uid,
+            modality=_text(ds, "Modality"),
+            series_number=_int(ds, "SeriesNumber"),
+            series_description=_text(ds, "SeriesDescription"),
+            body_part_examined=_text(ds, "BodyPartExamined"),
+            performed_start_date=_text(ds, "PerformedProcedureStepStartDate"),
+            performed_start_time=_text(ds, "PerformedProcedureStepStartTime"),
+            sop_instance_uid=sop_instance,
+            sop_class_uid=sop_class,
+            instance_number=_int(ds, "InstanceNumber"),
+            transfer_syntax_uid=str(UID(transfer_syntax)),
+            rows=_int(ds, "Rows"),
+            columns=_int(ds, "Columns"),
+            bits_allocated=_int(ds, "BitsAllocated"),
+            number_of_frames=_int(ds, "NumberOfFrames"),
+            size=len(data),
+            object_key=instance_key(study_uid, series_uid, sop_instance),
+            source_ae=source_ae,
+            other_patient_ids=_other_patient_ids(ds),
+        )
+    except (ValueError, TypeError, LookupError, UnicodeError) as exc:
+        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"undecodable attribute ({type(exc).__name__})") from None
+    return ReceivedInstance(record, data)

@@ -1,0 +1,112 @@
+"""The spool worker: moves spooled instances to the object store and the index, retrying with backoff."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+
+from gateway.ingest.committer import Committer, Outcome
+from gateway.ingest.instance import ReceivedInstance
+from gateway.ingest.spool import SpoolLog, SpoolRecord
+from gateway.metrics import GatewayMetrics
+from storage.index.database import IndexDatabaseError
+from storage.index.records import InstanceRecord
+from storage.object_store.base import ObjectStoreError
+
+log = logging.getLogger(__name__)
+
+_BATCH_BYTES = 256 * 1024 * 1024
+
+
+class SpoolWorker:
+    def __init__(
+        self,
+        spool: SpoolLog,
+        committer: Committer,
+        *,
+        batch_instances: int,
+        retry_initial: float,
+        retry_max: float,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.spool = spool
+        self.committer = committer
+        self.batch_instances = batch_instances
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.metrics = metrics
+        self.last_error: str | None = None
+        self.linger = 0.05
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spool-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the spool is empty (for the import command and tests)."""
+        deadline = time.monotonic() + timeout
+        while self.spool.backlog_records and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self.spool.backlog_records == 0
+
+    def _run(self) -> None:
+        delay = self.retry_initial
+        while not self._stop.is_set():
+            if not self.spool.wait_for_records(timeout=0.5):
+                continue
+            if self.spool.backlog_records < self.batch_instances:
+                # Gather a fuller batch: fewer index commits and syncs per instance.
+                self._stop.wait(self.linger)
+            records = self.spool.read_batch(self.batch_instances, _BATCH_BYTES)
+            if not records:
+                continue
+            try:
+                self._file(records)
+            except (ObjectStoreError, IndexDatabaseError, OSError) as exc:
+                self.spool.rewind(records)
+                component = "index" if isinstance(exc, IndexDatabaseError) else "object_store"
+                if self.metrics:
+                    self.metrics.store_failures.labels(component).inc()
+                if self.last_error is None:
+                    log.warning("storing spooled instances failed (%s); retrying with backoff", exc)
+                self.last_error = str(exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.retry_max)
+                continue
+            if self.last_error is not None:
+                log.info("storing spooled instances works again")
+            self.last_error = None
+            delay = self.retry_initial
+
+    def _file(self, records: list[SpoolRecord]) -> None:
+        batch: list[ReceivedInstance] = []
+        for record in records:
+            try:
+                batch.append(ReceivedInstance(InstanceRecord.from_dict(record.meta["record"]), record.data))
+            except (KeyError, TypeError, ValueError):
+                self._dead_letter(record)
+        outcomes = self.committer.commit(batch)
+        self.spool.commit(records)
+        if self.metrics:
+            self.metrics.stored.inc(sum(o is not Outcome.DUPLICATE for o in outcomes))
+            self.metrics.duplicates.inc(sum(o is Outcome.DUPLICATE for o in outcomes))
+
+    def _dead_letter(self, record: SpoolRecord) -> None:
+        """Keep a record the worker cannot read, rather than drop it; an operator decides."""
+        folder = Path(self.spool.directory) / "dead-letter"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{record.start.segment}-{record.start.offset}.dcm"
+        with open(path, "wb") as fh:
+            fh.write(record.data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        log.error("a spooled record could not be read back; kept as %s", path.name)

@@ -1,0 +1,14 @@
+"""Log format and levels of the gateway process."""
+
+from __future__ import annotations
+
+import logging
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # Never log request lines: DICOMweb query strings carry patient identifiers.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,49 @@
+"""Prometheus metrics of one gateway process, in a registry of its own (no global state)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.received = Counter(
+            "pacsgw_instances_received", "Instances acknowledged to senders (durable in the spool).", ["source"], registry=r
+        )
+        self.rejected = Counter(
+            "pacsgw_instances_rejected", "Instances refused with a failure status, by reason.", ["reason"], registry=r
+        )
+        self.stored = Counter("pacsgw_instances_stored", "Instances stored in the object store and indexed.", registry=r)
+        self.duplicates = Counter(
+            "pacsgw_instances_duplicate", "Instances received again under a known SOP Instance UID.", registry=r
+        )
+        self.store_failures = Counter(
+            "pacsgw_store_batch_failures", "Spool batches that failed and will be retried.", ["component"], registry=r
+        )
+        self.store_latency = Histogram(
+            "pacsgw_object_store_put_seconds", "Time to write one object to the object store.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.index_latency = Histogram(
+            "pacsgw_index_commit_seconds", "Time to commit one batch to the index.", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.ack_latency = Histogram(
+            "pacsgw_store_ack_seconds", "Time from a complete C-STORE request to its durable acknowledgement.",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.spool_backlog = Gauge("pacsgw_spool_backlog_instances", "Instances in the spool not yet stored.", registry=r)
+        self.spool_backlog_bytes = Gauge("pacsgw_spool_backlog_bytes", "Bytes in the spool not yet stored.", registry=r)
+        self.associations = Gauge("pacsgw_dicom_associations", "Open DICOM associations.", registry=r)
+
+    def watch_spool(self, records: Callable[[], float], size: Callable[[], float]) -> None:
+        self.spool_backlog.set_function(records)
+        self.spool_backlog_bytes.set_function(size)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,123 @@
+"""The gateway process: modality -> SCP -> spool -> worker -> object store + index -> HTTP."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.dimse.scp import StorageSCP
+from gateway.http.app import create_http_app
+from gateway.ingest.committer import Committer
+from gateway.ingest.spool import SpoolLog
+from gateway.ingest.worker import SpoolWorker
+from gateway.metrics import GatewayMetrics
+from gateway.settings import Settings
+from storage.index.database import IndexDatabase
+from storage.object_store.base import ObjectStore, ObjectStoreError
+from storage.object_store.local import LocalObjectStore
+from storage.object_store.s3 import S3ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def open_object_store(settings: Settings) -> ObjectStore:
+    if settings.storage.backend == "s3":
+        s3 = settings.s3
+        store = S3ObjectStore(
+            s3.endpoint,
+            s3.bucket,
+            s3.access_key,
+            s3.secret_key,
+            secure=s3.secure,
+            region=s3.region,
+            connect_timeout=s3.connect_timeout,
+            read_timeout=s3.read_timeout,
+            max_connections=max(16, settings.spool.upload_concurrency * 2),
+        )
+        try:
+            store.ensure_bucket()
+        except ObjectStoreError as exc:
+            # Receiving goes on into the spool; the worker stores once S3 answers.
+            log.warning("object store not reachable at start-up (%s); instances will wait in the spool", exc)
+        return store
+    return LocalObjectStore(settings.local_objects_path)
+
+
+def open_index(settings: Settings) -> IndexDatabase:
+    settings.data_path.mkdir(parents=True, exist_ok=True)
+    return IndexDatabase.open(settings.index_url)
+
+
+class Gateway:
+    """The long-lived parts of one gateway process, opened and closed in order."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics()
+        self.index = open_index(settings)
+        self.store = open_object_store(settings)
+        sp = settings.spool
+        self.spool = SpoolLog(
+            settings.spool_path, segment_bytes=sp.segment_bytes, max_bytes=sp.max_bytes, min_free_bytes=sp.min_free_bytes
+        ).open()
+        self.metrics.watch_spool(lambda: self.spool.backlog_records, lambda: self.spool.backlog_bytes)
+        self.committer = Committer(
+            self.store,
+            self.index,
+            on_duplicate=settings.ingest.on_duplicate,
+            upload_concurrency=sp.upload_concurrency,
+            metrics=self.metrics,
+        )
+        self.worker = SpoolWorker(
+            self.spool,
+            self.committer,
+            batch_instances=sp.batch_instances,
+            retry_initial=sp.retry_initial_seconds,
+            retry_max=sp.retry_max_seconds,
+            metrics=self.metrics,
+        )
+        self.scp = StorageSCP(settings.dicom, self.spool, self.metrics)
+
+    def start(self) -> None:
+        self.worker.start()
+        self.scp.start()
+
+    def stop(self) -> None:
+        self.scp.stop()  # no new instances
+        self.worker.stop()  # what is spooled stays spooled for the next start
+        self.committer.close()
+        self.spool.close()
+        self.index.close()
+
+    def http_app(self) -> web.Application:
+        app = create_http_app(
+            self.settings, self.index, self.store, self.spool, self.metrics, lambda: self.worker.last_error
+        )
+
+        async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+            self.start()
+            yield
+            self.stop()
+
+        app.cleanup_ctx.append(lifecycle)
+        return app
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway until SIGINT or SIGTERM."""
+    gateway = Gateway(settings)
+    log.info(
+        "gateway starting: object store %s, index %s",
+        gateway.store.description,
+        gateway.index.dialect,
+    )
+    web.run_app(
+        gateway.http_app(),
+        host=settings.http.host,
+        port=settings.http.port,
+        access_log=None,  # query strings carry patient identifiers
+        print=lambda _msg: log.info("HTTP server listening on port %d", settings.http.port),
+        handle_signals=True,
+    )

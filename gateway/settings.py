@@ -1,0 +1,284 @@
+"""The gateway's one typed settings object.
+
+Read once at start-up from, in rising order of precedence: built-in defaults,
+a TOML file (``--config``), ``PACSGW_<SECTION>_<OPTION>`` environment
+variables, and command-line flags.  Every option carries its documentation in
+its field metadata; ``pacs-gateway config --reference`` prints the reference
+that the README shows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ENV_PREFIX = "PACSGW_"
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+def opt(default: Any, doc: str, *, secret: bool = False) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": doc, "secret": secret})
+    return field(default=default, metadata={"doc": doc, "secret": secret})
+
+
+@dataclass
+class DicomSettings:
+    ae_title: str = opt("PACSGW", "AE title of the DICOM SCP.")
+    host: str = opt("0.0.0.0", "Address the DICOM SCP listens on.")
+    port: int = opt(11112, "TCP port of the DICOM SCP.")
+    allowed_calling_aets: list[str] = opt(
+        [], "Calling AE titles allowed to associate; empty allows any."
+    )
+    allowed_peers: list[str] = opt(
+        [], "Peer addresses or CIDR networks allowed to associate; empty allows any."
+    )
+    max_associations: int = opt(32, "Most associations served at once; more are rejected (transient).")
+    max_pdu_size: int = opt(
+        4_194_304, "Largest P-DATA PDU we accept, in bytes (0 = unlimited). Large PDUs ingest faster."
+    )
+    network_timeout: float = opt(60.0, "Seconds without network activity before an association is aborted.")
+    dimse_timeout: float = opt(60.0, "Seconds to wait for a DIMSE message before aborting.")
+
+
+@dataclass
+class HttpSettings:
+    host: str = opt("0.0.0.0", "Address the HTTP server (health, metrics, DICOMweb) listens on.")
+    port: int = opt(8042, "TCP port of the HTTP server.")
+    base_url: str = opt(
+        "", "Public base URL of the HTTP server, used in links it returns; empty derives it from each request."
+    )
+
+
+@dataclass
+class StorageSettings:
+    backend: Literal["local", "s3"] = opt(
+        "local", "Object store: 'local' (a directory under the data dir) or 's3' (any S3-compatible server)."
+    )
+    local_path: str = opt("", "Directory of the local object store; empty means <data_dir>/objects.")
+
+
+@dataclass
+class S3Settings:
+    endpoint: str = opt("", "S3 endpoint as host:port, without scheme (e.g. minio:9000).")
+    bucket: str = opt("pacs", "Bucket holding the DICOM objects; created if missing.")
+    access_key: str = opt("", "S3 access key.", secret=True)
+    secret_key: str = opt("", "S3 secret key.", secret=True)
+    secure: bool = opt(True, "Use TLS (https) to reach the S3 endpoint.")
+    region: str = opt("", "S3 region; empty lets the client discover it.")
+    connect_timeout: float = opt(5.0, "Seconds to wait for a connection to the S3 endpoint.")
+    read_timeout: float = opt(60.0, "Seconds to wait for an S3 response.")
+
+
+@dataclass
+class IndexSettings:
+    url: str = opt(
+        "",
+        "SQLAlchemy URL of the index database; empty means SQLite at <data_dir>/index.sqlite. "
+        "PostgreSQL: postgresql+psycopg://user:password@host/dbname.",
+        secret=True,
+    )
+
+
+@dataclass
+class SpoolSettings:
+    max_bytes: int = opt(
+        21_474_836_480, "Largest spool backlog in bytes; beyond it C-STORE answers 0xA700 (out of resources)."
+    )
+    min_free_bytes: int = opt(
+        1_073_741_824, "Disk space always left free on the spool's file system; below it C-STORE answers 0xA700."
+    )
+    segment_bytes: int = opt(67_108_864, "Size at which a spool log segment is closed and a new one begun.")
+    batch_instances: int = opt(64, "Most instances the spool worker moves to storage and index in one batch.")
+    upload_concurrency: int = opt(8, "Uploads to the object store running at once.")
+    retry_initial_seconds: float = opt(0.5, "First wait after a failed batch; doubles on each failure.")
+    retry_max_seconds: float = opt(30.0, "Longest wait between retries of a failed batch.")
+
+
+@dataclass
+class IngestSettings:
+    on_duplicate: Literal["keep_first", "replace"] = opt(
+        "keep_first",
+        "What a re-sent SOP Instance UID does: 'keep_first' keeps the stored object, 'replace' overwrites it.",
+    )
+
+
+@dataclass
+class Settings:
+    data_dir: str = opt("./data", "Directory for the spool, the SQLite index and the local object store.")
+    log_level: str = opt("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
+    index: IndexSettings = field(default_factory=IndexSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def spool_path(self) -> Path:
+        return self.data_path / "spool"
+
+    @property
+    def local_objects_path(self) -> Path:
+        return Path(self.storage.local_path) if self.storage.local_path else self.data_path / "objects"
+
+    @property
+    def index_url(self) -> str:
+        return self.index.url or f"sqlite:///{(self.data_path / 'index.sqlite').resolve()}"
+
+
+def _sections() -> dict[str, type]:
+    hints = typing.get_type_hints(Settings)
+    return {f.name: hints[f.name] for f in dataclasses.fields(Settings) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise SettingsError(f"{where}: {value!r} is not one of {', '.join(map(repr, choices))}")
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise SettingsError(f"{where}: expected a list of strings")
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            return value.lower() in {"1", "true", "yes", "on"}
+        raise SettingsError(f"{where}: expected true or false, got {value!r}")
+    if annotation in (int, float):
+        if isinstance(value, bool):
+            raise SettingsError(f"{where}: expected a number, got {value!r}")
+        try:
+            return annotation(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
+    if annotation is str:
+        if not isinstance(value, str):
+            raise SettingsError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise SettingsError(f"{where}: unsupported option type {annotation!r}")
+
+
+def _apply(target: Any, values: Mapping[str, Any], where: str) -> None:
+    hints = typing.get_type_hints(type(target))
+    known = {f.name for f in dataclasses.fields(target)}
+    for key, value in values.items():
+        if key not in known:
+            raise SettingsError(f"{where}: unknown option {key!r}")
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, Mapping):
+                raise SettingsError(f"{where}.{key}: expected a table")
+            _apply(getattr(target, key), value, f"{where}.{key}")
+        else:
+            setattr(target, key, _coerce(value, annotation, f"{where}.{key}"))
+
+
+def env_name(section: str | None, option: str) -> str:
+    return ENV_PREFIX + (f"{section}_{option}" if section else option).upper()
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    sections = _sections()
+    overrides: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if f.name in sections:
+            for sub in dataclasses.fields(sections[f.name]):
+                name = env_name(f.name, sub.name)
+                if name in environ:
+                    overrides.setdefault(f.name, {})[sub.name] = environ[name]
+        elif (name := env_name(None, f.name)) in environ:
+            overrides[f.name] = environ[name]
+    return overrides
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings from defaults, a TOML file, the environment and explicit overrides."""
+    settings = Settings()
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            with path.open("rb") as fh:
+                document = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: {exc}") from None
+        _apply(settings, document, str(path))
+    _apply(settings, _env_overrides(os.environ if environ is None else environ), "environment")
+    if overrides:
+        _apply(settings, overrides, "command line")
+    _validate(settings)
+    return settings
+
+
+def _validate(settings: Settings) -> None:
+    if not 1 <= len(settings.dicom.ae_title.strip()) <= 16:
+        raise SettingsError("dicom.ae_title must be 1 to 16 characters")
+    for name, port in (("dicom.port", settings.dicom.port), ("http.port", settings.http.port)):
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"{name} must be a TCP port, got {port}")
+    if settings.storage.backend == "s3" and not settings.s3.endpoint:
+        raise SettingsError("storage.backend is 's3' but s3.endpoint is empty")
+    if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
+        raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
+
+
+def reference_markdown() -> str:
+    """The configuration reference, one table row per option."""
+    rows = ["| TOML key | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    sections = _sections()
+
+    def row(section: str | None, f: dataclasses.Field) -> str:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if isinstance(default, list):
+            default = "[" + ", ".join(default) + "]"
+        key = f"{section}.{f.name}" if section else f.name
+        return f"| `{key}` | `{env_name(section, f.name)}` | `{default}` | {f.metadata['doc']} |"
+
+    for f in dataclasses.fields(Settings):
+        if f.name not in sections:
+            rows.append(row(None, f))
+    for f in dataclasses.fields(Settings):
+        if f.name in sections:
+            rows.extend(row(f.name, sub) for sub in dataclasses.fields(sections[f.name]))
+    return "\n".join(rows) + "\n"
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as a dictionary with secrets masked, for display."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = {
+                sub.name: ("***" if sub.metadata.get("secret") and getattr(value, sub.name) else getattr(value, sub.name))
+                for sub in dataclasses.fields(value)
+            }
+        else:
+            out[f.name] = value
+    return out

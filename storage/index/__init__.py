@@ -1,0 +1,1 @@
+"""The study index: patient / study / series / instance, on SQLite or PostgreSQL."""

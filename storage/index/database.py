@@ -1,0 +1,340 @@
+"""The index database: one class for SQLite and PostgreSQL, through SQLAlchemy Core.
+
+All methods are synchronous and thread-safe (a connection per call); async
+callers run them in worker threads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from storage.index import schema
+from storage.index.person_names import fold_name
+from storage.index.records import InstanceRecord
+from storage.index.schema import instances, patient_identifiers, patients, series, studies
+from storage.index.study_query import StudyQuery
+
+
+class IndexDatabaseError(Exception):
+    """The index database could not complete an operation."""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    sop_instance_uid: str
+    object_key: str
+
+
+def _like(pattern: str) -> tuple[str, bool]:
+    """Translate DICOM wildcards to a LIKE pattern; returns (pattern, has_wildcard)."""
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    translated = escaped.replace("*", "%").replace("?", "_")
+    return translated, translated != escaped
+
+
+def _match(column: Any, value: str) -> Any:
+    pattern, wild = _like(value)
+    return column.like(pattern, escape="\\") if wild else column == value
+
+
+class IndexDatabase:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+
+    @classmethod
+    def open(cls, url: str) -> IndexDatabase:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cursor = dbapi_conn.cursor()
+                # WAL lets readers run beside the ingest writer; FULL makes each
+                # commit durable before the spool forgets the instances it holds.
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=FULL")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+        index = cls(engine)
+        index.create_schema()
+        return index
+
+    def create_schema(self) -> None:
+        try:
+            schema.metadata.create_all(self.engine)
+            with self.engine.begin() as conn:
+                version = conn.execute(select(schema.schema_info.c.version)).scalar()
+                if version is None:
+                    conn.execute(schema.schema_info.insert().values(version=schema.SCHEMA_VERSION))
+                elif version != schema.SCHEMA_VERSION:
+                    raise IndexDatabaseError(f"index schema version {version}, this gateway needs {schema.SCHEMA_VERSION}")
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"cannot open index: {type(exc).__name__}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def check(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"index unreachable: {type(exc).__name__}") from exc
+
+    # ----------------------------------------------------------------- ingest
+
+    def stored_instances(self, sop_instance_uids: Iterable[str]) -> dict[str, StoredInstance]:
+        uids = list(set(sop_instance_uids))
+        found: dict[str, StoredInstance] = {}
+        try:
+            with self.engine.connect() as conn:
+                for start in range(0, len(uids), 500):
+                    rows = conn.execute(
+                        select(instances.c.sop_instance_uid, instances.c.object_key).where(
+                            instances.c.sop_instance_uid.in_(uids[start : start + 500])
+                        )
+                    )
+                    for uid, key in rows:
+                        found[uid] = StoredInstance(uid, key)
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"index lookup failed: {type(exc).__name__}") from exc
+        return found
+
+    def commit(self, records: Sequence[InstanceRecord]) -> None:
+        """Insert or update the instances and their patients, studies and series in one transaction."""
+        if not records:
+            return
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
+            with self.engine.begin() as conn:
+                touched_series: set[int] = set()
+                touched_studies: set[int] = set()
+                previous = {
+                    uid: (series_pk, study_pk)
+                    for uid, series_pk, study_pk in conn.execute(
+                        select(instances.c.sop_instance_uid, instances.c.series_pk, series.c.study_pk)
+                        .join(series, series.c.pk == instances.c.series_pk)
+                        .where(instances.c.sop_instance_uid.in_([r.sop_instance_uid for r in records]))
+                    )
+                }
+                for old_series, old_study in previous.values():
+                    touched_series.add(old_series)
+                    touched_studies.add(old_study)
+                patient_pks: dict[tuple[str, str], int] = {}
+                study_pks: dict[str, int] = {}
+                series_pks: dict[str, int] = {}
+                for rec in records:
+                    pkey = (rec.patient_id, rec.issuer_of_patient_id)
+                    if pkey not in patient_pks:
+                        patient_pks[pkey] = self._upsert_patient(conn, rec, now)
+                    if rec.study_uid not in study_pks:
+                        study_pks[rec.study_uid] = self._upsert_study(conn, rec, patient_pks[pkey], now)
+                    if rec.series_uid not in series_pks:
+                        series_pks[rec.series_uid] = self._upsert_series(conn, rec, study_pks[rec.study_uid])
+                    self._upsert_instance(conn, rec, series_pks[rec.series_uid], now)
+                touched_series.update(series_pks.values())
+                touched_studies.update(study_pks.values())
+                self._refresh_counts(conn, touched_series, touched_studies)
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"index commit failed: {type(exc).__name__}") from exc
+
+    def _upsert(self, conn: Connection, table: Any, keys: list[str], values: dict[str, Any]) -> int:
+        stmt = self._insert(table).values(**values)
+        update_cols = {k: stmt.excluded[k] for k in values if k not in keys}
+        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols).returning(table.c.pk)
+        return conn.execute(stmt).scalar_one()
+
+    def _upsert_patient(self, conn: Connection, rec: InstanceRecord, now: dt.datetime) -> int:
+        pk = self._upsert(
+            conn,
+            patients,
+            ["patient_id", "issuer"],
+            {
+                "patient_id": rec.patient_id,
+                "issuer": rec.issuer_of_patient_id,
+                "patient_name": rec.patient_name,
+                "patient_name_folded": fold_name(rec.patient_name),
+                "birth_date": rec.patient_birth_date,
+                "sex": rec.patient_sex,
+                "updated_at": now,
+            },
+        )
+        for other in rec.other_patient_ids:
+            stmt = self._insert(patient_identifiers).values(
+                patient_pk=pk, identifier=other.patient_id, issuer=other.issuer, id_type=other.type
+            )
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=["patient_pk", "identifier", "issuer"]))
+        return pk
+
+    def _upsert_study(self, conn: Connection, rec: InstanceRecord, patient_pk: int, now: dt.datetime) -> int:
+        return self._upsert(
+            conn,
+            studies,
+            ["study_uid"],
+            {
+                "study_uid": rec.study_uid,
+                "patient_pk": patient_pk,
+                "study_date": rec.study_date,
+                "study_time": rec.study_time,
+                "accession_number": rec.accession_number,
+                "study_id": rec.study_id,
+                "study_description": rec.study_description,
+                "referring_physician_name": rec.referring_physician_name,
+                "referring_physician_folded": fold_name(rec.referring_physician_name),
+                "updated_at": now,
+            },
+        )
+
+    def _upsert_series(self, conn: Connection, rec: InstanceRecord, study_pk: int) -> int:
+        return self._upsert(
+            conn,
+            series,
+            ["series_uid"],
+            {
+                "series_uid": rec.series_uid,
+                "study_pk": study_pk,
+                "modality": rec.modality,
+                "series_number": rec.series_number,
+                "series_description": rec.series_description,
+                "body_part_examined": rec.body_part_examined,
+                "performed_start_date": rec.performed_start_date,
+                "performed_start_time": rec.performed_start_time,
+            },
+        )
+
+    def _upsert_instance(self, conn: Connection, rec: InstanceRecord, series_pk: int, now: dt.datetime) -> None:
+        self._upsert(
+            conn,
+            instances,
+            ["sop_instance_uid"],
+            {
+                "sop_instance_uid": rec.sop_instance_uid,
+                "series_pk": series_pk,
+                "sop_class_uid": rec.sop_class_uid,
+                "instance_number": rec.instance_number,
+                "transfer_syntax_uid": rec.transfer_syntax_uid,
+                "rows": rec.rows,
+                "columns": rec.columns,
+                "bits_allocated": rec.bits_allocated,
+                "number_of_frames": rec.number_of_frames,
+                "size": rec.size,
+                "object_key": rec.object_key,
+                "source_ae": rec.source_ae,
+                "received_at": now,
+            },
+        )
+
+    def _refresh_counts(self, conn: Connection, series_pks: set[int], study_pks: set[int]) -> None:
+        if series_pks:
+            count = (
+                select(func.count()).select_from(instances).where(instances.c.series_pk == series.c.pk).scalar_subquery()
+            )
+            conn.execute(update(series).where(series.c.pk.in_(series_pks)).values(num_instances=count))
+        for study_pk in study_pks:
+            rows = conn.execute(
+                select(series.c.modality, series.c.num_instances).where(series.c.study_pk == study_pk)
+            ).all()
+            live = [(m, n) for m, n in rows if n > 0]
+            conn.execute(
+                update(studies)
+                .where(studies.c.pk == study_pk)
+                .values(
+                    num_series=len(live),
+                    num_instances=sum(n for _, n in live),
+                    modalities="\\".join(sorted({m for m, _ in live if m})),
+                )
+            )
+
+    # ----------------------------------------------------------------- queries
+
+    def find_studies(self, query: StudyQuery) -> tuple[list[dict[str, Any]], int]:
+        """Studies matching the query, newest first, and the total number of matches."""
+        conditions = [studies.c.num_instances > 0]
+        if query.patient_id:
+            other_ids = select(patient_identifiers.c.patient_pk).where(
+                _match(patient_identifiers.c.identifier, query.patient_id)
+            )
+            conditions.append(or_(_match(patients.c.patient_id, query.patient_id), patients.c.pk.in_(other_ids)))
+        if query.study_uids:
+            conditions.append(studies.c.study_uid.in_(query.study_uids))
+        if query.accession_number:
+            conditions.append(_match(studies.c.accession_number, query.accession_number))
+        if query.study_date is not None:
+            if query.study_date.start:
+                conditions.append(studies.c.study_date >= query.study_date.start)
+            if query.study_date.end:
+                conditions.append(and_(studies.c.study_date != "", studies.c.study_date <= query.study_date.end))
+        if query.patient_name:
+            conditions.append(_match(patients.c.patient_name_folded, query.patient_name))
+        if query.modality:
+            conditions.append(
+                studies.c.pk.in_(select(series.c.study_pk).where(series.c.modality == query.modality))
+            )
+        joined = studies.join(patients, patients.c.pk == studies.c.patient_pk)
+        where = and_(*conditions)
+        columns = [
+            studies.c.study_uid,
+            studies.c.study_date,
+            studies.c.study_time,
+            studies.c.accession_number,
+            studies.c.study_id,
+            studies.c.study_description,
+            studies.c.referring_physician_name,
+            studies.c.modalities,
+            studies.c.num_series,
+            studies.c.num_instances,
+            patients.c.patient_id,
+            patients.c.issuer.label("issuer_of_patient_id"),
+            patients.c.patient_name,
+            patients.c.birth_date.label("patient_birth_date"),
+            patients.c.sex.label("patient_sex"),
+        ]
+        stmt = (
+            select(*columns)
+            .select_from(joined)
+            .where(where)
+            .order_by(studies.c.study_date.desc(), studies.c.study_time.desc(), studies.c.study_uid)
+            .limit(query.limit)
+            .offset(query.offset)
+        )
+        try:
+            with self.engine.connect() as conn:
+                rows = [dict(row._mapping) for row in conn.execute(stmt)]
+                total = conn.execute(select(func.count()).select_from(joined).where(where)).scalar_one()
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"study query failed: {type(exc).__name__}") from exc
+        return rows, total
+
+    def instance_count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(instances)).scalar_one()
+
+    def all_instances(self) -> list[dict[str, Any]]:
+        """Every indexed instance with its study and series UIDs (for tests and audits of small archives)."""
+        stmt = (
+            select(
+                instances.c.sop_instance_uid,
+                instances.c.object_key,
+                instances.c.size,
+                instances.c.transfer_syntax_uid,
+                series.c.series_uid,
+                studies.c.study_uid,
+            )
+            .join(series, series.c.pk == instances.c.series_pk)
+            .join(studies, studies.c.pk == series.c.study_pk)
+            .order_by(instances.c.sop_instance_uid)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(stmt)]

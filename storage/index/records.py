@@ -1,0 +1,61 @@
+"""What the index keeps of one instance, as extracted at ingest."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OtherPatientID:
+    patient_id: str
+    issuer: str = ""
+    type: str = ""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    # Patient
+    patient_id: str
+    issuer_of_patient_id: str
+    patient_name: str
+    patient_birth_date: str
+    patient_sex: str
+    # Study
+    study_uid: str
+    study_date: str
+    study_time: str
+    accession_number: str
+    study_id: str
+    study_description: str
+    referring_physician_name: str
+    # Series
+    series_uid: str
+    modality: str
+    series_number: int | None
+    series_description: str
+    body_part_examined: str
+    performed_start_date: str
+    performed_start_time: str
+    # Instance
+    sop_instance_uid: str
+    sop_class_uid: str
+    instance_number: int | None
+    transfer_syntax_uid: str
+    rows: int | None
+    columns: int | None
+    bits_allocated: int | None
+    number_of_frames: int | None
+    size: int
+    object_key: str
+    source_ae: str = ""
+    other_patient_ids: tuple[OtherPatientID, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
+        others = tuple(OtherPatientID(**item) for item in data.get("other_patient_ids", ()))
+        return cls(**{**data, "other_patient_ids": others})

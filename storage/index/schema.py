@@ -1,0 +1,117 @@
+"""Tables of the index, one per DICOM information level (SQLAlchemy Core, SQLite and PostgreSQL).
+
+Study and series rows carry their related counts and the study's modalities,
+kept current at ingest, so study-level queries never aggregate instances.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+SCHEMA_VERSION = 1
+
+metadata = MetaData()
+
+schema_info = Table(
+    "schema_info",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("patient_id", String(64), nullable=False),
+    Column("issuer", String(64), nullable=False, default=""),
+    Column("patient_name", String(324), nullable=False, default=""),
+    Column("patient_name_folded", String(324), nullable=False, default=""),
+    Column("birth_date", String(8), nullable=False, default=""),
+    Column("sex", String(16), nullable=False, default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("patient_id", "issuer", name="uq_patients_id_issuer"),
+    Index("ix_patients_name_folded", "patient_name_folded"),
+)
+
+# Other identifiers of the same patient (Other Patient IDs Sequence): national
+# citizen ID, health-insurance number, other hospitals' MRNs.
+patient_identifiers = Table(
+    "patient_identifiers",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("patient_pk", ForeignKey("patients.pk", ondelete="CASCADE"), nullable=False),
+    Column("identifier", String(64), nullable=False),
+    Column("issuer", String(64), nullable=False, default=""),
+    Column("id_type", String(16), nullable=False, default=""),
+    UniqueConstraint("patient_pk", "identifier", "issuer", name="uq_patient_identifiers"),
+    Index("ix_patient_identifiers_identifier", "identifier"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False, unique=True),
+    Column("patient_pk", ForeignKey("patients.pk"), nullable=False),
+    Column("study_date", String(8), nullable=False, default=""),
+    Column("study_time", String(16), nullable=False, default=""),
+    Column("accession_number", String(16), nullable=False, default=""),
+    Column("study_id", String(16), nullable=False, default=""),
+    Column("study_description", String(64), nullable=False, default=""),
+    Column("referring_physician_name", String(324), nullable=False, default=""),
+    Column("referring_physician_folded", String(324), nullable=False, default=""),
+    Column("modalities", String(256), nullable=False, default=""),
+    Column("num_series", Integer, nullable=False, default=0),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index("ix_studies_patient", "patient_pk"),
+    Index("ix_studies_accession", "accession_number"),
+    Index("ix_studies_date", "study_date"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("series_uid", String(64), nullable=False, unique=True),
+    Column("study_pk", ForeignKey("studies.pk"), nullable=False),
+    Column("modality", String(16), nullable=False, default=""),
+    Column("series_number", Integer),
+    Column("series_description", String(64), nullable=False, default=""),
+    Column("body_part_examined", String(16), nullable=False, default=""),
+    Column("performed_start_date", String(8), nullable=False, default=""),
+    Column("performed_start_time", String(16), nullable=False, default=""),
+    Column("num_instances", Integer, nullable=False, default=0),
+    Index("ix_series_study", "study_pk"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("series_pk", ForeignKey("series.pk"), nullable=False),
+    Column("sop_class_uid", String(64), nullable=False),
+    Column("instance_number", Integer),
+    Column("transfer_syntax_uid", String(64), nullable=False),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("bits_allocated", Integer),
+    Column("number_of_frames", Integer),
+    Column("size", BigInteger, nullable=False),
+    Column("object_key", String(256), nullable=False),
+    Column("source_ae", String(16), nullable=False, default=""),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Index("ix_instances_series", "series_pk"),
+)

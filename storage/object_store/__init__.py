@@ -1,0 +1,1 @@
+"""Object stores: one interface, interchangeable backends."""

@@ -1,0 +1,36 @@
+"""The interface every object store backend offers.
+
+Backends are synchronous; async callers run them in worker threads.
+A ``put`` is atomic and durable when it returns: readers see either the
+whole object or none, never a partial one.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class ObjectStoreError(Exception):
+    """The object store could not complete an operation."""
+
+
+class ObjectNotFound(ObjectStoreError):
+    """No object is stored under the key."""
+
+
+class ObjectStore(Protocol):
+    description: str
+
+    def put(self, key: str, data: bytes, content_type: str = "application/dicom") -> None: ...
+
+    def get(self, key: str) -> bytes: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def check(self) -> None:
+        """Raise ObjectStoreError unless the store is reachable and writable."""
+        ...

@@ -1,0 +1,137 @@
+"""A gateway run as its own process (``python -m gateway serve``), as an operator would run it.
+
+Tests start it on free ports, stop it gracefully or with SIGKILL, and start it
+again on the same data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import load_settings
+from storage.index.database import IndexDatabase
+from storage.object_store.base import ObjectStore
+from tests.peers.ports import free_port
+
+_START_TIMEOUT = 30.0
+
+
+@dataclass
+class GatewayProcess:
+    data_dir: Path
+    env: dict[str, str]
+    dicom_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    ae_title: str = "PACSGW"
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.data_dir.name}.log"
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PACSGW_")}
+        env.update(
+            {
+                "PACSGW_DATA_DIR": str(self.data_dir),
+                "PACSGW_DICOM_PORT": str(self.dicom_port),
+                "PACSGW_DICOM_HOST": "127.0.0.1",
+                "PACSGW_DICOM_AE_TITLE": self.ae_title,
+                "PACSGW_HTTP_PORT": str(self.http_port),
+                "PACSGW_HTTP_HOST": "127.0.0.1",
+                "PACSGW_LOG_LEVEL": "INFO",
+            }
+        )
+        env.update(self.env)
+        return env
+
+    def settings(self):  # the same settings the process reads
+        return load_settings(environ=self._environment())
+
+    def start(self, wait_ready: bool = True) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve"],
+            env=self._environment(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                status, body = self.get("/health")
+                if status in (200, 503) and (body.get("ready") or not wait_ready):
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway not ready within {_START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.proc = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        request = urllib.request.Request(self.base_url + path, headers=headers or {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw, status, ctype = response.read(), response.status, response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as err:
+            raw, status, ctype = err.read(), err.code, err.headers.get("Content-Type", "")
+        if "json" in ctype:
+            return status, json.loads(raw) if raw else None
+        return status, raw.decode(errors="replace")
+
+    def wait_idle(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until every acknowledged instance is stored and indexed (spool empty)."""
+        deadline = time.monotonic() + timeout
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            _, body = self.get("/health")
+            if body["spool"]["backlog_instances"] == 0:
+                return body
+            time.sleep(0.1)
+        raise AssertionError(f"spool not drained within {timeout} s: {body}")
+
+    def open_index(self) -> IndexDatabase:
+        return IndexDatabase.open(self.settings().index_url)
+
+    def open_store(self) -> ObjectStore:
+        from gateway.service import open_object_store
+
+        return open_object_store(self.settings())
