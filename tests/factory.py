@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import io
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +150,7 @@ def truncated(ds: Dataset, keep: float = 0.6) -> bytes:
 
 
 def without(ds: Dataset, keyword: str) -> Dataset:
-    copy = _with_meta(ds.copy())
+    copy = _with_meta(deepcopy(ds))
     copy.SOPInstanceUID = generate_uid()
     copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
     delattr(copy, keyword)
@@ -157,7 +158,7 @@ def without(ds: Dataset, keyword: str) -> Dataset:
 
 
 def with_bad_uid(ds: Dataset, keyword: str, value: str = "1.2.03.abc") -> Dataset:
-    copy = _with_meta(ds.copy())
+    copy = _with_meta(deepcopy(ds))
     copy.SOPInstanceUID = generate_uid()
     copy.file_meta.MediaStorageSOPInstanceUID = copy.SOPInstanceUID
     setattr(copy, keyword, value)

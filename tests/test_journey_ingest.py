@@ -82,6 +82,11 @@ def test_modality_study_is_stored_indexed_and_found(start_gateway, backend_env, 
     assert 'pacsgw_instances_received_total{source="dimse"} 21.0' in metrics
     assert "pacsgw_instances_stored_total 21.0" in metrics
 
+    # Queries and receipts carried names and IDs; none of them reach the log.
+    log = gateway.log_tail(10_000)
+    for phi in ("Nguy", "nguyen", "MRN-0001", CITIZEN_ID, INSURANCE_NUMBER, "Müller", "muller", "ACC0001"):
+        assert phi not in log, phi
+
 
 def test_echo_with_dcmtk(start_gateway) -> None:
     import os

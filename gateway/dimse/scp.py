@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -114,6 +115,7 @@ class StorageSCP:
         handlers = [
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_CONN_OPEN, self._on_connection),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_ESTABLISHED, self._on_established),
             (evt.EVT_RELEASED, self._on_closed),
@@ -132,11 +134,22 @@ class StorageSCP:
 
     # -------------------------------------------------------------- handlers
 
+    def _on_connection(self, event: Any) -> None:
+        # DIMSE exchanges are small request/response messages: without NODELAY,
+        # Nagle's algorithm and delayed ACKs stall each response by up to 40 ms.
+        sock = event.assoc.dul.socket.socket
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def _on_requested(self, event: Any) -> None:
         address = event.assoc.requestor.address
         if not self.peers.allows(address):
             log.warning("association from %s refused: address not allowed", address)
+            # As pynetdicom's own ACSE does for a refused calling AE title: reject,
+            # then stop the DUL, which lets the A-ASSOCIATE-RJ reach the peer first.
             event.assoc.acse.send_reject(0x01, 0x01, 0x01)
+            evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+            event.assoc.kill()
 
     def _on_established(self, event: Any) -> None:
         self.metrics.associations.inc()

@@ -1,0 +1,324 @@
+"""Ingest benchmark: the gateway (S3 backend) against Orthanc, both fed by DCMTK ``storescu``.
+
+Everything runs on this machine, on free ephemeral ports, and is torn down on exit:
+SeaweedFS (S3), the gateway (``python -m gateway serve``, S3 backend, SQLite index)
+and Debian's Orthanc (default SQLite index + filesystem storage).  Every run starts
+from empty: a fresh gateway data dir and bucket, a fresh Orthanc work dir.
+
+Measured per target and number of parallel associations P (the N files are split
+into P contiguous chunks, one ``storescu`` process per chunk, all started at once):
+
+- acknowledged rate: N / seconds until every storescu exited (every C-STORE answered);
+- end-to-end rate: N / seconds until every instance is stored and indexed.  Gateway:
+  ``GET /health`` shows an empty spool (``spool.backlog_instances == 0``).  Orthanc
+  stores before it answers, so this is its acknowledged time plus one REST check.
+- peak RSS: VmHWM of the server process (gateway: the Python process; Orthanc: Orthanc).
+
+Counts are verified after every run (gateway: QIDO-RS NumberOfStudyRelatedInstances
+and the objects in the bucket; Orthanc: ``GET /statistics``); a failed send or a
+wrong count aborts the benchmark with exit status 1 instead of reporting a rate.
+
+Run from the repository root:  ``.venv/bin/python -m bench.ingest [--help]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as ``python bench/ingest.py``: make ``tests`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.conftest import s3_env  # noqa: E402
+from tests.factory import ct_series, write_files  # noqa: E402
+from tests.gateway_process import GatewayProcess  # noqa: E402
+from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary, run_orthanc  # noqa: E402
+from tests.peers.seaweedfs import S3Server, run_seaweedfs  # noqa: E402
+
+TARGET_ACK_RATIO = 2.0  # from the product issue: ack rate >= 2x Orthanc
+TARGET_E2E_RATIO = 1.5  # end-to-end rate >= 1.5x Orthanc
+POLL_SECONDS = 0.05
+# s3_env() shortens these for outage tests; the benchmark keeps the product defaults.
+TEST_ONLY_ENV = ("PACSGW_S3_CONNECT_TIMEOUT", "PACSGW_SPOOL_RETRY_MAX_SECONDS")
+
+
+class BenchError(RuntimeError):
+    """A run failed (send, storage or count check): no rate is reported for it."""
+
+
+@dataclass
+class Run:
+    target: str
+    associations: int
+    instances: int
+    ack_seconds: float
+    e2e_seconds: float
+    idle_rss_mib: float  # VmRSS once the server is ready, before the first C-STORE
+    peak_rss_mib: float  # VmHWM after the run
+
+    @property
+    def ack_rate(self) -> float:
+        return self.instances / self.ack_seconds
+
+    @property
+    def e2e_rate(self) -> float:
+        return self.instances / self.e2e_seconds
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ack_rate": self.ack_rate, "e2e_rate": self.e2e_rate}
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS and VmHWM (peak resident set) of ``pid``, in MiB."""
+    found: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0]) / 1024  # reported in kB
+    return found
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not reached within {timeout:g} s")
+        time.sleep(POLL_SECONDS)
+
+
+def send(port: int, called_aet: str, files: list[Path], parallel: int, log_dir: Path,
+         timeout: float) -> tuple[float, float]:
+    """Send ``files`` over ``parallel`` storescu associations; return (start, acknowledged seconds)."""
+    size, extra = divmod(len(files), parallel)
+    chunks, begin = [], 0
+    for i in range(parallel):
+        end = begin + size + (1 if i < extra else 0)
+        chunks.append(files[begin:end])
+        begin = end
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logs = [log_dir / f"storescu-{i}.log" for i in range(parallel)]
+    procs: list[subprocess.Popen[bytes]] = []
+    start = time.perf_counter()
+    try:
+        for chunk, log_path in zip(chunks, logs):
+            with log_path.open("wb") as log:
+                procs.append(subprocess.Popen(
+                    [dcmtk_binary("storescu"), "-aet", "BENCHSCU", "-aec", called_aet,
+                     "127.0.0.1", str(port), *map(str, chunk)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    env={**os.environ, **DCMTK_ENV},
+                ))
+        codes = [proc.wait(timeout) for proc in procs]
+        elapsed = time.perf_counter() - start
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"storescu still sending after {timeout:g} s") from None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for code, log_path in zip(codes, logs):
+        text = log_path.read_text(errors="replace")
+        if code != 0 or re.search(r"^E:", text, re.MULTILINE):
+            raise BenchError(f"storescu failed (exit {code}), {log_path}:\n{text[-2000:]}")
+    return start, elapsed
+
+
+def bench_gateway(s3: S3Server, files: list[Path], study_uid: str, parallel: int,
+                  work: Path, timeout: float) -> Run:
+    bucket = f"bench-{uuid.uuid4().hex[:12]}"
+    env = {k: v for k, v in s3_env(s3, bucket).items() if k not in TEST_ONLY_ENV}
+    name = f"gateway-p{parallel}-n{len(files)}"
+    gateway = GatewayProcess(work / name, env)
+    try:
+        gateway.start()
+        assert gateway.proc is not None
+        pid = gateway.proc.pid
+        idle = memory_mib(pid)["VmRSS"]
+        start, ack = send(gateway.dicom_port, gateway.ae_title, files, parallel, work / f"{name}-scu", timeout)
+
+        def drained() -> bool:
+            _, health = gateway.get("/health")
+            return health["spool"]["backlog_instances"] == 0
+
+        try:
+            wait_for("gateway spool drained", drained, timeout)
+        except BenchError as exc:
+            raise BenchError(f"{exc}; /health: {gateway.get('/health')[1]}\n{gateway.log_tail()}") from None
+        e2e = time.perf_counter() - start
+        peak = memory_mib(pid)["VmHWM"]
+
+        status, body = gateway.get(f"/dicom-web/studies?StudyInstanceUID={study_uid}",
+                                   {"Accept": "application/dicom+json"})
+        indexed = int(body[0]["00201208"]["Value"][0]) if status == 200 and body else 0
+        stored = sum(1 for _ in s3.client().list_objects(bucket, prefix="studies/", recursive=True))
+        if indexed != len(files) or stored != len(files):
+            raise BenchError(f"gateway: sent {len(files)}, indexed {indexed} (QIDO status {status}), "
+                             f"{stored} objects in S3\n{gateway.log_tail()}")
+    finally:
+        gateway.stop()
+    return Run("gateway", parallel, len(files), ack, e2e, idle, peak)
+
+
+def bench_orthanc(files: list[Path], parallel: int, work: Path, timeout: float) -> tuple[Run, str]:
+    with run_orthanc(work / f"orthanc-p{parallel}", aet="ORTHANC") as orthanc:
+        orthanc_version = str(orthanc.get_json("/system")["Version"])
+        idle = memory_mib(orthanc.pid)["VmRSS"]
+        start, ack = send(orthanc.dicom_port, orthanc.aet, files, parallel, work / f"orthanc-p{parallel}-scu", timeout)
+        count = lambda: int(orthanc.get_json("/statistics")["CountInstances"])  # noqa: E731
+        try:
+            wait_for("Orthanc instance count", lambda: count() >= len(files), min(timeout, 10.0))
+        except BenchError as exc:
+            raise BenchError(f"{exc}: Orthanc has {count()} of {len(files)} instances") from None
+        e2e = time.perf_counter() - start
+        peak = memory_mib(orthanc.pid)["VmHWM"]
+        if count() != len(files):
+            raise BenchError(f"Orthanc: sent {len(files)}, has {count()} instances")
+    return Run("orthanc", parallel, len(files), ack, e2e, idle, peak), orthanc_version
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = re.search(r"^(?:model name|Hardware|cpu model)\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    meminfo = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu_model": model.group(1).strip() if model else "unknown",
+        "memory_gib": round(int(meminfo.group(1)) / 1024**2, 1) if meminfo else None,
+        "load_average": os.getloadavg(),
+    }
+
+
+def verdict(ratio: float, target: float) -> str:
+    return f"{ratio:5.2f}x {'PASS' if ratio >= target else 'MISS'}"
+
+
+def report(info: dict[str, Any], runs: list[Run], memory: list[Run]) -> list[dict[str, Any]]:
+    m, d = info["machine"], info["data"]
+    print(f"\nIngest benchmark, {info['date']}")
+    print(f"Machine:  {m['nproc']} CPUs (nproc), {m['cpu_model']}, {m['memory_gib']} GiB RAM, "
+          f"load average at start {m['load_average'][0]:.2f}, at end {os.getloadavg()[0]:.2f}")
+    print("Software: " + ", ".join(f"{k} {v}" for k, v in info["software"].items()))
+    print(f"Data:     {d['instances']} CT instances, 512x512 16-bit, Explicit VR LE, "
+          f"{d['mib_per_instance']:.2f} MiB each, sent by DCMTK storescu (TCP_NODELAY=1)\n")
+    print(f"{'target':<8} {'assoc':>5} {'inst':>5} {'ack inst/s':>11} {'e2e inst/s':>11} "
+          f"{'ack MiB/s':>10} {'idle RSS':>9} {'peak RSS':>9}")
+    for r in runs:
+        print(f"{r.target:<8} {r.associations:>5} {r.instances:>5} {r.ack_rate:>11.1f} {r.e2e_rate:>11.1f} "
+              f"{r.ack_rate * d['mib_per_instance']:>10.1f} {r.idle_rss_mib:>7.0f}Mi {r.peak_rss_mib:>7.0f}Mi")
+    ratios = []
+    print(f"\ngateway/Orthanc  assoc  ack (target >= {TARGET_ACK_RATIO}x)  e2e (target >= {TARGET_E2E_RATIO}x)")
+    for p in sorted({r.associations for r in runs}):
+        gw, orth = (next(r for r in runs if r.target == t and r.associations == p) for t in ("gateway", "orthanc"))
+        ack, e2e = gw.ack_rate / orth.ack_rate, gw.e2e_rate / orth.e2e_rate
+        ratios.append({"associations": p, "ack_ratio": ack, "e2e_ratio": e2e,
+                       "ack_pass": ack >= TARGET_ACK_RATIO, "e2e_pass": e2e >= TARGET_E2E_RATIO})
+        print(f"{'':<16} {p:>5}  {verdict(ack, TARGET_ACK_RATIO):<21} {verdict(e2e, TARGET_E2E_RATIO)}")
+    print("\nGateway memory while receiving (1 association; VmHWM = peak resident set of the process)")
+    print(f"{'instances':>9} {'MiB sent':>9} {'idle RSS':>9} {'peak RSS':>9} {'peak-idle':>10}")
+    for r in memory:
+        print(f"{r.instances:>9} {r.instances * d['mib_per_instance']:>9.0f} {r.idle_rss_mib:>7.0f}Mi "
+              f"{r.peak_rss_mib:>7.0f}Mi {r.peak_rss_mib - r.idle_rss_mib:>8.0f}Mi")
+    print("\nack = N / time until every storescu exited (all C-STORE responses received).\n"
+          "e2e = N / time until stored and indexed: gateway spool empty (in S3 + index); Orthanc\n"
+          "      stores before acknowledging, so its e2e is its ack time plus one REST check.")
+    return ratios
+
+
+def int_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("expected positive integers separated by commas")
+    return values
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=500, metavar="N",
+                        help="instances sent per throughput run (default: 500)")
+    parser.add_argument("--parallel", type=int_list, default=[1, 4], metavar="P,P",
+                        help="parallel associations to measure, comma-separated (default: 1,4)")
+    parser.add_argument("--memory-counts", type=int_list, default=[500, 2000], metavar="N,N",
+                        help="instance counts for the gateway memory runs (1 association; a throughput "
+                             "run with the same N and 1 association is reused) (default: 500,2000)")
+    parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                        help="longest wait for one send, and for the gateway's spool to drain (default: 900)")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work dir (input files, server data and logs) and print its path")
+    args = parser.parse_args(argv)
+    if args.count < 1 or max(args.parallel) > args.count:
+        parser.error("--count must be at least 1 and at least the largest --parallel")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    info: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "machine": machine(), "args": {**vars(args), "json": str(args.json)}}
+    runs: list[Run] = []
+    memory: list[Run] = []
+    try:
+        with ExitStack() as stack:
+            if args.keep:
+                work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+                print(f"work dir (kept): {work}")
+            else:
+                work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ingest-")))
+            total = max(args.count, *args.memory_counts)
+            print(f"generating {total} synthetic CT instances (512x512, 16-bit) ...", flush=True)
+            series = ct_series(total, size=512)
+            study_uid = str(series[0].StudyInstanceUID)
+            files = write_files(series, work / "input")
+            del series
+            mib = sum(f.stat().st_size for f in files[:args.count]) / args.count / 2**20
+            info["data"] = {"instances": args.count, "mib_per_instance": mib}
+            info["software"] = {"gateway": version("pacs-gateway") + " (S3 on SeaweedFS, SQLite index)",
+                                "DCMTK": subprocess.run([dcmtk_binary("storescu"), "--version"], capture_output=True,
+                                                        text=True).stdout.split()[2]}
+            print("starting SeaweedFS ...", flush=True)
+            s3 = stack.enter_context(run_seaweedfs(work / "seaweedfs"))
+            for p in args.parallel:
+                print(f"gateway, {p} association(s), {args.count} instances ...", flush=True)
+                runs.append(bench_gateway(s3, files[:args.count], study_uid, p, work, args.timeout))
+                print(f"Orthanc, {p} association(s), {args.count} instances ...", flush=True)
+                run, info["software"]["Orthanc"] = bench_orthanc(files[:args.count], p, work, args.timeout)
+                info["software"]["Orthanc"] += " (SQLite index + filesystem storage)"
+                runs.append(run)
+            for n in args.memory_counts:
+                same = [r for r in runs if r.target == "gateway" and r.associations == 1 and r.instances == n]
+                if not same:
+                    print(f"gateway memory run, 1 association, {n} instances ...", flush=True)
+                    same = [bench_gateway(s3, files[:n], study_uid, 1, work, args.timeout)]
+                memory.append(same[0])
+    except BenchError as exc:
+        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted; servers stopped", file=sys.stderr)
+        return 130
+    ratios = report(info, runs, memory)
+    if args.json:
+        info.update(runs=[r.as_json() for r in runs], ratios=ratios, memory=[r.as_json() for r in memory])
+        args.json.write_text(json.dumps(info, indent=2) + "\n")
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

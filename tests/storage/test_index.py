@@ -1,0 +1,98 @@
+"""The index behaves the same on SQLite (embedded default) and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.ingest.instance import parse_instance
+from storage.index.database import IndexDatabase
+from storage.index.records import InstanceRecord
+from storage.index.study_query import DateRange, StudyQuery
+from tests.factory import CITIZEN_ID, Patient, ct_series, latin1_instance, to_bytes
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexDatabase]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database(f"idx_{uuid.uuid4().hex[:10]}")
+    db = IndexDatabase.open(url)
+    yield db
+    db.close()
+
+
+def records(datasets) -> list[InstanceRecord]:
+    return [parse_instance(to_bytes(ds)).record for ds in datasets]
+
+
+def uids(rows) -> list[str]:
+    return [row["study_uid"] for row in rows]
+
+
+def test_counts_and_modalities_follow_ingest(index: IndexDatabase) -> None:
+    ct = ct_series(3, size=16)
+    mr = latin1_instance()
+    mr.StudyInstanceUID = ct[0].StudyInstanceUID
+    mr.PatientID = ct[0].PatientID
+    index.commit(records(ct))
+    index.commit(records([mr]))
+    [row], total = index.find_studies(StudyQuery(study_uids=(ct[0].StudyInstanceUID,)))
+    assert total == 1
+    assert (row["num_series"], row["num_instances"], row["modalities"]) == (2, 4, "CT\\MR")
+
+
+def test_recommit_is_idempotent_and_a_move_recounts_both_series(index: IndexDatabase) -> None:
+    ct = ct_series(3, size=16)
+    index.commit(records(ct))
+    index.commit(records(ct))
+    assert index.instance_count() == 3
+    moved = dataclasses.replace(records(ct[:1])[0], series_uid="1.2.3.4.99", object_key="studies/x/series/y/instances/z.dcm")
+    index.commit([moved])
+    rows, _ = index.find_studies(StudyQuery(study_uids=(ct[0].StudyInstanceUID,)))
+    assert rows[0]["num_series"] == 2 and rows[0]["num_instances"] == 3
+
+
+def test_matching(index: IndexDatabase) -> None:
+    a = ct_series(1, size=16, study_date="20240110", accession="A1")
+    b = ct_series(1, size=16, study_date="20240220", accession="B2", patient=Patient(patient_id="MRN-2", name="Đặng^Thị Thu", citizen_id="001099000111"))
+    c = [latin1_instance()]
+    index.commit(records(a + b + c))
+    A, B, C = a[0].StudyInstanceUID, b[0].StudyInstanceUID, c[0].StudyInstanceUID
+
+    def find(**kw) -> list[str]:
+        return uids(index.find_studies(StudyQuery(**kw))[0])
+
+    assert find(patient_id="MRN-0001") == [A]
+    assert find(patient_id=CITIZEN_ID) == [A]  # other identifiers of the same patient
+    assert find(patient_id="001099000111") == [B]
+    assert find(patient_id="MRN-*") == [B, A, C]  # newest first
+    assert find(patient_name=StudyQuery.name_pattern("dang thi thu")) == [B]
+    assert find(patient_name=StudyQuery.name_pattern("ĐẶNG*")) == [B]
+    assert find(patient_name=StudyQuery.name_pattern("*thu")) == [B]
+    assert find(patient_name=StudyQuery.name_pattern("muller^jurgen")) == [C]
+    assert find(accession_number="B2") == [B]
+    assert find(study_date=DateRange.parse("20240101-20240131")) == [A]
+    assert find(study_date=DateRange.parse("20240201-")) == [B]
+    assert find(study_date=DateRange.parse("-20240115")) == [A, C]
+    assert find(study_uids=(A, C)) == [A, C]
+    assert find(modality="MR") == [C]
+    assert find(patient_id="MRN_0001") == []  # '_' is not a wildcard in DICOM
+
+
+def test_paging_is_stable_and_counts_all(index: IndexDatabase) -> None:
+    datasets = []
+    for day in range(1, 13):
+        datasets += ct_series(1, size=16, study_date=f"202403{day:02d}")
+    index.commit(records(datasets))
+    seen = []
+    for offset in range(0, 12, 5):
+        rows, total = index.find_studies(StudyQuery(patient_id="MRN-0001", limit=5, offset=offset))
+        assert total == 12
+        seen += uids(rows)
+    assert len(seen) == 12 == len(set(seen))
