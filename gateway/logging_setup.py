@@ -12,3 +12,5 @@ def configure_logging(level: str) -> None:
     )
     # Never log request lines: DICOMweb query strings carry patient identifiers.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # pynetdicom logs whole datasets, identifiers included, at INFO and DEBUG.
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)

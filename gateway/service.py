@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.dimse.scp import StorageSCP
+from gateway.dimse.scp import DicomServer
 from gateway.http.app import create_http_app
 from gateway.ingest.committer import Committer
 from gateway.ingest.spool import SpoolLog
@@ -60,7 +61,11 @@ class Gateway:
         self.store = open_object_store(settings)
         sp = settings.spool
         self.spool = SpoolLog(
-            settings.spool_path, segment_bytes=sp.segment_bytes, max_bytes=sp.max_bytes, min_free_bytes=sp.min_free_bytes
+            settings.spool_path,
+            segment_bytes=sp.segment_bytes,
+            max_bytes=sp.max_bytes,
+            min_free_bytes=sp.min_free_bytes,
+            preallocated_segments=sp.preallocated_segments,
         ).open()
         self.metrics.watch_spool(lambda: self.spool.backlog_records, lambda: self.spool.backlog_bytes)
         self.committer = Committer(
@@ -78,14 +83,17 @@ class Gateway:
             retry_max=sp.retry_max_seconds,
             metrics=self.metrics,
         )
-        self.scp = StorageSCP(settings.dicom, self.spool, self.metrics)
+        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self.worker.start()
-        self.scp.start()
+        await self.dicom.start()
 
-    def stop(self) -> None:
-        self.scp.stop()  # no new instances
+    async def stop(self) -> None:
+        await self.dicom.stop()  # no new instances; appends under way finish
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
         self.worker.stop()  # what is spooled stays spooled for the next start
         self.committer.close()
         self.spool.close()
@@ -97,9 +105,9 @@ class Gateway:
         )
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
-            self.start()
+            await self.start()
             yield
-            self.stop()
+            await self.stop()
 
         app.cleanup_ctx.append(lifecycle)
         return app

@@ -98,6 +98,9 @@ class SpoolSettings:
         1_073_741_824, "Disk space always left free on the spool's file system; below it C-STORE answers 0xA700."
     )
     segment_bytes: int = opt(67_108_864, "Size at which a spool log segment is closed and a new one begun.")
+    preallocated_segments: int = opt(
+        2, "Spool segments zero-filled ahead of need (at most 4); writing into allocated blocks is faster."
+    )
     batch_instances: int = opt(64, "Most instances the spool worker moves to storage and index in one batch.")
     upload_concurrency: int = opt(8, "Uploads to the object store running at once.")
     retry_initial_seconds: float = opt(0.5, "First wait after a failed batch; doubles on each failure.")

@@ -54,6 +54,9 @@ class GatewayProcess:
                 "PACSGW_HTTP_PORT": str(self.http_port),
                 "PACSGW_HTTP_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",
+                # Small segments: every test start zero-fills its spares.
+                "PACSGW_SPOOL_SEGMENT_BYTES": str(8 << 20),
+                "PACSGW_SPOOL_PREALLOCATED_SEGMENTS": "1",
             }
         )
         env.update(self.env)

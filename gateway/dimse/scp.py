@@ -1,15 +1,21 @@
-"""The DICOM SCP: C-ECHO and C-STORE for every storage SOP class, acknowledging only durable instances."""
+"""The DICOM SCP: C-ECHO and C-STORE for every storage SOP class, acknowledging only durable instances.
+
+Associations run on the gateway's event loop (``gateway.dimse.association``);
+validating a dataset and appending it to the spool, which waits for the disk,
+run in a pool of threads of their own.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
-from pydicom.dataset import Dataset
 from pydicom.uid import (
     JPEG2000TransferSyntaxes,
     JPEGLSTransferSyntaxes,
@@ -18,10 +24,10 @@ from pydicom.uid import (
     RLETransferSyntaxes,
     UncompressedTransferSyntaxes,
 )
-from pynetdicom import AE, AllStoragePresentationContexts, _config, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom import AllStoragePresentationContexts
+from pynetdicom.presentation import PresentationContext, build_context
 
+from gateway.dimse.association import Association
 from gateway.dimse.status import StoreStatus
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance, parse_instance
 from gateway.ingest.spool import SpoolFull, SpoolLog
@@ -29,6 +35,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import DicomSettings
 
 log = logging.getLogger(__name__)
+
+VERIFICATION = "1.2.840.10008.1.1"
 
 # Accepted exactly as the sender proposes them: the gateway never transcodes on receipt.
 ACCEPTED_TRANSFER_SYNTAXES = [
@@ -41,21 +49,10 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 ]
 
 
-def quiet_pynetdicom() -> None:
-    """Keep identifiers (patient names, IDs) out of the logs: pynetdicom logs datasets by default."""
-    _config.LOG_HANDLER_LEVEL = "none"
-    _config.LOG_REQUEST_IDENTIFIERS = False
-    _config.LOG_RESPONSE_IDENTIFIERS = False
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
-
-
-def _failure(status: StoreStatus, reason: str, offending_tag: int | None = None) -> Dataset:
-    ds = Dataset()
-    ds.Status = int(status)
-    ds.ErrorComment = reason[:64]
-    if offending_tag is not None:
-        ds.OffendingElement = [offending_tag]
-    return ds
+def supported_contexts() -> list[PresentationContext]:
+    contexts = [build_context(VERIFICATION)]
+    contexts += [build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES) for cx in AllStoragePresentationContexts]
+    return contexts
 
 
 class PeerAllowList:
@@ -74,7 +71,14 @@ class PeerAllowList:
         return any(ip in network for network in self.networks)
 
 
-class StorageSCP:
+@dataclass(frozen=True)
+class StoreOutcome:
+    status: int
+    reason: str | None = None
+    offending_tag: int | None = None
+
+
+class DicomServer:
     def __init__(
         self,
         settings: DicomSettings,
@@ -87,116 +91,89 @@ class StorageSCP:
         self.metrics = metrics
         self.validate = validate
         self.peers = PeerAllowList(settings.allowed_peers)
-        self._server: ThreadedAssociationServer | None = None
+        self.supported_contexts = supported_contexts()
+        self.active = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool = ThreadPoolExecutor(max_workers=max(4, min(settings.max_associations, 16)), thread_name_prefix="ingest")
 
     @property
     def port(self) -> int:
         if self._server is None:
-            raise RuntimeError("SCP not started")
-        return int(self._server.server_address[1])
+            raise RuntimeError("DICOM server not started")
+        return int(self._server.sockets[0].getsockname()[1])
 
-    def _build_ae(self) -> AE:
-        s = self.settings
-        ae = AE(ae_title=s.ae_title)
-        ae.maximum_associations = s.max_associations
-        ae.maximum_pdu_size = s.max_pdu_size
-        ae.network_timeout = s.network_timeout
-        ae.dimse_timeout = s.dimse_timeout
-        ae.acse_timeout = min(30.0, s.network_timeout)
-        if s.allowed_calling_aets:
-            ae.require_calling_aet = list(s.allowed_calling_aets)
-        ae.add_supported_context(Verification)
-        for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
-        return ae
-
-    def start(self) -> None:
-        quiet_pynetdicom()
-        handlers = [
-            (evt.EVT_C_ECHO, self._on_echo),
-            (evt.EVT_C_STORE, self._on_store),
-            (evt.EVT_CONN_OPEN, self._on_connection),
-            (evt.EVT_REQUESTED, self._on_requested),
-            (evt.EVT_ESTABLISHED, self._on_established),
-            (evt.EVT_RELEASED, self._on_closed),
-            (evt.EVT_ABORTED, self._on_closed),
-        ]
-        self._server = self._build_ae().start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.settings.host,
+            self.settings.port,
+            limit=max(self.settings.max_pdu_size, 1 << 20) + 64,
+            reuse_address=True,
         )
         log.info("DICOM SCP %s listening on port %d", self.settings.ae_title, self.port)
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
+            await self._server.wait_closed()
             self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Let appends already under way finish before the spool closes.
+        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
 
-    # -------------------------------------------------------------- handlers
-
-    def _on_connection(self, event: Any) -> None:
-        # DIMSE exchanges are small request/response messages: without NODELAY,
-        # Nagle's algorithm and delayed ACKs stall each response by up to 40 ms.
-        sock = event.assoc.dul.socket.socket
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
         if sock is not None:
+            # DIMSE is request/response: without NODELAY each small response
+            # waits for Nagle and delayed ACKs (up to 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _on_requested(self, event: Any) -> None:
-        address = event.assoc.requestor.address
-        if not self.peers.allows(address):
-            log.warning("association from %s refused: address not allowed", address)
-            # As pynetdicom's own ACSE does for a refused calling AE title: reject,
-            # then stop the DUL, which lets the A-ASSOCIATE-RJ reach the peer first.
-            event.assoc.acse.send_reject(0x01, 0x01, 0x01)
-            evt.trigger(event.assoc, evt.EVT_REJECTED, {})
-            event.assoc.kill()
-
-    def _on_established(self, event: Any) -> None:
-        self.metrics.associations.inc()
-
-    def _on_closed(self, event: Any) -> None:
-        self.metrics.associations.dec()
-
-    def _on_echo(self, event: Any) -> int:
-        return 0x0000
-
-    def _on_store(self, event: Any) -> Dataset | int:
-        started = time.perf_counter()
-        calling_ae = str(event.assoc.requestor.ae_title).strip()
-        peer = event.assoc.requestor.address
-        request = event.request
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.active += 1
         try:
-            data = event.encoded_dataset(include_meta=True)
+            await Association(self, reader, writer).run()
+        finally:
+            self.active -= 1
+            self._tasks.discard(task)
+
+    async def store(
+        self, data: bytes, *, calling_ae: str, peer: str, sop_class: str, sop_instance: str
+    ) -> StoreOutcome:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._store, data, calling_ae, peer, sop_class, sop_instance)
+
+    def _store(self, data: bytes, calling_ae: str, peer: str, sop_class: str, sop_instance: str) -> StoreOutcome:
+        started = time.perf_counter()
+        try:
             instance = self.validate(
-                data,
-                source_ae=calling_ae,
-                affected_sop_class=str(request.AffectedSOPClassUID),
-                affected_sop_instance=str(request.AffectedSOPInstanceUID),
+                data, source_ae=calling_ae, affected_sop_class=sop_class, affected_sop_instance=sop_instance
             )
         except InstanceRejected as rejected:
-            log.warning("C-STORE from %s (%s) refused: %s", calling_ae, peer, rejected.reason)
-            self.metrics.rejected.labels(rejected.reason).inc()
-            return _failure(rejected.status, rejected.reason, rejected.offending_tag)
+            return self._refuse(calling_ae, peer, rejected.status, rejected.reason, rejected.offending_tag)
         except Exception as exc:  # never let a failure look like Success
             log.exception("C-STORE from %s (%s) failed while decoding", calling_ae, peer)
-            self.metrics.rejected.labels("decoding failure").inc()
-            return _failure(StoreStatus.CANNOT_UNDERSTAND, f"cannot decode dataset ({type(exc).__name__})")
-        meta = {
-            "record": instance.record.to_dict(),
-            "calling_ae": calling_ae,
-            "peer": peer,
-            "received_at": time.time(),
-        }
+            return self._refuse(calling_ae, peer, StoreStatus.CANNOT_UNDERSTAND, f"cannot decode dataset ({type(exc).__name__})")
+        meta = {"record": instance.record.to_dict(), "calling_ae": calling_ae, "peer": peer, "received_at": time.time()}
         try:
             self.spool.append(meta, instance.data)
         except SpoolFull as full:
-            log.warning("C-STORE from %s (%s) refused: %s", calling_ae, peer, full)
-            self.metrics.rejected.labels("spool full").inc()
-            return _failure(StoreStatus.OUT_OF_RESOURCES, f"gateway spool full: {full}"[:64])
+            return self._refuse(calling_ae, peer, StoreStatus.OUT_OF_RESOURCES, f"gateway spool full: {full}")
         except OSError as exc:
-            log.error("C-STORE from %s (%s) refused: spool write failed: %s", calling_ae, peer, exc.strerror)
-            self.metrics.rejected.labels("spool write failed").inc()
-            return _failure(StoreStatus.OUT_OF_RESOURCES, "gateway could not write the instance durably")
+            log.error("spool write failed: %s", exc.strerror or exc)
+            return self._refuse(calling_ae, peer, StoreStatus.OUT_OF_RESOURCES, "gateway could not write the instance durably")
         self.metrics.received.labels("dimse").inc()
         self.metrics.ack_latency.observe(time.perf_counter() - started)
-        return 0x0000
+        return StoreOutcome(StoreStatus.SUCCESS)
+
+    def _refuse(
+        self, calling_ae: str, peer: str, status: StoreStatus, reason: str, offending_tag: int | None = None
+    ) -> StoreOutcome:
+        reason = reason[:64]
+        log.warning("C-STORE from %s (%s) refused: %s", calling_ae, peer, reason)
+        self.metrics.rejected.labels(reason).inc()
+        return StoreOutcome(status, reason, offending_tag)

@@ -1,0 +1,207 @@
+"""One association, as acceptor: negotiation, then DIMSE messages until release or abort (PS3.8 section 9.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+
+from gateway.dimse import pdu
+from gateway.dimse.commands import NO_DATASET, UNRECOGNIZED_OPERATION, CommandField, decode_command, response
+from gateway.dimse.negotiation import AssociationRejected, Negotiated, decode_request, negotiate
+from gateway.dimse.part10 import file_meta
+from gateway.dimse.status import StoreStatus
+from storage.uids import is_valid_uid
+
+if TYPE_CHECKING:
+    from gateway.dimse.scp import DicomServer
+
+log = logging.getLogger(__name__)
+
+
+class _Abort(Exception):
+    """Stop the association with an A-ABORT (provider-initiated, with a reason)."""
+
+    def __init__(self, why: str, reason: int = pdu.REASON_NOT_SPECIFIED) -> None:
+        super().__init__(why)
+        self.reason = reason
+
+
+@dataclass
+class _Message:
+    """A DIMSE message being reassembled from its fragments."""
+
+    context_id: int
+    command_bytes: bytearray = field(default_factory=bytearray)
+    command: Dataset | None = None
+    dataset: bytearray | None = None
+    refusal: tuple[StoreStatus, str] | None = None
+
+
+class Association:
+    def __init__(self, server: DicomServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.server = server
+        self.reader = reader
+        self.writer = writer
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.peer = str(peer[0])
+        self.negotiated: Negotiated | None = None
+
+    @property
+    def calling_ae(self) -> str:
+        return self.negotiated.calling_ae if self.negotiated else ""
+
+    async def run(self) -> None:
+        settings = self.server.settings
+        try:
+            pdu_type, raw = await asyncio.wait_for(
+                pdu.read_pdu(self.reader, settings.max_pdu_size), min(30.0, settings.network_timeout)
+            )
+            if pdu_type != pdu.A_ASSOCIATE_RQ:
+                raise _Abort("association did not start with A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU)
+            if not await self._associate(raw):
+                return
+            self.server.metrics.associations.inc()
+            try:
+                await self._serve()
+            finally:
+                self.server.metrics.associations.dec()
+        except _Abort as abort:
+            log.warning("association with %s (%s) aborted: %s", self.calling_ae or "?", self.peer, abort)
+            await self._send(pdu.abort(pdu.ABORT_BY_PROVIDER, abort.reason))
+        except pdu.PDUError as bad:
+            log.warning("association with %s (%s) aborted: %s", self.calling_ae or "?", self.peer, bad)
+            await self._send(pdu.abort(pdu.ABORT_BY_PROVIDER, bad.reason))
+        except TimeoutError:
+            log.warning("association with %s (%s) aborted: network timeout", self.calling_ae or "?", self.peer)
+            await self._send(pdu.abort())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the peer went away; nothing it sent without a response is lost
+        finally:
+            self.writer.close()
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+        except (ConnectionError, RuntimeError):
+            pass
+
+    async def _associate(self, raw: bytes) -> bool:
+        server = self.server
+        try:
+            request = decode_request(raw)
+            calling = str(request.calling_ae_title).strip()
+            if not server.peers.allows(self.peer):
+                raise AssociationRejected("address not allowed", 0x01, 0x01, 0x01)
+            if server.settings.allowed_calling_aets and calling not in server.settings.allowed_calling_aets:
+                raise AssociationRejected("calling AE title not allowed", 0x01, 0x01, 0x03)
+            if server.active > server.settings.max_associations:  # this one included
+                raise AssociationRejected("too many associations", 0x02, 0x03, 0x02)
+            self.negotiated = negotiate(request, server.supported_contexts, max_pdu=server.settings.max_pdu_size)
+        except AssociationRejected as rejected:
+            log.warning("association from %s refused: %s", self.peer, rejected)
+            await self._send(pdu.associate_rj(rejected.result, rejected.source, rejected.reason))
+            return False
+        await self._send(self.negotiated.accept_pdu)
+        return True
+
+    async def _serve(self) -> None:
+        assert self.negotiated is not None
+        timeout = self.server.settings.network_timeout
+        message: _Message | None = None
+        while True:
+            pdu_type, raw = await asyncio.wait_for(pdu.read_pdu(self.reader, self.server.settings.max_pdu_size), timeout)
+            if pdu_type == pdu.A_RELEASE_RQ:
+                await self._send(pdu.release_rp())
+                return
+            if pdu_type == pdu.A_ABORT:
+                return
+            if pdu_type != pdu.P_DATA_TF:
+                raise _Abort(f"unexpected PDU type 0x{pdu_type:02x}", pdu.REASON_UNEXPECTED_PDU)
+            for context_id, control, fragment in pdu.iter_pdvs(raw):
+                if context_id not in self.negotiated.contexts:
+                    raise _Abort("data on a presentation context that was not accepted", pdu.REASON_INVALID_PARAMETER)
+                if message is None:
+                    message = _Message(context_id)
+                elif message.context_id != context_id:
+                    raise _Abort("fragments of one message on two presentation contexts", pdu.REASON_INVALID_PARAMETER)
+                if control & pdu.COMMAND:
+                    if message.command is not None:
+                        raise _Abort("command fragment after a complete command", pdu.REASON_UNEXPECTED_PDU)
+                    message.command_bytes += fragment
+                    if control & pdu.LAST_FRAGMENT:
+                        if await self._command_complete(message):
+                            message = None
+                else:
+                    if message.command is None:
+                        raise _Abort("dataset fragment before its command", pdu.REASON_UNEXPECTED_PDU)
+                    if message.dataset is not None:
+                        message.dataset += fragment
+                    if control & pdu.LAST_FRAGMENT:
+                        await self._dataset_complete(message)
+                        message = None
+
+    async def _command_complete(self, message: _Message) -> bool:
+        """Handle a complete command; returns True when the message is finished (no dataset follows)."""
+        try:
+            command = decode_command(bytes(message.command_bytes))
+            field_value = int(command.CommandField)
+            has_dataset = int(command.CommandDataSetType) != NO_DATASET
+            _ = command.MessageID
+        except Exception:
+            raise _Abort("undecodable DIMSE command", pdu.REASON_INVALID_PARAMETER) from None
+        message.command = command
+        if field_value == CommandField.C_ECHO_RQ and not has_dataset:
+            await self._respond(message, 0x0000)
+            return True
+        if field_value == CommandField.C_STORE_RQ and has_dataset:
+            context = self.negotiated.contexts[message.context_id]  # type: ignore[union-attr]
+            sop_class = str(command.get("AffectedSOPClassUID", ""))
+            sop_instance = str(command.get("AffectedSOPInstanceUID", ""))
+            if not (is_valid_uid(sop_class) and is_valid_uid(sop_instance)):
+                message.refusal = (StoreStatus.INVALID_UID, "C-STORE request names an invalid UID")
+            elif sop_class != context.abstract_syntax:
+                message.refusal = (StoreStatus.DATASET_MISMATCH, "SOP Class differs from the presentation context")
+            else:
+                message.dataset = bytearray(
+                    file_meta(sop_class, sop_instance, context.transfer_syntax, self.calling_ae)
+                )
+            return False
+        if has_dataset:  # drain the dataset, then refuse
+            message.refusal = (StoreStatus.PROCESSING_FAILURE, "operation not supported")
+            return False
+        await self._respond(message, UNRECOGNIZED_OPERATION, error_comment="operation not supported")
+        return True
+
+    async def _dataset_complete(self, message: _Message) -> None:
+        assert message.command is not None
+        if message.refusal is not None or message.dataset is None:
+            status, reason = message.refusal or (StoreStatus.PROCESSING_FAILURE, "operation not supported")
+            log.warning("C-STORE from %s (%s) refused: %s", self.calling_ae, self.peer, reason)
+            self.server.metrics.rejected.labels(reason).inc()
+            await self._respond(message, status, error_comment=reason)
+            return
+        outcome = await self.server.store(
+            bytes(message.dataset),
+            calling_ae=self.calling_ae,
+            peer=self.peer,
+            sop_class=str(message.command.AffectedSOPClassUID),
+            sop_instance=str(message.command.AffectedSOPInstanceUID),
+        )
+        await self._respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
+
+    async def _respond(
+        self,
+        message: _Message,
+        status: int,
+        *,
+        error_comment: str | None = None,
+        offending_element: int | None = None,
+    ) -> None:
+        assert message.command is not None and self.negotiated is not None
+        payload = response(message.command, status, error_comment=error_comment, offending_element=offending_element)
+        await self._send(pdu.p_data(message.context_id, payload, command=True, max_pdu=self.negotiated.peer_max_pdu))

@@ -1,0 +1,66 @@
+"""DIMSE command sets (PS3.7 section 9 and annex E): always Implicit VR Little Endian."""
+
+from __future__ import annotations
+
+import io
+from enum import IntEnum
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+
+NO_DATASET = 0x0101
+
+
+class CommandField(IntEnum):
+    C_STORE_RQ = 0x0001
+    C_STORE_RSP = 0x8001
+    C_ECHO_RQ = 0x0030
+    C_ECHO_RSP = 0x8030
+
+
+# Status for a command this gateway does not perform (PS3.7 C.4.2: Unrecognized Operation).
+UNRECOGNIZED_OPERATION = 0x0211
+
+
+def decode_command(data: bytes) -> Dataset:
+    return read_dataset(io.BytesIO(data), is_implicit_VR=True, is_little_endian=True)
+
+
+def _encode(ds: Dataset) -> bytes:
+    fp = DicomBytesIO()
+    fp.is_little_endian = True
+    fp.is_implicit_VR = True
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def encode_command(ds: Dataset) -> bytes:
+    body = _encode(ds)
+    group = Dataset()
+    group.CommandGroupLength = len(body)
+    return _encode(group) + body
+
+
+def response(
+    request: Dataset,
+    status: int,
+    *,
+    error_comment: str | None = None,
+    offending_element: int | None = None,
+) -> bytes:
+    """The response to ``request``: same SOP Class (and Instance), no dataset."""
+    rsp = Dataset()
+    rsp.AffectedSOPClassUID = request.get("AffectedSOPClassUID", "")
+    rsp.CommandField = int(request.CommandField) | 0x8000
+    rsp.MessageIDBeingRespondedTo = request.MessageID
+    rsp.CommandDataSetType = NO_DATASET
+    rsp.Status = status
+    if "AffectedSOPInstanceUID" in request:
+        rsp.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+    if offending_element is not None:
+        rsp.OffendingElement = [offending_element]
+    if error_comment:
+        rsp.ErrorComment = error_comment[:64]
+    return encode_command(rsp)

@@ -1,0 +1,98 @@
+"""Association negotiation as acceptor, on pynetdicom's PDU codecs and presentation context rules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydicom.uid import UID
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    ImplementationClassUIDNotification,
+    ImplementationVersionNameNotification,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
+
+from gateway.dimse.pdu import PDUError
+
+APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
+IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1337.1"
+IMPLEMENTATION_VERSION = "PACSGW_010"
+
+
+class AssociationRejected(Exception):
+    """The request is refused; carries the A-ASSOCIATE-RJ result, source and reason (PS3.8 9.3.4)."""
+
+    def __init__(self, why: str, result: int, source: int, reason: int) -> None:
+        super().__init__(why)
+        self.result, self.source, self.reason = result, source, reason
+
+
+@dataclass(frozen=True)
+class AcceptedContext:
+    abstract_syntax: str
+    transfer_syntax: str
+
+
+@dataclass(frozen=True)
+class Negotiated:
+    calling_ae: str
+    called_ae: str
+    peer_max_pdu: int
+    contexts: dict[int, AcceptedContext]
+    accept_pdu: bytes
+
+
+def decode_request(pdu: bytes) -> A_ASSOCIATE:
+    rq = A_ASSOCIATE_RQ()
+    try:
+        rq.decode(pdu)
+        primitive = rq.to_primitive()
+    except Exception as exc:  # pynetdicom raises assorted errors on malformed items
+        raise PDUError(f"malformed A-ASSOCIATE-RQ ({type(exc).__name__})") from None
+    if rq.protocol_version != 0x0001:
+        raise AssociationRejected("protocol version not supported", 0x01, 0x02, 0x02)
+    if str(primitive.application_context_name) != APPLICATION_CONTEXT:
+        raise AssociationRejected("application context not supported", 0x01, 0x01, 0x02)
+    return primitive
+
+
+def negotiate(
+    request: A_ASSOCIATE, supported: list[PresentationContext], *, max_pdu: int
+) -> Negotiated:
+    roles = {
+        item.sop_class_uid: (item.scu_role, item.scp_role)
+        for item in request.user_information
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+    }
+    results, role_replies = negotiate_as_acceptor(request.presentation_context_definition_list, supported, roles)
+    accepted = {
+        cx.context_id: AcceptedContext(str(cx.abstract_syntax), str(cx.transfer_syntax[0]))
+        for cx in results
+        if cx.result == 0x00 and cx.context_id is not None
+    }
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = UID(APPLICATION_CONTEXT)
+    primitive.calling_ae_title = request.calling_ae_title
+    primitive.called_ae_title = request.called_ae_title
+    primitive.result = 0x00
+    primitive.result_source = 0x01
+    primitive.presentation_context_definition_results_list = results
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = max_pdu
+    implementation = ImplementationClassUIDNotification()
+    implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
+    version = ImplementationVersionNameNotification()
+    version.implementation_version_name = IMPLEMENTATION_VERSION
+    primitive.user_information = [max_length, implementation, version, *role_replies]
+    ac = A_ASSOCIATE_AC()
+    ac.from_primitive(primitive)
+    return Negotiated(
+        calling_ae=str(request.calling_ae_title).strip(),
+        called_ae=str(request.called_ae_title).strip(),
+        peer_max_pdu=int(request.maximum_length_received or 0),
+        contexts=accepted,
+        accept_pdu=ac.encode(),
+    )

@@ -1,0 +1,93 @@
+"""DICOM Upper Layer PDU framing (PS3.8 section 9.3): reading PDUs, writing the small fixed ones and P-DATA."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import Iterator
+
+A_ASSOCIATE_RQ = 0x01
+A_ASSOCIATE_AC = 0x02
+A_ASSOCIATE_RJ = 0x03
+P_DATA_TF = 0x04
+A_RELEASE_RQ = 0x05
+A_RELEASE_RP = 0x06
+A_ABORT = 0x07
+
+_PDU_HEADER = struct.Struct(">BxI")
+_PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, message control header
+
+# Message control header bits (PS3.8 Annex E.2).
+COMMAND = 0x01
+LAST_FRAGMENT = 0x02
+
+# A-ABORT sources and A-P-ABORT reasons (PS3.8 section 9.3.8).
+ABORT_BY_USER = 0x00
+ABORT_BY_PROVIDER = 0x02
+REASON_NOT_SPECIFIED = 0x00
+REASON_UNRECOGNISED_PDU = 0x01
+REASON_UNEXPECTED_PDU = 0x02
+REASON_INVALID_PARAMETER = 0x06
+
+
+class PDUError(Exception):
+    """The peer sent something that is not a well-formed PDU; carries the A-P-ABORT reason."""
+
+    def __init__(self, message: str, reason: int = REASON_INVALID_PARAMETER) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+async def read_pdu(reader: asyncio.StreamReader, max_length: int) -> tuple[int, bytes]:
+    """The next PDU as (type, whole PDU bytes). Raises IncompleteReadError when the peer closes."""
+    header = await reader.readexactly(_PDU_HEADER.size)
+    pdu_type, length = _PDU_HEADER.unpack(header)
+    if pdu_type not in range(A_ASSOCIATE_RQ, A_ABORT + 1):
+        raise PDUError(f"unknown PDU type 0x{pdu_type:02x}", REASON_UNRECOGNISED_PDU)
+    limit = max_length + 6 if max_length else 1 << 31
+    if pdu_type != P_DATA_TF:
+        limit = 1 << 20  # association and release PDUs are small
+    if length > limit:
+        raise PDUError(f"PDU of {length} bytes exceeds the negotiated maximum")
+    return pdu_type, header + await reader.readexactly(length)
+
+
+def iter_pdvs(pdu: bytes) -> Iterator[tuple[int, int, memoryview]]:
+    """Presentation data values of a P-DATA-TF PDU: (context ID, control header, fragment)."""
+    view = memoryview(pdu)
+    offset, end = _PDU_HEADER.size, len(pdu)
+    if offset == end:
+        raise PDUError("P-DATA-TF without presentation data values")
+    while offset < end:
+        if end - offset < _PDV_HEADER.size:
+            raise PDUError("truncated presentation data value")
+        item_length, context_id, control = _PDV_HEADER.unpack_from(pdu, offset)
+        if item_length < 2 or offset + 4 + item_length > end:
+            raise PDUError("presentation data value length out of bounds")
+        yield context_id, control, view[offset + 6 : offset + 4 + item_length]
+        offset += 4 + item_length
+
+
+def p_data(context_id: int, payload: bytes, *, command: bool, max_pdu: int) -> bytes:
+    """One message as P-DATA-TF PDUs, fragmented to the peer's maximum PDU length (0 = no limit)."""
+    room = (max_pdu - 6 - 6) if max_pdu else len(payload) or 1
+    room = max(room, 1)
+    pdus = []
+    for start in range(0, max(len(payload), 1), room):
+        fragment = payload[start : start + room]
+        control = (COMMAND if command else 0) | (LAST_FRAGMENT if start + room >= len(payload) else 0)
+        item = _PDV_HEADER.pack(len(fragment) + 2, context_id, control) + fragment
+        pdus.append(_PDU_HEADER.pack(P_DATA_TF, len(item)) + item)
+    return b"".join(pdus)
+
+
+def associate_rj(result: int, source: int, reason: int) -> bytes:
+    return _PDU_HEADER.pack(A_ASSOCIATE_RJ, 4) + bytes((0, result, source, reason))
+
+
+def release_rp() -> bytes:
+    return _PDU_HEADER.pack(A_RELEASE_RP, 4) + bytes(4)
+
+
+def abort(source: int = ABORT_BY_PROVIDER, reason: int = REASON_NOT_SPECIFIED) -> bytes:
+    return _PDU_HEADER.pack(A_ABORT, 4) + bytes((0, 0, source, reason))
