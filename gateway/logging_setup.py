@@ -14,3 +14,5 @@ def configure_logging(level: str) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # pynetdicom logs whole datasets, identifiers included, at INFO and DEBUG.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # pydicom's validation warnings quote element values, names included.
+    logging.getLogger("pydicom").setLevel(logging.ERROR)

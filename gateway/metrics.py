@@ -34,7 +34,7 @@ class GatewayMetrics:
             "pacsgw_index_commit_seconds", "Time to commit one batch to the index.", buckets=_LATENCY_BUCKETS, registry=r
         )
         self.ack_latency = Histogram(
-            "pacsgw_store_ack_seconds", "Time from a complete C-STORE request to its durable acknowledgement.",
+            "pacsgw_store_ack_seconds", "Time to validate a received instance and make it durable in the spool.",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
         self.spool_backlog = Gauge("pacsgw_spool_backlog_instances", "Instances in the spool not yet stored.", registry=r)

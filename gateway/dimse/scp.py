@@ -155,8 +155,7 @@ class DicomServer:
             )
         except InstanceRejected as rejected:
             return self._refuse(calling_ae, peer, rejected.status, rejected.reason, rejected.offending_tag)
-        except Exception as exc:  # never let a failure look like Success
-            log.exception("C-STORE from %s (%s) failed while decoding", calling_ae, peer)
+        except Exception as exc:  # never let a failure look like Success; its message may quote values
             return self._refuse(calling_ae, peer, StoreStatus.CANNOT_UNDERSTAND, f"cannot decode dataset ({type(exc).__name__})")
         meta = {"record": instance.record.to_dict(), "calling_ae": calling_ae, "peer": peer, "received_at": time.time()}
         try:

@@ -18,7 +18,3 @@ class StoreStatus(IntEnum):
     # Refused: SOP Class not supported.
     REFUSED_SOP_CLASS = 0x0122
     PROCESSING_FAILURE = 0x0110
-
-
-class EchoStatus(IntEnum):
-    SUCCESS = 0x0000

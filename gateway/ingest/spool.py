@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from storage.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 _MAGIC = b"PGS2"
@@ -73,13 +75,6 @@ class SpoolRecord:
 def _segment_name(seq: int) -> str:
     return f"seg-{seq:016d}.log"
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
@@ -223,7 +218,7 @@ class SpoolLog:
         if spare is not None:
             os.replace(spare, path)
         self._write_fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self._sizes[seq] = 0
         self._write_seq = seq
 
@@ -287,7 +282,7 @@ class SpoolLog:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.directory / "checkpoint")
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # --------------------------------------------------------------- writing
 
@@ -397,11 +392,12 @@ class SpoolLog:
             return
         self._consumed = records[-1].end
         with self._write_lock:
-            self._backlog_records -= len(records)
-            self._backlog_bytes -= sum(r.size for r in records)
             finished = any(s < self._consumed.segment for s in self._sizes)
         if finished or time.monotonic() - self._checkpoint_saved_at >= self.checkpoint_interval:
-            self._persist_checkpoint()
+            self._persist_checkpoint()  # if this fails the worker files the batch again
+        with self._write_lock:
+            self._backlog_records -= len(records)
+            self._backlog_bytes -= sum(r.size for r in records)
 
     def _persist_checkpoint(self) -> None:
         upto = self._consumed

@@ -21,6 +21,16 @@ log = logging.getLogger(__name__)
 _BATCH_BYTES = 256 * 1024 * 1024
 
 
+def _component(exc: Exception) -> str:
+    if isinstance(exc, IndexDatabaseError):
+        return "index"
+    if isinstance(exc, ObjectStoreError):
+        return "object_store"
+    if isinstance(exc, OSError):
+        return "spool"
+    return "internal"
+
+
 class SpoolWorker:
     def __init__(
         self,
@@ -66,19 +76,22 @@ class SpoolWorker:
             if self.spool.backlog_records < self.batch_instances:
                 # Gather a fuller batch: fewer index commits and syncs per instance.
                 self._stop.wait(self.linger)
-            records = self.spool.read_batch(self.batch_instances, _BATCH_BYTES)
-            if not records:
-                continue
+            records: list[SpoolRecord] = []
             try:
-                self._file(records)
-            except (ObjectStoreError, IndexDatabaseError, OSError) as exc:
+                records = self.spool.read_batch(self.batch_instances, _BATCH_BYTES)
+                if records:
+                    self._file(records)
+            except Exception as exc:  # the worker must outlive any failure: retry with backoff
                 self.spool.rewind(records)
-                component = "index" if isinstance(exc, IndexDatabaseError) else "object_store"
+                component = _component(exc)
                 if self.metrics:
                     self.metrics.store_failures.labels(component).inc()
                 if self.last_error is None:
-                    log.warning("storing spooled instances failed (%s); retrying with backoff", exc)
-                self.last_error = str(exc)
+                    if component == "internal":
+                        log.exception("storing spooled instances failed; retrying with backoff")
+                    else:
+                        log.warning("storing spooled instances failed (%s); retrying with backoff", exc)
+                self.last_error = f"{component}: {exc}" if str(exc) else component
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.retry_max)
                 continue

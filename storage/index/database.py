@@ -54,7 +54,10 @@ class IndexDatabase:
     @classmethod
     def open(cls, url: str) -> IndexDatabase:
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            # hide_parameters: bound values (patient names, IDs) never appear in errors or logs.
+            engine = create_engine(
+                url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+            )
 
             @event.listens_for(engine, "connect")
             def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -66,7 +69,7 @@ class IndexDatabase:
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8)
+            engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8, hide_parameters=True)
         index = cls(engine)
         index.create_schema()
         return index

@@ -6,17 +6,11 @@ import os
 import uuid
 from pathlib import Path
 
+from storage.durable import fsync_dir
 from storage.object_store.base import ObjectNotFound, ObjectStoreError
 
 _TMP_DIR = ".incoming"
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalObjectStore:
@@ -49,7 +43,7 @@ class LocalObjectStore:
                 os.fsync(fh.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise ObjectStoreError(f"cannot write object: {exc.strerror}") from exc

@@ -1,0 +1,53 @@
+"""The spool worker outlives failures and files everything once they pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.ingest.committer import Committer
+from gateway.ingest.instance import parse_instance
+from gateway.ingest.spool import SpoolLog
+from gateway.ingest.worker import SpoolWorker
+from gateway.metrics import GatewayMetrics
+from storage.index.database import IndexDatabase
+from storage.object_store.local import LocalObjectStore
+from tests.factory import ct_series, to_bytes
+
+
+class FlakyStore(LocalObjectStore):
+    """A real local store whose first writes fail the way a bug or a library surprise would."""
+
+    def __init__(self, root: Path, failures: list[Exception]) -> None:
+        super().__init__(root)
+        self.failures = failures
+
+    def put(self, key: str, data: bytes, content_type: str = "application/dicom") -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        super().put(key, data, content_type)
+
+
+def test_worker_survives_unexpected_errors_and_files_everything(tmp_path: Path) -> None:
+    metrics = GatewayMetrics()
+    index = IndexDatabase.open(f"sqlite:///{tmp_path / 'index.sqlite'}")
+    store = FlakyStore(tmp_path / "objects", [RuntimeError("surprise"), ValueError("another")])
+    spool = SpoolLog(tmp_path / "spool", segment_bytes=1 << 20, max_bytes=1 << 30, min_free_bytes=0).open()
+    committer = Committer(store, index, on_duplicate="keep_first", upload_concurrency=2, metrics=metrics)
+    worker = SpoolWorker(spool, committer, batch_instances=4, retry_initial=0.01, retry_max=0.05, metrics=metrics)
+    series = ct_series(10, size=16)
+    for ds in series:
+        instance = parse_instance(to_bytes(ds))
+        spool.append({"record": instance.record.to_dict()}, instance.data)
+    worker.start()
+    try:
+        assert worker.wait_idle(timeout=20)
+    finally:
+        worker.stop()
+        committer.close()
+        spool.close()
+    assert sorted(r["sop_instance_uid"] for r in index.all_instances()) == sorted(ds.SOPInstanceUID for ds in series)
+    assert worker.last_error is None
+    text = metrics.render().decode()
+    [failures] = [line for line in text.splitlines() if line.startswith('pacsgw_store_batch_failures_total{component="internal"}')]
+    assert float(failures.rsplit(" ", 1)[1]) >= 1  # both errors may fall in one batch
+    assert "pacsgw_instances_stored_total 10.0" in text
