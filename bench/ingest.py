@@ -1,8 +1,9 @@
-"""Ingest benchmark: the gateway (S3 backend) against Orthanc, both fed by DCMTK ``storescu``.
+"""Ingest benchmark: the gateway against Orthanc, both fed by DCMTK ``storescu``.
 
 Everything runs on this machine, on free ephemeral ports, and is torn down on exit:
-SeaweedFS (S3), the gateway (``python -m gateway serve``, S3 backend, SQLite index)
-and Debian's Orthanc (default SQLite index + filesystem storage).  Every run starts
+SeaweedFS (S3), the gateway (``python -m gateway serve`` with its default settings,
+S3 backend or with ``--backend local`` the local object store, SQLite index) and
+Debian's Orthanc (default SQLite index + filesystem storage).  Every run starts
 from empty: a fresh gateway data dir and bucket, a fresh Orthanc work dir.
 
 Measured per target and number of parallel associations P (the N files are split
@@ -138,12 +139,13 @@ def send(port: int, called_aet: str, files: list[Path], parallel: int, log_dir: 
     return start, elapsed
 
 
-def bench_gateway(s3: S3Server, files: list[Path], study_uid: str, parallel: int,
+def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parallel: int,
                   work: Path, timeout: float) -> Run:
+    """One run against a fresh gateway: S3 backend when ``s3`` is given, else the local object store."""
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
-    env = {k: v for k, v in s3_env(s3, bucket).items() if k not in TEST_ONLY_ENV}
+    env = {k: v for k, v in s3_env(s3, bucket).items() if k not in TEST_ONLY_ENV} if s3 else {}
     name = f"gateway-p{parallel}-n{len(files)}"
-    gateway = GatewayProcess(work / name, env)
+    gateway = GatewayProcess(work / name, env, product_defaults=True)
     try:
         gateway.start()
         assert gateway.proc is not None
@@ -165,10 +167,13 @@ def bench_gateway(s3: S3Server, files: list[Path], study_uid: str, parallel: int
         status, body = gateway.get(f"/dicom-web/studies?StudyInstanceUID={study_uid}",
                                    {"Accept": "application/dicom+json"})
         indexed = int(body[0]["00201208"]["Value"][0]) if status == 200 and body else 0
-        stored = sum(1 for _ in s3.client().list_objects(bucket, prefix="studies/", recursive=True))
+        if s3 is not None:
+            stored = sum(1 for _ in s3.client().list_objects(bucket, prefix="studies/", recursive=True))
+        else:
+            stored = sum(1 for _ in (gateway.data_dir / "objects" / "studies").rglob("*.dcm"))
         if indexed != len(files) or stored != len(files):
             raise BenchError(f"gateway: sent {len(files)}, indexed {indexed} (QIDO status {status}), "
-                             f"{stored} objects in S3\n{gateway.log_tail()}")
+                             f"{stored} objects stored\n{gateway.log_tail()}")
     finally:
         gateway.stop()
     return Run("gateway", parallel, len(files), ack, e2e, idle, peak)
@@ -258,6 +263,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "run with the same N and 1 association is reused) (default: 500,2000)")
     parser.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
                         help="longest wait for one send, and for the gateway's spool to drain (default: 900)")
+    parser.add_argument("--backend", choices=["s3", "local"], default="s3",
+                        help="the gateway's object store: S3 on a SeaweedFS started here (default; the product "
+                             "target), or the local object store (both sides then write to this machine's disk)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work dir (input files, server data and logs) and print its path")
@@ -288,11 +296,14 @@ def main(argv: list[str] | None = None) -> int:
             del series
             mib = sum(f.stat().st_size for f in files[:args.count]) / args.count / 2**20
             info["data"] = {"instances": args.count, "mib_per_instance": mib}
-            info["software"] = {"gateway": version("pacs-gateway") + " (S3 on SeaweedFS, SQLite index)",
+            store = "S3 on SeaweedFS" if args.backend == "s3" else "local object store"
+            info["software"] = {"gateway": version("pacs-gateway") + f" ({store}, SQLite index)",
                                 "DCMTK": subprocess.run([dcmtk_binary("storescu"), "--version"], capture_output=True,
                                                         text=True).stdout.split()[2]}
-            print("starting SeaweedFS ...", flush=True)
-            s3 = stack.enter_context(run_seaweedfs(work / "seaweedfs"))
+            s3 = None
+            if args.backend == "s3":
+                print("starting SeaweedFS ...", flush=True)
+                s3 = stack.enter_context(run_seaweedfs(work / "seaweedfs"))
             for p in args.parallel:
                 print(f"gateway, {p} association(s), {args.count} instances ...", flush=True)
                 runs.append(bench_gateway(s3, files[:args.count], study_uid, p, work, args.timeout))

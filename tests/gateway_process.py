@@ -33,6 +33,7 @@ class GatewayProcess:
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     ae_title: str = "PACSGW"
+    product_defaults: bool = False  # True: no test speed-ups (benchmarks)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -54,11 +55,11 @@ class GatewayProcess:
                 "PACSGW_HTTP_PORT": str(self.http_port),
                 "PACSGW_HTTP_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",
-                # Small segments: every test start zero-fills its spares.
-                "PACSGW_SPOOL_SEGMENT_BYTES": str(8 << 20),
-                "PACSGW_SPOOL_PREALLOCATED_SEGMENTS": "1",
             }
         )
+        if not self.product_defaults:
+            # Small segments: every test start zero-fills its spares.
+            env.update({"PACSGW_SPOOL_SEGMENT_BYTES": str(8 << 20), "PACSGW_SPOOL_PREALLOCATED_SEGMENTS": "1"})
         env.update(self.env)
         return env
 

@@ -74,6 +74,7 @@ class Committer:
             to_store.append(i)
 
         list(self._pool.map(self._put, [batch[i] for i in to_store]))
+        self.store.flush()  # the index may only name durable objects
         started = time.perf_counter()
         self.index.commit([batch[i].record for i in to_store])
         if self.metrics:

@@ -1,8 +1,9 @@
 """The interface every object store backend offers.
 
 Backends are synchronous; async callers run them in worker threads.
-A ``put`` is atomic and durable when it returns: readers see either the
-whole object or none, never a partial one.
+Objects are atomic: readers see either the whole object or none, never a
+partial one. What was ``put`` is durable once ``flush`` returns (some
+backends make each ``put`` durable at once; for them ``flush`` does nothing).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ class ObjectStore(Protocol):
     description: str
 
     def put(self, key: str, data: bytes, content_type: str = "application/dicom") -> None: ...
+
+    def flush(self) -> None: ...
 
     def get(self, key: str) -> bytes: ...
 

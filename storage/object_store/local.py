@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from storage.durable import fsync_dir
@@ -12,21 +14,26 @@ from storage.object_store.base import ObjectNotFound, ObjectStoreError
 _TMP_DIR = ".incoming"
 
 
-
 class LocalObjectStore:
     """Objects are files named by their key below ``root``.
 
-    Writes go to a temporary file in ``root/.incoming``, are fsync'd and then
-    renamed into place, so a crash never leaves a partial object under a key.
+    ``put`` writes to a temporary file in ``root/.incoming``; ``flush`` fsyncs
+    the batch's files together (the file system commits them in one journal
+    transaction), renames them into place and syncs each directory once. So
+    an object appears under its key only complete and on disk, and a batch
+    costs a few syncs instead of two per object.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, sync_threads: int = 8) -> None:
         self.root = root.resolve()
         self.description = f"local directory {self.root}"
         self._tmp = self.root / _TMP_DIR
         self._tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self._tmp.iterdir():  # partial writes of a crashed process
+        for leftover in self._tmp.iterdir():  # writes of a process that crashed before its flush
             leftover.unlink(missing_ok=True)
+        self._pending: dict[Path, Path] = {}  # final path -> temporary file
+        self._lock = threading.Lock()
+        self._sync_pool = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="local-sync")
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/") or key.startswith(_TMP_DIR):
@@ -39,14 +46,30 @@ class LocalObjectStore:
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise ObjectStoreError(f"cannot write object: {exc.strerror}") from exc
+        with self._lock:
+            replaced = self._pending.pop(target, None)
+            self._pending[target] = tmp
+        if replaced is not None:
+            replaced.unlink(missing_ok=True)
+
+    def flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        try:
+            list(self._sync_pool.map(_fsync_file, pending.values()))
+            for target, tmp in pending.items():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, target)
+            list(self._sync_pool.map(fsync_dir, {target.parent for target in pending} | {self._tmp}))
+        except OSError as exc:
+            for tmp in pending.values():
+                tmp.unlink(missing_ok=True)
+            raise ObjectStoreError(f"cannot make objects durable: {exc.strerror}") from exc
 
     def get(self, key: str) -> bytes:
         try:
@@ -77,3 +100,11 @@ class LocalObjectStore:
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise ObjectStoreError(f"{self.root} is not writable")
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

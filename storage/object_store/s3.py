@@ -72,6 +72,9 @@ class S3ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise ObjectStoreError(f"S3 PUT failed: {type(exc).__name__}") from exc
 
+    def flush(self) -> None:
+        """Nothing to do: an S3 PUT is durable once answered."""
+
     def get(self, key: str) -> bytes:
         response = None
         try:

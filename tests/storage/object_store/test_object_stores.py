@@ -31,7 +31,9 @@ def test_put_get_list_delete(store: ObjectStore) -> None:
     store.check()
     key = "studies/1.2/series/1.3/instances/1.4.dcm"
     store.put(key, b"abc")
+    store.flush()
     store.put(key, b"abcd")  # overwrite is whole
+    store.flush()
     assert store.get(key) == b"abcd"
     assert store.exists(key)
     assert store.list_keys("studies/") == [key]
@@ -44,8 +46,10 @@ def test_put_get_list_delete(store: ObjectStore) -> None:
 def test_local_store_leaves_no_partial_object(tmp_path: Path) -> None:
     root = tmp_path / "objects"
     store = LocalObjectStore(root)
+    store.put("studies/1/series/2/instances/3.dcm", b"not yet flushed")
+    assert store.list_keys() == []  # nothing under a key before it is durable
     (root / ".incoming" / "crashed-write").write_bytes(b"half")
-    LocalObjectStore(root)  # a restart clears what a crash left mid-write
+    LocalObjectStore(root)  # a restart clears what a crash left before its flush
     assert list((root / ".incoming").iterdir()) == []
     assert store.list_keys() == []
     with pytest.raises(ObjectStoreError):
