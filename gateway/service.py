@@ -96,8 +96,10 @@ class Gateway:
     def _close(self) -> None:
         self.worker.stop()  # what is spooled stays spooled for the next start
         self.committer.close()
+        waiting = self.spool.backlog_records
         self.spool.close()
         self.index.close()
+        log.info("gateway stopped; %d instance(s) wait in the spool for the next start", waiting)
 
     def http_app(self) -> web.Application:
         app = create_http_app(
