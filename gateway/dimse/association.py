@@ -185,8 +185,9 @@ class Association:
             self.server.metrics.rejected.labels(reason).inc()
             await self._respond(message, status, error_comment=reason)
             return
+        dataset, message.dataset = message.dataset, None
         outcome = await self.server.store(
-            bytes(message.dataset),
+            dataset,
             calling_ae=self.calling_ae,
             peer=self.peer,
             sop_class=str(message.command.AffectedSOPClassUID),

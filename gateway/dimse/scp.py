@@ -142,12 +142,14 @@ class DicomServer:
             self._tasks.discard(task)
 
     async def store(
-        self, data: bytes, *, calling_ae: str, peer: str, sop_class: str, sop_instance: str
+        self, data: bytes | bytearray, *, calling_ae: str, peer: str, sop_class: str, sop_instance: str
     ) -> StoreOutcome:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, self._store, data, calling_ae, peer, sop_class, sop_instance)
 
-    def _store(self, data: bytes, calling_ae: str, peer: str, sop_class: str, sop_instance: str) -> StoreOutcome:
+    def _store(
+        self, data: bytes | bytearray, calling_ae: str, peer: str, sop_class: str, sop_instance: str
+    ) -> StoreOutcome:
         started = time.perf_counter()
         try:
             instance = self.validate(

@@ -37,7 +37,7 @@ class InstanceRejected(Exception):
 @dataclass(frozen=True)
 class ReceivedInstance:
     record: InstanceRecord
-    data: bytes  # the complete DICOM Part 10 file
+    data: bytes | bytearray | memoryview  # the complete DICOM Part 10 file, not copied
 
 
 @cache
@@ -91,8 +91,8 @@ def _other_patient_ids(ds: Dataset) -> tuple[OtherPatientID, ...]:
     return tuple(found)
 
 
-class _ShortReadDetector(io.BytesIO):
-    """Counts reads that came back shorter than asked.
+class _ShortReadDetector:
+    """A read-only stream over the received bytes, without copying them, that counts short reads.
 
     pydicom accepts a value shorter than its declared length without a word.
     A complete stream ends with exactly one empty read (the next element's
@@ -100,13 +100,19 @@ class _ShortReadDetector(io.BytesIO):
     stream was cut inside an element.
     """
 
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data)
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self._view = memoryview(data)
+        self._pos = 0
         self.partial_reads = 0
         self.empty_reads = 0
 
     def read(self, size: int | None = -1, /) -> bytes:
-        chunk = super().read(size)
+        length = len(self._view)
+        start = min(self._pos, length)
+        end = length if size is None or size < 0 else min(start + size, length)
+        chunk = self._view[start:end].tobytes()
+        if self._pos <= length:  # a seek past the end stays visible to tell()
+            self._pos = start + len(chunk)
         if size is not None and size > 0 and len(chunk) < size:
             if chunk:
                 self.partial_reads += 1
@@ -114,26 +120,68 @@ class _ShortReadDetector(io.BytesIO):
                 self.empty_reads += 1
         return chunk
 
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
 
-def read_dataset(data: bytes) -> Dataset:
-    """Parse a Part 10 file completely (pixel data too, so truncation is caught)."""
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+
+# Values longer than this (pixel data, mostly) are checked for length but not
+# read: validation needs their size, not a copy of them.
+_DEFER_BYTES = 64 * 1024
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _is_deferred(raw: object) -> bool:
+    return getattr(raw, "value", 0) is None and getattr(raw, "length", 0) not in (0, _UNDEFINED_LENGTH)
+
+
+def _decode_all(ds: Dataset) -> None:
+    """Decode every element, nested items too, so that decoding errors surface now."""
+    for tag in list(ds.keys()):
+        if _is_deferred(ds.get_item(tag)):
+            continue
+        element = ds[tag]
+        if element.VR == "SQ":
+            for item in element.value:
+                _decode_all(item)
+        else:
+            _ = element.value
+
+
+def read_dataset(data: bytes | bytearray | memoryview) -> Dataset:
+    """Parse a Part 10 file completely, so that truncation and undecodable values are caught."""
     stream = _ShortReadDetector(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on minor non-conformance; truncation is checked below
-            ds = dcmread(stream, force=False)
-            # Touch every element so that deferred decoding errors surface here.
-            for elem in ds.iterall():
-                _ = elem.value
+            ds = dcmread(stream, force=False, defer_size=_DEFER_BYTES)
+            _decode_all(ds)
     except InvalidDicomError:
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "not a DICOM Part 10 dataset") from None
-    except (EOFError, ValueError, TypeError, KeyError, NotImplementedError, OverflowError, UserWarning) as exc:
-        raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"unparsable dataset ({type(exc).__name__})") from None
     except Exception as exc:  # pydicom raises a wide range of errors on hostile input
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"unparsable dataset ({type(exc).__name__})") from None
-    if stream.partial_reads or stream.empty_reads > 1:
+    # A deferred value is skipped by seeking: a stream cut inside one ends up past its end.
+    if stream.partial_reads or stream.empty_reads > 1 or stream.tell() > len(data):
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "truncated dataset")
     return ds
+
+
+def _value_length(ds: Dataset, keyword: str) -> int:
+    raw = ds.get_item(keyword)
+    if _is_deferred(raw):
+        return int(raw.length)  # type: ignore[union-attr]
+    value = ds[keyword].value
+    return len(value) if value is not None else 0
 
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -158,12 +206,12 @@ def _check_pixel_data(ds: Dataset, transfer_syntax: UID) -> None:
         expected_bits = int(ds.Rows) * int(ds.Columns) * samples * int(ds.BitsAllocated) * frames
     except (AttributeError, TypeError, ValueError):
         raise InstanceRejected(StoreStatus.MISSING_ATTRIBUTE, "image pixel description incomplete", 0x00280100) from None
-    if len(ds.PixelData) * 8 < expected_bits:
+    if _value_length(ds, "PixelData") * 8 < expected_bits:
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "Pixel Data shorter than the image", 0x7FE00010)
 
 
 def parse_instance(
-    data: bytes,
+    data: bytes | bytearray | memoryview,
     *,
     source_ae: str = "",
     affected_sop_class: str | None = None,

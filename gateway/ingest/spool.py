@@ -65,7 +65,7 @@ class SpoolRecord:
     start: Position
     end: Position  # just past the record
     meta: dict[str, Any]
-    data: bytes
+    data: memoryview  # a view into the record as read, not a copy
 
     @property
     def size(self) -> int:
@@ -77,7 +77,7 @@ def _segment_name(seq: int) -> str:
 
 
 
-def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(fd, view, offset)
@@ -286,7 +286,7 @@ class SpoolLog:
 
     # --------------------------------------------------------------- writing
 
-    def append(self, meta: dict[str, Any], data: bytes) -> None:
+    def append(self, meta: dict[str, Any], data: bytes | bytearray | memoryview) -> None:
         """Append a record; when this returns the record survives a crash or power loss."""
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
         crc = zlib.crc32(data, zlib.crc32(meta_bytes))
@@ -364,7 +364,7 @@ class SpoolLog:
             if magic != _MAGIC or seq != pos.segment or len(body) != meta_len + data_len or zlib.crc32(body) != crc:
                 raise OSError(f"spool segment {pos.segment} damaged at offset {pos.offset}")
             end = Position(pos.segment, pos.offset + _HEADER.size + meta_len + data_len)
-            records.append(SpoolRecord(pos, end, json.loads(body[:meta_len]), body[meta_len:]))
+            records.append(SpoolRecord(pos, end, json.loads(body[:meta_len]), memoryview(body)[meta_len:]))
             taken += end.offset - pos.offset
             pos = end
         self._read_pos = pos

@@ -40,7 +40,7 @@ class LocalObjectStore:
             raise ObjectStoreError(f"invalid object key {key!r}")
         return self.root / key
 
-    def put(self, key: str, data: bytes, content_type: str = "application/dicom") -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview, content_type: str = "application/dicom") -> None:
         target = self._path(key)
         tmp = self._tmp / uuid.uuid4().hex
         try:

@@ -57,7 +57,7 @@ class S3ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreError(f"cannot reach S3 server: {type(exc).__name__}") from exc
 
-    def put(self, key: str, data: bytes, content_type: str = "application/dicom") -> None:
+    def put(self, key: str, data: bytes | bytearray | memoryview, content_type: str = "application/dicom") -> None:
         try:
             try:
                 self._client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)

@@ -76,6 +76,15 @@ def test_every_truncation_point_of_an_image_is_refused() -> None:
             parse_instance(data[:cut])
 
 
+def test_truncation_inside_large_pixel_data_is_refused() -> None:
+    """Pixel data larger than what validation reads into memory is still checked to its last byte."""
+    data = to_bytes(ct_series(1, size=256)[0])  # 128 KiB of pixel data
+    parse_instance(data)
+    for cut in (len(data) - 1, len(data) - 2, len(data) - 4096, len(data) - 70_000, len(data) - 131_000):
+        with pytest.raises(InstanceRejected, match="truncated"):
+            parse_instance(data[:cut])
+
+
 def test_dataset_must_agree_with_the_c_store_request() -> None:
     ds = ct_series(1, size=16)[0]
     with pytest.raises(InstanceRejected) as caught:
