@@ -17,13 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_compose_file_is_valid_and_its_settings_load() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert set(compose["services"]) == {"gateway", "minio"}
+    assert set(compose["services"]) == {"gateway", "minio", "postgres"}
     env = {
         key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
         for key, value in compose["services"]["gateway"]["environment"].items()
     }
     settings = load_settings(environ=env)  # every variable is a real, well-typed option
     assert settings.storage.backend == "s3" and settings.s3.endpoint == "minio:9000"
+    assert settings.index_url.startswith("postgresql+psycopg://pacs:") and settings.index_url.endswith("@postgres/pacs")
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, check=True)
 
