@@ -47,16 +47,12 @@ class DicomSettings:
         4_194_304, "Largest P-DATA PDU we accept, in bytes (0 = unlimited). Large PDUs ingest faster."
     )
     network_timeout: float = opt(60.0, "Seconds without network activity before an association is aborted.")
-    dimse_timeout: float = opt(60.0, "Seconds to wait for a DIMSE message before aborting.")
 
 
 @dataclass
 class HttpSettings:
     host: str = opt("0.0.0.0", "Address the HTTP server (health, metrics, DICOMweb) listens on.")
     port: int = opt(8042, "TCP port of the HTTP server.")
-    base_url: str = opt(
-        "", "Public base URL of the HTTP server, used in links it returns; empty derives it from each request."
-    )
 
 
 @dataclass

@@ -79,7 +79,7 @@ def import_paths(
     summary = ImportSummary()
     batch: list[ReceivedInstance] = []
 
-    def flush() -> None:
+    def file_batch() -> None:
         for attempt in range(_ATTEMPTS):
             try:
                 outcomes = committer.commit(batch)
@@ -114,7 +114,7 @@ def import_paths(
                 on_progress(1)
             continue
         if len(batch) >= batch_size:
-            flush()
+            file_batch()
     if batch:
-        flush()
+        file_batch()
     return summary
