@@ -122,3 +122,25 @@ def test_compressed_transfer_syntax_is_kept_as_received(start_gateway, tmp_path:
     assert row["transfer_syntax_uid"] == syntax
     stored = gateway.open_store().get(row["object_key"])
     assert stored[-4096:] == path.read_bytes()[-4096:]
+
+
+def test_production_configuration_postgresql_index_and_s3(start_gateway, s3_server, postgres_server, tmp_path: Path) -> None:
+    """The deployment the compose file describes: S3 objects, PostgreSQL index."""
+    import uuid
+
+    from tests.conftest import s3_env
+
+    env = {
+        **s3_env(s3_server, f"prod-{uuid.uuid4().hex[:8]}"),
+        "PACSGW_INDEX_URL": postgres_server.create_database(f"gw_{uuid.uuid4().hex[:8]}"),
+    }
+    gateway = start_gateway(env)
+    series = ct_series(15, size=64)
+    result = storescu(gateway.dicom_port, write_files(series, tmp_path / "ct"))
+    assert result.returncode == 0, result.stderr
+    gateway.wait_idle()
+    status, body = gateway.get("/dicom-web/studies?PatientName=nguyen%20van%20an")
+    assert status == 200 and [s["00201208"]["Value"] for s in body] == [[15]]
+    status, health = gateway.get("/health")
+    assert health["index"]["ok"] and health["object_store"]["backend"] == "s3"
+    assert len(gateway.open_store().list_keys("studies/")) == 15

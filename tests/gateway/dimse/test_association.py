@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 
 import pytest
 from pydicom import dcmread
@@ -80,6 +81,12 @@ class RawPeer:
         self.send(_request([(CTImageStorage, ExplicitVRLittleEndian)]))
         assert self.receive()[0] == pdu.A_ASSOCIATE_AC
 
+    def __enter__(self) -> RawPeer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
     def closed(self) -> bool:
         try:
             return self.sock.recv(1) == b""
@@ -88,35 +95,35 @@ class RawPeer:
 
 
 def test_garbage_instead_of_a_request_is_aborted(gateway) -> None:
-    peer = RawPeer(gateway.dicom_port)
-    peer.send(b"\x09\x00\x00\x00\x00\x04abcd")
-    pdu_type, body = peer.receive()
-    assert pdu_type == pdu.A_ABORT and body[3] == pdu.REASON_UNRECOGNISED_PDU
+    with RawPeer(gateway.dicom_port) as peer:
+        peer.send(b"\x09\x00\x00\x00\x00\x04abcd")
+        pdu_type, body = peer.receive()
+        assert pdu_type == pdu.A_ABORT and body[3] == pdu.REASON_UNRECOGNISED_PDU
 
 
 def test_data_on_an_unaccepted_context_is_aborted(gateway) -> None:
-    peer = RawPeer(gateway.dicom_port)
-    peer.associate()
-    peer.send(pdu.p_data(99, b"\x00" * 8, command=True, max_pdu=0))
-    assert peer.receive()[0] == pdu.A_ABORT
-    assert peer.closed()
+    with RawPeer(gateway.dicom_port) as peer:
+        peer.associate()
+        peer.send(pdu.p_data(99, b"\x00" * 8, command=True, max_pdu=0))
+        assert peer.receive()[0] == pdu.A_ABORT
+        assert peer.closed()
 
 
 def test_unsupported_operation_gets_a_status_not_silence(gateway) -> None:
-    peer = RawPeer(gateway.dicom_port)
-    peer.associate()
-    command = Dataset()
-    command.AffectedSOPClassUID = CTImageStorage
-    command.CommandField = 0x0FFF  # C-CANCEL-like unknown operation
-    command.MessageID = 7
-    command.CommandDataSetType = 0x0101
-    peer.send(pdu.p_data(1, encode_command(command), command=True, max_pdu=0))
-    pdu_type, body = peer.receive()
-    assert pdu_type == pdu.P_DATA_TF
-    response = dcmread(io.BytesIO(body[6:]), force=True)
-    assert response.Status == 0x0211 and response.MessageIDBeingRespondedTo == 7
-    peer.send(struct.pack(">BxI", pdu.A_RELEASE_RQ, 4) + bytes(4))
-    assert peer.receive()[0] == pdu.A_RELEASE_RP
+    with RawPeer(gateway.dicom_port) as peer:
+        peer.associate()
+        command = Dataset()
+        command.AffectedSOPClassUID = CTImageStorage
+        command.CommandField = 0x0FFF  # an operation nobody defined
+        command.MessageID = 7
+        command.CommandDataSetType = 0x0101
+        peer.send(pdu.p_data(1, encode_command(command), command=True, max_pdu=0))
+        pdu_type, body = peer.receive()
+        assert pdu_type == pdu.P_DATA_TF
+        response = dcmread(io.BytesIO(body[6:]), force=True)
+        assert response.Status == 0x0211 and response.MessageIDBeingRespondedTo == 7
+        peer.send(struct.pack(">BxI", pdu.A_RELEASE_RQ, 4) + bytes(4))
+        assert peer.receive()[0] == pdu.A_RELEASE_RP
 
 
 def test_peer_vanishing_mid_dataset_stores_nothing(gateway) -> None:
@@ -140,17 +147,17 @@ def test_peer_vanishing_mid_dataset_stores_nothing(gateway) -> None:
 
 
 def test_unsupported_contexts_are_refused_one_by_one(gateway) -> None:
-    peer = RawPeer(gateway.dicom_port)
-    peer.send(
-        _request(
-            [
-                (PatientRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian),
-                (CTImageStorage, "1.2.3.4.999"),  # a transfer syntax nobody knows
-                (CTImageStorage, ExplicitVRLittleEndian),
-            ]
+    with RawPeer(gateway.dicom_port) as peer:
+        peer.send(
+            _request(
+                [
+                    (PatientRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian),
+                    (CTImageStorage, "1.2.3.4.999"),  # a transfer syntax nobody knows
+                    (CTImageStorage, ExplicitVRLittleEndian),
+                ]
+            )
         )
-    )
-    pdu_type, body = peer.receive()
+        pdu_type, body = peer.receive()
     assert pdu_type == pdu.A_ASSOCIATE_AC
     ac = A_ASSOCIATE_AC()
     ac.decode(struct.pack(">BxI", pdu_type, len(body)) + body)
@@ -159,15 +166,19 @@ def test_unsupported_contexts_are_refused_one_by_one(gateway) -> None:
 
 
 def test_association_limit_refuses_transiently(gateway) -> None:
+    time.sleep(0.2)  # connections of earlier tests in this module are gone by now
     holders = [RawPeer(gateway.dicom_port) for _ in range(3)]
     for holder in holders:
         holder.associate()
-    extra = RawPeer(gateway.dicom_port)
-    extra.send(_request([(CTImageStorage, ExplicitVRLittleEndian)]))
-    pdu_type, body = extra.receive()
-    assert pdu_type == pdu.A_ASSOCIATE_RJ and tuple(body[1:4]) == (0x02, 0x03, 0x02)
-    for holder in holders:
-        holder.sock.close()
+    try:
+        with RawPeer(gateway.dicom_port) as extra:
+            extra.send(_request([(CTImageStorage, ExplicitVRLittleEndian)]))
+            pdu_type, body = extra.receive()
+            assert pdu_type == pdu.A_ASSOCIATE_RJ and tuple(body[1:4]) == (0x02, 0x03, 0x02)
+    finally:
+        for holder in holders:
+            holder.sock.close()
+    time.sleep(0.2)  # let the gateway see the holders go before the next test associates
 
 
 def test_small_pdus_from_the_sender_reassemble(gateway, tmp_path) -> None:
