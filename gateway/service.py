@@ -103,7 +103,7 @@ class Gateway:
 
     def http_app(self) -> web.Application:
         app = create_http_app(
-            self.settings, self.index, self.store, self.spool, self.metrics, lambda: self.worker.last_error
+            self.settings, self.index, self.store, self.spool, self.dicom, self.metrics, lambda: self.worker.last_error
         )
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

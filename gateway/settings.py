@@ -197,18 +197,19 @@ def env_name(section: str | None, option: str) -> str:
     return ENV_PREFIX + (f"{section}_{option}" if section else option).upper()
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+def _apply_environment(settings: Settings, environ: Mapping[str, str]) -> None:
+    """Apply ``PACSGW_*`` variables one by one, so that an error names the variable."""
     sections = _sections()
-    overrides: dict[str, Any] = {}
+    top_hints = typing.get_type_hints(Settings)
     for f in dataclasses.fields(Settings):
         if f.name in sections:
+            section, hints = getattr(settings, f.name), typing.get_type_hints(sections[f.name])
             for sub in dataclasses.fields(sections[f.name]):
                 name = env_name(f.name, sub.name)
                 if name in environ:
-                    overrides.setdefault(f.name, {})[sub.name] = environ[name]
+                    setattr(section, sub.name, _coerce(environ[name], hints[sub.name], name))
         elif (name := env_name(None, f.name)) in environ:
-            overrides[f.name] = environ[name]
-    return overrides
+            setattr(settings, f.name, _coerce(environ[name], top_hints[f.name], name))
 
 
 def load_settings(
@@ -228,7 +229,7 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"{path}: {exc}") from None
         _apply(settings, document, str(path))
-    _apply(settings, _env_overrides(os.environ if environ is None else environ), "environment")
+    _apply_environment(settings, os.environ if environ is None else environ)
     if overrides:
         _apply(settings, overrides, "command line")
     _validate(settings)

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from gateway.http import health, qido
 from gateway.http.errors import error_middleware
-from gateway.http.keys import INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
+from gateway.dimse.scp import DicomServer
+from gateway.http.keys import DICOM, INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
@@ -22,6 +23,7 @@ def create_http_app(
     index: IndexDatabase,
     store: ObjectStore,
     spool: SpoolLog,
+    dicom: DicomServer,
     metrics: GatewayMetrics,
     worker_error: Callable[[], Any],
 ) -> web.Application:
@@ -30,6 +32,7 @@ def create_http_app(
     app[INDEX] = index
     app[OBJECT_STORE] = store
     app[SPOOL] = spool
+    app[DICOM] = dicom
     app[METRICS] = metrics
     app[WORKER_ERROR] = worker_error
     app.router.add_get("/health", health.health)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.http.keys import INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
+from gateway.http.keys import DICOM, INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
 
 _CHECK_TIMEOUT = 5.0
 
@@ -28,6 +28,7 @@ async def health(request: web.Request) -> web.Response:
     app = request.app
     index, store = await asyncio.gather(_probe(app[INDEX].check), _probe(app[OBJECT_STORE].check))
     spool = app[SPOOL]
+    dicom = app[DICOM]
     worker_error = app[WORKER_ERROR]()
     ready = index["ok"] and store["ok"]
     body = {
@@ -41,6 +42,7 @@ async def health(request: web.Request) -> web.Response:
             "limit_bytes": spool.max_bytes,
         },
         "storing": {"ok": worker_error is None, "last_error": worker_error},
+        "dicom": {"ae_title": dicom.settings.ae_title, "port": dicom.port, "associations": dicom.active},
     }
     return web.json_response(body, status=200 if ready else 503)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.dimse.scp import DicomServer
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
@@ -17,6 +18,7 @@ SETTINGS = web.AppKey("settings", Settings)
 INDEX = web.AppKey("index", IndexDatabase)
 OBJECT_STORE = web.AppKey("object_store", ObjectStore)
 SPOOL = web.AppKey("spool", SpoolLog)
+DICOM = web.AppKey("dicom", DicomServer)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 # Returns the spool worker's last error, or None while storing works.
 WORKER_ERROR = web.AppKey("worker_error", Callable[[], Any])

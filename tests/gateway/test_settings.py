@@ -30,7 +30,7 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     ("toml", "env", "message"),
     [
         ("[dicom]\nprot = 1\n", {}, "unknown option 'prot'"),
-        ("", {"PACSGW_DICOM_PORT": "eleven"}, "expected int"),
+        ("", {"PACSGW_DICOM_PORT": "eleven"}, "PACSGW_DICOM_PORT: expected int"),
         ("", {"PACSGW_STORAGE_BACKEND": "ftp"}, "is not one of"),
         ("", {"PACSGW_STORAGE_BACKEND": "s3"}, "s3.endpoint is empty"),
         ("", {"PACSGW_DICOM_AE_TITLE": "A" * 17}, "1 to 16 characters"),
