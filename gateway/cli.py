@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from gateway.logging_setup import configure_logging
-from gateway.settings import Settings, SettingsError, load_settings, redacted, reference_markdown
+from gateway.settings import (
+    Settings,
+    SettingsError,
+    load_settings,
+    redacted,
+    reference_markdown,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -58,13 +64,14 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
 
     from gateway.ingest.committer import Committer
     from gateway.ingest.importer import import_paths, iter_files
-    from gateway.service import open_index, open_object_store
+    from gateway.service import open_index, open_object_store, open_rules_stage
 
     missing = [p for p in paths if not p.exists()]
     if missing:
         print(f"pacs-gateway import: no such file or folder: {missing[0]}", file=sys.stderr)
         return EXIT_FAILED
     total = sum(1 for _ in iter_files(paths))
+    rules = open_rules_stage(settings)
     index = open_index(settings)
     committer = Committer(
         open_object_store(settings),
@@ -74,7 +81,9 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
     )
     bar = tqdm(total=total, unit="file", disable=not progress, file=sys.stderr)
     try:
-        summary = import_paths(paths, committer, batch_size=settings.spool.batch_instances, on_progress=bar.update)
+        summary = import_paths(
+            paths, committer, batch_size=settings.spool.batch_instances, on_progress=bar.update, rules=rules
+        )
     except Exception as exc:
         bar.close()
         print(f"pacs-gateway import: stopped: {exc}", file=sys.stderr)
@@ -87,6 +96,8 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
     if summary.replaced:
         print(f"replaced:   {summary.replaced}")
     print(f"duplicates: {summary.duplicates}")
+    if summary.quarantined:
+        print(f"quarantined: {summary.quarantined}")
     print(f"rejected:   {len(summary.rejected)}")
     for reason, count in summary.reasons().most_common():
         print(f"  {count:6d}  {reason}")

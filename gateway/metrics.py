@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -18,6 +24,9 @@ class GatewayMetrics:
         )
         self.rejected = Counter(
             "pacsgw_instances_rejected", "Instances refused with a failure status, by reason.", ["reason"], registry=r
+        )
+        self.quarantined = Counter(
+            "pacsgw_instances_quarantined", "Instances a rule set aside in the quarantine (acknowledged, not stored).", registry=r
         )
         self.stored = Counter("pacsgw_instances_stored", "Instances stored in the object store and indexed.", registry=r)
         self.duplicates = Counter(

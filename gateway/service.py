@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from dicom_rules.rules import load_rules
 from gateway.dimse.scp import DicomServer
 from gateway.http.app import create_http_app
 from gateway.ingest.committer import Committer
+from gateway.ingest.rules_stage import RulesStage
 from gateway.ingest.spool import SpoolLog
 from gateway.ingest.worker import SpoolWorker
 from gateway.metrics import GatewayMetrics
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
+from gateway.vault import PseudonymVault
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore, ObjectStoreError
 from storage.object_store.local import LocalObjectStore
@@ -46,6 +49,25 @@ def open_object_store(settings: Settings) -> ObjectStore:
     return LocalObjectStore(settings.local_objects_path)
 
 
+def open_rules_stage(settings: Settings) -> RulesStage | None:
+    """The rules stage, or None when no rules file is set; raises on a bad file or a missing secret."""
+    if not settings.deid.rules_file:
+        return None
+    rules = load_rules(settings.deid.rules_file)
+    secret = settings.deid_secret()
+    if rules.needs_key and secret is None:
+        raise SettingsError(
+            f"{settings.deid.rules_file}: the rules pseudonymise or anonymise but no secret is configured "
+            "(deid.secret or deid.secret_file); the gateway will not store instances it cannot de-identify"
+        )
+    return RulesStage(
+        rules,
+        secret=secret,
+        date_shift_max_days=settings.deid.date_shift_max_days,
+        quarantine_dir=settings.quarantine_path,
+    )
+
+
 def open_index(settings: Settings) -> IndexDatabase:
     settings.data_path.mkdir(parents=True, exist_ok=True)
     return IndexDatabase.open(settings.index_url)
@@ -57,7 +79,9 @@ class Gateway:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics()
+        self.rules = open_rules_stage(settings)  # first: a bad rules file stops start-up before anything opens
         self.index = open_index(settings)
+        self.vault = PseudonymVault.open(settings, self.index)
         self.store = open_object_store(settings)
         sp = settings.spool
         self.spool = SpoolLog(
@@ -83,7 +107,9 @@ class Gateway:
             retry_max=sp.retry_max_seconds,
             metrics=self.metrics,
         )
-        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics)
+        self.dicom = DicomServer(
+            settings.dicom, self.spool, self.metrics, receive=self.rules.receive if self.rules else None
+        )
 
     async def start(self) -> None:
         self.worker.start()
@@ -103,7 +129,14 @@ class Gateway:
 
     def http_app(self) -> web.Application:
         app = create_http_app(
-            self.settings, self.index, self.store, self.spool, self.dicom, self.metrics, lambda: self.worker.last_error
+            self.settings,
+            self.index,
+            self.store,
+            self.spool,
+            self.dicom,
+            self.metrics,
+            lambda: self.worker.last_error,
+            self.vault,
         )
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

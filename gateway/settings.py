@@ -112,6 +112,30 @@ class IngestSettings:
 
 
 @dataclass
+class DeidSettings:
+    rules_file: str = opt(
+        "",
+        "De-identification rules file (TOML; see the README). Empty: every instance is stored as received.",
+    )
+    secret: str = opt(
+        "",
+        "Secret (at least 32 characters) from which pseudonyms, date shifts and the vault key derive. "
+        "Required when a rule pseudonymises or anonymises. Changing it changes every new pseudonym and "
+        "leaves the vault unreadable: keep it in a secrets store.",
+        secret=True,
+    )
+    secret_file: str = opt("", "File whose first line is the secret, read when `deid.secret` is empty.")
+    date_shift_max_days: int = opt(
+        365, "Largest per-patient date shift, in days, under the Modified Dates option (shifts are 1..N days back)."
+    )
+    reidentify_token_sha256: list[str] = opt(
+        [],
+        "SHA-256 digests (hex) of bearer tokens allowed to re-identify: query by an original patient ID "
+        "and read the vault. `pacs-gateway vault token` makes a token and its digest.",
+    )
+
+
+@dataclass
 class Settings:
     data_dir: str = opt("./data", "Directory for the spool, the SQLite index and the local object store.")
     log_level: str = opt("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
@@ -122,6 +146,7 @@ class Settings:
     index: IndexSettings = field(default_factory=IndexSettings)
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    deid: DeidSettings = field(default_factory=DeidSettings)
 
     @property
     def data_path(self) -> Path:
@@ -134,6 +159,25 @@ class Settings:
     @property
     def local_objects_path(self) -> Path:
         return Path(self.storage.local_path) if self.storage.local_path else self.data_path / "objects"
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.data_path / "quarantine"
+
+    def deid_secret(self) -> bytes | None:
+        """The de-identification secret, from the setting or its file; None when neither is set."""
+        text = self.deid.secret
+        if not text and self.deid.secret_file:
+            try:
+                lines = Path(self.deid.secret_file).read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise SettingsError(f"deid.secret_file: cannot read it ({exc.strerror or exc})") from None
+            text = lines[0].strip() if lines else ""
+        if not text:
+            return None
+        if len(text.encode("utf-8")) < 32:
+            raise SettingsError("deid.secret must be at least 32 characters")
+        return text.encode("utf-8")
 
     @property
     def index_url(self) -> str:
@@ -246,6 +290,11 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("storage.backend is 's3' but s3.endpoint is empty")
     if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
         raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
+    if settings.deid.date_shift_max_days < 1:
+        raise SettingsError("deid.date_shift_max_days must be at least 1")
+    for digest in settings.deid.reidentify_token_sha256:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
+            raise SettingsError("deid.reidentify_token_sha256 entries must be SHA-256 digests in hex")
 
 
 def reference_markdown() -> str:

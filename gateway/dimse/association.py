@@ -10,8 +10,19 @@ from typing import TYPE_CHECKING
 from pydicom.dataset import Dataset
 
 from gateway.dimse import pdu
-from gateway.dimse.commands import NO_DATASET, UNRECOGNIZED_OPERATION, CommandField, decode_command, response
-from gateway.dimse.negotiation import AssociationRejected, Negotiated, decode_request, negotiate
+from gateway.dimse.commands import (
+    NO_DATASET,
+    UNRECOGNIZED_OPERATION,
+    CommandField,
+    decode_command,
+    response,
+)
+from gateway.dimse.negotiation import (
+    AssociationRejected,
+    Negotiated,
+    decode_request,
+    negotiate,
+)
 from gateway.dimse.part10 import file_meta
 from gateway.dimse.status import StoreStatus
 from storage.uids import is_valid_uid

@@ -30,6 +30,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from gateway.dimse.association import Association
 from gateway.dimse.status import StoreStatus
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance, parse_instance
+from gateway.ingest.rules_stage import Quarantined
 from gateway.ingest.spool import SpoolFull, SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import DicomSettings
@@ -71,6 +72,10 @@ class PeerAllowList:
         return any(ip in network for network in self.networks)
 
 
+def _receive_unchanged(data: bytes | bytearray, *, peer: str, **kwargs: str | None) -> ReceivedInstance:
+    return parse_instance(data, **kwargs)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class StoreOutcome:
     status: int
@@ -84,12 +89,13 @@ class DicomServer:
         settings: DicomSettings,
         spool: SpoolLog,
         metrics: GatewayMetrics,
-        validate: Callable[..., ReceivedInstance] = parse_instance,
+        receive: Callable[..., ReceivedInstance | Quarantined] | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
-        self.validate = validate
+        # Validates (and, through the rules stage, de-identifies) one instance.
+        self.receive = receive or _receive_unchanged
         self.peers = PeerAllowList(settings.allowed_peers)
         self.supported_contexts = supported_contexts()
         self.active = 0
@@ -152,14 +158,20 @@ class DicomServer:
     ) -> StoreOutcome:
         started = time.perf_counter()
         try:
-            instance = self.validate(
-                data, source_ae=calling_ae, affected_sop_class=sop_class, affected_sop_instance=sop_instance
+            instance = self.receive(
+                data, source_ae=calling_ae, peer=peer, affected_sop_class=sop_class, affected_sop_instance=sop_instance
             )
         except InstanceRejected as rejected:
             return self._refuse(calling_ae, peer, rejected.status, rejected.reason, rejected.offending_tag)
         except Exception as exc:  # never let a failure look like Success; its message may quote values
             return self._refuse(calling_ae, peer, StoreStatus.CANNOT_UNDERSTAND, f"cannot decode dataset ({type(exc).__name__})")
+        if isinstance(instance, Quarantined):
+            log.warning("C-STORE from %s (%s) quarantined by %s", calling_ae, peer, instance.reason[:64])
+            self.metrics.quarantined.inc()
+            return StoreOutcome(StoreStatus.SUCCESS)
         meta = {"record": instance.record.to_dict(), "calling_ae": calling_ae, "peer": peer, "received_at": time.time()}
+        if instance.vault:
+            meta["vault"] = [entry.to_dict() for entry in instance.vault]
         try:
             self.spool.append(meta, instance.data)
         except SpoolFull as full:

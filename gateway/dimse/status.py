@@ -18,3 +18,5 @@ class StoreStatus(IntEnum):
     # Refused: SOP Class not supported.
     REFUSED_SOP_CLASS = 0x0122
     PROCESSING_FAILURE = 0x0110
+    # Refused: Not Authorized (PS3.7 C.5.5): a rule of the gateway refuses the instance.
+    NOT_AUTHORIZED = 0x0124

@@ -7,13 +7,23 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.http import health, qido
-from gateway.http.errors import error_middleware
 from gateway.dimse.scp import DicomServer
-from gateway.http.keys import DICOM, INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
+from gateway.http import health, qido, vault_routes
+from gateway.http.errors import error_middleware
+from gateway.http.keys import (
+    DICOM,
+    INDEX,
+    METRICS,
+    OBJECT_STORE,
+    SETTINGS,
+    SPOOL,
+    VAULT,
+    WORKER_ERROR,
+)
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
+from gateway.vault import PseudonymVault
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore
 
@@ -26,6 +36,7 @@ def create_http_app(
     dicom: DicomServer,
     metrics: GatewayMetrics,
     worker_error: Callable[[], Any],
+    vault: PseudonymVault | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
@@ -35,7 +46,9 @@ def create_http_app(
     app[DICOM] = dicom
     app[METRICS] = metrics
     app[WORKER_ERROR] = worker_error
+    app[VAULT] = vault
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/dicom-web/studies", qido.search_studies)
+    app.router.add_get("/vault/{kind}/{pseudonym}", vault_routes.reveal)
     return app

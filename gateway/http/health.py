@@ -9,7 +9,15 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from gateway.http.keys import DICOM, INDEX, METRICS, OBJECT_STORE, SETTINGS, SPOOL, WORKER_ERROR
+from gateway.http.keys import (
+    DICOM,
+    INDEX,
+    METRICS,
+    OBJECT_STORE,
+    SETTINGS,
+    SPOOL,
+    WORKER_ERROR,
+)
 
 _CHECK_TIMEOUT = 5.0
 

@@ -11,6 +11,7 @@ from gateway.dimse.scp import DicomServer
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
+from gateway.vault import PseudonymVault
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore
 
@@ -22,3 +23,5 @@ DICOM = web.AppKey("dicom", DicomServer)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 # Returns the spool worker's last error, or None while storing works.
 WORKER_ERROR = web.AppKey("worker_error", Callable[[], Any])
+# The pseudonym vault, or None when the gateway holds no de-identification secret.
+VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 
 from aiohttp import web
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
+from dicom_rules.vault import PATIENT
 from gateway.http.dicom_json import study_attributes
 from gateway.http.errors import http_error
-from gateway.http.keys import INDEX
+from gateway.http.keys import INDEX, SETTINGS, VAULT
+from gateway.vault import PseudonymVault, may_reidentify
 from storage.index.study_query import DateRange, InvalidQuery, StudyQuery
+
+log = logging.getLogger(__name__)
 
 # Matching keys supported at study level, by keyword.
 _MATCHING_KEYS = {
@@ -50,7 +56,7 @@ def _int_param(name: str, raw: str, low: int, high: int) -> int:
     return value
 
 
-def parse_study_query(params: "web.MultiDictProxy[str]") -> StudyQuery:
+def parse_study_query(params: web.MultiDictProxy[str]) -> StudyQuery:
     fields: dict[str, object] = {}
     seen: set[str] = set()
     for name in params:
@@ -100,6 +106,15 @@ def parse_study_query(params: "web.MultiDictProxy[str]") -> StudyQuery:
     return StudyQuery(**fields)  # type: ignore[arg-type]
 
 
+def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[str, str]]:
+    found = {}
+    for pseudonym in vault.patient_pseudonyms(patient_id):
+        original = vault.reveal(PATIENT, pseudonym)
+        if original is not None:
+            found[pseudonym] = original
+    return found
+
+
 def _accepts_json(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
     if not accept.strip():
@@ -118,7 +133,23 @@ async def search_studies(request: web.Request) -> web.Response:
         query = parse_study_query(request.query)
     except InvalidQuery as exc:
         raise http_error(web.HTTPBadRequest, str(exc)) from None
+    reidentified: dict[str, dict[str, str]] = {}
+    vault = request.app[VAULT]
+    token = may_reidentify(request.app[SETTINGS], request.headers.get("Authorization"))
+    if token and vault is not None and query.patient_id and not set("*?") & set(query.patient_id):
+        reidentified = await asyncio.to_thread(_vault_patients, vault, query.patient_id)
+        query = dataclasses.replace(query, patient_pseudonyms=tuple(reidentified))
+        log.info("re-identifying study query by token %s: %d pseudonymous patient(s)", token[:12], len(reidentified))
     rows, total = await asyncio.to_thread(request.app[INDEX].find_studies, query)
+    for row in rows:
+        original = reidentified.get(row["patient_id"])
+        if original:
+            row.update(
+                patient_id=original["PatientID"],
+                issuer_of_patient_id=original["IssuerOfPatientID"],
+                patient_name=original["PatientName"],
+                patient_birth_date=original["PatientBirthDate"],
+            )
     headers = {"X-Total-Count": str(total)}
     remaining = total - query.offset - len(rows)
     if remaining > 0:

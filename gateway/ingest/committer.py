@@ -76,7 +76,8 @@ class Committer:
         list(self._pool.map(self._put, [batch[i] for i in to_store]))
         self.store.flush()  # the index may only name durable objects
         started = time.perf_counter()
-        self.index.commit([batch[i].record for i in to_store])
+        # Vault entries go in even for duplicates: the same pseudonyms, so nothing changes if already there.
+        self.index.commit([batch[i].record for i in to_store], [entry for item in batch for entry in item.vault])
         if self.metrics:
             self.metrics.index_latency.observe(time.perf_counter() - started)
         for key in stale_keys:  # a replacement moved to another study or series

@@ -13,11 +13,16 @@ from pathlib import Path
 from pydicom import dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from gateway.dimse.status import StoreStatus
 from gateway.ingest.committer import Committer, Outcome
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance, parse_instance
+from gateway.ingest.rules_stage import Quarantined, RulesStage
 from storage.index.database import IndexDatabaseError
 from storage.object_store.base import ObjectStoreError
 
@@ -32,6 +37,7 @@ class ImportSummary:
     imported: int = 0
     replaced: int = 0
     duplicates: int = 0
+    quarantined: int = 0
     rejected: list[tuple[Path, str]] = field(default_factory=list)
 
     def reasons(self) -> Counter[str]:
@@ -75,7 +81,9 @@ def import_paths(
     *,
     batch_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
+    rules: RulesStage | None = None,
 ) -> ImportSummary:
+    """Import files as if received from the calling AE title ``IMPORT``, through the rules when given."""
     summary = ImportSummary()
     batch: list[ReceivedInstance] = []
 
@@ -102,7 +110,17 @@ def import_paths(
 
     for path in iter_files(paths):
         try:
-            batch.append(parse_instance(as_part10(path.read_bytes()), source_ae=IMPORT_SOURCE))
+            data = as_part10(path.read_bytes())
+            if rules is None:
+                batch.append(parse_instance(data, source_ae=IMPORT_SOURCE))
+            else:
+                received = rules.receive(data, source_ae=IMPORT_SOURCE, peer="")
+                if isinstance(received, Quarantined):
+                    summary.quarantined += 1
+                    if on_progress:
+                        on_progress(1)
+                    continue
+                batch.append(received)
         except InstanceRejected as rejected:
             summary.rejected.append((path, rejected.reason))
             if on_progress:

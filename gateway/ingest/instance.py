@@ -19,7 +19,7 @@ from pydicom.uid import UID
 from pynetdicom import AllStoragePresentationContexts
 
 from gateway.dimse.status import StoreStatus
-from storage.index.records import InstanceRecord, OtherPatientID
+from storage.index.records import InstanceRecord, OtherPatientID, VaultEntry
 from storage.keys import instance_key
 from storage.uids import is_valid_uid
 
@@ -38,6 +38,7 @@ class InstanceRejected(Exception):
 class ReceivedInstance:
     record: InstanceRecord
     data: bytes | bytearray | memoryview  # the complete DICOM Part 10 file, not copied
+    vault: tuple[VaultEntry, ...] = ()  # pseudonym mappings to keep with the instance
 
 
 @cache
@@ -148,7 +149,7 @@ def _is_deferred(raw: object) -> bool:
 def _decode_all(ds: Dataset) -> None:
     """Decode every element, nested items too, so that decoding errors surface now."""
     for tag in list(ds.keys()):
-        if _is_deferred(ds.get_item(tag)):
+        if _is_deferred(ds.get_item(tag, keep_deferred=True)):
             continue
         element = ds[tag]
         if element.VR == "SQ":
@@ -177,7 +178,7 @@ def read_dataset(data: bytes | bytearray | memoryview) -> Dataset:
 
 
 def _value_length(ds: Dataset, keyword: str) -> int:
-    raw = ds.get_item(keyword)
+    raw = ds.get_item(keyword, keep_deferred=True)
     if _is_deferred(raw):
         return int(raw.length)  # type: ignore[union-attr]
     value = ds[keyword].value
@@ -210,14 +211,13 @@ def _check_pixel_data(ds: Dataset, transfer_syntax: UID) -> None:
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "Pixel Data shorter than the image", 0x7FE00010)
 
 
-def parse_instance(
+def validate_instance(
     data: bytes | bytearray | memoryview,
     *,
-    source_ae: str = "",
     affected_sop_class: str | None = None,
     affected_sop_instance: str | None = None,
-) -> ReceivedInstance:
-    """Validate a complete Part 10 file and extract its index record.
+) -> Dataset:
+    """Parse a complete Part 10 file and check everything storing and indexing it needs.
 
     ``affected_*`` are the UIDs named in the C-STORE request; the dataset must agree with them.
     """
@@ -243,12 +243,15 @@ def parse_instance(
     media_instance = meta.get("MediaStorageSOPInstanceUID")
     if media_instance is not None and str(media_instance) != sop_instance:
         raise InstanceRejected(StoreStatus.DATASET_MISMATCH, "file meta SOP Instance UID differs from dataset")
-
     _check_pixel_data(ds, UID(transfer_syntax))
+    return ds
 
-    study_uid, series_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
+
+def instance_record(ds: Dataset, *, size: int, source_ae: str) -> InstanceRecord:
+    """What the index keeps of a validated dataset."""
+    study_uid, series_uid, sop_instance = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     try:
-        record = InstanceRecord(
+        return InstanceRecord(
             patient_id=_text(ds, "PatientID"),
             issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
             patient_name=_text(ds, "PatientName"),
@@ -269,18 +272,29 @@ def parse_instance(
             performed_start_date=_text(ds, "PerformedProcedureStepStartDate"),
             performed_start_time=_text(ds, "PerformedProcedureStepStartTime"),
             sop_instance_uid=sop_instance,
-            sop_class_uid=sop_class,
+            sop_class_uid=str(ds.SOPClassUID),
             instance_number=_int(ds, "InstanceNumber"),
-            transfer_syntax_uid=str(UID(transfer_syntax)),
+            transfer_syntax_uid=str(UID(str(ds.file_meta.TransferSyntaxUID))),
             rows=_int(ds, "Rows"),
             columns=_int(ds, "Columns"),
             bits_allocated=_int(ds, "BitsAllocated"),
             number_of_frames=_int(ds, "NumberOfFrames"),
-            size=len(data),
+            size=size,
             object_key=instance_key(study_uid, series_uid, sop_instance),
             source_ae=source_ae,
             other_patient_ids=_other_patient_ids(ds),
         )
     except (ValueError, TypeError, LookupError, UnicodeError) as exc:
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"undecodable attribute ({type(exc).__name__})") from None
-    return ReceivedInstance(record, data)
+
+
+def parse_instance(
+    data: bytes | bytearray | memoryview,
+    *,
+    source_ae: str = "",
+    affected_sop_class: str | None = None,
+    affected_sop_instance: str | None = None,
+) -> ReceivedInstance:
+    """Validate a complete Part 10 file and extract its index record; the bytes are kept as received."""
+    ds = validate_instance(data, affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance)
+    return ReceivedInstance(instance_record(ds, size=len(data), source_ae=source_ae), data)

@@ -13,7 +13,7 @@ from gateway.ingest.instance import ReceivedInstance
 from gateway.ingest.spool import SpoolLog, SpoolRecord
 from gateway.metrics import GatewayMetrics
 from storage.index.database import IndexDatabaseError
-from storage.index.records import InstanceRecord
+from storage.index.records import InstanceRecord, VaultEntry
 from storage.object_store.base import ObjectStoreError
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ class SpoolWorker:
         batch: list[ReceivedInstance] = []
         for record in records:
             try:
-                batch.append(ReceivedInstance(InstanceRecord.from_dict(record.meta["record"]), record.data))
+                vault = tuple(VaultEntry.from_dict(e) for e in record.meta.get("vault", ()))
+                batch.append(ReceivedInstance(InstanceRecord.from_dict(record.meta["record"]), record.data, vault))
             except (KeyError, TypeError, ValueError):
                 self._dead_letter(record)
         outcomes = self.committer.commit(batch)

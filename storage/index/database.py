@@ -18,9 +18,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index import schema
 from storage.index.person_names import fold_name
-from storage.index.records import InstanceRecord
-from storage.index.schema import instances, patient_identifiers, patients, series, studies
+from storage.index.records import InstanceRecord, VaultEntry
+from storage.index.schema import (
+    instances,
+    patient_identifiers,
+    patients,
+    series,
+    studies,
+)
 from storage.index.study_query import StudyQuery
+from storage.index.vault import insert_entries
 
 
 class IndexDatabaseError(Exception):
@@ -115,11 +122,11 @@ class IndexDatabase:
             raise IndexDatabaseError(f"index lookup failed: {type(exc).__name__}") from exc
         return found
 
-    def commit(self, records: Sequence[InstanceRecord]) -> None:
-        """Insert or update the instances and their patients, studies and series in one transaction."""
-        if not records:
+    def commit(self, records: Sequence[InstanceRecord], vault: Sequence[VaultEntry] = ()) -> None:
+        """Insert or update the instances, their patients, studies and series, and their vault entries in one transaction."""
+        if not records and not vault:
             return
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         try:
             with self.engine.begin() as conn:
                 touched_series: set[int] = set()
@@ -150,6 +157,7 @@ class IndexDatabase:
                 touched_series.update(series_pks.values())
                 touched_studies.update(study_pks.values())
                 self._refresh_counts(conn, touched_series, touched_studies)
+                insert_entries(conn, self._insert, vault)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index commit failed: {type(exc).__name__}") from exc
 
@@ -269,7 +277,13 @@ class IndexDatabase:
             other_ids = select(patient_identifiers.c.patient_pk).where(
                 _match(patient_identifiers.c.identifier, query.patient_id)
             )
-            conditions.append(or_(_match(patients.c.patient_id, query.patient_id), patients.c.pk.in_(other_ids)))
+            conditions.append(
+                or_(
+                    _match(patients.c.patient_id, query.patient_id),
+                    patients.c.pk.in_(other_ids),
+                    patients.c.patient_id.in_(query.patient_pseudonyms),
+                )
+            )
         if query.study_uids:
             conditions.append(studies.c.study_uid.in_(query.study_uids))
         if query.accession_number:

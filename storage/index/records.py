@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,3 +60,36 @@ class InstanceRecord:
     def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
         others = tuple(OtherPatientID(**item) for item in data.get("other_patient_ids", ()))
         return cls(**{**data, "other_patient_ids": others})
+
+
+@dataclass(frozen=True)
+class VaultEntry:
+    """One sealed pseudonym -> original mapping, with the keyed digests it can be found by."""
+
+    kind: str  # patient, study, series or instance
+    pseudonym: str
+    key_id: str
+    nonce: bytes
+    ciphertext: bytes
+    lookups: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "pseudonym": self.pseudonym,
+            "key_id": self.key_id,
+            "nonce": base64.b64encode(self.nonce).decode("ascii"),
+            "ciphertext": base64.b64encode(self.ciphertext).decode("ascii"),
+            "lookups": list(self.lookups),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> VaultEntry:
+        return cls(
+            kind=data["kind"],
+            pseudonym=data["pseudonym"],
+            key_id=data["key_id"],
+            nonce=base64.b64decode(data["nonce"]),
+            ciphertext=base64.b64decode(data["ciphertext"]),
+            lookups=tuple(data.get("lookups", ())),
+        )

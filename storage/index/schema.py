@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -114,4 +115,27 @@ instances = Table(
     Column("source_ae", String(16), nullable=False, default=""),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_instances_series", "series_pk"),
+)
+
+# The pseudonym vault: what a pseudonym stood for, sealed with AES-GCM under a
+# key the database never sees. Lookups are keyed digests of original values
+# (patient IDs, accession numbers, UIDs), so an authorised query can find a
+# pseudonym by its original without decrypting every row.
+pseudonym_vault = Table(
+    "pseudonym_vault",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("pseudonym", String(64), primary_key=True),
+    Column("key_id", String(16), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+pseudonym_lookup = Table(
+    "pseudonym_lookup",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("pseudonym", String(64), primary_key=True),
 )

@@ -47,6 +47,8 @@ class DateRange:
 @dataclass(frozen=True)
 class StudyQuery:
     patient_id: str = ""  # may hold the wildcards * and ?
+    # Pseudonymous patient IDs the vault maps patient_id to (authorised re-identifying queries only).
+    patient_pseudonyms: tuple[str, ...] = ()
     study_uids: tuple[str, ...] = ()
     accession_number: str = ""
     study_date: DateRange | None = None

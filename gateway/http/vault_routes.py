@@ -1,0 +1,36 @@
+"""``GET /vault/{kind}/{pseudonym}``: what a pseudonym stands for, for holders of a re-identification token."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from aiohttp import web
+
+from dicom_rules.vault import VaultSealError
+from gateway.http.errors import http_error
+from gateway.http.keys import SETTINGS, VAULT
+from gateway.vault import KINDS, may_reidentify
+
+log = logging.getLogger(__name__)
+
+
+async def reveal(request: web.Request) -> web.Response:
+    token = may_reidentify(request.app[SETTINGS], request.headers.get("Authorization"))
+    if token is None:
+        raise http_error(web.HTTPUnauthorized, "a bearer token allowed to re-identify is required")
+    vault = request.app[VAULT]
+    if vault is None:
+        raise http_error(web.HTTPNotFound, "this gateway holds no pseudonym vault")
+    kind, pseudonym = request.match_info["kind"], request.match_info["pseudonym"]
+    if kind not in KINDS:
+        raise http_error(web.HTTPBadRequest, f"kind must be one of {', '.join(KINDS)}")
+    try:
+        original = await asyncio.to_thread(vault.reveal, kind, pseudonym)
+    except VaultSealError as exc:
+        raise http_error(web.HTTPConflict, str(exc)) from None
+    log.info("vault read by token %s: %s %s (%s)", token[:12], kind, pseudonym, "found" if original else "unknown")
+    if original is None:
+        raise http_error(web.HTTPNotFound, f"no {kind} with that pseudonym")
+    return web.Response(body=json.dumps(original, ensure_ascii=False).encode(), content_type="application/json", charset="utf-8")

@@ -1,0 +1,127 @@
+"""Between the SCP and the spool: validate, choose the rule, filter, blank, de-identify, seal the vault entries.
+
+All of it happens before the sender is answered, so a rejected instance gets
+a failure status, and what the spool holds (and the worker files) is already
+what may go to the object store: no PHI when the rule pseudonymises.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from dicom_rules.engine import Deidentifier, Mode
+from dicom_rules.pixels import BlankingError, blank_regions
+from dicom_rules.pseudonyms import PseudonymKey
+from dicom_rules.rules import FilterAction, Rule, RuleSet
+from dicom_rules.vault import VaultCipher
+from gateway.dimse.status import StoreStatus
+from gateway.ingest.encode import encode_instance
+from gateway.ingest.instance import (
+    InstanceRejected,
+    ReceivedInstance,
+    instance_record,
+    validate_instance,
+)
+from gateway.ingest.quarantine import Quarantine
+
+ARCHIVE = "archive"  # the destination of everything received for storage
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    ident: str
+    reason: str
+
+
+class RulesStage:
+    def __init__(
+        self,
+        rules: RuleSet,
+        *,
+        secret: bytes | None,
+        date_shift_max_days: int = 365,
+        quarantine_dir: Path,
+    ) -> None:
+        if rules.needs_key and not secret:
+            raise ValueError("the rules pseudonymise or anonymise, but no de-identification secret is configured")
+        self.rules = rules
+        self.keys: dict[Mode, PseudonymKey] = {}
+        self.cipher: VaultCipher | None = None
+        if secret:
+            for mode in (Mode.PSEUDONYMISED, Mode.ANONYMISED):
+                self.keys[mode] = PseudonymKey(secret, namespace=mode.value, date_shift_max_days=date_shift_max_days)
+            self.cipher = VaultCipher(secret)
+        self.quarantine = Quarantine(quarantine_dir, secret)
+        self._engines: dict[int, Deidentifier] = {}
+        for rule in (*rules.rules, rules.default):
+            if rule.policy.mode is not Mode.IDENTIFIED:
+                self._engines[id(rule)] = Deidentifier(rule.policy, self.keys[rule.policy.mode])
+
+    def receive(
+        self,
+        data: bytes | bytearray | memoryview,
+        *,
+        source_ae: str,
+        peer: str = "",
+        destination: str = ARCHIVE,
+        affected_sop_class: str | None = None,
+        affected_sop_instance: str | None = None,
+    ) -> ReceivedInstance | Quarantined:
+        ds = validate_instance(data, affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance)
+        rule = self.rules.select(calling_ae=source_ae, source=peer, destination=destination)
+        matched = rule.first_filter(ds)
+        if matched is not None:
+            reason = f"rule {rule.name!r}: {matched.reason}"
+            if matched.action is FilterAction.REJECT:
+                raise InstanceRejected(StoreStatus.NOT_AUTHORIZED, f"refused by {reason}")
+            ident = self.quarantine.put(data, rule=rule.name, reason=matched.reason, calling_ae=source_ae)
+            return Quarantined(ident, reason)
+        regions = rule.regions_for(ds)
+        engine = self._engines.get(id(rule))
+        if engine is None and not regions:
+            return ReceivedInstance(instance_record(ds, size=len(data), source_ae=source_ae), data)
+        if regions:
+            ds = self._blanked(data, regions)
+        return self._deidentified(ds, data, rule, engine, source_ae, pixels_cleaned=bool(regions))
+
+    def _blanked(self, data: bytes | bytearray | memoryview, regions: list[tuple[int, int, int, int]]) -> Dataset:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(io.BytesIO(bytes(data)))
+        try:
+            blank_regions(ds, regions)
+        except BlankingError as exc:
+            raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, str(exc), 0x7FE00010) from None
+        return ds
+
+    def _deidentified(
+        self,
+        ds: Dataset,
+        data: bytes | bytearray | memoryview,
+        rule: Rule,
+        engine: Deidentifier | None,
+        source_ae: str,
+        *,
+        pixels_cleaned: bool,
+    ) -> ReceivedInstance:
+        vault = ()
+        if engine is not None:
+            identity = engine.apply(ds, pixels_cleaned=pixels_cleaned)
+            if rule.policy.mode is Mode.PSEUDONYMISED and self.cipher is not None:
+                vault = tuple(
+                    self.cipher.entries_for(
+                        identity,
+                        patient=str(ds.PatientID),
+                        study=str(ds.StudyInstanceUID),
+                        series=str(ds.SeriesInstanceUID),
+                        instance=str(ds.SOPInstanceUID),
+                    )
+                )
+        out = encode_instance(ds, None if pixels_cleaned else data)
+        return ReceivedInstance(instance_record(ds, size=len(out), source_ae=source_ae), out, vault)
