@@ -55,4 +55,4 @@ class TextCleaner:
             out.append(MASK)
             last = end
         out.append(text[last:])
-        return re.sub(r"(\*\*\*[\s^]*)+\*\*\*", MASK, "".join(out))
+        return re.sub(r"(\*\*\*[\s^\-./_]*)+\*\*\*", MASK, "".join(out))

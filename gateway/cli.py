@@ -1,4 +1,4 @@
-"""Command line: ``pacs-gateway serve | import | config``."""
+"""Command line: ``pacs-gateway serve | import | anonymise | vault | config``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.cli_deid import add_commands as add_deid_commands
+from gateway.cli_deid import run_anonymise, run_vault
 from gateway.logging_setup import configure_logging
 from gateway.settings import (
     Settings,
@@ -41,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    add_deid_commands(sub, common)
+
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     common(cfg)
     cfg.add_argument("--reference", action="store_true", help="print the reference of every option (Markdown)")
@@ -62,6 +66,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
     from tqdm import tqdm
 
+    from dicom_rules.rules import RulesError
     from gateway.ingest.committer import Committer
     from gateway.ingest.importer import import_paths, iter_files
     from gateway.service import open_index, open_object_store, open_rules_stage
@@ -71,7 +76,11 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
         print(f"pacs-gateway import: no such file or folder: {missing[0]}", file=sys.stderr)
         return EXIT_FAILED
     total = sum(1 for _ in iter_files(paths))
-    rules = open_rules_stage(settings)
+    try:
+        rules = open_rules_stage(settings)
+    except (RulesError, SettingsError) as exc:
+        print(f"pacs-gateway import: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     index = open_index(settings)
     committer = Committer(
         open_object_store(settings),
@@ -124,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.command == "import":
         return _run_import(settings, args.paths, progress=not args.no_progress)
+    if args.command == "anonymise":
+        return run_anonymise(settings, args)
+    if args.command == "vault":
+        return run_vault(settings, args)
     from gateway.service import serve
 
     try:

@@ -46,8 +46,9 @@ class RulesStage:
         *,
         secret: bytes | None,
         date_shift_max_days: int = 365,
-        quarantine_dir: Path,
+        quarantine_dir: Path | None,
     ) -> None:
+        """``quarantine_dir`` None: instances a filter quarantines are reported, not kept (offline use)."""
         if rules.needs_key and not secret:
             raise ValueError("the rules pseudonymise or anonymise, but no de-identification secret is configured")
         self.rules = rules
@@ -57,11 +58,14 @@ class RulesStage:
             for mode in (Mode.PSEUDONYMISED, Mode.ANONYMISED):
                 self.keys[mode] = PseudonymKey(secret, namespace=mode.value, date_shift_max_days=date_shift_max_days)
             self.cipher = VaultCipher(secret)
-        self.quarantine = Quarantine(quarantine_dir, secret)
+        self.quarantine = Quarantine(quarantine_dir, secret) if quarantine_dir else None
         self._engines: dict[int, Deidentifier] = {}
         for rule in (*rules.rules, rules.default):
             if rule.policy.mode is not Mode.IDENTIFIED:
                 self._engines[id(rule)] = Deidentifier(rule.policy, self.keys[rule.policy.mode])
+
+    def mode_for(self, *, source_ae: str, peer: str = "", destination: str = ARCHIVE) -> Mode:
+        return self.rules.select(calling_ae=source_ae, source=peer, destination=destination).policy.mode
 
     def receive(
         self,
@@ -80,7 +84,9 @@ class RulesStage:
             reason = f"rule {rule.name!r}: {matched.reason}"
             if matched.action is FilterAction.REJECT:
                 raise InstanceRejected(StoreStatus.NOT_AUTHORIZED, f"refused by {reason}")
-            ident = self.quarantine.put(data, rule=rule.name, reason=matched.reason, calling_ae=source_ae)
+            ident = ""
+            if self.quarantine is not None:
+                ident = self.quarantine.put(data, rule=rule.name, reason=matched.reason, calling_ae=source_ae)
             return Quarantined(ident, reason)
         regions = rule.regions_for(ds)
         engine = self._engines.get(id(rule))

@@ -1,0 +1,137 @@
+"""Command line for de-identification: ``anonymise`` and ``vault``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from pathlib import Path
+
+from dicom_rules.engine import Mode
+from dicom_rules.rules import RulesError, RuleSet, load_rules, parse_rules
+from dicom_rules.vault import VaultSealError
+from gateway.settings import Settings, SettingsError
+
+EXIT_OK, EXIT_FAILED, EXIT_SOME_REJECTED = 0, 1, 2
+# Without a rules file, offline anonymisation applies the Basic Profile with no options.
+DEFAULT_OFFLINE_RULES = '[defaults]\nmode = "anonymised"\n'
+
+
+def add_commands(sub: argparse._SubParsersAction, common: callable) -> None:  # type: ignore[valid-type]
+    anon = sub.add_parser("anonymise", help="de-identify DICOM files or folders into a folder")
+    common(anon)
+    anon.add_argument("input", type=Path, metavar="IN", help="DICOM file or folder")
+    anon.add_argument("output", type=Path, metavar="OUT", help="folder for the de-identified files")
+    anon.add_argument("--rules", type=Path, metavar="FILE", help="rules file (default: deid.rules_file, else the Basic Profile, anonymised)")
+    anon.add_argument("--destination", default="export", help="destination name the rules are matched against (default export)")
+    anon.add_argument("--calling-ae", default="", help="calling AE title the rules are matched against")
+    anon.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    vault = sub.add_parser("vault", help="pseudonym vault: make tokens, find and reveal pseudonyms")
+    common(vault)
+    actions = vault.add_subparsers(dest="vault_command", required=True)
+    actions.add_parser("token", help="make a re-identification token and the digest to put in deid.reidentify_token_sha256")
+    find = actions.add_parser("find", help="pseudonymous patient IDs of an original patient ID (or citizen ID, insurance number)")
+    find.add_argument("patient_id")
+    reveal = actions.add_parser("reveal", help="what a pseudonym stands for")
+    reveal.add_argument("pseudonym")
+    reveal.add_argument("--kind", choices=("patient", "study", "series", "instance"), default="patient")
+
+
+def _rules(settings: Settings, path: Path | None) -> RuleSet:
+    if path is not None:
+        return load_rules(path)
+    if settings.deid.rules_file:
+        return load_rules(settings.deid.rules_file)
+    return parse_rules(DEFAULT_OFFLINE_RULES, "built-in defaults")
+
+
+def run_anonymise(settings: Settings, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from gateway.anonymise import anonymise_paths
+    from gateway.ingest.importer import iter_files
+    from gateway.ingest.rules_stage import RulesStage
+    from gateway.service import open_index
+
+    if not args.input.exists():
+        print(f"pacs-gateway anonymise: no such file or folder: {args.input}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        rules = _rules(settings, args.rules)
+        secret = settings.deid_secret()
+        if secret is None:
+            raise SettingsError("a secret is needed to derive pseudonyms (deid.secret, deid.secret_file or PACSGW_DEID_SECRET)")
+        stage = RulesStage(rules, secret=secret, date_shift_max_days=settings.deid.date_shift_max_days, quarantine_dir=None)
+    except (RulesError, SettingsError, ValueError) as exc:
+        print(f"pacs-gateway anonymise: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    mode = stage.mode_for(source_ae=args.calling_ae, destination=args.destination)
+    if mode is Mode.IDENTIFIED:
+        print("pacs-gateway anonymise: the rules keep these instances identified; nothing would be de-identified", file=sys.stderr)
+        return EXIT_FAILED
+    index = open_index(settings) if mode is Mode.PSEUDONYMISED else None
+    total = sum(1 for _ in iter_files([args.input]))
+    bar = tqdm(total=total, unit="file", disable=args.no_progress, file=sys.stderr)
+    try:
+        summary = anonymise_paths(
+            [args.input],
+            args.output,
+            stage,
+            calling_ae=args.calling_ae,
+            destination=args.destination,
+            on_progress=bar.update,
+            keep_vault=(lambda entries: index.commit([], entries)) if index else None,
+        )
+    finally:
+        bar.close()
+        if index is not None:
+            index.close()
+    print(f"mode:       {mode.value}")
+    print(f"written:    {summary.written}")
+    if index is not None:
+        print(f"vault:      {summary.vault_entries} entries kept in the index database")
+    print(f"set aside:  {len(summary.set_aside)}")
+    for path, reason in summary.set_aside[:20]:
+        print(f"    {path}: {reason}")
+    print(f"rejected:   {len(summary.rejected)}")
+    for reason, count in summary.reasons().most_common():
+        print(f"  {count:6d}  {reason}")
+    return EXIT_SOME_REJECTED if summary.rejected else EXIT_OK
+
+
+def run_vault(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.service import open_index
+    from gateway.vault import PseudonymVault, token_digest
+
+    if args.vault_command == "token":
+        token = secrets.token_urlsafe(32)
+        print(f"token:  {token}")
+        print(f"digest: {token_digest(token)}   (add to deid.reidentify_token_sha256)")
+        return EXIT_OK
+    try:
+        index = open_index(settings)
+        vault = PseudonymVault.open(settings, index)
+    except SettingsError as exc:
+        print(f"pacs-gateway vault: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if vault is None:
+        print("pacs-gateway vault: no de-identification secret is configured", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        if args.vault_command == "find":
+            for pseudonym in vault.patient_pseudonyms(args.patient_id):
+                print(pseudonym)
+            return EXIT_OK
+        original = vault.reveal(args.kind, args.pseudonym)
+    except VaultSealError as exc:
+        print(f"pacs-gateway vault: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        index.close()
+    if original is None:
+        print(f"pacs-gateway vault: no {args.kind} with that pseudonym", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(original, ensure_ascii=False, indent=2))
+    return EXIT_OK
