@@ -47,6 +47,7 @@ def anonymise_paths(
     """De-identify every DICOM file under ``paths`` into ``out``; vault entries go to ``keep_vault`` in batches."""
     summary = AnonymiseSummary()
     pending: list[VaultEntry] = []
+    sealed: set[tuple[str, str]] = set()  # each pseudonym once: a series repeats its patient, study and series
     out.mkdir(parents=True, exist_ok=True)
     for path in iter_files(paths):
         try:
@@ -68,7 +69,10 @@ def anonymise_paths(
                 tmp.write_bytes(result.data)
                 os.replace(tmp, target)
                 summary.written += 1
-                pending.extend(result.vault)
+                for entry in result.vault:
+                    if (entry.kind, entry.pseudonym) not in sealed:
+                        sealed.add((entry.kind, entry.pseudonym))
+                        pending.append(entry)
                 if keep_vault and len(pending) >= 1000:
                     keep_vault(pending)
                     summary.vault_entries += len(pending)

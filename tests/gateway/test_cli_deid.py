@@ -1,0 +1,68 @@
+"""``pacs-gateway anonymise`` and ``pacs-gateway vault`` as an administrator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.dicom_rules.phi_corpus import PLANTED, surviving, write_corpus
+
+SECRET = "cli-secret-0123456789abcdefghijklmnopqrs"
+
+
+def _run(*args: str, data_dir: Path, secret: str | None = SECRET) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACSGW_")}
+    env["PACSGW_DATA_DIR"] = str(data_dir)
+    if secret:
+        env["PACSGW_DEID_SECRET"] = secret
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_anonymise_a_folder(tmp_path: Path) -> None:
+    source = tmp_path / "NGUYEN THI PHI"  # folder names often carry the patient's name
+    write_corpus(source, 6)
+    (source / "notes.txt").write_text("not DICOM")
+    result = _run("anonymise", str(source), str(tmp_path / "out"), "--no-progress", data_dir=tmp_path / "data")
+    assert result.returncode == 2, result.stderr  # one file rejected
+    assert "written:    6" in result.stdout and "rejected:   1" in result.stdout
+    written = sorted((tmp_path / "out").rglob("*.dcm"))
+    assert len(written) == 6
+    for path in written:
+        assert surviving(path.read_bytes()) == []
+        assert "NGUYEN" not in str(path.relative_to(tmp_path / "out"))
+
+
+def test_pseudonymise_offline_then_re_identify_from_the_vault(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\ndestination = "export"\nmode = "pseudonymised"\n')
+    write_corpus(tmp_path / "in", 3)
+    data_dir = tmp_path / "data"
+    result = _run("anonymise", str(tmp_path / "in"), str(tmp_path / "out"), "--rules", str(rules), "--no-progress", data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "mode:       pseudonymised" in result.stdout and "vault:      6 entries" in result.stdout
+
+    found = _run("vault", "find", PLANTED["citizen_id"], data_dir=data_dir)
+    [pseudonym] = found.stdout.split()
+    revealed = _run("vault", "reveal", pseudonym, data_dir=data_dir)
+    assert json.loads(revealed.stdout)["PatientID"] == PLANTED["patient_id"]
+    wrong_secret = _run("vault", "reveal", pseudonym, data_dir=data_dir, secret=SECRET + "x")
+    assert wrong_secret.returncode == 1 and "sealed with key" in wrong_secret.stderr
+
+    token = _run("vault", "token", data_dir=data_dir).stdout
+    assert "token:" in token and "digest:" in token
+
+
+def test_anonymise_refuses_without_a_secret_or_with_broken_rules(tmp_path: Path) -> None:
+    write_corpus(tmp_path / "in", 1)
+    result = _run("anonymise", str(tmp_path / "in"), str(tmp_path / "out"), data_dir=tmp_path / "d", secret=None)
+    assert result.returncode == 1 and "secret is needed" in result.stderr
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[defaults]\nmode = "anonymised"\nkeep = ["PatientNmae"]\n')
+    result = _run("anonymise", str(tmp_path / "in"), str(tmp_path / "out"), "--rules", str(rules), data_dir=tmp_path / "d")
+    assert result.returncode == 1 and f"{rules}:3: defaults: 'PatientNmae' is not a DICOM keyword" in result.stderr
+    assert not (tmp_path / "out").exists()
