@@ -1,4 +1,4 @@
-"""Command line: ``pacs-gateway serve | import | anonymise | vault | config``."""
+"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | config``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.cli_deid import add_commands as add_deid_commands
-from gateway.cli_deid import run_anonymise, run_vault
+from gateway.cli_deid import run_anonymise, run_quarantine, run_vault
 from gateway.logging_setup import configure_logging
 from gateway.settings import (
     Settings,
@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_anonymise(settings, args)
     if args.command == "vault":
         return run_vault(settings, args)
+    if args.command == "quarantine":
+        return run_quarantine(settings, args)
     from gateway.service import serve
 
     try:

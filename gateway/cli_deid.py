@@ -38,6 +38,14 @@ def add_commands(sub: argparse._SubParsersAction, common: callable) -> None:  # 
     reveal.add_argument("pseudonym")
     reveal.add_argument("--kind", choices=("patient", "study", "series", "instance"), default="patient")
 
+    quarantine = sub.add_parser("quarantine", help="instances a rule set aside: list them, export one for review")
+    common(quarantine)
+    q_actions = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    q_actions.add_parser("list", help="id, time, rule, reason and calling AE of each quarantined instance")
+    export = q_actions.add_parser("export", help="write one quarantined instance (decrypted) to a file")
+    export.add_argument("id")
+    export.add_argument("file", type=Path)
+
 
 def _rules(settings: Settings, path: Path | None) -> RuleSet:
     if path is not None:
@@ -134,4 +142,29 @@ def run_vault(settings: Settings, args: argparse.Namespace) -> int:
         print(f"pacs-gateway vault: no {args.kind} with that pseudonym", file=sys.stderr)
         return EXIT_FAILED
     print(json.dumps(original, ensure_ascii=False, indent=2))
+    return EXIT_OK
+
+
+def run_quarantine(settings: Settings, args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from gateway.ingest.quarantine import Quarantine
+
+    try:
+        quarantine = Quarantine(settings.quarantine_path, settings.deid_secret())
+    except SettingsError as exc:
+        print(f"pacs-gateway quarantine: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.quarantine_command == "list":
+        for entry in quarantine.entries():
+            when = dt.datetime.fromtimestamp(entry["received_at"], dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            print(f"{entry['id']}  {when}Z  {entry['calling_ae']:<16}  {entry['rule']}: {entry['reason']}")
+        return EXIT_OK
+    try:
+        data = quarantine.read(args.id)
+    except (OSError, ValueError) as exc:
+        print(f"pacs-gateway quarantine: cannot read {args.id}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    args.file.write_bytes(data)
+    print(f"wrote {args.file} ({len(data)} bytes)")
     return EXIT_OK

@@ -66,3 +66,20 @@ def test_anonymise_refuses_without_a_secret_or_with_broken_rules(tmp_path: Path)
     result = _run("anonymise", str(tmp_path / "in"), str(tmp_path / "out"), "--rules", str(rules), data_dir=tmp_path / "d")
     assert result.returncode == 1 and f"{rules}:3: defaults: 'PatientNmae' is not a DICOM keyword" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_quarantined_instances_can_be_listed_and_exported(tmp_path: Path) -> None:
+    from dicom_rules.rules import parse_rules
+    from gateway.ingest.rules_stage import RulesStage
+    from tests.dicom_rules.phi_corpus import part10_bytes, planted_dataset
+
+    rules = parse_rules('[defaults]\nmode = "pseudonymised"\n[[defaults.filter]]\naction = "quarantine"\nwhen = { Modality = "CT" }\n')
+    stage = RulesStage(rules, secret=SECRET.encode(), quarantine_dir=tmp_path / "data" / "quarantine")
+    data = part10_bytes(planted_dataset())
+    stage.receive(data, source_ae="CT_ROOM1")
+    listing = _run("quarantine", "list", data_dir=tmp_path / "data")
+    assert "CT_ROOM1" in listing.stdout and "matches Modality=CT" in listing.stdout
+    ident = listing.stdout.split()[0]
+    exported = _run("quarantine", "export", ident, str(tmp_path / "review.dcm"), data_dir=tmp_path / "data")
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "review.dcm").read_bytes() == data
