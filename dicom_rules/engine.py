@@ -160,7 +160,6 @@ class Deidentifier:
         self.safe_private = builtin_safe_private() if keep_private else frozenset()
         self.shift_dates = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in policy.options
         self.keep_dates = Option.RETAIN_LONGITUDINAL_FULL_DATES in policy.options
-        self.clean_descriptors = Option.CLEAN_DESCRIPTORS in policy.options
 
     def apply(self, ds: Dataset, *, pixels_cleaned: bool = False) -> OriginalIdentity:
         """De-identify ``ds`` in place (file meta included) and return what it said before.
@@ -184,22 +183,22 @@ class Deidentifier:
             series_uid=_text(ds, "SeriesInstanceUID"),
             sop_instance_uid=_text(ds, "SOPInstanceUID"),
         )
-        if identity.patient_id:
-            offset = self.key.date_offset_days(identity.patient_id, identity.issuer_of_patient_id)
-        else:  # without a patient ID, the study keeps its own intervals
-            offset = self.key.date_offset_days("study:" + identity.study_uid)
+        # Without a patient ID, each study stands for its own patient (pseudonym and date offset).
+        patient_key = (identity.patient_id, identity.issuer_of_patient_id)
+        if not identity.patient_id:
+            patient_key = ("study:" + identity.study_uid, "")
+        offset = self.key.date_offset_days(*patient_key)
         identity.date_offset_days = offset if self.shift_dates else 0
         walk = _Walk(self, type_table(_text(ds, "SOPClassUID")), offset, TextCleaner(_identifying_values(ds)))
         walk.clean(ds, depth=0)
-        self._set_patient_pseudonym(ds, identity)
+        self._set_patient_pseudonym(ds, self.key.patient_id(*patient_key))
         self._record_method(ds, pixels_cleaned)
         meta = getattr(ds, "file_meta", None)
         if meta is not None and "SOPInstanceUID" in ds:
             meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
         return identity
 
-    def _set_patient_pseudonym(self, ds: Dataset, identity: OriginalIdentity) -> None:
-        pseudonym = self.key.patient_id(identity.patient_id, identity.issuer_of_patient_id)
+    def _set_patient_pseudonym(self, ds: Dataset, pseudonym: str) -> None:
         for tag, value in ((TAG_PATIENT_ID, pseudonym), (TAG_PATIENT_NAME, pseudonym)):
             if tag not in self.policy.overrides:
                 ds[tag] = DataElement(tag, "LO" if tag == TAG_PATIENT_ID else "PN", value)
