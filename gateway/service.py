@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from dicom_rules.rules import load_rules
+from dicom_rules.rules import RuleSet, load_rules
 from gateway.dimse.scp import DicomServer
 from gateway.http.app import create_http_app
 from gateway.ingest.committer import Committer
@@ -49,11 +49,9 @@ def open_object_store(settings: Settings) -> ObjectStore:
     return LocalObjectStore(settings.local_objects_path)
 
 
-def open_rules_stage(settings: Settings) -> RulesStage | None:
-    """The rules stage, or None when no rules file is set; raises on a bad file or a missing secret."""
-    if not settings.deid.rules_file:
-        return None
-    rules = load_rules(settings.deid.rules_file)
+def open_rules_stage(settings: Settings) -> RulesStage:
+    """The rules stage (everything identified when no rules file is set); raises on a bad file or a missing secret."""
+    rules = load_rules(settings.deid.rules_file) if settings.deid.rules_file else RuleSet(())
     secret = settings.deid_secret()
     if rules.needs_key and secret is None:
         raise SettingsError(
@@ -107,9 +105,7 @@ class Gateway:
             retry_max=sp.retry_max_seconds,
             metrics=self.metrics,
         )
-        self.dicom = DicomServer(
-            settings.dicom, self.spool, self.metrics, receive=self.rules.receive if self.rules else None
-        )
+        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive)
 
     async def start(self) -> None:
         self.worker.start()

@@ -29,7 +29,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from gateway.dimse.association import Association
 from gateway.dimse.status import StoreStatus
-from gateway.ingest.instance import InstanceRejected, ReceivedInstance, parse_instance
+from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.ingest.rules_stage import Quarantined
 from gateway.ingest.spool import SpoolFull, SpoolLog
 from gateway.metrics import GatewayMetrics
@@ -72,10 +72,6 @@ class PeerAllowList:
         return any(ip in network for network in self.networks)
 
 
-def _receive_unchanged(data: bytes | bytearray, *, peer: str, **kwargs: str | None) -> ReceivedInstance:
-    return parse_instance(data, **kwargs)  # type: ignore[arg-type]
-
-
 @dataclass(frozen=True)
 class StoreOutcome:
     status: int
@@ -89,13 +85,12 @@ class DicomServer:
         settings: DicomSettings,
         spool: SpoolLog,
         metrics: GatewayMetrics,
-        receive: Callable[..., ReceivedInstance | Quarantined] | None = None,
+        receive: Callable[..., ReceivedInstance | Quarantined],
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
-        # Validates (and, through the rules stage, de-identifies) one instance.
-        self.receive = receive or _receive_unchanged
+        self.receive = receive  # validates, applies the rules (RulesStage.receive)
         self.peers = PeerAllowList(settings.allowed_peers)
         self.supported_contexts = supported_contexts()
         self.active = 0

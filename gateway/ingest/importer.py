@@ -21,7 +21,7 @@ from pydicom.uid import (
 
 from gateway.dimse.status import StoreStatus
 from gateway.ingest.committer import Committer, Outcome
-from gateway.ingest.instance import InstanceRejected, ReceivedInstance, parse_instance
+from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.ingest.rules_stage import Quarantined, RulesStage
 from storage.index.database import IndexDatabaseError
 from storage.object_store.base import ObjectStoreError
@@ -81,7 +81,7 @@ def import_paths(
     *,
     batch_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
-    rules: RulesStage | None = None,
+    rules: RulesStage,
 ) -> ImportSummary:
     """Import files as if received from the calling AE title ``IMPORT``, through the rules when given."""
     summary = ImportSummary()
@@ -110,17 +110,13 @@ def import_paths(
 
     for path in iter_files(paths):
         try:
-            data = as_part10(path.read_bytes())
-            if rules is None:
-                batch.append(parse_instance(data, source_ae=IMPORT_SOURCE))
-            else:
-                received = rules.receive(data, source_ae=IMPORT_SOURCE, peer="")
-                if isinstance(received, Quarantined):
-                    summary.quarantined += 1
-                    if on_progress:
-                        on_progress(1)
-                    continue
-                batch.append(received)
+            received = rules.receive(as_part10(path.read_bytes()), source_ae=IMPORT_SOURCE)
+            if isinstance(received, Quarantined):
+                summary.quarantined += 1
+                if on_progress:
+                    on_progress(1)
+                continue
+            batch.append(received)
         except InstanceRejected as rejected:
             summary.rejected.append((path, rejected.reason))
             if on_progress:
