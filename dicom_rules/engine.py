@@ -35,6 +35,7 @@ from dicom_rules.profile import (
 )
 from dicom_rules.pseudonyms import PseudonymKey
 from dicom_rules.text_cleaning import TextCleaner
+from dicom_rules.values import text_value
 
 TEXT_VRS = frozenset({"LO", "LT", "ST", "UT", "SH", "UC"})
 DATE_VRS = frozenset({"DA", "DT", "TM"})
@@ -109,19 +110,12 @@ _IDENTIFYING_KEYWORDS = (
 )  # fmt: skip
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple, MultiValue)):
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
 
 
 def _identifying_values(ds: Dataset) -> list[str]:
-    values = [_text(ds, kw) for kw in _IDENTIFYING_KEYWORDS if not kw.endswith("Sequence")]
+    values = [text_value(ds, kw) for kw in _IDENTIFYING_KEYWORDS if not kw.endswith("Sequence")]
     for item in ds.get("OtherPatientIDsSequence") or ():
-        values.append(_text(item, "PatientID"))
+        values.append(text_value(item, "PatientID"))
     return [v for v in values if v]
 
 
@@ -167,21 +161,21 @@ class Deidentifier:
         ``pixels_cleaned`` records that burned-in text was blanked (Clean Pixel Data Option).
         """
         identity = OriginalIdentity(
-            patient_id=_text(ds, "PatientID"),
-            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-            patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
+            patient_id=text_value(ds, "PatientID"),
+            issuer_of_patient_id=text_value(ds, "IssuerOfPatientID"),
+            patient_name=text_value(ds, "PatientName"),
+            patient_birth_date=text_value(ds, "PatientBirthDate"),
+            patient_sex=text_value(ds, "PatientSex"),
             other_patient_ids=[
-                {"id": _text(i, "PatientID"), "issuer": _text(i, "IssuerOfPatientID"), "type": _text(i, "TypeOfPatientID")}
+                {"id": text_value(i, "PatientID"), "issuer": text_value(i, "IssuerOfPatientID"), "type": text_value(i, "TypeOfPatientID")}
                 for i in ds.get("OtherPatientIDsSequence") or ()
             ],
-            accession_number=_text(ds, "AccessionNumber"),
-            study_date=_text(ds, "StudyDate"),
-            study_id=_text(ds, "StudyID"),
-            study_uid=_text(ds, "StudyInstanceUID"),
-            series_uid=_text(ds, "SeriesInstanceUID"),
-            sop_instance_uid=_text(ds, "SOPInstanceUID"),
+            accession_number=text_value(ds, "AccessionNumber"),
+            study_date=text_value(ds, "StudyDate"),
+            study_id=text_value(ds, "StudyID"),
+            study_uid=text_value(ds, "StudyInstanceUID"),
+            series_uid=text_value(ds, "SeriesInstanceUID"),
+            sop_instance_uid=text_value(ds, "SOPInstanceUID"),
         )
         # Without a patient ID, each study stands for its own patient (pseudonym and date offset).
         patient_key = (identity.patient_id, identity.issuer_of_patient_id)
@@ -189,7 +183,7 @@ class Deidentifier:
             patient_key = ("study:" + identity.study_uid, "")
         offset = self.key.date_offset_days(*patient_key)
         identity.date_offset_days = offset if self.shift_dates else 0
-        walk = _Walk(self, type_table(_text(ds, "SOPClassUID")), offset, TextCleaner(_identifying_values(ds)))
+        walk = _Walk(self, type_table(text_value(ds, "SOPClassUID")), offset, TextCleaner(_identifying_values(ds)))
         walk.clean(ds, depth=0)
         self._set_patient_pseudonym(ds, self.key.patient_id(*patient_key))
         self._record_method(ds, pixels_cleaned)

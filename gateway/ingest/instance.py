@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from pynetdicom import AllStoragePresentationContexts
 
+from dicom_rules.values import text_value
 from gateway.dimse.status import StoreStatus
 from storage.index.records import InstanceRecord, OtherPatientID, VaultEntry
 from storage.keys import instance_key
@@ -64,13 +65,6 @@ _REQUIRED_UIDS = (
 )
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    value = ds.get(keyword)
-    if value is None:
-        return ""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(v) for v in value)
-    return str(value).strip()
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
@@ -86,9 +80,9 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 def _other_patient_ids(ds: Dataset) -> tuple[OtherPatientID, ...]:
     found = []
     for item in ds.get("OtherPatientIDsSequence") or ():
-        pid = _text(item, "PatientID")
+        pid = text_value(item, "PatientID")
         if pid:
-            found.append(OtherPatientID(pid, _text(item, "IssuerOfPatientID"), _text(item, "TypeOfPatientID")))
+            found.append(OtherPatientID(pid, text_value(item, "IssuerOfPatientID"), text_value(item, "TypeOfPatientID")))
     return tuple(found)
 
 
@@ -252,25 +246,25 @@ def instance_record(ds: Dataset, *, size: int, source_ae: str) -> InstanceRecord
     study_uid, series_uid, sop_instance = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     try:
         return InstanceRecord(
-            patient_id=_text(ds, "PatientID"),
-            issuer_of_patient_id=_text(ds, "IssuerOfPatientID"),
-            patient_name=_text(ds, "PatientName"),
-            patient_birth_date=_text(ds, "PatientBirthDate"),
-            patient_sex=_text(ds, "PatientSex"),
+            patient_id=text_value(ds, "PatientID"),
+            issuer_of_patient_id=text_value(ds, "IssuerOfPatientID"),
+            patient_name=text_value(ds, "PatientName"),
+            patient_birth_date=text_value(ds, "PatientBirthDate"),
+            patient_sex=text_value(ds, "PatientSex"),
             study_uid=study_uid,
-            study_date=_text(ds, "StudyDate"),
-            study_time=_text(ds, "StudyTime"),
-            accession_number=_text(ds, "AccessionNumber"),
-            study_id=_text(ds, "StudyID"),
-            study_description=_text(ds, "StudyDescription"),
-            referring_physician_name=_text(ds, "ReferringPhysicianName"),
+            study_date=text_value(ds, "StudyDate"),
+            study_time=text_value(ds, "StudyTime"),
+            accession_number=text_value(ds, "AccessionNumber"),
+            study_id=text_value(ds, "StudyID"),
+            study_description=text_value(ds, "StudyDescription"),
+            referring_physician_name=text_value(ds, "ReferringPhysicianName"),
             series_uid=series_uid,
-            modality=_text(ds, "Modality"),
+            modality=text_value(ds, "Modality"),
             series_number=_int(ds, "SeriesNumber"),
-            series_description=_text(ds, "SeriesDescription"),
-            body_part_examined=_text(ds, "BodyPartExamined"),
-            performed_start_date=_text(ds, "PerformedProcedureStepStartDate"),
-            performed_start_time=_text(ds, "PerformedProcedureStepStartTime"),
+            series_description=text_value(ds, "SeriesDescription"),
+            body_part_examined=text_value(ds, "BodyPartExamined"),
+            performed_start_date=text_value(ds, "PerformedProcedureStepStartDate"),
+            performed_start_time=text_value(ds, "PerformedProcedureStepStartTime"),
             sop_instance_uid=sop_instance,
             sop_class_uid=str(ds.SOPClassUID),
             instance_number=_int(ds, "InstanceNumber"),

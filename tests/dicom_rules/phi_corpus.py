@@ -30,11 +30,13 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.charset import python_encoding
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels import pack_bits
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage
+
+from tests.factory import _with_meta
 
 PLANTED: dict[str, str] = {
     "patient_name": "NGUYEN^THI PHI",
@@ -359,12 +361,3 @@ def _overlay_and_curve(ds: Dataset, rows: int, columns: int) -> None:
     ):
         ds.add_new(0x60000000 | element, vr, value)
     ds.add_new(0x50000022, "LO", PLANTED["curve_description"])
-
-
-def _with_meta(ds: Dataset) -> Dataset:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta = meta
-    return ds
