@@ -18,7 +18,8 @@ de-identifies the whole folder into a fresh output folder:
 Each tool is warmed up on a few files first (not timed); the tools then take
 turns, repeat after repeat, so machine noise hits all of them. Measured per tool:
 
-- throughput: N / wall-clock seconds to read, de-identify and write all N files;
+- throughput: N / wall-clock seconds to read, de-identify and write all N files
+  (page cache, no fsync by either tool; ``sync`` before each run, not timed);
   the median of the repeats is the headline figure (the best is shown too);
 - survivors: every output file of every repeat is scanned with
   ``phi_corpus.surviving``; reported is the set of planted names found (of 48).
@@ -83,10 +84,12 @@ class Tool:
     def rates(self, count: int) -> list[float]:
         return [count / s for s in self.seconds]
 
+    def median(self, count: int) -> float:
+        return statistics.median(self.rates(count))
+
     def as_json(self, count: int) -> dict[str, Any]:
-        rates = self.rates(count)
-        return {"label": self.label, "seconds": self.seconds, "rates": rates, "median_rate": statistics.median(rates),
-                "best_rate": max(rates), "surviving": sorted(self.survivors)}
+        return {"label": self.label, "seconds": self.seconds, "rates": self.rates(count), "median_rate":
+                self.median(count), "best_rate": max(self.rates(count)), "surviving": sorted(self.survivors)}
 
 
 def ours(mode: str) -> Runner:
@@ -129,6 +132,7 @@ def dicognito() -> Runner:
 
 def measure(tool: Tool, source: Path, out: Path, count: int, keep: bool) -> float:
     """One timed run of ``tool`` over ``source``; checks the output count and scans it for planted values."""
+    os.sync()  # flush earlier runs' writes first, so their writeback does not land in this run
     start = time.perf_counter()
     written = tool.run(source, out)
     seconds = time.perf_counter() - start
@@ -161,23 +165,17 @@ def report(info: dict[str, Any], tools: list[Tool]) -> list[dict[str, Any]]:
           f"load average at start {m['load_average'][0]:.2f}, at end {os.getloadavg()[0]:.2f}")
     print("Software: " + ", ".join(f"{k} {v}" for k, v in info["software"].items()))
     print(f"Data:     {d['instances']} planted-PHI CT instances, 512x512 16-bit, Explicit VR LE, "
-          f"{d['mib_per_instance']:.2f} MiB each; {d['repeats']} repeats, single process, "
-          f"median (best) of repeats\n")
-    width = max(len(t.label) for t in tools)
-    print(f"{'tool':<{width}} {'median inst/s':>13} {'best inst/s':>11}  {'all repeats (inst/s)':<24} "
+          f"{d['mib_per_instance']:.2f} MiB each; {d['repeats']} repeats, single process\n")
+    n, width, reference = d["instances"], max(len(t.label) for t in tools), tools[-1]
+    print(f"{'tool':<{width}}  {'median inst/s':>13}  {'best inst/s':>11}  {'all repeats (inst/s)':<24} "
           f"surviving (of {PLANTED_TOTAL})")
     for t in tools:
-        rates = t.rates(d["instances"])
-        print(f"{t.label:<{width}} {statistics.median(rates):>13.1f} {max(rates):>11.1f}  "
-              f"{', '.join(f'{r:.1f}' for r in rates):<24} {len(t.survivors)}")
-    reference = tools[-1]
-    ref_median = statistics.median(reference.rates(d["instances"]))
-    ref_best = max(reference.rates(d["instances"]))
+        print(f"{t.label:<{width}}  {t.median(n):>13.1f}  {max(t.rates(n)):>11.1f}  "
+              f"{', '.join(f'{r:.1f}' for r in t.rates(n)):<24} {len(t.survivors)}")
     ratios = []
     print(f"\nours/dicognito (target: >= {TARGET_RATIO:g}x and 0 planted values surviving)")
     for t in tools[:-1]:
-        median = statistics.median(t.rates(d["instances"])) / ref_median
-        best = max(t.rates(d["instances"])) / ref_best
+        median, best = t.median(n) / reference.median(n), max(t.rates(n)) / max(reference.rates(n))
         met = median >= TARGET_RATIO and not t.survivors
         ratios.append({"tool": t.key, "median_ratio": median, "best_ratio": best, "target_met": met})
         print(f"  {t.label:<{width}} median {median:5.2f}x, best {best:5.2f}x, "
