@@ -154,6 +154,8 @@ class Deidentifier:
         self.safe_private = builtin_safe_private() if keep_private else frozenset()
         self.shift_dates = Option.RETAIN_LONGITUDINAL_MODIFIED_DATES in policy.options
         self.keep_dates = Option.RETAIN_LONGITUDINAL_FULL_DATES in policy.options
+        # Whether any action may clean free text, which needs the instance's identifying values.
+        self.cleans_text = any(code == "C" for code in (*self.codes.values(), *self.overlay_codes.values()))
 
     def apply(self, ds: Dataset, *, pixels_cleaned: bool = False) -> OriginalIdentity:
         """De-identify ``ds`` in place (file meta included) and return what it said before.
@@ -183,7 +185,9 @@ class Deidentifier:
             patient_key = ("study:" + identity.study_uid, "")
         offset = self.key.date_offset_days(*patient_key)
         identity.date_offset_days = offset if self.shift_dates else 0
-        walk = _Walk(self, type_table(text_value(ds, "SOPClassUID")), offset, TextCleaner(_identifying_values(ds)))
+        walk = _Walk(self, type_table(text_value(ds, "SOPClassUID")), offset)
+        if self.cleans_text:
+            walk.identifying = _identifying_values(ds)  # read before the walk changes them
         walk.clean(ds, depth=0)
         self._set_patient_pseudonym(ds, self.key.patient_id(*patient_key))
         self._record_method(ds, pixels_cleaned)
@@ -222,19 +226,26 @@ class Deidentifier:
 class _Walk:
     """The state of de-identifying one instance."""
 
-    def __init__(self, engine: Deidentifier, types: TypeTable, offset: int, cleaner: TextCleaner) -> None:
+    def __init__(self, engine: Deidentifier, types: TypeTable, offset: int) -> None:
         self.engine = engine
         self.key: PseudonymKey = engine.key
         self.types = types
         self.offset = offset
-        self.cleaner = cleaner
+        self.identifying: list[str] = []
+        self._cleaner: TextCleaner | None = None
+
+    @property
+    def cleaner(self) -> TextCleaner:
+        if self._cleaner is None:
+            self._cleaner = TextCleaner(self.identifying)
+        return self._cleaner
 
     def clean(self, ds: Dataset, depth: int) -> None:
         engine = self.engine
         overrides = engine.policy.overrides
         creators: dict[tuple[int, int], str] = {}
         removed_overlays: set[int] = set()
-        for tag in list(ds.keys()):
+        for tag in map(int, list(ds.keys())):  # plain ints: BaseTag compares in Python, slowly
             group, element = tag >> 16, tag & 0xFFFF
             if element == 0 or group == 0x0002:
                 if element == 0:

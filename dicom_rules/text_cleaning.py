@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import cache
 from collections.abc import Iterable
 
 MASK = "***"
@@ -18,6 +19,7 @@ _DIGITS = re.compile(r"\d[\d\-./ ]{3,}\d")
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+@cache
 def _fold_char(ch: str) -> str:
     if ch in "đĐ":
         return "d"

@@ -153,14 +153,15 @@ def _decode_all(ds: Dataset) -> None:
             _ = element.value
 
 
-def read_dataset(data: bytes | bytearray | memoryview) -> Dataset:
-    """Parse a Part 10 file completely, so that truncation and undecodable values are caught."""
+def read_dataset(data: bytes | bytearray | memoryview, *, decode_values: bool = True) -> Dataset:
+    """Parse a Part 10 file completely, so that truncation and (with ``decode_values``) undecodable values are caught."""
     stream = _ShortReadDetector(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pydicom warns on minor non-conformance; truncation is checked below
             ds = dcmread(stream, force=False, defer_size=_DEFER_BYTES)
-            _decode_all(ds)
+            if decode_values:
+                _decode_all(ds)
     except InvalidDicomError:
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, "not a DICOM Part 10 dataset") from None
     except Exception as exc:  # pydicom raises a wide range of errors on hostile input
@@ -210,12 +211,15 @@ def validate_instance(
     *,
     affected_sop_class: str | None = None,
     affected_sop_instance: str | None = None,
+    decode_values: bool = True,
 ) -> Dataset:
     """Parse a complete Part 10 file and check everything storing and indexing it needs.
 
     ``affected_*`` are the UIDs named in the C-STORE request; the dataset must agree with them.
+    ``decode_values=False`` leaves values that nothing reads undecoded: for instances about to be
+    de-identified, whose every kept sequence is walked and every changed value decoded anyway.
     """
-    ds = read_dataset(data)
+    ds = read_dataset(data, decode_values=decode_values)
     meta: FileMetaDataset = ds.file_meta
     transfer_syntax = str(meta.get("TransferSyntaxUID", ""))
     if not is_valid_uid(transfer_syntax):

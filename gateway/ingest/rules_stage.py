@@ -77,8 +77,14 @@ class RulesStage:
         affected_sop_class: str | None = None,
         affected_sop_instance: str | None = None,
     ) -> ReceivedInstance | Quarantined:
-        ds = validate_instance(data, affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance)
         rule = self.rules.select(calling_ae=source_ae, source=peer, destination=destination)
+        engine = self._engines.get(id(rule))
+        ds = validate_instance(
+            data,
+            affected_sop_class=affected_sop_class,
+            affected_sop_instance=affected_sop_instance,
+            decode_values=engine is None,  # values stored as received must decode now; the engine decodes what it keeps
+        )
         matched = rule.first_filter(ds)
         if matched is not None:
             reason = f"rule {rule.name!r}: {matched.reason}"
@@ -89,7 +95,6 @@ class RulesStage:
                 ident = self.quarantine.put(data, rule=rule.name, reason=matched.reason, calling_ae=source_ae)
             return Quarantined(ident, reason)
         regions = rule.regions_for(ds)
-        engine = self._engines.get(id(rule))
         if engine is None and not regions:
             return ReceivedInstance(instance_record(ds, size=len(data), source_ae=source_ae), data)
         if regions:
