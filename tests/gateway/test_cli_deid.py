@@ -8,13 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+from storage.index.database import IndexDatabase
 from tests.dicom_rules.phi_corpus import PLANTED, surviving, write_corpus
 
 SECRET = "cli-secret-0123456789abcdefghijklmnopqrs"
 
 
-def _run(*args: str, data_dir: Path, secret: str | None = SECRET) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PACSGW_")}
+def _run(
+    *args: str, data_dir: Path, secret: str | None = SECRET, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PACSGW_")}, **(env or {})}
     env["PACSGW_DATA_DIR"] = str(data_dir)
     if secret:
         env["PACSGW_DEID_SECRET"] = secret
@@ -83,3 +86,20 @@ def test_quarantined_instances_can_be_listed_and_exported(tmp_path: Path) -> Non
     exported = _run("quarantine", "export", ident, str(tmp_path / "review.dcm"), data_dir=tmp_path / "data")
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "review.dcm").read_bytes() == data
+
+
+def test_import_applies_the_rules(tmp_path: Path) -> None:
+    from storage.index.study_query import StudyQuery
+
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\ncalling_ae = "IMPORT"\nmode = "pseudonymised"\n')
+    write_corpus(tmp_path / "in", 2)
+    data_dir = tmp_path / "data"
+    result = _run("import", "--no-progress", str(tmp_path / "in"), data_dir=data_dir, env={"PACSGW_DEID_RULES_FILE": str(rules)})
+    assert result.returncode == 0, result.stderr
+    index = IndexDatabase.open(f"sqlite:///{data_dir / 'index.sqlite'}")
+    [study], total = index.find_studies(StudyQuery())
+    index.close()
+    assert total == 1 and study["patient_id"].startswith("PGW")
+    objects = list((data_dir / "objects").rglob("*.dcm"))
+    assert len(objects) == 2 and all(surviving(p.read_bytes()) == [] for p in objects)
