@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -56,6 +55,7 @@ from dicognito.pipeline import Pipeline
 if __package__ in (None, ""):  # run as ``python bench/deid.py``: make ``tests`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import machine  # noqa: E402
 from dicom_rules.rules import parse_rules  # noqa: E402
 from gateway.anonymise import anonymise_paths  # noqa: E402
 from gateway.ingest.rules_stage import RulesStage  # noqa: E402
@@ -144,18 +144,6 @@ def measure(tool: Tool, source: Path, out: Path, count: int, keep: bool) -> floa
     if not keep:
         shutil.rmtree(out)
     return seconds
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^(?:model name|Hardware|cpu model)\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-    meminfo = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model.group(1).strip() if model else "unknown",
-        "memory_gib": round(int(meminfo.group(1)) / 1024**2, 1) if meminfo else None,
-        "load_average": os.getloadavg(),
-    }
 
 
 def report(info: dict[str, Any], tools: list[Tool]) -> list[dict[str, Any]]:

@@ -44,6 +44,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as ``python bench/ingest.py``: make ``tests`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import machine  # noqa: E402
 from tests.conftest import s3_env  # noqa: E402
 from tests.factory import ct_series, write_files  # noqa: E402
 from tests.gateway_process import GatewayProcess  # noqa: E402
@@ -194,18 +195,6 @@ def bench_orthanc(files: list[Path], parallel: int, work: Path, timeout: float) 
         if count() != len(files):
             raise BenchError(f"Orthanc: sent {len(files)}, has {count()} instances")
     return Run("orthanc", parallel, len(files), ack, e2e, idle, peak), orthanc_version
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"^(?:model name|Hardware|cpu model)\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-    meminfo = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": model.group(1).strip() if model else "unknown",
-        "memory_gib": round(int(meminfo.group(1)) / 1024**2, 1) if meminfo else None,
-        "load_average": os.getloadavg(),
-    }
 
 
 def verdict(ratio: float, target: float) -> str:
