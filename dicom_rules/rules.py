@@ -175,7 +175,7 @@ class _Parser:
     def parse(self) -> RuleSet:
         unknown = set(self.document) - {"defaults", "rule"}
         if unknown:
-            key = sorted(unknown)[0]
+            key = min(unknown)
             raise RulesError(f"{self.origin}:{self._top_line(key)}: unknown section or key {key!r} (expected [defaults] or [[rule]])")
         default = Rule("defaults", Policy(Mode.IDENTIFIED))
         if "defaults" in self.document:
@@ -327,7 +327,7 @@ class _Parser:
         for entry in raw:
             unknown = set(entry) - {"action", "when", "reason"}
             if unknown:
-                raise self.fail(f"{name}: filter: unknown key {sorted(unknown)[0]!r}", sorted(unknown)[0])
+                raise self.fail(f"{name}: filter: unknown key {min(unknown)!r}", min(unknown))
             try:
                 action = FilterAction(entry.get("action", ""))
             except ValueError:
@@ -344,7 +344,7 @@ class _Parser:
         for entry in raw:
             unknown = set(entry) - {"when", "regions"}
             if unknown:
-                raise self.fail(f"{name}: blank: unknown key {sorted(unknown)[0]!r}", sorted(unknown)[0])
+                raise self.fail(f"{name}: blank: unknown key {min(unknown)!r}", min(unknown))
             when = self._condition(entry.get("when"), name, "blank")
             regions = entry.get("regions")
             valid = isinstance(regions, list) and regions and all(

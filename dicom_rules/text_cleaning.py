@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from functools import cache
 from collections.abc import Iterable
+from functools import cache
 
 MASK = "***"
 _DIGITS = re.compile(r"\d[\d\-./ ]{3,}\d")
