@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.uid import RLELossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian, RLELossless
 
 from dicom_rules.rules import parse_rules
 from gateway.dimse.status import StoreStatus
@@ -116,3 +116,18 @@ def test_blanking_regions_of_native_and_compressed_pixels(stage: RulesStage, com
 def test_a_key_is_required_when_rules_de_identify(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no de-identification secret"):
         RulesStage(parse_rules(RULES), secret=None, quarantine_dir=tmp_path)
+
+
+@pytest.mark.parametrize("syntax", [DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian], ids=lambda s: s.name)
+def test_every_uncompressed_transfer_syntax_is_de_identified_and_kept(stage: RulesStage, syntax) -> None:
+    ds = planted_dataset(rows=300, columns=300)  # pixel data over 64 KiB: left unread at validation
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True, little_endian=syntax != ExplicitVRBigEndian, implicit_vr=syntax == ImplicitVRLittleEndian)
+    received = stage.receive(buffer.getvalue(), source_ae="CT1")
+    assert isinstance(received, ReceivedInstance)
+    out = dcmread(io.BytesIO(bytes(received.data)))
+    assert out.file_meta.TransferSyntaxUID == syntax
+    assert np.array_equal(out.pixel_array, ds.pixel_array)
+    values = "\n".join(str(e.value) for e in out.iterall() if not e.VR.startswith("O"))  # values, not deflated bytes
+    assert surviving(values.encode()) == []
