@@ -10,7 +10,7 @@ import logging
 from aiohttp import web
 from pydicom.datadict import keyword_for_tag, tag_for_keyword
 
-from dicom_rules.vault import PATIENT
+from dicom_rules.vault import PATIENT, VaultSealError
 from gateway.http.dicom_json import study_attributes
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX, SETTINGS, VAULT
@@ -109,7 +109,11 @@ def parse_study_query(params: web.MultiDictProxy[str]) -> StudyQuery:
 def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[str, str]]:
     found = {}
     for pseudonym in vault.patient_pseudonyms(patient_id):
-        original = vault.reveal(PATIENT, pseudonym)
+        try:
+            original = vault.reveal(PATIENT, pseudonym)
+        except VaultSealError as exc:  # sealed under another secret: not this gateway's to open
+            log.warning("vault entry of patient %s does not open: %s", pseudonym, exc)
+            continue
         if original is not None:
             found[pseudonym] = original
     return found
