@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dicom_rules.rules import RuleSet, load_rules
+from gateway.dimse.find import FindService
 from gateway.dimse.scp import DicomServer
 from gateway.http.app import create_http_app
 from gateway.ingest.committer import Committer
@@ -105,7 +106,13 @@ class Gateway:
             retry_max=sp.retry_max_seconds,
             metrics=self.metrics,
         )
-        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive)
+        find = FindService(
+            self.index,
+            ae_title=settings.dicom.ae_title,
+            allowed_aets=settings.dicom.query_aets,
+            max_results=settings.dicom.max_find_results,
+        )
+        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive, find)
 
     async def start(self) -> None:
         self.worker.start()

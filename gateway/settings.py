@@ -47,6 +47,10 @@ class DicomSettings:
         4_194_304, "Largest P-DATA PDU we accept, in bytes (0 = unlimited). Large PDUs ingest faster."
     )
     network_timeout: float = opt(60.0, "Seconds without network activity before an association is aborted.")
+    query_aets: list[str] = opt(
+        [], "Calling AE titles allowed to query (C-FIND); everyone else is answered 'not authorized'. Empty: nobody."
+    )
+    max_find_results: int = opt(10_000, "Most matches one C-FIND returns; a broader query fails with a request to narrow it.")
 
 
 @dataclass

@@ -60,6 +60,9 @@ class Association:
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = str(peer[0])
         self.negotiated: Negotiated | None = None
+        # Queries run beside the read loop, so that a C-CANCEL can reach them.
+        self._cancels: dict[int, asyncio.Event] = {}
+        self._operations: set[asyncio.Task[None]] = set()
 
     @property
     def calling_ae(self) -> str:
@@ -79,6 +82,8 @@ class Association:
             try:
                 await self._serve()
             finally:
+                for task in self._operations:
+                    task.cancel()
                 self.server.metrics.associations.dec()
         except _Abort as abort:
             log.warning("association with %s (%s) aborted: %s", self.calling_ae or "?", self.peer, abort)
@@ -127,6 +132,8 @@ class Association:
         while True:
             pdu_type, raw = await asyncio.wait_for(pdu.read_pdu(self.reader, self.server.settings.max_pdu_size), timeout)
             if pdu_type == pdu.A_RELEASE_RQ:
+                if self._operations:  # answer what was asked before releasing
+                    await asyncio.wait(self._operations, timeout=timeout)
                 await self._send(pdu.release_rp())
                 return
             if pdu_type == pdu.A_ABORT:
@@ -182,6 +189,14 @@ class Association:
                     file_meta(sop_class, sop_instance, context.transfer_syntax, self.calling_ae)
                 )
             return False
+        if field_value == CommandField.C_FIND_RQ and has_dataset:
+            message.dataset = bytearray()
+            return False
+        if field_value == CommandField.C_CANCEL_RQ:
+            cancel = self._cancels.get(int(command.get("MessageIDBeingRespondedTo", -1)))
+            if cancel is not None:
+                cancel.set()
+            return True  # C-CANCEL has no response of its own
         if has_dataset:  # drain the dataset, then refuse
             message.refusal = (StoreStatus.PROCESSING_FAILURE, "operation not supported")
             return False
@@ -197,6 +212,11 @@ class Association:
             await self._respond(message, status, error_comment=reason)
             return
         dataset, message.dataset = message.dataset, None
+        if int(message.command.CommandField) == CommandField.C_FIND_RQ:
+            task = asyncio.create_task(self._find(message, bytes(dataset)))
+            self._operations.add(task)
+            task.add_done_callback(self._operations.discard)
+            return
         outcome = await self.server.store(
             dataset,
             calling_ae=self.calling_ae,
@@ -205,6 +225,34 @@ class Association:
             sop_instance=str(message.command.AffectedSOPInstanceUID),
         )
         await self._respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
+
+    async def _find(self, message: _Message, identifier: bytes) -> None:
+        assert message.command is not None and self.negotiated is not None
+        context = self.negotiated.contexts[message.context_id]
+        message_id = int(message.command.MessageID)
+        cancel = self._cancels[message_id] = asyncio.Event()
+
+        async def emit(status: int, dataset: bytes) -> None:
+            assert message.command is not None and self.negotiated is not None
+            max_pdu = self.negotiated.peer_max_pdu
+            command = response(message.command, status, with_dataset=True)
+            await self._send(
+                pdu.p_data(message.context_id, command, command=True, max_pdu=max_pdu)
+                + pdu.p_data(message.context_id, dataset, command=False, max_pdu=max_pdu)
+            )
+
+        try:
+            status, comment = await self.server.find.run(
+                context.abstract_syntax,
+                identifier,
+                context.transfer_syntax,
+                calling_ae=self.calling_ae,
+                cancel=cancel,
+                emit=emit,
+            )
+            await self._respond(message, status, error_comment=comment)
+        finally:
+            self._cancels.pop(message_id, None)
 
     async def _respond(
         self,

@@ -16,8 +16,14 @@ NO_DATASET = 0x0101
 class CommandField(IntEnum):
     C_STORE_RQ = 0x0001
     C_STORE_RSP = 0x8001
+    C_FIND_RQ = 0x0020
+    C_FIND_RSP = 0x8020
     C_ECHO_RQ = 0x0030
     C_ECHO_RSP = 0x8030
+    C_CANCEL_RQ = 0x0FFF
+
+
+DATASET_PRESENT = 0x0000  # any value other than NO_DATASET
 
 
 # Status for a command this gateway does not perform (PS3.7 C.4.2: Unrecognized Operation).
@@ -49,13 +55,14 @@ def response(
     *,
     error_comment: str | None = None,
     offending_element: int | None = None,
+    with_dataset: bool = False,
 ) -> bytes:
-    """The response to ``request``: same SOP Class (and Instance), no dataset."""
+    """The response to ``request``: same SOP Class (and Instance); a dataset follows when ``with_dataset``."""
     rsp = Dataset()
     rsp.AffectedSOPClassUID = request.get("AffectedSOPClassUID", "")
     rsp.CommandField = int(request.CommandField) | 0x8000
     rsp.MessageIDBeingRespondedTo = request.MessageID
-    rsp.CommandDataSetType = NO_DATASET
+    rsp.CommandDataSetType = DATASET_PRESENT if with_dataset else NO_DATASET
     rsp.Status = status
     if "AffectedSOPInstanceUID" in request:
         rsp.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID

@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000TransferSyntaxes,
     JPEGLSTransferSyntaxes,
     JPEGTransferSyntaxes,
@@ -28,6 +30,7 @@ from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 
 from gateway.dimse.association import Association
+from gateway.dimse.find import FIND_MODELS, FindService
 from gateway.dimse.status import StoreStatus
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.ingest.rules_stage import Quarantined
@@ -52,6 +55,7 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 
 def supported_contexts() -> list[PresentationContext]:
     contexts = [build_context(VERIFICATION)]
+    contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in FIND_MODELS]
     contexts += [build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES) for cx in AllStoragePresentationContexts]
     return contexts
 
@@ -86,11 +90,13 @@ class DicomServer:
         spool: SpoolLog,
         metrics: GatewayMetrics,
         receive: Callable[..., ReceivedInstance | Quarantined],
+        find: FindService,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
         self.receive = receive  # validates, applies the rules (RulesStage.receive)
+        self.find = find
         self.peers = PeerAllowList(settings.allowed_peers)
         self.supported_contexts = supported_contexts()
         self.active = 0

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index import schema
+from storage.index.hierarchy import HierarchyQuery, search
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
 from storage.index.schema import (
@@ -333,6 +334,14 @@ class IndexDatabase:
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"study query failed: {type(exc).__name__}") from exc
         return rows, total
+
+    def search_hierarchy(self, query: HierarchyQuery) -> list[dict[str, Any]]:
+        """Matches at one level of the information model (C-FIND); see ``storage.index.hierarchy``."""
+        try:
+            with self.engine.connect() as conn:
+                return list(search(conn, query))
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
 
     def instance_count(self) -> int:
         with self.engine.connect() as conn:

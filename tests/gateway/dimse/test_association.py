@@ -18,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import CTImageStorage, PatientRootQueryRetrieveInformationModelFind
+from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
 
 from gateway.dimse import pdu
 from gateway.dimse.commands import encode_command
@@ -114,7 +114,7 @@ def test_unsupported_operation_gets_a_status_not_silence(gateway) -> None:
         peer.associate()
         command = Dataset()
         command.AffectedSOPClassUID = CTImageStorage
-        command.CommandField = 0x0FFF  # an operation nobody defined
+        command.CommandField = 0x0ABC  # an operation nobody defined
         command.MessageID = 7
         command.CommandDataSetType = 0x0101
         peer.send(pdu.p_data(1, encode_command(command), command=True, max_pdu=0))
@@ -151,7 +151,7 @@ def test_unsupported_contexts_are_refused_one_by_one(gateway) -> None:
         peer.send(
             _request(
                 [
-                    (PatientRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian),
+                    (ModalityWorklistInformationFind, ImplicitVRLittleEndian),
                     (CTImageStorage, "1.2.3.4.999"),  # a transfer syntax nobody knows
                     (CTImageStorage, ExplicitVRLittleEndian),
                 ]

@@ -1,0 +1,200 @@
+"""C-FIND SCP: Patient Root and Study Root Query/Retrieve information models (PS3.4 C.4.1, C.6).
+
+An identifier is checked against the model (levels, the unique keys of the
+levels above, matching values) and becomes a :class:`HierarchyQuery`; each
+match is answered with the return keys the SCU asked for, in its order.
+Queries are hierarchical (no relational extended negotiation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
+from pydicom.filewriter import write_dataset
+from pydicom.uid import UID
+
+from storage.index.hierarchy import ATTRIBUTES, PATIENT_COUNTS, UNIQUE_KEYS, HierarchyQuery, Kind, Level, condition
+from storage.index.database import IndexDatabase, IndexDatabaseError
+from storage.index.study_query import InvalidQuery
+
+log = logging.getLogger(__name__)
+
+PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+FIND_MODELS = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)
+RESPONSE_CHARSET = "ISO_IR 192"  # the index holds Unicode
+
+
+class FindStatus(IntEnum):
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    PENDING_OPTIONAL_KEYS_UNSUPPORTED = 0xFF01
+    CANCELLED = 0xFE00
+    OUT_OF_RESOURCES = 0xA700
+    IDENTIFIER_MISMATCH = 0xA900
+    UNABLE_TO_PROCESS = 0xC000
+    NOT_AUTHORIZED = 0x0124
+
+
+class FindRefused(Exception):
+    def __init__(self, status: FindStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason[:64]
+
+
+@dataclass(frozen=True)
+class FindRequest:
+    model: str
+    query: HierarchyQuery
+    return_keys: tuple[int, ...]  # tags, in the order the SCU sent them
+    unsupported: bool  # some requested keys are not known to the index (returned empty)
+
+
+def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
+    syntax = UID(transfer_syntax)
+    try:
+        return read_dataset(io.BytesIO(data), is_implicit_VR=syntax.is_implicit_VR, is_little_endian=syntax.is_little_endian)
+    except Exception:  # hostile input raises many kinds of errors
+        raise FindRefused(FindStatus.UNABLE_TO_PROCESS, "undecodable identifier") from None
+
+
+def encode_identifier(ds: Dataset, transfer_syntax: str) -> bytes:
+    syntax = UID(transfer_syntax)
+    fp = DicomBytesIO()
+    fp.is_little_endian = syntax.is_little_endian
+    fp.is_implicit_VR = syntax.is_implicit_VR
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _single(ds: Dataset, keyword: str) -> str:
+    value = ds.get(keyword)
+    return "" if value is None else str(value).strip()
+
+
+def parse_request(model: str, identifier: Dataset, *, limit: int) -> FindRequest:
+    try:
+        level = Level(_single(identifier, "QueryRetrieveLevel").upper())
+    except ValueError:
+        raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, "QueryRetrieveLevel missing or not a known level") from None
+    if model == STUDY_ROOT_FIND and level is Level.PATIENT:
+        raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, "Study Root has no PATIENT level")
+    # Hierarchical search: the unique keys of the levels above must be given, as single values.
+    first = Level.PATIENT if model == PATIENT_ROOT_FIND else Level.STUDY
+    for above in list(Level)[first.depth : level.depth]:
+        key = UNIQUE_KEYS[above]
+        value = _single(identifier, key)
+        if not value or "*" in value or "?" in value or "\\" in value:
+            raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, f"{key} must be given as a single value at {level.value} level")
+    matches: dict[str, str] = {}
+    other_ids: list[str] = []
+    return_keys: list[int] = []
+    unsupported = False
+    for element in identifier:
+        tag = int(element.tag)
+        keyword = keyword_for_tag(tag)
+        if keyword in ("QueryRetrieveLevel", "SpecificCharacterSet") or element.tag.is_private:
+            continue
+        return_keys.append(tag)
+        if keyword == "OtherPatientIDsSequence":
+            other_ids += [_single(item, "PatientID") for item in element.value or () if _single(item, "PatientID")]
+        elif keyword in ATTRIBUTES:
+            if ATTRIBUTES[keyword].kind is not Kind.RETURN_ONLY and element.VR != "SQ":
+                value = element.value
+                matches[keyword] = "\\".join(map(str, value)) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else str(value or "")
+        elif keyword not in PATIENT_COUNTS and keyword != "RetrieveAETitle":
+            unsupported = True
+    query = HierarchyQuery(level, matches, tuple(other_ids), limit=limit + 1)
+    return FindRequest(model, query, tuple(return_keys), unsupported)
+
+
+def _element_value(keyword: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if keyword == "ModalitiesInStudy":
+        return [m for m in str(value).split("\\") if m] or None
+    return value
+
+
+def response_identifier(request: FindRequest, row: dict[str, Any], retrieve_ae: str) -> Dataset:
+    """One match, with the keys the SCU asked for (empty where the index has no value) and the level's unique keys."""
+    ds = Dataset()
+    ds.SpecificCharacterSet = RESPONSE_CHARSET
+    ds.QueryRetrieveLevel = request.query.level.value
+    ds.RetrieveAETitle = retrieve_ae
+    wanted = set(request.return_keys) | {int(tag_for_keyword(UNIQUE_KEYS[request.query.level]))}
+    for tag in sorted(wanted):
+        keyword = keyword_for_tag(tag)
+        if keyword in ("RetrieveAETitle",):
+            continue
+        vr = dictionary_VR(tag)
+        if keyword == "OtherPatientIDsSequence":
+            ds.add_new(tag, vr, [])
+            continue
+        value = _element_value(keyword, row.get(keyword))
+        if vr in ("US", "UL", "IS") and value is not None:
+            value = int(value)
+        ds.add_new(tag, vr, value if value not in ("",) else None)
+    return ds
+
+
+def validate_query(request: FindRequest) -> None:
+    """Build the SQL conditions once, so that a bad matching value is refused before any response."""
+    for keyword, value in request.query.matches.items():
+        if value.strip("*"):
+            try:
+                condition(ATTRIBUTES[keyword], value)
+            except InvalidQuery as exc:
+                raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, str(exc)) from None
+
+
+Emit = Callable[[int, bytes], Awaitable[None]]
+
+
+class FindService:
+    """Runs C-FIND requests against the index, in a thread, answering match by match."""
+
+    def __init__(self, index: IndexDatabase, *, ae_title: str, allowed_aets: list[str], max_results: int) -> None:
+        self.index = index
+        self.ae_title = ae_title
+        self.allowed_aets = set(allowed_aets)
+        self.max_results = max_results
+
+    async def run(
+        self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit
+    ) -> tuple[FindStatus, str | None]:
+        """Send pending responses through ``emit``; return the final status and its error comment."""
+        if calling_ae not in self.allowed_aets:
+            log.warning("C-FIND from %s refused: calling AE title not allowed to query", calling_ae)
+            return FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to query"
+        try:
+            request = parse_request(model, decode_identifier(identifier, transfer_syntax), limit=self.max_results)
+            validate_query(request)
+        except FindRefused as refused:
+            log.warning("C-FIND from %s refused: %s", calling_ae, refused.reason)
+            return refused.status, refused.reason
+        try:
+            rows = await asyncio.to_thread(self.index.search_hierarchy, request.query)
+        except IndexDatabaseError as exc:
+            log.error("C-FIND from %s failed: %s", calling_ae, exc)
+            return FindStatus.OUT_OF_RESOURCES, "index unavailable"
+        if len(rows) > self.max_results:
+            return FindStatus.OUT_OF_RESOURCES, f"more than {self.max_results} matches; narrow the query"
+        pending = FindStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED if request.unsupported else FindStatus.PENDING
+        for row in rows:
+            if cancel.is_set():
+                return FindStatus.CANCELLED, None
+            await emit(pending, encode_identifier(response_identifier(request, row, self.ae_title), transfer_syntax))
+        log.info("C-FIND from %s at %s level: %d match(es)", calling_ae, request.query.level.value, len(rows))
+        return FindStatus.SUCCESS, None
