@@ -10,6 +10,7 @@ from aiohttp import web
 
 from dicom_rules.rules import RuleSet, load_rules
 from gateway.dimse.find import FindService
+from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
 from gateway.http.app import create_http_app
 from gateway.ingest.committer import Committer
@@ -112,7 +113,15 @@ class Gateway:
             allowed_aets=settings.dicom.query_aets,
             max_results=settings.dicom.max_find_results,
         )
-        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive, find)
+        retrieve = RetrieveService(
+            self.index,
+            self.store,
+            ae_title=settings.dicom.ae_title,
+            allowed_aets=settings.dicom.query_aets,
+            destinations=settings.dicom.destinations(),
+            max_instances=settings.dicom.max_retrieve_instances,
+        )
+        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve)
 
     async def start(self) -> None:
         self.worker.start()

@@ -48,8 +48,25 @@ class DicomSettings:
     )
     network_timeout: float = opt(60.0, "Seconds without network activity before an association is aborted.")
     query_aets: list[str] = opt(
-        [], "Calling AE titles allowed to query (C-FIND); everyone else is answered 'not authorized'. Empty: nobody."
+        [],
+        "Calling AE titles allowed to query and retrieve (C-FIND, C-MOVE, C-GET); everyone else is answered "
+        "'not authorized'. Empty: nobody.",
     )
+    move_destinations: list[str] = opt(
+        [], "C-MOVE destinations as AE=host:port (e.g. WORKSTATION1=10.1.2.3:104); other destinations get 0xA801."
+    )
+    max_retrieve_instances: int = opt(100_000, "Most instances one C-MOVE or C-GET sends.")
+
+    def destinations(self) -> dict[str, tuple[str, int]]:
+        """``move_destinations`` as AE title -> (host, port)."""
+        out = {}
+        for entry in self.move_destinations:
+            ae, _, address = entry.partition("=")
+            host, _, port = address.rpartition(":")
+            if not ae.strip() or not host or not port.isdigit():
+                raise SettingsError(f"dicom.move_destinations: {entry!r} is not AE=host:port")
+            out[ae.strip()] = (host, int(port))
+        return out
     max_find_results: int = opt(10_000, "Most matches one C-FIND returns; a broader query fails with a request to narrow it.")
 
 
@@ -294,6 +311,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("storage.backend is 's3' but s3.endpoint is empty")
     if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
         raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
+    settings.dicom.destinations()
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     for digest in settings.deid.reidentify_token_sha256:

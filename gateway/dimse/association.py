@@ -16,14 +16,18 @@ from gateway.dimse.commands import (
     CommandField,
     decode_command,
     response,
+    store_request,
 )
 from gateway.dimse.negotiation import (
+    AcceptedContext,
     AssociationRejected,
     Negotiated,
     decode_request,
     negotiate,
 )
+from gateway.dimse.find import FindRefused, encode_identifier
 from gateway.dimse.part10 import file_meta
+from gateway.dimse.retrieve import UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
 from gateway.dimse.status import StoreStatus
 from storage.uids import is_valid_uid
 
@@ -52,6 +56,15 @@ class _Message:
     refusal: tuple[StoreStatus, str] | None = None
 
 
+def _counts(progress: Progress) -> dict[str, int]:
+    return {
+        "NumberOfRemainingSuboperations": progress.remaining,
+        "NumberOfCompletedSuboperations": progress.completed,
+        "NumberOfFailedSuboperations": progress.failed,
+        "NumberOfWarningSuboperations": progress.warning,
+    }
+
+
 class Association:
     def __init__(self, server: DicomServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.server = server
@@ -63,6 +76,9 @@ class Association:
         # Queries run beside the read loop, so that a C-CANCEL can reach them.
         self._cancels: dict[int, asyncio.Event] = {}
         self._operations: set[asyncio.Task[None]] = set()
+        # C-GET sub-operations waiting for the peer's C-STORE response, by message ID.
+        self._store_responses: dict[int, asyncio.Future[int]] = {}
+        self._next_message_id = 1
 
     @property
     def calling_ae(self) -> str:
@@ -169,7 +185,7 @@ class Association:
             command = decode_command(bytes(message.command_bytes))
             field_value = int(command.CommandField)
             has_dataset = int(command.CommandDataSetType) != NO_DATASET
-            _ = command.MessageID
+            _ = command.MessageIDBeingRespondedTo if field_value & 0x8000 else command.MessageID
         except Exception:
             raise _Abort("undecodable DIMSE command", pdu.REASON_INVALID_PARAMETER) from None
         message.command = command
@@ -189,9 +205,14 @@ class Association:
                     file_meta(sop_class, sop_instance, context.transfer_syntax, self.calling_ae)
                 )
             return False
-        if field_value == CommandField.C_FIND_RQ and has_dataset:
+        if field_value in (CommandField.C_FIND_RQ, CommandField.C_MOVE_RQ, CommandField.C_GET_RQ) and has_dataset:
             message.dataset = bytearray()
             return False
+        if field_value == CommandField.C_STORE_RSP:
+            waiting = self._store_responses.pop(int(command.get("MessageIDBeingRespondedTo", -1)), None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(int(command.get("Status", 0xC000)))
+            return not has_dataset
         if field_value == CommandField.C_CANCEL_RQ:
             cancel = self._cancels.get(int(command.get("MessageIDBeingRespondedTo", -1)))
             if cancel is not None:
@@ -212,8 +233,13 @@ class Association:
             await self._respond(message, status, error_comment=reason)
             return
         dataset, message.dataset = message.dataset, None
-        if int(message.command.CommandField) == CommandField.C_FIND_RQ:
-            task = asyncio.create_task(self._find(message, bytes(dataset)))
+        operation = {
+            CommandField.C_FIND_RQ: self._find,
+            CommandField.C_MOVE_RQ: self._retrieve,
+            CommandField.C_GET_RQ: self._retrieve,
+        }.get(int(message.command.CommandField))
+        if operation is not None:
+            task = asyncio.create_task(operation(message, bytes(dataset)))
             self._operations.add(task)
             task.add_done_callback(self._operations.discard)
             return
@@ -254,6 +280,75 @@ class Association:
         finally:
             self._cancels.pop(message_id, None)
 
+    async def _retrieve(self, message: _Message, identifier: bytes) -> None:
+        assert message.command is not None and self.negotiated is not None
+        command = message.command
+        context = self.negotiated.contexts[message.context_id]
+        is_move = int(command.CommandField) == CommandField.C_MOVE_RQ
+        message_id = int(command.MessageID)
+        cancel = self._cancels[message_id] = asyncio.Event()
+        service = self.server.retrieve
+        mover = None
+        try:
+            targets = await service.targets(context.abstract_syntax, identifier, context.transfer_syntax, self.calling_ae)
+            if is_move:
+                mover = service.move_association(str(command.get("MoveDestination", "")).strip(), targets)
+                if targets:
+                    await asyncio.to_thread(mover.open)
+                send = lambda target, stored: asyncio.to_thread(mover.send, target, stored)  # noqa: E731
+            else:
+                send = self._get_sub_operation
+
+            async def emit(progress: Progress) -> None:
+                await self._respond(message, RetrieveStatus.PENDING, extra=_counts(progress))
+
+            progress, cancelled = await service.send_all(targets, send, emit, cancel)
+            status = progress.final_status(cancelled)
+            extra = _counts(progress)
+            log.info(
+                "%s from %s: %d completed, %d failed, %d warning%s",
+                "C-MOVE" if is_move else "C-GET", self.calling_ae, progress.completed, progress.failed,
+                progress.warning, " (cancelled)" if cancelled else "",
+            )  # fmt: skip
+            await self._respond(message, status, extra=extra, failed_uids=progress.failed_uids, context=context)
+        except FindRefused as refused:
+            log.warning("retrieve from %s refused: %s", self.calling_ae, refused.reason)
+            await self._respond(message, refused.status, error_comment=refused.reason)
+        except RuntimeError as exc:  # the move destination cannot be reached
+            log.warning("C-MOVE from %s failed: %s", self.calling_ae, exc)
+            await self._respond(message, RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS, error_comment=str(exc)[:64])
+        finally:
+            self._cancels.pop(message_id, None)
+            if mover is not None:
+                await asyncio.to_thread(mover.close)
+
+    async def _get_sub_operation(self, target: Target, stored: bytes) -> int:
+        """Send one instance back on this association (C-GET) and wait for the peer's C-STORE response."""
+        assert self.negotiated is not None
+        candidates = {cid: cx for cid, cx in self.negotiated.contexts.items() if cx.abstract_syntax == target.sop_class_uid}
+        if not candidates:
+            raise ValueError(f"no presentation context accepted for {target.sop_class_uid}")
+        same = [cid for cid, cx in candidates.items() if cx.transfer_syntax == target.transfer_syntax_uid]
+        plain = [cid for cid, cx in candidates.items() if cx.transfer_syntax in UNCOMPRESSED]
+        context_id = (same or plain or [None])[0]
+        if context_id is None:
+            raise ValueError(f"the peer accepted no transfer syntax {target.sop_class_uid} can be sent in")
+        wanted = candidates[context_id].transfer_syntax
+        dataset = await asyncio.to_thread(dataset_bytes, stored, target.transfer_syntax_uid, wanted)
+        message_id = self._next_message_id
+        self._next_message_id = (self._next_message_id % 0xFFFF) + 1
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._store_responses[message_id] = answer
+        max_pdu = self.negotiated.peer_max_pdu
+        await self._send(
+            pdu.p_data(context_id, store_request(message_id, target.sop_class_uid, target.sop_instance_uid), command=True, max_pdu=max_pdu)
+            + pdu.p_data(context_id, dataset, command=False, max_pdu=max_pdu)
+        )
+        try:
+            return await asyncio.wait_for(answer, self.server.settings.network_timeout)
+        finally:
+            self._store_responses.pop(message_id, None)
+
     async def _respond(
         self,
         message: _Message,
@@ -261,7 +356,19 @@ class Association:
         *,
         error_comment: str | None = None,
         offending_element: int | None = None,
+        extra: dict[str, int] | None = None,
+        failed_uids: list[str] | None = None,
+        context: AcceptedContext | None = None,
     ) -> None:
         assert message.command is not None and self.negotiated is not None
-        payload = response(message.command, status, error_comment=error_comment, offending_element=offending_element)
-        await self._send(pdu.p_data(message.context_id, payload, command=True, max_pdu=self.negotiated.peer_max_pdu))
+        max_pdu = self.negotiated.peer_max_pdu
+        payload = response(
+            message.command, status, error_comment=error_comment, offending_element=offending_element,
+            extra=extra, with_dataset=bool(failed_uids),
+        )  # fmt: skip
+        data = pdu.p_data(message.context_id, payload, command=True, max_pdu=max_pdu)
+        if failed_uids and context is not None:
+            identifier = Dataset()
+            identifier.FailedSOPInstanceUIDList = failed_uids
+            data += pdu.p_data(message.context_id, encode_identifier(identifier, context.transfer_syntax), command=False, max_pdu=max_pdu)
+        await self._send(data)

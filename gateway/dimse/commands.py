@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from enum import IntEnum
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -16,6 +17,10 @@ NO_DATASET = 0x0101
 class CommandField(IntEnum):
     C_STORE_RQ = 0x0001
     C_STORE_RSP = 0x8001
+    C_GET_RQ = 0x0010
+    C_GET_RSP = 0x8010
+    C_MOVE_RQ = 0x0021
+    C_MOVE_RSP = 0x8021
     C_FIND_RQ = 0x0020
     C_FIND_RSP = 0x8020
     C_ECHO_RQ = 0x0030
@@ -56,6 +61,7 @@ def response(
     error_comment: str | None = None,
     offending_element: int | None = None,
     with_dataset: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> bytes:
     """The response to ``request``: same SOP Class (and Instance); a dataset follows when ``with_dataset``."""
     rsp = Dataset()
@@ -70,4 +76,20 @@ def response(
         rsp.OffendingElement = [offending_element]
     if error_comment:
         rsp.ErrorComment = error_comment[:64]
+    for keyword, value in (extra or {}).items():
+        setattr(rsp, keyword, value)
     return encode_command(rsp)
+
+
+def store_request(message_id: int, sop_class: str, sop_instance: str, *, move_originator: str = "") -> bytes:
+    """A C-STORE request with a dataset to follow (a C-GET sub-operation)."""
+    rq = Dataset()
+    rq.AffectedSOPClassUID = sop_class
+    rq.CommandField = CommandField.C_STORE_RQ
+    rq.MessageID = message_id
+    rq.Priority = 0
+    rq.CommandDataSetType = DATASET_PRESENT
+    rq.AffectedSOPInstanceUID = sop_instance
+    if move_originator:
+        rq.MoveOriginatorApplicationEntityTitle = move_originator
+    return encode_command(rq)

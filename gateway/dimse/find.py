@@ -47,7 +47,9 @@ class FindStatus(IntEnum):
 
 
 class FindRefused(Exception):
-    def __init__(self, status: FindStatus, reason: str) -> None:
+    """A query or retrieve request refused before any match is sent; carries the status to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason[:64]

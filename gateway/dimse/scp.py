@@ -31,6 +31,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 
 from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
+from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
 from gateway.dimse.status import StoreStatus
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.ingest.rules_stage import Quarantined
@@ -55,8 +56,13 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 
 def supported_contexts() -> list[PresentationContext]:
     contexts = [build_context(VERIFICATION)]
-    contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in FIND_MODELS]
-    contexts += [build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES) for cx in AllStoragePresentationContexts]
+    query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS)
+    contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in query_models]
+    for cx in AllStoragePresentationContexts:
+        storage = build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        # A C-GET requester proposes to act as storage SCP for what it retrieves; accept either role.
+        storage.scu_role = storage.scp_role = True
+        contexts.append(storage)
     return contexts
 
 
@@ -91,12 +97,14 @@ class DicomServer:
         metrics: GatewayMetrics,
         receive: Callable[..., ReceivedInstance | Quarantined],
         find: FindService,
+        retrieve: RetrieveService,
     ) -> None:
         self.settings = settings
         self.spool = spool
         self.metrics = metrics
         self.receive = receive  # validates, applies the rules (RulesStage.receive)
         self.find = find
+        self.retrieve = retrieve
         self.peers = PeerAllowList(settings.allowed_peers)
         self.supported_contexts = supported_contexts()
         self.active = 0

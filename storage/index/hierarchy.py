@@ -82,6 +82,7 @@ _ATTRIBUTES = [
     Attribute("Rows", Level.IMAGE, instances.c.rows, Kind.NUMBER),
     Attribute("Columns", Level.IMAGE, instances.c.columns, Kind.NUMBER),
     Attribute("NumberOfFrames", Level.IMAGE, instances.c.number_of_frames, Kind.NUMBER),
+    Attribute("TransferSyntaxUID", Level.IMAGE, instances.c.transfer_syntax_uid, Kind.RETURN_ONLY),
 ]
 ATTRIBUTES: dict[str, Attribute] = {a.keyword: a for a in _ATTRIBUTES}
 
@@ -197,6 +198,8 @@ def search(conn: Connection, query: HierarchyQuery) -> Iterator[dict[str, Any]]:
         source = source.join(instances, instances.c.series_pk == series.c.pk)
     if depth == Level.PATIENT.depth:
         columns += _patient_counts()
+    if depth == Level.IMAGE.depth:
+        columns.append(instances.c.object_key.label("ObjectKey"))  # for retrieval
     for keyword, value in query.matches.items():
         attribute = ATTRIBUTES[keyword]
         if attribute.level.depth > depth and keyword != "ModalitiesInStudy":
