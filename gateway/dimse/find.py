@@ -25,7 +25,7 @@ from pydicom.uid import UID
 
 from storage.index.hierarchy import ATTRIBUTES, PATIENT_COUNTS, UNIQUE_KEYS, HierarchyQuery, Kind, Level, condition
 from storage.index.database import IndexDatabase, IndexDatabaseError
-from storage.index.study_query import InvalidQuery
+from storage.index.matching import InvalidQuery
 
 log = logging.getLogger(__name__)
 

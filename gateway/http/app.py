@@ -49,6 +49,6 @@ def create_http_app(
     app[VAULT] = vault
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
-    app.router.add_get("/dicom-web/studies", qido.search_studies)
+    qido.add_routes(app)
     app.router.add_get("/vault/{kind}/{pseudonym}", vault_routes.reveal)
     return app

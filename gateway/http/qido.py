@@ -1,4 +1,9 @@
-"""QIDO-RS study search: ``GET /dicom-web/studies`` (PS3.18 section 10.6)."""
+"""QIDO-RS (PS3.18 section 10.6): studies, series and instances, at every route PS3.18 defines.
+
+Matching is the C-FIND matching (``storage.index.hierarchy``): the same
+wildcards, ranges, UID lists, accent-insensitive names and other patient
+IDs, so the two protocols answer alike.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +11,43 @@ import asyncio
 import dataclasses
 import json
 import logging
+from typing import Any
 
 from aiohttp import web
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dicom_rules.vault import PATIENT, VaultSealError
-from gateway.http.dicom_json import study_attributes
+from gateway.http.dicom_json import element
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX, SETTINGS, VAULT
 from gateway.vault import PseudonymVault, may_reidentify
-from storage.index.study_query import DateRange, InvalidQuery, StudyQuery
+from storage.index.hierarchy import ATTRIBUTES, HierarchyQuery, Kind, Level, condition
+from storage.index.matching import InvalidQuery
 
 log = logging.getLogger(__name__)
 
-# Matching keys supported at study level, by keyword.
-_MATCHING_KEYS = {
-    "PatientID",
-    "StudyInstanceUID",
-    "AccessionNumber",
-    "StudyDate",
-    "PatientName",
-    "ModalitiesInStudy",
-}
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 DICOM_JSON = "application/dicom+json"
+
+# Attributes returned at each level (PS3.18 Tables 6.7.1-2, -2a, -2b, as far as the index keeps them).
+RETURNED = {
+    Level.STUDY: (
+        "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName", "StudyDescription",
+        "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
+        "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+    ),
+    Level.SERIES: (
+        "Modality", "SeriesDescription", "BodyPartExamined", "SeriesInstanceUID", "SeriesNumber",
+        "PerformedProcedureStepStartDate", "PerformedProcedureStepStartTime", "NumberOfSeriesRelatedInstances",
+        "StudyInstanceUID",
+    ),
+    Level.IMAGE: (
+        "SOPClassUID", "SOPInstanceUID", "InstanceNumber", "Rows", "Columns", "NumberOfFrames",
+        "StudyInstanceUID", "SeriesInstanceUID",
+    ),
+}  # fmt: skip
 
 
 def _keyword(name: str) -> str | None:
@@ -56,54 +72,56 @@ def _int_param(name: str, raw: str, low: int, high: int) -> int:
     return value
 
 
-def parse_study_query(params: web.MultiDictProxy[str]) -> StudyQuery:
-    fields: dict[str, object] = {}
-    seen: set[str] = set()
-    for name in params:
-        if name in seen:
-            continue
-        seen.add(name)
+def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[HierarchyQuery, set[str]]:
+    """The hierarchy query and the extra attributes asked for with ``includefield``."""
+    matches = dict(fixed)
+    include: set[str] = set()
+    limit, offset = DEFAULT_LIMIT, 0
+    for name in set(params):
         values = params.getall(name)
         if name in _CONTROL:
             if name != "includefield" and len(values) > 1:
                 raise InvalidQuery(f"{name} given more than once")
-            raw = values[0]
             if name == "limit":
-                fields["limit"] = _int_param("limit", raw, 1, MAX_LIMIT)
+                limit = _int_param("limit", values[0], 1, MAX_LIMIT)
             elif name == "offset":
-                fields["offset"] = _int_param("offset", raw, 0, 10**9)
-            elif name == "fuzzymatching" and raw not in {"true", "false"}:
-                raise InvalidQuery("fuzzymatching must be true or false")
+                offset = _int_param("offset", values[0], 0, 10**9)
+            elif name == "fuzzymatching" and values[0] not in {"true", "false"}:
+                raise InvalidQuery("fuzzymatching must be true or false")  # names always match without case or accents
             elif name == "includefield":
-                for value in values:
-                    for item in value.split(","):
-                        if item != "all" and _keyword(item.strip()) is None:
-                            raise InvalidQuery(f"includefield: unknown attribute {item!r}")
+                for item in (i.strip() for value in values for i in value.split(",")):
+                    keyword = "all" if item == "all" else _keyword(item)
+                    if keyword is None:
+                        raise InvalidQuery(f"includefield: unknown attribute {item!r}")
+                    include.add(keyword)
             continue
         keyword = _keyword(name)
         if keyword is None:
             raise InvalidQuery(f"unknown query parameter {name!r}")
-        if keyword not in _MATCHING_KEYS:
-            raise InvalidQuery(f"{keyword} is not a supported matching key at study level")
+        attribute = ATTRIBUTES.get(keyword)
+        usable = attribute is not None and attribute.kind is not Kind.RETURN_ONLY
+        if not usable or (attribute.level.depth > level.depth and keyword != "ModalitiesInStudy"):  # type: ignore[union-attr]
+            raise InvalidQuery(f"{keyword} is not a supported matching key at {level.value.lower()} level")
         if len(values) > 1:
             raise InvalidQuery(f"{keyword} given more than once")
-        value = values[0].strip()
-        if not value:
-            continue  # universal matching
-        if keyword == "PatientID":
-            fields["patient_id"] = value
-        elif keyword == "StudyInstanceUID":
-            fields["study_uids"] = StudyQuery.uid_list(value)
-        elif keyword == "AccessionNumber":
-            fields["accession_number"] = value
-        elif keyword == "StudyDate":
-            fields["study_date"] = DateRange.parse(value)
-        elif keyword == "PatientName":
-            fields["patient_name"] = StudyQuery.name_pattern(value)
-        elif keyword == "ModalitiesInStudy":
-            fields["modality"] = value
-    fields.setdefault("limit", DEFAULT_LIMIT)
-    return StudyQuery(**fields)  # type: ignore[arg-type]
+        value = values[0].strip().replace(",", "\\") if attribute.kind is Kind.UID else values[0].strip()  # type: ignore[union-attr]
+        if keyword in fixed and value and value != fixed[keyword]:
+            raise InvalidQuery(f"{keyword} contradicts the path")
+        if value:
+            condition(attribute, value)  # type: ignore[arg-type]  # refuse a bad value now, with its reason
+            matches[keyword] = value
+    return HierarchyQuery(level, matches, limit=limit, offset=offset), include
+
+
+def _accepts_json(request: web.Request) -> bool:
+    accept = request.headers.get("Accept", "")
+    if not accept.strip():
+        return True
+    for part in accept.split(","):
+        media = part.split(";")[0].strip().lower()
+        if media in {DICOM_JSON, "application/json", "application/*", "*/*"}:
+            return True
+    return False
 
 
 def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[str, str]]:
@@ -119,44 +137,82 @@ def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[st
     return found
 
 
-def _accepts_json(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    if not accept.strip():
-        return True
-    for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
-        if media in {DICOM_JSON, "application/json", "application/*", "*/*"}:
-            return True
-    return False
+def _retrieve_url(request: web.Request, row: dict[str, Any], level: Level) -> str:
+    url = f"{request.scheme}://{request.host}/dicom-web/studies/{row['StudyInstanceUID']}"
+    if level.depth >= Level.SERIES.depth:
+        url += f"/series/{row['SeriesInstanceUID']}"
+    if level is Level.IMAGE:
+        url += f"/instances/{row['SOPInstanceUID']}"
+    return url
 
 
-async def search_studies(request: web.Request) -> web.Response:
-    if not _accepts_json(request):
-        raise http_error(web.HTTPNotAcceptable, "only application/dicom+json is offered for QIDO-RS")
-    try:
-        query = parse_study_query(request.query)
-    except InvalidQuery as exc:
-        raise http_error(web.HTTPBadRequest, str(exc)) from None
-    reidentified: dict[str, dict[str, str]] = {}
-    vault = request.app[VAULT]
-    token = may_reidentify(request.app[SETTINGS], request.headers.get("Authorization"))
-    if token and vault is not None and query.patient_id and not set("*?") & set(query.patient_id):
-        reidentified = await asyncio.to_thread(_vault_patients, vault, query.patient_id)
-        query = dataclasses.replace(query, patient_pseudonyms=tuple(reidentified))
-        log.info("re-identifying study query by token %s: %d pseudonymous patient(s)", token[:12], len(reidentified))
-    rows, total = await asyncio.to_thread(request.app[INDEX].find_studies, query)
-    for row in rows:
-        original = reidentified.get(row["patient_id"])
-        if original:
-            row.update(
-                patient_id=original["PatientID"],
-                issuer_of_patient_id=original["IssuerOfPatientID"],
-                patient_name=original["PatientName"],
-                patient_birth_date=original["PatientBirthDate"],
-            )
-    headers = {"X-Total-Count": str(total)}
-    remaining = total - query.offset - len(rows)
-    if remaining > 0:
-        headers["Warning"] = f'299 pacs-gateway: "There are {remaining} additional results that can be requested"'
-    body = json.dumps([study_attributes(row) for row in rows], ensure_ascii=False)
-    return web.Response(body=body.encode(), content_type=DICOM_JSON, charset="utf-8", headers=headers)
+def attributes(row: dict[str, Any], level: Level, include: set[str], retrieve_url: str) -> dict[str, Any]:
+    keywords = set(RETURNED[level])
+    if "all" in include:
+        keywords |= {k for k, a in ATTRIBUTES.items() if a.level.depth <= level.depth and k in row}
+    keywords |= {k for k in include if k in row}
+    out = {}
+    for keyword in keywords:
+        value = row.get(keyword)
+        if keyword == "ModalitiesInStudy":
+            value = [m for m in str(value or "").split("\\") if m]
+        out[f"{tag_for_keyword(keyword):08X}"] = element(dictionary_VR(keyword), value)
+    out["00081190"] = element("UR", retrieve_url)
+    return dict(sorted(out.items()))
+
+
+def _route(level: Level) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        if not _accepts_json(request):
+            raise http_error(web.HTTPNotAcceptable, "only application/dicom+json is offered for QIDO-RS")
+        fixed = {}
+        if "study" in request.match_info:
+            fixed["StudyInstanceUID"] = request.match_info["study"]
+        if "series" in request.match_info:
+            fixed["SeriesInstanceUID"] = request.match_info["series"]
+        try:
+            for keyword, uid in fixed.items():
+                condition(ATTRIBUTES[keyword], uid)
+            query, include = parse_query(request.query, level, fixed)
+        except InvalidQuery as exc:
+            raise http_error(web.HTTPBadRequest, str(exc)) from None
+        reidentified: dict[str, dict[str, str]] = {}
+        vault = request.app[VAULT]
+        token = may_reidentify(request.app[SETTINGS], request.headers.get("Authorization"))
+        patient_id = query.matches.get("PatientID", "")
+        if token and vault is not None and patient_id and not set("*?") & set(patient_id):
+            reidentified = await asyncio.to_thread(_vault_patients, vault, patient_id)
+            query = dataclasses.replace(query, patient_pseudonyms=tuple(reidentified))
+            log.info("re-identifying query by token %s: %d pseudonymous patient(s)", token[:12], len(reidentified))
+        index = request.app[INDEX]
+        rows = await asyncio.to_thread(index.search_hierarchy, query)
+        total = await asyncio.to_thread(index.count_hierarchy, query)
+        for row in rows:
+            original = reidentified.get(row.get("PatientID", ""))
+            if original:
+                row.update(
+                    PatientID=original["PatientID"],
+                    IssuerOfPatientID=original["IssuerOfPatientID"],
+                    PatientName=original["PatientName"],
+                    PatientBirthDate=original["PatientBirthDate"],
+                )
+        headers = {"X-Total-Count": str(total)}
+        remaining = total - query.offset - len(rows)
+        if remaining > 0:
+            headers["Warning"] = f'299 pacs-gateway: "There are {remaining} additional results that can be requested"'
+        body = [attributes(row, level, include, _retrieve_url(request, row, level)) for row in rows]
+        return web.Response(
+            body=json.dumps(body, ensure_ascii=False).encode(), content_type=DICOM_JSON, charset="utf-8", headers=headers
+        )
+
+    return handler
+
+
+def add_routes(app: web.Application) -> None:
+    base = "/dicom-web"
+    app.router.add_get(f"{base}/studies", _route(Level.STUDY))
+    app.router.add_get(f"{base}/series", _route(Level.SERIES))
+    app.router.add_get(f"{base}/studies/{{study}}/series", _route(Level.SERIES))
+    app.router.add_get(f"{base}/instances", _route(Level.IMAGE))
+    app.router.add_get(f"{base}/studies/{{study}}/instances", _route(Level.IMAGE))
+    app.router.add_get(f"{base}/studies/{{study}}/series/{{series}}/instances", _route(Level.IMAGE))

@@ -11,13 +11,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
+from sqlalchemy import Engine, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index import schema
-from storage.index.hierarchy import HierarchyQuery, search
+from storage.index.hierarchy import HierarchyQuery, count, search
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
 from storage.index.schema import (
@@ -27,7 +27,6 @@ from storage.index.schema import (
     series,
     studies,
 )
-from storage.index.study_query import StudyQuery
 from storage.index.vault import insert_entries
 
 
@@ -39,18 +38,6 @@ class IndexDatabaseError(Exception):
 class StoredInstance:
     sop_instance_uid: str
     object_key: str
-
-
-def _like(pattern: str) -> tuple[str, bool]:
-    """Translate DICOM wildcards to a LIKE pattern; returns (pattern, has_wildcard)."""
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    translated = escaped.replace("*", "%").replace("?", "_")
-    return translated, translated != escaped
-
-
-def _match(column: Any, value: str) -> Any:
-    pattern, wild = _like(value)
-    return column.like(pattern, escape="\\") if wild else column == value
 
 
 class IndexDatabase:
@@ -271,75 +258,19 @@ class IndexDatabase:
 
     # ----------------------------------------------------------------- queries
 
-    def find_studies(self, query: StudyQuery) -> tuple[list[dict[str, Any]], int]:
-        """Studies matching the query, newest first, and the total number of matches."""
-        conditions = [studies.c.num_instances > 0]
-        if query.patient_id:
-            other_ids = select(patient_identifiers.c.patient_pk).where(
-                _match(patient_identifiers.c.identifier, query.patient_id)
-            )
-            conditions.append(
-                or_(
-                    _match(patients.c.patient_id, query.patient_id),
-                    patients.c.pk.in_(other_ids),
-                    patients.c.patient_id.in_(query.patient_pseudonyms),
-                )
-            )
-        if query.study_uids:
-            conditions.append(studies.c.study_uid.in_(query.study_uids))
-        if query.accession_number:
-            conditions.append(_match(studies.c.accession_number, query.accession_number))
-        if query.study_date is not None:
-            if query.study_date.start:
-                conditions.append(studies.c.study_date >= query.study_date.start)
-            if query.study_date.end:
-                conditions.append(and_(studies.c.study_date != "", studies.c.study_date <= query.study_date.end))
-        if query.patient_name:
-            conditions.append(_match(patients.c.patient_name_folded, query.patient_name))
-        if query.modality:
-            conditions.append(
-                studies.c.pk.in_(select(series.c.study_pk).where(series.c.modality == query.modality))
-            )
-        joined = studies.join(patients, patients.c.pk == studies.c.patient_pk)
-        where = and_(*conditions)
-        columns = [
-            studies.c.study_uid,
-            studies.c.study_date,
-            studies.c.study_time,
-            studies.c.accession_number,
-            studies.c.study_id,
-            studies.c.study_description,
-            studies.c.referring_physician_name,
-            studies.c.modalities,
-            studies.c.num_series,
-            studies.c.num_instances,
-            patients.c.patient_id,
-            patients.c.issuer.label("issuer_of_patient_id"),
-            patients.c.patient_name,
-            patients.c.birth_date.label("patient_birth_date"),
-            patients.c.sex.label("patient_sex"),
-        ]
-        stmt = (
-            select(*columns)
-            .select_from(joined)
-            .where(where)
-            .order_by(studies.c.study_date.desc(), studies.c.study_time.desc(), studies.c.study_uid)
-            .limit(query.limit)
-            .offset(query.offset)
-        )
-        try:
-            with self.engine.connect() as conn:
-                rows = [dict(row._mapping) for row in conn.execute(stmt)]
-                total = conn.execute(select(func.count()).select_from(joined).where(where)).scalar_one()
-        except SQLAlchemyError as exc:
-            raise IndexDatabaseError(f"study query failed: {type(exc).__name__}") from exc
-        return rows, total
-
     def search_hierarchy(self, query: HierarchyQuery) -> list[dict[str, Any]]:
         """Matches at one level of the information model (C-FIND); see ``storage.index.hierarchy``."""
         try:
             with self.engine.connect() as conn:
                 return list(search(conn, query))
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
+
+    def count_hierarchy(self, query: HierarchyQuery) -> int:
+        """How many matches the query has, paging aside (X-Total-Count)."""
+        try:
+            with self.engine.connect() as conn:
+                return count(conn, query)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
 

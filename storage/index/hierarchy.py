@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 
 from storage.index.person_names import fold_pattern
 from storage.index.schema import instances, patient_identifiers, patients, series, studies
-from storage.index.study_query import DateRange, InvalidQuery
+from storage.index.matching import DateRange, InvalidQuery
 from storage.uids import is_valid_uid
 
 
@@ -108,6 +108,9 @@ class HierarchyQuery:
     matches: dict[str, str] = field(default_factory=dict)  # keyword -> DICOM matching value
     other_patient_ids: tuple[str, ...] = ()  # from Other Patient IDs Sequence items
     limit: int | None = None
+    offset: int = 0
+    # Pseudonymous patient IDs the vault maps PatientID to (authorised re-identifying queries only).
+    patient_pseudonyms: tuple[str, ...] = ()
 
 
 def _like(pattern: str) -> str:
@@ -147,7 +150,7 @@ def condition(attribute: Attribute, value: str) -> Any:
         uids = [v.strip() for v in value.split("\\") if v.strip()]
         for uid in uids:
             if not is_valid_uid(uid):
-                raise InvalidQuery(f"{attribute.keyword}: {uid!r} is not a valid UID")
+                raise InvalidQuery(f"{attribute.keyword}: {uid!r} is not a valid DICOM UID")
         return attribute.column.in_(uids)
     if kind is Kind.NAME:
         return _text_condition(attribute.column, fold_pattern(value))
@@ -182,8 +185,8 @@ def _patient_counts() -> list[Any]:
     ]
 
 
-def search(conn: Connection, query: HierarchyQuery) -> Iterator[dict[str, Any]]:
-    """Rows of the query's level, each a dict keyword -> value for every attribute of that level and above."""
+def _statement(query: HierarchyQuery) -> tuple[list[Any], Any, Any]:
+    """The columns, joined tables and condition of a query (without order or paging)."""
     depth = query.level.depth
     visible = [a for a in _ATTRIBUTES if a.level.depth <= depth]
     columns = [_DISPLAY_COLUMNS.get(a.keyword, a.column).label(a.keyword) for a in visible]
@@ -206,18 +209,36 @@ def search(conn: Connection, query: HierarchyQuery) -> Iterator[dict[str, Any]]:
             continue  # keys below the query level have no meaning here
         if value.strip("*") == "":
             continue  # universal matching
-        conditions.append(condition(attribute, value))
+        matched = condition(attribute, value)
+        if keyword == "PatientID" and query.patient_pseudonyms:
+            matched = or_(matched, patients.c.patient_id.in_(query.patient_pseudonyms))
+        conditions.append(matched)
     if query.other_patient_ids:
         other = select(patient_identifiers.c.patient_pk).where(patient_identifiers.c.identifier.in_(query.other_patient_ids))
         conditions.append(patients.c.pk.in_(other))
-    order = {
-        0: [patients.c.patient_id, patients.c.issuer],
-        1: [studies.c.study_date.desc(), studies.c.study_time.desc(), studies.c.study_uid],
-        2: [studies.c.study_uid, series.c.series_number, series.c.series_uid],
-        3: [series.c.series_uid, instances.c.instance_number, instances.c.sop_instance_uid],
-    }[depth]
-    stmt = select(*columns).select_from(source).where(and_(*conditions)).order_by(*order)
+    return columns, source, and_(*conditions)
+
+
+_ORDER = {
+    Level.PATIENT: [patients.c.patient_id, patients.c.issuer],
+    Level.STUDY: [studies.c.study_date.desc(), studies.c.study_time.desc(), studies.c.study_uid],
+    Level.SERIES: [studies.c.study_uid, series.c.series_number, series.c.series_uid],
+    Level.IMAGE: [series.c.series_uid, instances.c.instance_number, instances.c.sop_instance_uid],
+}
+
+
+def search(conn: Connection, query: HierarchyQuery) -> Iterator[dict[str, Any]]:
+    """Rows of the query's level in a stable order, each a dict keyword -> value for that level and above."""
+    columns, source, where = _statement(query)
+    stmt = select(*columns).select_from(source).where(where).order_by(*_ORDER[query.level])
     if query.limit is not None:
         stmt = stmt.limit(query.limit)
+    if query.offset:
+        stmt = stmt.offset(query.offset)
     for row in conn.execute(stmt):
         yield dict(row._mapping)
+
+
+def count(conn: Connection, query: HierarchyQuery) -> int:
+    _, source, where = _statement(query)
+    return int(conn.execute(select(func.count()).select_from(source).where(where)).scalar_one())

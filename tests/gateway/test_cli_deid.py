@@ -89,7 +89,7 @@ def test_quarantined_instances_can_be_listed_and_exported(tmp_path: Path) -> Non
 
 
 def test_import_applies_the_rules(tmp_path: Path) -> None:
-    from storage.index.study_query import StudyQuery
+    from storage.index.hierarchy import HierarchyQuery, Level
 
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\ncalling_ae = "IMPORT"\nmode = "pseudonymised"\n')
@@ -98,8 +98,8 @@ def test_import_applies_the_rules(tmp_path: Path) -> None:
     result = _run("import", "--no-progress", str(tmp_path / "in"), data_dir=data_dir, env={"PACSGW_DEID_RULES_FILE": str(rules)})
     assert result.returncode == 0, result.stderr
     index = IndexDatabase.open(f"sqlite:///{data_dir / 'index.sqlite'}")
-    [study], total = index.find_studies(StudyQuery())
+    [study] = index.search_hierarchy(HierarchyQuery(Level.STUDY))
     index.close()
-    assert total == 1 and study["patient_id"].startswith("PGW")
+    assert study["PatientID"].startswith("PGW")
     objects = list((data_dir / "objects").rglob("*.dcm"))
     assert len(objects) == 2 and all(surviving(p.read_bytes()) == [] for p in objects)

@@ -12,7 +12,7 @@ import pytest
 from gateway.ingest.instance import parse_instance
 from storage.index.database import IndexDatabase
 from storage.index.records import InstanceRecord
-from storage.index.study_query import DateRange, StudyQuery
+from storage.index.hierarchy import HierarchyQuery, Level
 from tests.factory import CITIZEN_ID, Patient, ct_series, latin1_instance, to_bytes
 
 
@@ -32,7 +32,11 @@ def records(datasets) -> list[InstanceRecord]:
 
 
 def uids(rows) -> list[str]:
-    return [row["study_uid"] for row in rows]
+    return [row["StudyInstanceUID"] for row in rows]
+
+
+def studies(index: IndexDatabase, **matches: str) -> list[dict]:
+    return index.search_hierarchy(HierarchyQuery(Level.STUDY, matches))
 
 
 def test_counts_and_modalities_follow_ingest(index: IndexDatabase) -> None:
@@ -42,9 +46,8 @@ def test_counts_and_modalities_follow_ingest(index: IndexDatabase) -> None:
     mr.PatientID = ct[0].PatientID
     index.commit(records(ct))
     index.commit(records([mr]))
-    [row], total = index.find_studies(StudyQuery(study_uids=(ct[0].StudyInstanceUID,)))
-    assert total == 1
-    assert (row["num_series"], row["num_instances"], row["modalities"]) == (2, 4, "CT\\MR")
+    [row] = studies(index, StudyInstanceUID=ct[0].StudyInstanceUID)
+    assert (row["NumberOfStudyRelatedSeries"], row["NumberOfStudyRelatedInstances"], row["ModalitiesInStudy"]) == (2, 4, "CT\\MR")
 
 
 def test_recommit_is_idempotent_and_a_move_recounts_both_series(index: IndexDatabase) -> None:
@@ -54,8 +57,8 @@ def test_recommit_is_idempotent_and_a_move_recounts_both_series(index: IndexData
     assert index.instance_count() == 3
     moved = dataclasses.replace(records(ct[:1])[0], series_uid="1.2.3.4.99", object_key="studies/x/series/y/instances/z.dcm")
     index.commit([moved])
-    rows, _ = index.find_studies(StudyQuery(study_uids=(ct[0].StudyInstanceUID,)))
-    assert rows[0]["num_series"] == 2 and rows[0]["num_instances"] == 3
+    [row] = studies(index, StudyInstanceUID=ct[0].StudyInstanceUID)
+    assert row["NumberOfStudyRelatedSeries"] == 2 and row["NumberOfStudyRelatedInstances"] == 3
 
 
 def test_matching(index: IndexDatabase) -> None:
@@ -65,24 +68,24 @@ def test_matching(index: IndexDatabase) -> None:
     index.commit(records(a + b + c))
     A, B, C = a[0].StudyInstanceUID, b[0].StudyInstanceUID, c[0].StudyInstanceUID
 
-    def find(**kw) -> list[str]:
-        return uids(index.find_studies(StudyQuery(**kw))[0])
+    def find(**kw: str) -> list[str]:
+        return uids(studies(index, **kw))
 
-    assert find(patient_id="MRN-0001") == [A]
-    assert find(patient_id=CITIZEN_ID) == [A]  # other identifiers of the same patient
-    assert find(patient_id="001099000111") == [B]
-    assert find(patient_id="MRN-*") == [B, A, C]  # newest first
-    assert find(patient_name=StudyQuery.name_pattern("dang thi thu")) == [B]
-    assert find(patient_name=StudyQuery.name_pattern("ĐẶNG*")) == [B]
-    assert find(patient_name=StudyQuery.name_pattern("*thu")) == [B]
-    assert find(patient_name=StudyQuery.name_pattern("muller^jurgen")) == [C]
-    assert find(accession_number="B2") == [B]
-    assert find(study_date=DateRange.parse("20240101-20240131")) == [A]
-    assert find(study_date=DateRange.parse("20240201-")) == [B]
-    assert find(study_date=DateRange.parse("-20240115")) == [A, C]
-    assert find(study_uids=(A, C)) == [A, C]
-    assert find(modality="MR") == [C]
-    assert find(patient_id="MRN_0001") == []  # '_' is not a wildcard in DICOM
+    assert find(PatientID="MRN-0001") == [A]
+    assert find(PatientID=CITIZEN_ID) == [A]  # other identifiers of the same patient
+    assert find(PatientID="001099000111") == [B]
+    assert find(PatientID="MRN-*") == [B, A, C]  # newest first
+    assert find(PatientName="dang thi thu") == [B]
+    assert find(PatientName="ĐẶNG*") == [B]
+    assert find(PatientName="*thu") == [B]
+    assert find(PatientName="muller^jurgen") == [C]
+    assert find(AccessionNumber="B2") == [B]
+    assert find(StudyDate="20240101-20240131") == [A]
+    assert find(StudyDate="20240201-") == [B]
+    assert find(StudyDate="-20240115") == [A, C]
+    assert sorted(find(StudyInstanceUID=f"{A}\\{C}")) == sorted([A, C])
+    assert find(ModalitiesInStudy="MR") == [C]
+    assert find(PatientID="MRN_0001") == []  # '_' is not a wildcard in DICOM
 
 
 def test_paging_is_stable_and_counts_all(index: IndexDatabase) -> None:
@@ -92,7 +95,8 @@ def test_paging_is_stable_and_counts_all(index: IndexDatabase) -> None:
     index.commit(records(datasets))
     seen = []
     for offset in range(0, 12, 5):
-        rows, total = index.find_studies(StudyQuery(patient_id="MRN-0001", limit=5, offset=offset))
-        assert total == 12
+        query = HierarchyQuery(Level.STUDY, {"PatientID": "MRN-0001"}, limit=5, offset=offset)
+        rows = index.search_hierarchy(query)
+        assert index.count_hierarchy(query) == 12
         seen += uids(rows)
     assert len(seen) == 12 == len(set(seen))

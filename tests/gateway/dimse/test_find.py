@@ -12,9 +12,6 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pynetdicom import AE
 from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind as PATIENT_ROOT,
-)
-from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind as STUDY_ROOT,
 )
 
