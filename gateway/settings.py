@@ -74,6 +74,9 @@ class DicomSettings:
 class HttpSettings:
     host: str = opt("0.0.0.0", "Address the HTTP server (health, metrics, DICOMweb) listens on.")
     port: int = opt(8042, "TCP port of the HTTP server.")
+    public_url: str = opt(
+        "", "URL clients reach the gateway at (e.g. https://pacs.example.vn) when behind a proxy; used in Retrieve URLs and BulkDataURIs."
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ sender was told Success for.
 from __future__ import annotations
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pydicom import dcmread
 from pynetdicom import AE, _config, evt
 from pynetdicom.sop_class import CTImageStorage
 
+from gateway.ingest.instance import parse_instance
 from tests.conftest import s3_env, storescu
 from tests.factory import ct_series, to_bytes, truncated, with_bad_uid, without, write_files
 from tests.gateway_process import GatewayProcess
@@ -225,7 +227,9 @@ def test_resent_instance_is_never_duplicated(start_gateway, policy) -> None:
 def test_full_spool_answers_out_of_resources_and_keeps_what_it_acknowledged(start_gateway, s3_server) -> None:
     # S3 reachable at start-up, then gone: the spool fills up and must say so.
     bucket = f"full-{uuid.uuid4().hex[:8]}"
-    instance_size = len(to_bytes(ct_series(1, size=64)[0])) + 2048
+    sample = to_bytes(ct_series(1, size=64)[0])
+    # A spool record holds the instance and its index record (metadata included) plus framing.
+    instance_size = len(sample) + len(json.dumps(parse_instance(sample).record.to_dict())) + 1024
     env = {**s3_env(s3_server, bucket), "PACSGW_SPOOL_MAX_BYTES": str(instance_size * 5)}
     gateway = start_gateway(env)
     series = ct_series(8, size=64)

@@ -20,6 +20,7 @@ from dicom_rules.vault import PATIENT, VaultSealError
 from gateway.http.dicom_json import element
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX, SETTINGS, VAULT
+from gateway.http.urls import dicomweb_base
 from gateway.vault import PseudonymVault, may_reidentify
 from storage.index.hierarchy import ATTRIBUTES, HierarchyQuery, Kind, Level, condition
 from storage.index.matching import InvalidQuery
@@ -138,7 +139,7 @@ def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[st
 
 
 def _retrieve_url(request: web.Request, row: dict[str, Any], level: Level) -> str:
-    url = f"{request.scheme}://{request.host}/dicom-web/studies/{row['StudyInstanceUID']}"
+    url = f"{dicomweb_base(request)}/studies/{row['StudyInstanceUID']}"
     if level.depth >= Level.SERIES.depth:
         url += f"/series/{row['SeriesInstanceUID']}"
     if level is Level.IMAGE:

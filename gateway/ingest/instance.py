@@ -20,6 +20,7 @@ from pynetdicom import AllStoragePresentationContexts
 
 from dicom_rules.values import text_value
 from gateway.dimse.status import StoreStatus
+from gateway.ingest.metadata import instance_metadata
 from storage.index.records import InstanceRecord, OtherPatientID, VaultEntry
 from storage.keys import instance_key
 from storage.uids import is_valid_uid
@@ -281,6 +282,7 @@ def instance_record(ds: Dataset, *, size: int, source_ae: str) -> InstanceRecord
             object_key=instance_key(study_uid, series_uid, sop_instance),
             source_ae=source_ae,
             other_patient_ids=_other_patient_ids(ds),
+            metadata_json=instance_metadata(ds),
         )
     except (ValueError, TypeError, LookupError, UnicodeError) as exc:
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"undecodable attribute ({type(exc).__name__})") from None

@@ -7,6 +7,7 @@ callers run them in worker threads.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from storage.index.hierarchy import HierarchyQuery, count, search
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
 from storage.index.schema import (
+    instance_metadata,
     instances,
     patient_identifiers,
     patients,
@@ -214,7 +216,7 @@ class IndexDatabase:
         )
 
     def _upsert_instance(self, conn: Connection, rec: InstanceRecord, series_pk: int, now: dt.datetime) -> None:
-        self._upsert(
+        pk = self._upsert(
             conn,
             instances,
             ["sop_instance_uid"],
@@ -234,6 +236,10 @@ class IndexDatabase:
                 "received_at": now,
             },
         )
+        if rec.metadata_json:
+            document = zlib.compress(rec.metadata_json.encode("utf-8"), 1)
+            stmt = self._insert(instance_metadata).values(instance_pk=pk, document=document)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_={"document": document}))
 
     def _refresh_counts(self, conn: Connection, series_pks: set[int], study_pks: set[int]) -> None:
         if series_pks:
@@ -273,6 +279,41 @@ class IndexDatabase:
                 return count(conn, query)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
+
+    def instance_documents(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[dict[str, Any]]:
+        """For WADO-RS: each instance's UIDs, object key, transfer syntax and metadata (None when not kept)."""
+        stmt = (
+            select(
+                studies.c.study_uid,
+                series.c.series_uid,
+                instances.c.sop_instance_uid,
+                instances.c.sop_class_uid,
+                instances.c.transfer_syntax_uid,
+                instances.c.object_key,
+                instances.c.number_of_frames,
+                instance_metadata.c.document,
+            )
+            .select_from(
+                instances.join(series, series.c.pk == instances.c.series_pk)
+                .join(studies, studies.c.pk == series.c.study_pk)
+                .outerjoin(instance_metadata, instance_metadata.c.instance_pk == instances.c.pk)
+            )
+            .where(studies.c.study_uid == study_uid)
+            .order_by(series.c.series_number, series.c.series_uid, instances.c.instance_number, instances.c.sop_instance_uid)
+        )
+        if series_uid is not None:
+            stmt = stmt.where(series.c.series_uid == series_uid)
+        if sop_uid is not None:
+            stmt = stmt.where(instances.c.sop_instance_uid == sop_uid)
+        try:
+            with self.engine.connect() as conn:
+                rows = [dict(row._mapping) for row in conn.execute(stmt)]
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"metadata query failed: {type(exc).__name__}") from exc
+        for row in rows:
+            document = row.pop("document")
+            row["metadata"] = zlib.decompress(document).decode("utf-8") if document is not None else None
+        return rows
 
     def instance_count(self) -> int:
         with self.engine.connect() as conn:

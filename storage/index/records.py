@@ -52,6 +52,7 @@ class InstanceRecord:
     object_key: str
     source_ae: str = ""
     other_patient_ids: tuple[OtherPatientID, ...] = field(default_factory=tuple)
+    metadata_json: str = ""  # WADO-RS metadata (DICOM JSON, bulk data as tag markers); "" when not made
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

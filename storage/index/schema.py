@@ -117,6 +117,15 @@ instances = Table(
     Index("ix_instances_series", "series_pk"),
 )
 
+# WADO-RS metadata of each instance (zlib-compressed DICOM JSON), so that study
+# and series metadata come from one query, never from reading every object.
+instance_metadata = Table(
+    "instance_metadata",
+    metadata,
+    Column("instance_pk", ForeignKey("instances.pk", ondelete="CASCADE"), primary_key=True),
+    Column("document", LargeBinary, nullable=False),
+)
+
 # The pseudonym vault: what a pseudonym stood for, sealed with AES-GCM under a
 # key the database never sees. Lookups are keyed digests of original values
 # (patient IDs, accession numbers, UIDs), so an authorised query can find a

@@ -1,0 +1,247 @@
+"""WADO-RS (PS3.18 section 10.4): instances, metadata, frames and bulk data of studies, series and instances.
+
+Metadata comes from the index (kept at ingest), so a study's metadata is one
+query, whatever the object store. Instances are streamed one by one as
+multipart/related parts, in their stored transfer syntax when the client
+accepts any (``transfer-syntax=*``), else decoded to Explicit VR Little
+Endian, the PS3.18 default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import uuid
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from gateway.dimse.part10 import file_meta
+from gateway.dimse.retrieve import dataset_bytes
+from gateway.http.errors import http_error
+from gateway.http.keys import INDEX, OBJECT_STORE
+from gateway.http.urls import dicomweb_base
+from gateway.ingest.metadata import metadata_dict
+from storage.object_store.base import ObjectStoreError
+from storage.uids import is_valid_uid
+
+log = logging.getLogger(__name__)
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+DICOM_JSON = "application/dicom+json"
+
+
+@dataclass(frozen=True)
+class Wanted:
+    media_type: str
+    transfer_syntax: str  # "*" for as stored
+
+
+def _media_ranges(header: str) -> list[tuple[str, dict[str, str]]]:
+    ranges = []
+    for part in header.split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        params = {}
+        for piece in pieces[1:]:
+            key, _, value = piece.partition("=")
+            params[key.strip().lower()] = value.strip().strip('"')
+        if pieces[0]:
+            ranges.append((pieces[0].lower(), params))
+    return ranges
+
+
+def negotiate(request: web.Request, part_type: str) -> Wanted:
+    """What the Accept header allows for parts of ``part_type`` (application/dicom or application/octet-stream)."""
+    header = request.headers.get("Accept", "").strip() or "*/*"
+    for media, params in _media_ranges(header):
+        if media in ("*/*", "multipart/*") or (media == "multipart/related" and params.get("type", part_type) in (part_type, "*/*")):
+            syntax = params.get("transfer-syntax", EXPLICIT_LE if part_type == "application/dicom" else "*")
+            if syntax in ("*", EXPLICIT_LE):
+                return Wanted(part_type, syntax)
+    raise http_error(
+        web.HTTPNotAcceptable,
+        f'offered: multipart/related; type="{part_type}" with transfer-syntax=* or {EXPLICIT_LE}',
+    )
+
+
+def _uids(request: web.Request) -> tuple[str, str | None, str | None]:
+    info = request.match_info
+    uids = (info["study"], info.get("series"), info.get("instance"))
+    for uid in uids:
+        if uid is not None and not is_valid_uid(uid):
+            raise http_error(web.HTTPBadRequest, f"{uid!r} is not a valid DICOM UID")
+    return uids  # type: ignore[return-value]
+
+
+async def _documents(request: web.Request) -> list[dict[str, Any]]:
+    study, series, instance = _uids(request)
+    rows = await asyncio.to_thread(request.app[INDEX].instance_documents, study, series, instance)
+    if not rows:
+        raise http_error(web.HTTPNotFound, "no such study, series or instance")
+    return rows
+
+
+def _link_bulk(value: Any, url: str) -> None:
+    """Turn the tag markers kept at ingest into bulkdata URLs, at every depth."""
+    for key, element in value.items():
+        if "BulkDataURI" in element:
+            element["BulkDataURI"] = f"{url}/bulkdata/{key}"
+        for item in element.get("Value", ()) if element.get("vr") == "SQ" else ():
+            _link_bulk(item, url)
+
+
+async def _read(request: web.Request, object_key: str) -> bytes:
+    try:
+        return await asyncio.to_thread(request.app[OBJECT_STORE].get, object_key)
+    except ObjectStoreError as exc:
+        raise http_error(web.HTTPServiceUnavailable, f"object store unavailable: {exc}") from None
+
+
+def _dataset(data: bytes) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dcmread(io.BytesIO(data))
+
+
+async def metadata(request: web.Request) -> web.Response:
+    rows = await _documents(request)
+    out = []
+    for row in rows:
+        if row["metadata"] is None:  # stored before metadata was kept: made from the object once
+            document = metadata_dict(_dataset(await _read(request, row["object_key"])))
+        else:
+            document = json.loads(row["metadata"])
+        url = f"{dicomweb_base(request)}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['sop_instance_uid']}"
+        _link_bulk(document, url)
+        out.append(document)
+    return web.Response(body=json.dumps(out, ensure_ascii=False).encode(), content_type=DICOM_JSON, charset="utf-8")
+
+
+class _Multipart:
+    def __init__(self, request: web.Request, part_type: str, transfer_syntax: str | None = None) -> None:
+        self.boundary = uuid.uuid4().hex
+        self.part_type = part_type
+        self.response = web.StreamResponse()
+        content_type = f'multipart/related; type="{part_type}"; boundary={self.boundary}'
+        if transfer_syntax and transfer_syntax != "*":
+            content_type += f"; transfer-syntax={transfer_syntax}"
+        self.response.headers["Content-Type"] = content_type
+        self.request = request
+
+    async def start(self) -> None:
+        await self.response.prepare(self.request)
+
+    async def part(self, body: bytes, part_type: str | None = None, transfer_syntax: str | None = None) -> None:
+        header = f"Content-Type: {part_type or self.part_type}"
+        if transfer_syntax:
+            header += f"; transfer-syntax={transfer_syntax}"
+        await self.response.write(f"--{self.boundary}\r\n{header}\r\n\r\n".encode() + body + b"\r\n")
+
+    async def finish(self) -> web.StreamResponse:
+        await self.response.write(f"--{self.boundary}--\r\n".encode())
+        await self.response.write_eof()
+        return self.response
+
+
+def _as_part10(stored: bytes, stored_syntax: str, wanted: str, sop_class: str, sop_instance: str) -> tuple[bytes, str]:
+    if wanted in ("*", stored_syntax):
+        return stored, stored_syntax
+    body = dataset_bytes(stored, stored_syntax, wanted)
+    return file_meta(sop_class, sop_instance, wanted, "") + body, wanted
+
+
+async def instances(request: web.Request) -> web.StreamResponse:
+    wanted = negotiate(request, "application/dicom")
+    rows = await _documents(request)
+    multipart = _Multipart(request, "application/dicom", wanted.transfer_syntax)
+    await multipart.start()
+    for row in rows:
+        stored = await _read(request, row["object_key"])
+        try:
+            body, syntax = await asyncio.to_thread(
+                _as_part10, stored, row["transfer_syntax_uid"], wanted.transfer_syntax, row["sop_class_uid"], row["sop_instance_uid"]
+            )
+        except Exception as exc:  # the codec cannot decode this one; the others still go
+            log.warning("WADO-RS: instance %s not sent: cannot convert to %s (%s)", row["sop_instance_uid"], wanted.transfer_syntax, type(exc).__name__)
+            continue
+        await multipart.part(body, transfer_syntax=syntax)
+    return await multipart.finish()
+
+
+def _frame_numbers(text: str) -> list[int]:
+    try:
+        numbers = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise http_error(web.HTTPBadRequest, "frame list must be numbers separated by commas") from None
+    if not numbers or min(numbers) < 1:
+        raise http_error(web.HTTPBadRequest, "frame numbers start at 1")
+    return numbers
+
+
+def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
+    ds = _dataset(stored)
+    count = int(ds.get("NumberOfFrames") or 1)
+    if max(numbers) > count:
+        raise ValueError(f"the instance has {count} frame(s)")
+    syntax = ds.file_meta.TransferSyntaxUID
+    if not syntax.is_encapsulated:
+        size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
+        pixels = ds.PixelData
+        return [pixels[(n - 1) * size : n * size] for n in numbers]
+    from pydicom.pixels import pixel_array
+
+    return [pixel_array(ds, index=n - 1).tobytes() for n in numbers]
+
+
+async def frames(request: web.Request) -> web.StreamResponse:
+    negotiate(request, "application/octet-stream")
+    numbers = _frame_numbers(request.match_info["frames"])
+    [row] = await _documents(request)
+    stored = await _read(request, row["object_key"])
+    try:
+        parts = await asyncio.to_thread(_frames, stored, numbers)
+    except ValueError as exc:
+        raise http_error(web.HTTPNotFound, str(exc)) from None
+    except Exception:
+        raise http_error(web.HTTPNotAcceptable, "this instance's pixel data cannot be decoded to raw frames") from None
+    multipart = _Multipart(request, "application/octet-stream")
+    await multipart.start()
+    for part in parts:
+        await multipart.part(part)
+    return await multipart.finish()
+
+
+async def bulkdata(request: web.Request) -> web.StreamResponse:
+    negotiate(request, "application/octet-stream")
+    [row] = await _documents(request)
+    try:
+        tag = int(request.match_info["tag"], 16)
+    except ValueError:
+        raise http_error(web.HTTPBadRequest, "bulk data is named by its tag, 8 hex digits") from None
+    ds = _dataset(await _read(request, row["object_key"]))
+    if tag not in ds:
+        raise http_error(web.HTTPNotFound, "the instance has no such attribute")
+    if tag == 0x7FE00010 and ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        value = await asyncio.to_thread(lambda: ds.pixel_array.tobytes())
+    else:
+        value = ds[tag].value
+    multipart = _Multipart(request, "application/octet-stream")
+    await multipart.start()
+    await multipart.part(bytes(value))
+    return await multipart.finish()
+
+
+def add_routes(app: web.Application) -> None:
+    base = "/dicom-web/studies/{study}"
+    for path in (base, f"{base}/series/{{series}}", f"{base}/series/{{series}}/instances/{{instance}}"):
+        app.router.add_get(path, instances)
+        app.router.add_get(f"{path}/metadata", metadata)
+    instance = f"{base}/series/{{series}}/instances/{{instance}}"
+    app.router.add_get(f"{instance}/frames/{{frames}}", frames)
+    app.router.add_get(f"{instance}/bulkdata/{{tag}}", bulkdata)

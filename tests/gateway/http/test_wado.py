@@ -1,0 +1,86 @@
+"""WADO-RS through dicomweb-client: instances, metadata from the index, frames, bulk data, negotiation."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from pydicom.uid import JPEG2000Lossless
+
+from tests.conftest import storescu
+from tests.factory import ct_series, write_files
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory):
+    from tests.gateway_process import GatewayProcess
+
+    tmp = tmp_path_factory.mktemp("wado")
+    gateway = GatewayProcess(tmp / "gw", {})
+    gateway.start()
+    series = ct_series(3, size=64)
+    originals = [copy.deepcopy(ds) for ds in series]
+    series[2].compress(JPEG2000Lossless, generate_instance_uid=False)
+    files = write_files(series, tmp / "files")
+    assert storescu(gateway.dicom_port, files[:2]).returncode == 0
+    assert storescu(gateway.dicom_port, files[2:], options=("-xv",)).returncode == 0
+    gateway.wait_idle()
+    yield gateway, originals
+    gateway.kill()
+
+
+def _client(gateway) -> DICOMwebClient:
+    return DICOMwebClient(url=f"{gateway.base_url}/dicom-web")
+
+
+def test_study_metadata_comes_from_the_index_with_bulk_data_links(archive) -> None:
+    gateway, series = archive
+    client = _client(gateway)
+    metadata = client.retrieve_study_metadata(series[0].StudyInstanceUID)
+    assert sorted(m["00080018"]["Value"][0] for m in metadata) == sorted(ds.SOPInstanceUID for ds in series)
+    first = next(m for m in metadata if m["00080018"]["Value"][0] == series[0].SOPInstanceUID)
+    assert first["00100010"]["Value"][0]["Alphabetic"] == "Nguyễn^Văn An"
+    assert first["00280010"]["Value"] == [64]
+    pixel_uri = first["7FE00010"]["BulkDataURI"]
+    assert pixel_uri.endswith(f"/instances/{series[0].SOPInstanceUID}/bulkdata/7FE00010")
+    series_metadata = client.retrieve_series_metadata(series[0].StudyInstanceUID, series[0].SeriesInstanceUID)
+    assert len(series_metadata) == 3
+    assert client.retrieve_bulkdata(pixel_uri)[0] == series[0].PixelData
+
+
+def test_instances_default_to_explicit_little_endian_or_as_stored(archive) -> None:
+    gateway, series = archive
+    client = _client(gateway)
+    study = client.retrieve_study(series[0].StudyInstanceUID)
+    assert sorted(ds.SOPInstanceUID for ds in study) == sorted(ds.SOPInstanceUID for ds in series)
+    assert {str(ds.file_meta.TransferSyntaxUID) for ds in study} == {"1.2.840.10008.1.2.1"}
+    decoded = next(ds for ds in study if ds.SOPInstanceUID == series[2].SOPInstanceUID)
+    assert np.array_equal(decoded.pixel_array, series[2].pixel_array)
+    as_stored = client.retrieve_instance(
+        series[2].StudyInstanceUID, series[2].SeriesInstanceUID, series[2].SOPInstanceUID,
+        media_types=(("application/dicom", "*"),),
+    )  # fmt: skip
+    assert as_stored.file_meta.TransferSyntaxUID == JPEG2000Lossless
+
+
+def test_frames_raw_even_when_stored_compressed(archive) -> None:
+    gateway, series = archive
+    client = _client(gateway)
+    for ds in (series[0], series[2]):
+        [frame] = client.retrieve_instance_frames(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, frame_numbers=[1])
+        assert frame == ds.PixelData
+
+
+def test_errors(archive) -> None:
+    gateway, series = archive
+    study = series[0].StudyInstanceUID
+    assert gateway.get("/dicom-web/studies/1.2.03/metadata")[0] == 400
+    assert gateway.get("/dicom-web/studies/1.2.3.4/metadata")[0] == 404
+    status, body = gateway.get(f"/dicom-web/studies/{study}", {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.50'})
+    assert status == 406 and "transfer-syntax" in body["error"]
+    instance = f"/dicom-web/studies/{study}/series/{series[0].SeriesInstanceUID}/instances/{series[0].SOPInstanceUID}"
+    assert gateway.get(f"{instance}/frames/2")[0] == 404
+    assert gateway.get(f"{instance}/frames/0")[0] == 400
+    assert gateway.get(f"{instance}/frames/a")[0] == 400
