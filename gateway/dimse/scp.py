@@ -38,6 +38,7 @@ from gateway.ingest.rules_stage import Quarantined
 from gateway.ingest.spool import SpoolFull, SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import DicomSettings
+from storage.index.records import InstanceRecord
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class StoreOutcome:
     status: int
     reason: str | None = None
     offending_tag: int | None = None
+    record: InstanceRecord | None = None  # what was spooled (de-identified UIDs included)
 
 
 class DicomServer:
@@ -157,13 +159,29 @@ class DicomServer:
             self._tasks.discard(task)
 
     async def store(
-        self, data: bytes | bytearray, *, calling_ae: str, peer: str, sop_class: str, sop_instance: str
+        self,
+        data: bytes | bytearray,
+        *,
+        calling_ae: str,
+        peer: str,
+        sop_class: str | None,
+        sop_instance: str | None,
+        protocol: str = "dimse",
     ) -> StoreOutcome:
+        """Validate, apply the rules and spool durably (C-STORE and STOW-RS alike); Success only once durable."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._store, data, calling_ae, peer, sop_class, sop_instance)
+        return await loop.run_in_executor(
+            self._pool, self._store, data, calling_ae, peer, sop_class, sop_instance, protocol
+        )
 
     def _store(
-        self, data: bytes | bytearray, calling_ae: str, peer: str, sop_class: str, sop_instance: str
+        self,
+        data: bytes | bytearray,
+        calling_ae: str,
+        peer: str,
+        sop_class: str | None,
+        sop_instance: str | None,
+        protocol: str = "dimse",
     ) -> StoreOutcome:
         started = time.perf_counter()
         try:
@@ -188,9 +206,9 @@ class DicomServer:
         except OSError as exc:
             log.error("spool write failed: %s", exc.strerror or exc)
             return self._refuse(calling_ae, peer, StoreStatus.OUT_OF_RESOURCES, "gateway could not write the instance durably")
-        self.metrics.received.labels("dimse").inc()
+        self.metrics.received.labels(protocol).inc()
         self.metrics.ack_latency.observe(time.perf_counter() - started)
-        return StoreOutcome(StoreStatus.SUCCESS)
+        return StoreOutcome(StoreStatus.SUCCESS, record=instance.record)
 
     def _refuse(
         self, calling_ae: str, peer: str, status: StoreStatus, reason: str, offending_tag: int | None = None

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.dimse.scp import DicomServer
-from gateway.http import health, qido, vault_routes, wado
+from gateway.http import health, qido, stow, vault_routes, wado
 from gateway.http.errors import error_middleware
 from gateway.http.keys import (
     DICOM,
@@ -51,5 +51,6 @@ def create_http_app(
     app.router.add_get("/metrics", health.metrics)
     qido.add_routes(app)
     wado.add_routes(app)
+    stow.add_routes(app)
     app.router.add_get("/vault/{kind}/{pseudonym}", vault_routes.reveal)
     return app

@@ -53,9 +53,12 @@ def iter_files(paths: Iterable[Path]) -> Iterator[Path]:
 
 
 def as_part10(data: bytes) -> bytes:
-    """A dataset written without File Meta Information (older archives) gets one, its encoding unchanged."""
+    """A Part 10 file, whole: a dataset without File Meta Information (older archives) gets one, its
+    encoding unchanged; File Meta Information without the preamble (some STOW-RS clients) gets the preamble."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return data
+    if data[:2] == b"\x02\x00":  # File Meta Information without the preamble: add it
+        return bytes(128) + b"DICM" + data
     try:
         ds = dcmread(io.BytesIO(data), force=True)
         implicit, little = ds.original_encoding

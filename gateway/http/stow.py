@@ -1,0 +1,124 @@
+"""STOW-RS (PS3.18 section 10.5): ``POST /dicom-web/studies[/{study}]``, through the same ingest path as C-STORE.
+
+Each ``application/dicom`` part is validated, put through the
+de-identification rules and spooled durably before it is reported stored.
+The response lists stored instances (Referenced SOP Sequence, with their
+Retrieve URL) and failed ones (Failed SOP Sequence, with the DIMSE status as
+Failure Reason): 200 when all were stored, 202 when some were, 409 when none.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+from typing import Any
+
+from aiohttp import BodyPartReader, MultipartReader, web
+from pydicom import dcmread
+
+from gateway.dimse.status import StoreStatus
+from gateway.http.dicom_json import element
+from gateway.http.errors import http_error
+from gateway.http.keys import DICOM
+from gateway.http.urls import dicomweb_base
+from gateway.ingest.importer import as_part10
+from gateway.ingest.instance import InstanceRejected
+from storage.uids import is_valid_uid
+
+log = logging.getLogger(__name__)
+
+STOW_SOURCE = "STOW-RS"  # the calling AE title the rules see for STOW-RS
+DICOM_JSON = "application/dicom+json"
+
+
+def _uids(data: bytes) -> tuple[str, str, str]:
+    """Study, SOP Class and SOP Instance UIDs of a part, without reading its pixel data."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(io.BytesIO(data), stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"])
+        return str(ds.get("StudyInstanceUID", "")), str(ds.get("SOPClassUID", "")), str(ds.get("SOPInstanceUID", ""))
+    except Exception:  # not DICOM; the ingest path says why
+        return "", "", ""
+
+
+def _failure(sop_class: str, sop_instance: str, status: int) -> dict[str, Any]:
+    return {
+        "00081150": element("UI", sop_class),
+        "00081155": element("UI", sop_instance),
+        "00081197": element("US", status),
+    }
+
+
+async def store_instances(request: web.Request) -> web.Response:
+    study = request.match_info.get("study")
+    if study is not None and not is_valid_uid(study):
+        raise http_error(web.HTTPBadRequest, f"{study!r} is not a valid DICOM UID")
+    content_type = request.headers.get("Content-Type", "")
+    if not content_type.lower().startswith("multipart/related"):
+        raise http_error(web.HTTPUnsupportedMediaType, 'send multipart/related; type="application/dicom"')
+    try:
+        reader = MultipartReader(request.headers, request.content)
+    except (ValueError, AssertionError):
+        raise http_error(web.HTTPBadRequest, "malformed multipart body (no boundary)") from None
+    server = request.app[DICOM]
+    peer = request.remote or ""
+    stored: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
+    base = dicomweb_base(request)
+    stored_study = study
+    while True:
+        try:
+            part = await reader.next()
+        except ValueError:
+            raise http_error(web.HTTPBadRequest, "malformed multipart body") from None
+        if part is None:
+            break
+        if not isinstance(part, BodyPartReader):
+            raise http_error(web.HTTPBadRequest, "nested multipart bodies are not accepted")
+        part_type = part.headers.get("Content-Type", "application/dicom").split(";")[0].strip().lower()
+        data = bytes(await part.read())
+        part_study, sop_class, sop_instance = _uids(data)
+        if part_type != "application/dicom":
+            failed.append(_failure(sop_class, sop_instance, StoreStatus.CANNOT_UNDERSTAND))
+            continue
+        try:
+            data = as_part10(data)
+        except InstanceRejected as rejected:
+            failed.append(_failure(sop_class, sop_instance, rejected.status))
+            continue
+        if study is not None and part_study != study:
+            failed.append(_failure(sop_class, sop_instance, StoreStatus.DATASET_MISMATCH))
+            continue
+        outcome = await server.store(
+            data, calling_ae=STOW_SOURCE, peer=peer, sop_class=None, sop_instance=None, protocol="stow"
+        )
+        if outcome.status != StoreStatus.SUCCESS or outcome.record is None:
+            failed.append(_failure(sop_class, sop_instance, outcome.status))
+            continue
+        record = outcome.record
+        stored_study = stored_study or record.study_uid
+        url = f"{base}/studies/{record.study_uid}/series/{record.series_uid}/instances/{record.sop_instance_uid}"
+        stored.append(
+            {"00081150": element("UI", record.sop_class_uid), "00081155": element("UI", record.sop_instance_uid), "00081190": element("UR", url)}
+        )
+    if not stored and not failed:
+        raise http_error(web.HTTPBadRequest, "the request holds no instance")
+    body: dict[str, Any] = {}
+    if stored_study:
+        body["00081190"] = element("UR", f"{base}/studies/{stored_study}")
+    if stored:
+        body["00081199"] = {"vr": "SQ", "Value": stored}
+    if failed:
+        body["00081198"] = {"vr": "SQ", "Value": failed}
+    status = 200 if not failed else (202 if stored else 409)
+    log.info("STOW-RS from %s: %d stored, %d failed", peer, len(stored), len(failed))
+    # No charset parameter: JSON is UTF-8, and some clients compare the media type exactly.
+    return web.Response(status=status, body=json.dumps(body).encode(), headers={"Content-Type": DICOM_JSON})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/dicom-web/studies", store_instances)
+    app.router.add_post("/dicom-web/studies/{study}", store_instances)
