@@ -1,4 +1,4 @@
-"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | config``."""
+"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | user | config``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from typing import Any
 
 from gateway.cli_deid import add_commands as add_deid_commands
 from gateway.cli_deid import run_anonymise, run_quarantine, run_vault
+from gateway.cli_users import add_commands as add_user_commands
+from gateway.cli_users import run as run_users
 from gateway.logging_setup import configure_logging
 from gateway.settings import (
     Settings,
@@ -44,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     add_deid_commands(sub, common)
+    add_user_commands(sub, common)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     common(cfg)
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_vault(settings, args)
     if args.command == "quarantine":
         return run_quarantine(settings, args)
+    if args.command == "user":
+        return run_users(settings, args)
     from gateway.service import serve
 
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import secrets
 import sys
 from pathlib import Path
 
@@ -28,10 +27,9 @@ def add_commands(sub: argparse._SubParsersAction, common: callable) -> None:  # 
     anon.add_argument("--calling-ae", default="", help="calling AE title the rules are matched against")
     anon.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    vault = sub.add_parser("vault", help="pseudonym vault: make tokens, find and reveal pseudonyms")
+    vault = sub.add_parser("vault", help="pseudonym vault: find and reveal pseudonyms")
     common(vault)
     actions = vault.add_subparsers(dest="vault_command", required=True)
-    actions.add_parser("token", help="make a re-identification token and the digest to put in deid.reidentify_token_sha256")
     find = actions.add_parser("find", help="pseudonymous patient IDs of an original patient ID (or citizen ID, insurance number)")
     find.add_argument("patient_id")
     reveal = actions.add_parser("reveal", help="what a pseudonym stands for")
@@ -111,13 +109,8 @@ def run_anonymise(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_vault(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.service import open_index
-    from gateway.vault import PseudonymVault, token_digest
+    from gateway.vault import PseudonymVault
 
-    if args.vault_command == "token":
-        token = secrets.token_urlsafe(32)
-        print(f"token:  {token}")
-        print(f"digest: {token_digest(token)}   (add to deid.reidentify_token_sha256)")
-        return EXIT_OK
     try:
         index = open_index(settings)
         vault = PseudonymVault.open(settings, index)

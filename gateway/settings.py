@@ -152,11 +152,6 @@ class DeidSettings:
     date_shift_max_days: int = opt(
         365, "Largest per-patient date shift, in days, under the Modified Dates option (shifts are 1..N days back)."
     )
-    reidentify_token_sha256: list[str] = opt(
-        [],
-        "SHA-256 digests (hex) of bearer tokens allowed to re-identify: query by an original patient ID "
-        "and read the vault. `pacs-gateway vault token` makes a token and its digest.",
-    )
 
 
 @dataclass
@@ -317,9 +312,6 @@ def _validate(settings: Settings) -> None:
     settings.dicom.destinations()
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
-    for digest in settings.deid.reidentify_token_sha256:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest.lower()):
-            raise SettingsError("deid.reidentify_token_sha256 entries must be SHA-256 digests in hex")
 
 
 def reference_markdown() -> str:

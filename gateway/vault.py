@@ -1,9 +1,7 @@
-"""Re-identification through the pseudonym vault, for authorised users and (later) the EMR link."""
+"""Re-identification through the pseudonym vault, for administrators and (later) the EMR link."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 from dicom_rules.vault import PATIENT, VaultCipher
@@ -31,16 +29,3 @@ class PseudonymVault:
     def reveal(self, kind: str, pseudonym: str) -> dict[str, Any] | None:
         entry = self.tables.entry(kind, pseudonym)
         return None if entry is None else self.cipher.open(entry)
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def may_reidentify(settings: Settings, authorization: str | None) -> str | None:
-    """The digest of the bearer token when it is allowed to re-identify, else None."""
-    if not authorization or not authorization.lower().startswith("bearer "):
-        return None
-    digest = token_digest(authorization[7:].strip())
-    allowed = any(hmac.compare_digest(digest, d.lower()) for d in settings.deid.reidentify_token_sha256)
-    return digest if allowed else None

@@ -35,6 +35,23 @@ class GatewayProcess:
     ae_title: str = "PACSGW"
     product_defaults: bool = False  # True: no test speed-ups (benchmarks)
     proc: subprocess.Popen[bytes] | None = None
+    token: str | None = None  # an administrator's bearer token, made before the first start
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def add_user(self, username: str, role: str, *, password: str = "") -> str:
+        """Create a user in the gateway's index and return a bearer token for it."""
+        from storage.index.accounts import AccountStore, Role
+
+        index = self.open_index()
+        try:
+            accounts = AccountStore(index.engine)
+            user = accounts.user(username) or accounts.add_user(username, Role(role), password=password)
+            return accounts.issue_token(user, hours=None, label="tests")
+        finally:
+            index.close()
 
     @property
     def base_url(self) -> str:
@@ -67,6 +84,9 @@ class GatewayProcess:
         return load_settings(environ=self._environment())
 
     def start(self, wait_ready: bool = True) -> None:
+        if self.token is None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.token = self.add_user("test-admin", "admin")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
@@ -110,8 +130,10 @@ class GatewayProcess:
         except OSError:
             return ""
 
-    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
-        request = urllib.request.Request(self.base_url + path, headers=headers or {})
+    def get(self, path: str, headers: dict[str, str] | None = None, *, auth: bool = True) -> tuple[int, Any]:
+        """GET as the test administrator (``auth=False``: with no token, or with the headers given)."""
+        sent = {**(self.auth_headers if auth and self.token else {}), **(headers or {})}
+        request = urllib.request.Request(self.base_url + path, headers=sent)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 raw, status, ctype = response.read(), response.status, response.headers.get("Content-Type", "")

@@ -7,10 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
+from dicom_rules.pseudonyms import derive
 from gateway.dimse.scp import DicomServer
-from gateway.http import health, qido, stow, vault_routes, wado
+from gateway.http import auth, health, qido, stow, vault_routes, wado
 from gateway.http.errors import error_middleware
 from gateway.http.keys import (
+    ACCOUNTS,
+    AUDIT,
     DICOM,
     INDEX,
     METRICS,
@@ -24,6 +27,7 @@ from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
+from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore
 
@@ -38,7 +42,12 @@ def create_http_app(
     worker_error: Callable[[], Any],
     vault: PseudonymVault | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[error_middleware, auth.auth_middleware])
+    accounts = AccountStore(index.engine)
+    app[ACCOUNTS] = accounts
+    secret = settings.deid_secret()
+    app[AUDIT] = auth.AuditWriter(accounts, derive(secret, "audit/digest") if secret else None)
+    app.cleanup_ctx.append(auth.audit_context)
     app[SETTINGS] = settings
     app[INDEX] = index
     app[OBJECT_STORE] = store
@@ -49,6 +58,8 @@ def create_http_app(
     app[VAULT] = vault
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
+    app.router.add_post("/auth/login", auth.login)
+    app.router.add_get("/audit", auth.audit_trail)
     qido.add_routes(app)
     wado.add_routes(app)
     stow.add_routes(app)

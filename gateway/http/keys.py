@@ -12,6 +12,7 @@ from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
+from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore
 
@@ -25,3 +26,5 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 WORKER_ERROR = web.AppKey("worker_error", Callable[[], Any])
 # The pseudonym vault, or None when the gateway holds no de-identification secret.
 VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]
+ACCOUNTS = web.AppKey("accounts", AccountStore)
+AUDIT = web.AppKey("audit", Any)  # the AuditWriter (gateway.http.auth)

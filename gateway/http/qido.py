@@ -19,9 +19,11 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from dicom_rules.vault import PATIENT, VaultSealError
 from gateway.http.dicom_json import element
 from gateway.http.errors import http_error
-from gateway.http.keys import INDEX, SETTINGS, VAULT
+from gateway.http.auth import USER, scope_of
+from gateway.http.keys import INDEX, VAULT
 from gateway.http.urls import dicomweb_base
-from gateway.vault import PseudonymVault, may_reidentify
+from gateway.vault import PseudonymVault
+from storage.index.accounts import Role
 from storage.index.hierarchy import ATTRIBUTES, HierarchyQuery, Kind, Level, condition
 from storage.index.matching import InvalidQuery
 
@@ -179,12 +181,13 @@ def _route(level: Level) -> Any:
             raise http_error(web.HTTPBadRequest, str(exc)) from None
         reidentified: dict[str, dict[str, str]] = {}
         vault = request.app[VAULT]
-        token = may_reidentify(request.app[SETTINGS], request.headers.get("Authorization"))
+        user = request[USER]
         patient_id = query.matches.get("PatientID", "")
-        if token and vault is not None and patient_id and not set("*?") & set(patient_id):
+        if user.role is Role.ADMIN and vault is not None and patient_id and not set("*?") & set(patient_id):
             reidentified = await asyncio.to_thread(_vault_patients, vault, patient_id)
             query = dataclasses.replace(query, patient_pseudonyms=tuple(reidentified))
-            log.info("re-identifying query by token %s: %d pseudonymous patient(s)", token[:12], len(reidentified))
+            log.info("re-identifying query by %s: %d pseudonymous patient(s)", user.username, len(reidentified))
+        query = dataclasses.replace(query, scope=await asyncio.to_thread(scope_of, request))
         index = request.app[INDEX]
         rows = await asyncio.to_thread(index.search_hierarchy, query)
         total = await asyncio.to_thread(index.count_hierarchy, query)

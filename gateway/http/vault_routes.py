@@ -1,4 +1,4 @@
-"""``GET /vault/{kind}/{pseudonym}``: what a pseudonym stands for, for holders of a re-identification token."""
+"""``GET /vault/{kind}/{pseudonym}``: what a pseudonym stands for, for administrators."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ from aiohttp import web
 
 from dicom_rules.vault import VaultSealError
 from gateway.http.errors import http_error
-from gateway.http.keys import SETTINGS, VAULT
-from gateway.vault import KINDS, may_reidentify
+from gateway.http.auth import USER
+from gateway.http.keys import VAULT
+from gateway.vault import KINDS
 
 log = logging.getLogger(__name__)
 
 
 async def reveal(request: web.Request) -> web.Response:
-    token = may_reidentify(request.app[SETTINGS], request.headers.get("Authorization"))
-    if token is None:
-        raise http_error(web.HTTPUnauthorized, "a bearer token allowed to re-identify is required")
+    user = request[USER]  # an administrator: the auth middleware lets no other role here
     vault = request.app[VAULT]
     if vault is None:
         raise http_error(web.HTTPNotFound, "this gateway holds no pseudonym vault")
@@ -30,7 +29,7 @@ async def reveal(request: web.Request) -> web.Response:
         original = await asyncio.to_thread(vault.reveal, kind, pseudonym)
     except VaultSealError as exc:
         raise http_error(web.HTTPConflict, str(exc)) from None
-    log.info("vault read by token %s: %s %s (%s)", token[:12], kind, pseudonym, "found" if original else "unknown")
+    log.info("vault read by %s: %s %s (%s)", user.username, kind, pseudonym, "found" if original else "unknown")
     if original is None:
         raise http_error(web.HTTPNotFound, f"no {kind} with that pseudonym")
     return web.Response(body=json.dumps(original, ensure_ascii=False).encode(), content_type="application/json", charset="utf-8")

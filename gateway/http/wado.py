@@ -24,10 +24,12 @@ from pydicom.dataset import Dataset
 
 from gateway.dimse.part10 import file_meta
 from gateway.dimse.retrieve import dataset_bytes
+from gateway.http.auth import scope_of
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX, OBJECT_STORE
 from gateway.http.urls import dicomweb_base
 from gateway.ingest.metadata import metadata_dict
+from storage.index.hierarchy import HierarchyQuery, Level
 from storage.object_store.base import ObjectStoreError
 from storage.uids import is_valid_uid
 
@@ -81,7 +83,13 @@ def _uids(request: web.Request) -> tuple[str, str | None, str | None]:
 
 async def _documents(request: web.Request) -> list[dict[str, Any]]:
     study, series, instance = _uids(request)
-    rows = await asyncio.to_thread(request.app[INDEX].instance_documents, study, series, instance)
+    index = request.app[INDEX]
+    scope = await asyncio.to_thread(scope_of, request)
+    if scope is not None:  # a referring physician: only studies of their patients, or granted (else "not found")
+        visible = HierarchyQuery(Level.STUDY, {"StudyInstanceUID": study}, scope=scope)
+        if not await asyncio.to_thread(index.count_hierarchy, visible):
+            raise http_error(web.HTTPNotFound, "no such study, series or instance")
+    rows = await asyncio.to_thread(index.instance_documents, study, series, instance)
     if not rows:
         raise http_error(web.HTTPNotFound, "no such study, series or instance")
     return rows

@@ -111,6 +111,8 @@ class HierarchyQuery:
     offset: int = 0
     # Pseudonymous patient IDs the vault maps PatientID to (authorised re-identifying queries only).
     patient_pseudonyms: tuple[str, ...] = ()
+    # What a referring physician may see: (linked patient IDs, granted study UIDs); None is everything.
+    scope: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
 
 def _like(pattern: str) -> str:
@@ -213,6 +215,12 @@ def _statement(query: HierarchyQuery) -> tuple[list[Any], Any, Any]:
         if keyword == "PatientID" and query.patient_pseudonyms:
             matched = or_(matched, patients.c.patient_id.in_(query.patient_pseudonyms))
         conditions.append(matched)
+    if query.scope is not None:
+        patient_ids, study_uids = query.scope
+        allowed = patients.c.patient_id.in_(patient_ids)
+        if depth >= Level.STUDY.depth:
+            allowed = or_(allowed, studies.c.study_uid.in_(study_uids))
+        conditions.append(allowed)
     if query.other_patient_ids:
         other = select(patient_identifiers.c.patient_pk).where(patient_identifiers.c.identifier.in_(query.other_patient_ids))
         conditions.append(patients.c.pk.in_(other))

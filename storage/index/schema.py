@@ -148,3 +148,58 @@ pseudonym_lookup = Table(
     Column("kind", String(16), primary_key=True),
     Column("pseudonym", String(64), primary_key=True),
 )
+
+# Accounts: users with a role, bearer tokens (stored as SHA-256 digests), the
+# patients and studies a referring physician may see, and the audit trail.
+users = Table(
+    "users",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("display_name", String(128), nullable=False, default=""),
+    Column("password_hash", String(256), nullable=False, default=""),
+    Column("disabled", Integer, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), nullable=False),
+    Column("label", String(64), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("revoked", Integer, nullable=False, default=0),
+)
+
+user_patients = Table(
+    "user_patients",
+    metadata,
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
+    Column("patient_id", String(64), primary_key=True),
+)
+
+user_studies = Table(
+    "user_studies",
+    metadata,
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
+    Column("study_uid", String(64), primary_key=True),
+)
+
+# Append-only: rows are inserted, never updated or deleted by the gateway (modelled on IHE ATNA).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("username", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(512), nullable=False, default=""),
+    Column("source", String(64), nullable=False, default=""),
+    Column("outcome", Integer, nullable=False),
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_user", "username"),
+)

@@ -30,7 +30,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _client(gateway) -> DICOMwebClient:
-    return DICOMwebClient(url=f"{gateway.base_url}/dicom-web")
+    return DICOMwebClient(url=f"{gateway.base_url}/dicom-web", headers=gateway.auth_headers)
 
 
 def _values(results: list[dict], tag: str) -> list:

@@ -24,12 +24,16 @@ def _post(gateway, parts: list[bytes], path: str = "/dicom-web/studies") -> requ
     boundary = "PACSGWTEST"
     body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n" for p in parts)
     body += f"--{boundary}--\r\n".encode()
-    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"}
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json",
+        **gateway.auth_headers,
+    }
     return requests.post(gateway.base_url + path, data=body, headers=headers, timeout=30)
 
 
 def test_stored_then_found_and_retrieved(gateway) -> None:
-    client = DICOMwebClient(url=f"{gateway.base_url}/dicom-web")
+    client = DICOMwebClient(url=f"{gateway.base_url}/dicom-web", headers=gateway.auth_headers)
     series = ct_series(3, size=32)
     series[2].compress(JPEG2000Lossless, generate_instance_uid=False)  # meta kept: the part says it is JPEG 2000
     response = client.store_instances(series)
@@ -57,5 +61,5 @@ def test_partial_and_total_failure(gateway) -> None:
 
 
 def test_bad_requests(gateway) -> None:
-    assert requests.post(gateway.base_url + "/dicom-web/studies", data=b"x", headers={"Content-Type": "application/json"}, timeout=10).status_code == 415
-    assert requests.post(gateway.base_url + "/dicom-web/studies/1.2.03", data=b"x", headers={"Content-Type": "multipart/related; boundary=x"}, timeout=10).status_code == 400
+    assert requests.post(gateway.base_url + "/dicom-web/studies", data=b"x", headers={"Content-Type": "application/json", **gateway.auth_headers}, timeout=10).status_code == 415
+    assert requests.post(gateway.base_url + "/dicom-web/studies/1.2.03", data=b"x", headers={"Content-Type": "multipart/related; boundary=x", **gateway.auth_headers}, timeout=10).status_code == 400

@@ -32,7 +32,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _client(gateway) -> DICOMwebClient:
-    return DICOMwebClient(url=f"{gateway.base_url}/dicom-web")
+    return DICOMwebClient(url=f"{gateway.base_url}/dicom-web", headers=gateway.auth_headers)
 
 
 def test_study_metadata_comes_from_the_index_with_bulk_data_links(archive) -> None:

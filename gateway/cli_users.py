@@ -1,0 +1,92 @@
+"""Command line for accounts: ``pacs-gateway user add | token | revoke | password | link | grant``."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Callable
+
+from gateway.settings import Settings
+from storage.index.accounts import AccountError, AccountStore, Role
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+    user = sub.add_parser("user", help="accounts of the HTTP API: users, tokens, referring physicians' patients")
+    common(user)
+    actions = user.add_subparsers(dest="user_command", required=True)
+    add = actions.add_parser("add", help="create a user (asks for a password unless --no-password)")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--display-name", default="")
+    add.add_argument("--no-password", action="store_true", help="token-only account (a service, a script)")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    token = actions.add_parser("token", help="issue a bearer token for a user and print it")
+    token.add_argument("username")
+    token.add_argument("--hours", type=float, default=None, help="lifetime (default: until revoked)")
+    token.add_argument("--label", default="cli")
+    revoke = actions.add_parser("revoke", help="revoke every token of a user")
+    revoke.add_argument("username")
+    password = actions.add_parser("password", help="set a user's password (asks for it, or --password-stdin)")
+    password.add_argument("username")
+    password.add_argument("--password-stdin", action="store_true")
+    link = actions.add_parser("link", help="let a referring physician see a patient's studies")
+    link.add_argument("username")
+    link.add_argument("patient_id")
+    grant = actions.add_parser("grant", help="let a referring physician see one study")
+    grant.add_argument("username")
+    grant.add_argument("study_uid")
+    digest = actions.add_parser("audit-digest", help="the digest under which the audit trail records an identifying value")
+    digest.add_argument("value")
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass("password: ")
+    if first != getpass.getpass("again: "):
+        raise AccountError("the passwords differ")
+    return first
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    from dicom_rules.pseudonyms import derive
+    from gateway.http.auth import audit_digest
+    from gateway.service import open_index
+
+    if args.user_command == "audit-digest":
+        secret = settings.deid_secret()
+        print(audit_digest(derive(secret, "audit/digest"), args.value) if secret else args.value)
+        return EXIT_OK
+
+    index = open_index(settings)
+    accounts = AccountStore(index.engine)
+    try:
+        command = args.user_command
+        if command == "add":
+            secret = "" if args.no_password else _password(args.password_stdin)
+            if not args.no_password and len(secret) < 10:
+                raise AccountError("a password has at least 10 characters")
+            user = accounts.add_user(args.username, Role(args.role), password=secret, display_name=args.display_name)
+            print(f"user {user.username} ({user.role.value}) created")
+        elif command == "token":
+            user = accounts.user(args.username)
+            if user is None:
+                raise AccountError(f"no user {args.username!r}")
+            print(accounts.issue_token(user, hours=args.hours, label=args.label))
+        elif command == "revoke":
+            print(f"{accounts.revoke_tokens(args.username)} token(s) revoked")
+        elif command == "password":
+            accounts.set_password(args.username, _password(args.password_stdin))
+        elif command == "link":
+            accounts.link_patient(args.username, args.patient_id)
+        elif command == "grant":
+            accounts.grant_study(args.username, args.study_uid)
+    except AccountError as exc:
+        print(f"pacs-gateway user: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        index.close()
+    return EXIT_OK

@@ -1,0 +1,206 @@
+"""Authentication, role checks and the audit trail of the HTTP server.
+
+Every endpoint but ``/health`` and ``/auth/login`` needs ``Authorization:
+Bearer <token>``. Roles: ``admin`` (everything), ``radiologist`` (query,
+retrieve, store), ``referring`` (query and retrieve the studies of patients
+linked to them or granted to them, nothing else), ``auditor`` (the audit
+trail only). Every request touching patient data is recorded: who, what,
+when, from where, and the outcome (the HTTP status).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.http.errors import http_error
+from gateway.http.keys import ACCOUNTS, AUDIT
+from storage.index.accounts import AccountStore, Role, User
+
+log = logging.getLogger(__name__)
+
+USER = "user"  # request key of the authenticated User
+PUBLIC_PATHS = frozenset({"/health", "/auth/login"})
+LOGIN_TOKEN_HOURS = 12.0
+
+
+# Query parameters whose values identify a patient. With a de-identification secret they are kept in the
+# audit trail as keyed digests, so the trail holds no identifier in clear, yet "who looked up patient X"
+# is answered by digesting X the same way (``pacs-gateway user audit-digest X``).
+IDENTIFYING_PARAMETERS = frozenset(
+    {"PatientID", "00100020", "PatientName", "00100010", "PatientBirthDate", "00100030", "AccessionNumber", "00080050",
+     "IssuerOfPatientID", "00100021", "ReferringPhysicianName", "00080090"}
+)  # fmt: skip
+
+
+def audit_digest(key: bytes, value: str) -> str:
+    return "hmac:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+
+
+class AuditWriter:
+    """Writes audit events in small batches off the event loop; flushed at shutdown."""
+
+    def __init__(self, accounts: AccountStore, digest_key: bytes | None = None) -> None:
+        self.accounts = accounts
+        self.digest_key = digest_key
+        self.queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+
+    def target(self, request: web.Request) -> str:
+        if self.digest_key is None or not request.query:
+            target = request.path_qs
+        else:
+            pairs = [
+                (k, audit_digest(self.digest_key, v) if k in IDENTIFYING_PARAMETERS else v) for k, v in request.query.items()
+            ]
+            target = request.path + "?" + "&".join(f"{k}={v}" for k, v in pairs)
+        return target if len(target) <= 512 else target[:509] + "..."
+
+    def record(self, **event: object) -> None:
+        self.queue.put_nowait(event)
+
+    async def run(self) -> None:
+        while True:
+            events = [await self.queue.get()]
+            while not self.queue.empty():
+                events.append(self.queue.get_nowait())
+            await asyncio.to_thread(self._write, events)
+
+    def _write(self, events: list[dict[str, object]]) -> None:
+        for event in events:
+            try:
+                self.accounts.audit(**event)  # type: ignore[arg-type]
+            except Exception as exc:  # an audit write failing must be seen, not crash the writer
+                log.error("audit event not written: %s", exc)
+
+    async def flush(self) -> None:
+        events = []
+        while not self.queue.empty():
+            events.append(self.queue.get_nowait())
+        if events:
+            await asyncio.to_thread(self._write, events)
+
+
+async def audit_context(app: web.Application) -> AsyncIterator[None]:
+    writer = app[AUDIT]
+    task = asyncio.create_task(writer.run())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await writer.flush()
+
+
+def _action(request: web.Request) -> str | None:
+    path = request.path
+    if path.startswith("/dicom-web/"):
+        if request.method == "POST":
+            return "store"
+        if path.endswith("/metadata") or "/frames/" in path or "/bulkdata/" in path:
+            return "retrieve"
+        last = path.rstrip("/").rsplit("/", 1)[-1]
+        return "query" if last in ("studies", "series", "instances") else "retrieve"
+    if path.startswith("/vault/"):
+        return "reidentify"
+    if path == "/audit":
+        return "read-audit"
+    return None
+
+
+def _allowed(user: User, request: web.Request) -> bool:
+    path = request.path
+    if user.role is Role.ADMIN:
+        return True
+    if user.role is Role.AUDITOR:
+        return path in ("/audit", "/metrics")
+    if path == "/audit" or path.startswith("/vault/"):
+        return False
+    if user.role is Role.REFERRING:
+        return request.method == "GET"
+    return True
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    user = None
+    if header.lower().startswith("bearer "):
+        user = await asyncio.to_thread(request.app[ACCOUNTS].token_user, header[7:].strip())
+    if user is None:
+        raise web.HTTPUnauthorized(
+            text=json.dumps({"error": "a valid bearer token is required"}),
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer realm="pacs-gateway"'},
+        )
+    action = _action(request)
+    status = 500
+    try:
+        if not _allowed(user, request):
+            raise http_error(web.HTTPForbidden, f"the {user.role.value} role may not do this")
+        request[USER] = user
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        if action is not None:
+            request.app[AUDIT].record(
+                username=user.username, role=user.role.value, action=action, target=request.app[AUDIT].target(request),
+                source=request.remote or "", outcome=status,
+            )  # fmt: skip
+
+
+async def login(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        username, password = str(body["username"]), str(body["password"])
+    except (ValueError, KeyError, TypeError):
+        raise http_error(web.HTTPBadRequest, 'send {"username": ..., "password": ...} as JSON') from None
+    accounts = request.app[ACCOUNTS]
+    user = await asyncio.to_thread(accounts.authenticate, username, password)
+    outcome = 200 if user else 401
+    request.app[AUDIT].record(
+        username=username[:64], role=user.role.value if user else "", action="login", target="/auth/login",
+        source=request.remote or "", outcome=outcome,
+    )  # fmt: skip
+    if user is None:
+        raise http_error(web.HTTPUnauthorized, "unknown user or wrong password")
+    token = await asyncio.to_thread(accounts.issue_token, user, hours=LOGIN_TOKEN_HOURS, label="login")
+    body = {"token": token, "expires_in": int(LOGIN_TOKEN_HOURS * 3600), "role": user.role.value, "display_name": user.display_name}
+    return web.json_response(body)
+
+
+async def audit_trail(request: web.Request) -> web.Response:
+    since = None
+    if "since" in request.query:
+        try:
+            since = dt.datetime.fromisoformat(request.query["since"])
+        except ValueError:
+            raise http_error(web.HTTPBadRequest, "since must be an ISO 8601 date or time") from None
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=dt.timezone.utc)
+    try:
+        limit = min(max(int(request.query.get("limit", "1000")), 1), 10_000)
+    except ValueError:
+        raise http_error(web.HTTPBadRequest, "limit must be a whole number") from None
+    rows = await asyncio.to_thread(request.app[ACCOUNTS].audit_trail, since=since, username=request.query.get("user"), limit=limit)
+    return web.json_response(list(rows))
+
+
+def scope_of(request: web.Request) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """None when the user sees everything; else the patient IDs and study UIDs they may see."""
+    user: User = request[USER]
+    if user.role is not Role.REFERRING:
+        return None
+    return request.app[ACCOUNTS].scope(user)

@@ -1,0 +1,191 @@
+"""Users, bearer tokens, referring physicians' patient links and study grants, and the audit trail."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from storage.index.schema import audit_events, tokens, user_patients, user_studies, users
+
+
+class Role(str, Enum):
+    ADMIN = "admin"
+    RADIOLOGIST = "radiologist"
+    REFERRING = "referring"  # sees only the studies of patients linked to them, or granted
+    AUDITOR = "auditor"  # reads the audit trail, no patient data
+
+
+class AccountError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class User:
+    pk: int
+    username: str
+    role: Role
+    display_name: str = ""
+
+
+# scrypt (RFC 7914), a standard memory-hard password hash; parameters stored with each hash.
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
+    encode = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encode(salt)}${encode(digest)}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        candidate = hashlib.scrypt(
+            password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=32
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(candidate, base64.b64decode(digest))
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class AccountStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def add_user(self, username: str, role: Role, *, password: str = "", display_name: str = "") -> User:
+        if not username or len(username) > 64:
+            raise AccountError("a user name is 1 to 64 characters")
+        values = {
+            "username": username,
+            "role": role.value,
+            "display_name": display_name,
+            "password_hash": hash_password(password) if password else "",
+            "disabled": 0,
+            "created_at": _now(),
+        }
+        try:
+            with self.engine.begin() as conn:
+                pk = conn.execute(insert(users).values(**values)).inserted_primary_key[0]
+        except IntegrityError:
+            raise AccountError(f"user {username!r} exists") from None
+        return User(int(pk), username, role, display_name)
+
+    def user(self, username: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == username, users.c.disabled == 0)).first()
+        return None if row is None else User(row.pk, row.username, Role(row.role), row.display_name)
+
+    def set_password(self, username: str, password: str) -> None:
+        with self.engine.begin() as conn:
+            done = conn.execute(update(users).where(users.c.username == username).values(password_hash=hash_password(password)))
+        if not done.rowcount:
+            raise AccountError(f"no user {username!r}")
+
+    def authenticate(self, username: str, password: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == username, users.c.disabled == 0)).first()
+        if row is None or not row.password_hash or not verify_password(password, row.password_hash):
+            return None
+        return User(row.pk, row.username, Role(row.role), row.display_name)
+
+    def issue_token(self, user: User, *, hours: float | None, label: str = "") -> str:
+        token = secrets.token_urlsafe(32)
+        expires = _now() + dt.timedelta(hours=hours) if hours else None
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(tokens).values(
+                    digest=token_digest(token), user_pk=user.pk, label=label, created_at=_now(), expires_at=expires, revoked=0
+                )
+            )
+        return token
+
+    def revoke_tokens(self, username: str) -> int:
+        user = self.user(username)
+        if user is None:
+            raise AccountError(f"no user {username!r}")
+        with self.engine.begin() as conn:
+            return conn.execute(update(tokens).where(tokens.c.user_pk == user.pk).values(revoked=1)).rowcount
+
+    def token_user(self, token: str) -> User | None:
+        stmt = (
+            select(users.c.pk, users.c.username, users.c.role, users.c.display_name, tokens.c.expires_at)
+            .select_from(tokens.join(users, users.c.pk == tokens.c.user_pk))
+            .where(tokens.c.digest == token_digest(token), tokens.c.revoked == 0, users.c.disabled == 0)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        if row is None:
+            return None
+        expires = row.expires_at
+        if expires is not None:
+            if expires.tzinfo is None:  # SQLite returns naive datetimes
+                expires = expires.replace(tzinfo=dt.timezone.utc)
+            if expires < _now():
+                return None
+        return User(row.pk, row.username, Role(row.role), row.display_name)
+
+    def link_patient(self, username: str, patient_id: str) -> None:
+        self._link(username, user_patients, {"patient_id": patient_id})
+
+    def grant_study(self, username: str, study_uid: str) -> None:
+        self._link(username, user_studies, {"study_uid": study_uid})
+
+    def _link(self, username: str, table: Any, values: dict[str, str]) -> None:
+        user = self.user(username)
+        if user is None:
+            raise AccountError(f"no user {username!r}")
+        with self.engine.begin() as conn:
+            conn.execute(delete(table).where(table.c.user_pk == user.pk, *(table.c[k] == v for k, v in values.items())))
+            conn.execute(insert(table).values(user_pk=user.pk, **values))
+
+    def scope(self, user: User) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The patient IDs linked to a user and the study UIDs granted to them."""
+        with self.engine.connect() as conn:
+            patients = tuple(r[0] for r in conn.execute(select(user_patients.c.patient_id).where(user_patients.c.user_pk == user.pk)))
+            studies = tuple(r[0] for r in conn.execute(select(user_studies.c.study_uid).where(user_studies.c.user_pk == user.pk)))
+        return patients, studies
+
+    def audit(self, *, username: str, role: str, action: str, target: str, source: str, outcome: int) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    insert(audit_events).values(
+                        at=_now(), username=username, role=role, action=action, target=target[:512], source=source, outcome=outcome
+                    )
+                )
+        except SQLAlchemyError as exc:
+            raise AccountError(f"audit write failed: {type(exc).__name__}") from exc
+
+    def audit_trail(self, *, since: dt.datetime | None, username: str | None, limit: int) -> Sequence[dict[str, Any]]:
+        stmt = select(audit_events).order_by(audit_events.c.pk.desc()).limit(limit)
+        if since is not None:
+            stmt = stmt.where(audit_events.c.at >= since)
+        if username:
+            stmt = stmt.where(audit_events.c.username == username)
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        for row in rows:
+            row["at"] = row["at"].isoformat()
+        return rows

@@ -1,0 +1,113 @@
+"""Bearer-token authentication, roles, referring physicians' scope, and the audit trail."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+from tests.conftest import storescu
+from tests.factory import Patient, ct_series, write_files
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory):
+    from tests.gateway_process import GatewayProcess
+
+    tmp = tmp_path_factory.mktemp("auth")
+    gw = GatewayProcess(tmp / "gw", {})
+    gw.start()
+    mine = ct_series(1, size=16, accession="MINE")
+    other = ct_series(1, size=16, accession="OTHER", patient=Patient(patient_id="MRN-77", name="Võ^Thị Sáu", citizen_id="001000000077"))
+    granted = ct_series(1, size=16, accession="GRANTED", patient=Patient(patient_id="MRN-88", name="Lý^Văn Tám", citizen_id="001000000088"))
+    assert storescu(gw.dicom_port, write_files(mine + other + granted, tmp / "files")).returncode == 0
+    gw.wait_idle()
+    yield gw, mine[0], other[0], granted[0]
+    gw.kill()
+
+
+def _login(gateway, username: str, password: str) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        gateway.base_url + "/auth/login", data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST",
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.load(err)
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_everything_but_health_needs_a_token(gateway) -> None:
+    gw, *_ = gateway
+    assert gw.get("/health", auth=False)[0] == 200
+    for path in ("/dicom-web/studies", "/metrics", "/audit", "/dicom-web/studies/1.2.3/metadata"):
+        assert gw.get(path, auth=False)[0] == 401, path
+    assert gw.get("/dicom-web/studies", _bearer("made-up"), auth=False)[0] == 401
+
+
+def test_login_with_a_hashed_password(gateway) -> None:
+    gw, *_ = gateway
+    gw.add_user("dr.an", "radiologist", password="correct horse battery")
+    status, body = _login(gw, "dr.an", "correct horse battery")
+    assert status == 200 and body["role"] == "radiologist"
+    assert gw.get("/dicom-web/studies", _bearer(body["token"]), auth=False)[0] == 200
+    assert _login(gw, "dr.an", "wrong password")[0] == 401
+    index = gw.open_index()
+    with index.engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT password_hash FROM users WHERE username = 'dr.an'").scalar()
+    index.close()
+    assert stored.startswith("scrypt$") and "correct horse" not in stored
+
+
+def test_referring_physician_sees_only_linked_patients_and_granted_studies(gateway) -> None:
+    gw, mine, other, granted = gateway
+    from storage.index.accounts import AccountStore
+
+    token = gw.add_user("dr.referrer", "referring")
+    index = gw.open_index()
+    accounts = AccountStore(index.engine)
+    accounts.link_patient("dr.referrer", mine.PatientID)
+    accounts.grant_study("dr.referrer", granted.StudyInstanceUID)
+    index.close()
+    status, body = gw.get("/dicom-web/studies", _bearer(token), auth=False)
+    assert status == 200 and sorted(s["00080050"]["Value"][0] for s in body) == ["GRANTED", "MINE"]
+    assert gw.get(f"/dicom-web/studies/{other.StudyInstanceUID}/metadata", _bearer(token), auth=False)[0] == 404
+    assert gw.get(f"/dicom-web/studies/{mine.StudyInstanceUID}/metadata", _bearer(token), auth=False)[0] == 200
+    assert gw.get("/dicom-web/series?PatientID=MRN-77", _bearer(token), auth=False)[1] == []
+    assert gw.get("/audit", _bearer(token), auth=False)[0] == 403
+
+
+def test_auditor_reads_the_trail_and_nothing_else(gateway) -> None:
+    gw, mine, *_ = gateway
+    reader = gw.add_user("dr.audited", "radiologist")
+    gw.get(f"/dicom-web/studies?PatientID={mine.PatientID}", _bearer(reader), auth=False)
+    assert _login(gw, "dr.audited", "guessing")[0] == 401
+    auditor = gw.add_user("auditor", "auditor")
+    assert gw.get("/dicom-web/studies", _bearer(auditor), auth=False)[0] == 403
+    import time
+
+    time.sleep(0.5)  # events are written in batches
+    status, events = gw.get("/audit?user=dr.audited", _bearer(auditor), auth=False)
+    assert status == 200
+    [event] = [e for e in events if e["action"] == "query"]
+    assert event["target"] == f"/dicom-web/studies?PatientID={mine.PatientID}"
+    assert event["outcome"] == 200 and event["source"] == "127.0.0.1" and event["role"] == "radiologist"
+    assert [e["outcome"] for e in events if e["action"] == "login"] == [401]
+
+
+def test_revoked_tokens_stop_working(gateway) -> None:
+    gw, *_ = gateway
+    token = gw.add_user("leaver", "radiologist")
+    assert gw.get("/dicom-web/studies", _bearer(token), auth=False)[0] == 200
+    from storage.index.accounts import AccountStore
+
+    index = gw.open_index()
+    AccountStore(index.engine).revoke_tokens("leaver")
+    index.close()
+    assert gw.get("/dicom-web/studies", _bearer(token), auth=False)[0] == 401
