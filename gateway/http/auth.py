@@ -105,6 +105,8 @@ def _action(request: web.Request) -> str | None:
             return "retrieve"
         last = path.rstrip("/").rsplit("/", 1)[-1]
         return "query" if last in ("studies", "series", "instances") else "retrieve"
+    if path == "/wado":
+        return "retrieve"
     if path.startswith("/vault/"):
         return "reidentify"
     if path == "/audit":

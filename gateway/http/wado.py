@@ -81,8 +81,11 @@ def _uids(request: web.Request) -> tuple[str, str | None, str | None]:
     return uids  # type: ignore[return-value]
 
 
-async def _documents(request: web.Request) -> list[dict[str, Any]]:
-    study, series, instance = _uids(request)
+async def documents(request: web.Request) -> list[dict[str, Any]]:
+    return await documents_for(request, *_uids(request))
+
+
+async def documents_for(request: web.Request, study: str, series: str | None, instance: str | None) -> list[dict[str, Any]]:
     index = request.app[INDEX]
     scope = await asyncio.to_thread(scope_of, request)
     if scope is not None:  # a referring physician: only studies of their patients, or granted (else "not found")
@@ -104,25 +107,25 @@ def _link_bulk(value: Any, url: str) -> None:
             _link_bulk(item, url)
 
 
-async def _read(request: web.Request, object_key: str) -> bytes:
+async def read_object(request: web.Request, object_key: str) -> bytes:
     try:
         return await asyncio.to_thread(request.app[OBJECT_STORE].get, object_key)
     except ObjectStoreError as exc:
         raise http_error(web.HTTPServiceUnavailable, f"object store unavailable: {exc}") from None
 
 
-def _dataset(data: bytes) -> Dataset:
+def load_dataset(data: bytes) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return dcmread(io.BytesIO(data))
 
 
 async def metadata(request: web.Request) -> web.Response:
-    rows = await _documents(request)
+    rows = await documents(request)
     out = []
     for row in rows:
         if row["metadata"] is None:  # stored before metadata was kept: made from the object once
-            document = metadata_dict(_dataset(await _read(request, row["object_key"])))
+            document = metadata_dict(load_dataset(await read_object(request, row["object_key"])))
         else:
             document = json.loads(row["metadata"])
         url = f"{dicomweb_base(request)}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['sop_instance_uid']}"
@@ -157,7 +160,7 @@ class _Multipart:
         return self.response
 
 
-def _as_part10(stored: bytes, stored_syntax: str, wanted: str, sop_class: str, sop_instance: str) -> tuple[bytes, str]:
+def as_part10_in(stored: bytes, stored_syntax: str, wanted: str, sop_class: str, sop_instance: str) -> tuple[bytes, str]:
     if wanted in ("*", stored_syntax):
         return stored, stored_syntax
     body = dataset_bytes(stored, stored_syntax, wanted)
@@ -166,14 +169,14 @@ def _as_part10(stored: bytes, stored_syntax: str, wanted: str, sop_class: str, s
 
 async def instances(request: web.Request) -> web.StreamResponse:
     wanted = negotiate(request, "application/dicom")
-    rows = await _documents(request)
+    rows = await documents(request)
     multipart = _Multipart(request, "application/dicom", wanted.transfer_syntax)
     await multipart.start()
     for row in rows:
-        stored = await _read(request, row["object_key"])
+        stored = await read_object(request, row["object_key"])
         try:
             body, syntax = await asyncio.to_thread(
-                _as_part10, stored, row["transfer_syntax_uid"], wanted.transfer_syntax, row["sop_class_uid"], row["sop_instance_uid"]
+                as_part10_in, stored, row["transfer_syntax_uid"], wanted.transfer_syntax, row["sop_class_uid"], row["sop_instance_uid"]
             )
         except Exception as exc:  # the codec cannot decode this one; the others still go
             log.warning("WADO-RS: instance %s not sent: cannot convert to %s (%s)", row["sop_instance_uid"], wanted.transfer_syntax, type(exc).__name__)
@@ -193,7 +196,7 @@ def _frame_numbers(text: str) -> list[int]:
 
 
 def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
-    ds = _dataset(stored)
+    ds = load_dataset(stored)
     count = int(ds.get("NumberOfFrames") or 1)
     if max(numbers) > count:
         raise ValueError(f"the instance has {count} frame(s)")
@@ -210,8 +213,8 @@ def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
 async def frames(request: web.Request) -> web.StreamResponse:
     negotiate(request, "application/octet-stream")
     numbers = _frame_numbers(request.match_info["frames"])
-    [row] = await _documents(request)
-    stored = await _read(request, row["object_key"])
+    [row] = await documents(request)
+    stored = await read_object(request, row["object_key"])
     try:
         parts = await asyncio.to_thread(_frames, stored, numbers)
     except ValueError as exc:
@@ -227,12 +230,12 @@ async def frames(request: web.Request) -> web.StreamResponse:
 
 async def bulkdata(request: web.Request) -> web.StreamResponse:
     negotiate(request, "application/octet-stream")
-    [row] = await _documents(request)
+    [row] = await documents(request)
     try:
         tag = int(request.match_info["tag"], 16)
     except ValueError:
         raise http_error(web.HTTPBadRequest, "bulk data is named by its tag, 8 hex digits") from None
-    ds = _dataset(await _read(request, row["object_key"]))
+    ds = load_dataset(await read_object(request, row["object_key"]))
     if tag not in ds:
         raise http_error(web.HTTPNotFound, "the instance has no such attribute")
     if tag == 0x7FE00010 and ds.file_meta.TransferSyntaxUID.is_encapsulated:

@@ -1,0 +1,136 @@
+"""Rendered images and thumbnails: WADO-RS ``/rendered`` and ``/thumbnail`` (PS3.18 10.4.1.1.3, 10.4.1.1.4), and WADO-URI.
+
+Query parameters: ``window=center,width[,function]``, ``viewport=columns,rows``,
+``quality=1..100``; ``Accept: image/jpeg`` (default) or ``image/png``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.http.errors import http_error
+from gateway.http.rendering import JPEG, PNG, RenderError, RenderRequest, render
+from gateway.http.wado import EXPLICIT_LE, as_part10_in, documents, documents_for, load_dataset, read_object
+from storage.uids import is_valid_uid
+
+THUMBNAIL = (128, 128)
+
+
+def _media_type(request: web.Request) -> str:
+    accept = request.headers.get("Accept", "").lower()
+    if not accept.strip() or "*/*" in accept or "image/*" in accept or JPEG in accept:
+        return JPEG
+    if PNG in accept:
+        return PNG
+    raise http_error(web.HTTPNotAcceptable, "rendered images are offered as image/jpeg or image/png")
+
+
+def _numbers(text: str, what: str, count: int) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")[:count]]
+    except ValueError:
+        raise http_error(web.HTTPBadRequest, f"{what} must be numbers separated by commas") from None
+    if len(values) < count:
+        raise http_error(web.HTTPBadRequest, f"{what} needs {count} numbers")
+    return values
+
+
+def parse_render_request(request: web.Request, *, frame: int = 1, thumbnail: bool = False) -> RenderRequest:
+    query = request.query
+    window = None
+    if "window" in query:
+        center, width = _numbers(query["window"], "window", 2)
+        if width <= 0:
+            raise http_error(web.HTTPBadRequest, "window width must be positive")
+        window = (center, width)
+    viewport = THUMBNAIL if thumbnail else None
+    if "viewport" in query:
+        columns, rows = _numbers(query["viewport"], "viewport", 2)
+        if not (0 < columns <= 8192 and 0 < rows <= 8192):
+            raise http_error(web.HTTPBadRequest, "viewport must be between 1 and 8192 pixels")
+        viewport = (int(columns), int(rows))
+    quality = 90
+    if "quality" in query:
+        [value] = _numbers(query["quality"], "quality", 1)
+        if not 1 <= value <= 100:
+            raise http_error(web.HTTPBadRequest, "quality must be between 1 and 100")
+        quality = int(value)
+    return RenderRequest(frame, window, viewport, _media_type(request), quality)
+
+
+async def render_row(request: web.Request, row: dict, wanted: RenderRequest) -> web.Response:
+    ds = load_dataset(await read_object(request, row["object_key"]))
+    try:
+        image = await asyncio.to_thread(render, ds, wanted)
+    except RenderError as exc:
+        raise http_error(web.HTTPNotFound, str(exc)) from None
+    except Exception:  # a codec that cannot decode this pixel data
+        raise http_error(web.HTTPNotAcceptable, "this instance's pixel data cannot be rendered") from None
+    return web.Response(body=image, content_type=wanted.media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def rendered(request: web.Request) -> web.Response:
+    frame = 1
+    if "frame" in request.match_info:
+        try:
+            frame = int(request.match_info["frame"])
+        except ValueError:
+            raise http_error(web.HTTPBadRequest, "a frame number is a whole number") from None
+    wanted = parse_render_request(request, frame=frame)
+    [row] = await documents(request)
+    return await render_row(request, row, wanted)
+
+
+async def thumbnail(request: web.Request) -> web.Response:
+    wanted = parse_render_request(request, thumbnail=True)
+    rows = await documents(request)
+    if "instance" not in request.match_info:  # a series or study: its middle image
+        series_uid = rows[0]["series_uid"]
+        rows = [r for r in rows if r["series_uid"] == series_uid]
+    return await render_row(request, rows[len(rows) // 2], wanted)
+
+
+async def wado_uri(request: web.Request) -> web.Response:
+    """WADO-URI (PS3.18 section 9): one object, as DICOM or rendered, for legacy clients."""
+    query = request.query
+    if query.get("requestType") != "WADO":
+        raise http_error(web.HTTPBadRequest, "requestType must be WADO")
+    uids = [query.get(name, "") for name in ("studyUID", "seriesUID", "objectUID")]
+    for uid in uids:
+        if not is_valid_uid(uid):
+            raise http_error(web.HTTPBadRequest, "studyUID, seriesUID and objectUID must be valid DICOM UIDs")
+    [row] = await documents_for(request, *uids)
+    content_type = query.get("contentType", JPEG).split(",")[0].strip()
+    if content_type == "application/dicom":
+        syntax = query.get("transferSyntax", EXPLICIT_LE)
+        stored = await read_object(request, row["object_key"])
+        try:
+            body, _ = await asyncio.to_thread(
+                as_part10_in, stored, row["transfer_syntax_uid"], syntax, row["sop_class_uid"], row["sop_instance_uid"]
+            )
+        except ValueError:
+            raise http_error(web.HTTPNotAcceptable, f"transfer syntax {syntax} is not offered for this object") from None
+        return web.Response(body=body, content_type="application/dicom")
+    if content_type not in (JPEG, PNG):
+        raise http_error(web.HTTPNotAcceptable, "contentType must be application/dicom, image/jpeg or image/png")
+    try:
+        frame = int(query.get("frameNumber", "1"))
+        window = (float(query["windowCenter"]), float(query["windowWidth"])) if "windowCenter" in query else None
+        viewport = (int(query.get("columns") or query.get("rows") or 0), int(query.get("rows") or query.get("columns") or 0))
+        quality = int(query.get("imageQuality", "90"))
+    except (ValueError, KeyError):
+        raise http_error(web.HTTPBadRequest, "frameNumber, windowCenter/windowWidth, rows, columns and imageQuality are numbers") from None
+    wanted = RenderRequest(frame, window, viewport if viewport[0] > 0 else None, content_type, max(1, min(quality, 100)))
+    return await render_row(request, row, wanted)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/wado", wado_uri)
+    study = "/dicom-web/studies/{study}"
+    instance = f"{study}/series/{{series}}/instances/{{instance}}"
+    app.router.add_get(f"{instance}/rendered", rendered)
+    app.router.add_get(f"{instance}/frames/{{frame}}/rendered", rendered)
+    for path in (study, f"{study}/series/{{series}}", instance):
+        app.router.add_get(f"{path}/thumbnail", thumbnail)
