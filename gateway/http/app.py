@@ -20,6 +20,7 @@ from gateway.http.keys import (
     OBJECT_STORE,
     SETTINGS,
     SPOOL,
+    TOKENS,
     VAULT,
     WORKER_ERROR,
 )
@@ -45,6 +46,7 @@ def create_http_app(
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware])
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
+    app[TOKENS] = auth.TokenCache(accounts)
     secret = settings.deid_secret()
     app[AUDIT] = auth.AuditWriter(accounts, derive(secret, "audit/digest") if secret else None)
     app.cleanup_ctx.append(auth.audit_context)

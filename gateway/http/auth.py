@@ -16,12 +16,13 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.http.errors import http_error
-from gateway.http.keys import ACCOUNTS, AUDIT
+from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
 from storage.index.accounts import AccountStore, Role, User
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 USER = "user"  # request key of the authenticated User
 PUBLIC_PATHS = frozenset({"/health", "/auth/login"})
 LOGIN_TOKEN_HOURS = 12.0
+TOKEN_CACHE_SECONDS = 5.0
 
 
 # Query parameters whose values identify a patient. With a de-identification secret they are kept in the
@@ -42,6 +44,26 @@ IDENTIFYING_PARAMETERS = frozenset(
 
 def audit_digest(key: bytes, value: str) -> str:
     return "hmac:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
+
+
+class TokenCache:
+    """Recently checked tokens, for a few seconds: a viewer fetching hundreds of frames is not one database
+    read per frame. A revoked or expired token stops working within ``TOKEN_CACHE_SECONDS``."""
+
+    def __init__(self, accounts: AccountStore) -> None:
+        self.accounts = accounts
+        self._seen: dict[str, tuple[float, User | None]] = {}
+
+    async def user(self, token: str) -> User | None:
+        now = time.monotonic()
+        cached = self._seen.get(token)
+        if cached is not None and now - cached[0] < TOKEN_CACHE_SECONDS:
+            return cached[1]
+        user = await asyncio.to_thread(self.accounts.token_user, token)
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[token] = (now, user)
+        return user
 
 
 class AuditWriter:
@@ -63,7 +85,7 @@ class AuditWriter:
         return target if len(target) <= 512 else target[:509] + "..."
 
     def record(self, **event: object) -> None:
-        self.queue.put_nowait(event)
+        self.queue.put_nowait({"at": dt.datetime.now(dt.timezone.utc), **event})
 
     async def run(self) -> None:
         while True:
@@ -73,11 +95,10 @@ class AuditWriter:
             await asyncio.to_thread(self._write, events)
 
     def _write(self, events: list[dict[str, object]]) -> None:
-        for event in events:
-            try:
-                self.accounts.audit(**event)  # type: ignore[arg-type]
-            except Exception as exc:  # an audit write failing must be seen, not crash the writer
-                log.error("audit event not written: %s", exc)
+        try:
+            self.accounts.audit(events)
+        except Exception as exc:  # an audit write failing must be seen, not crash the writer
+            log.error("%d audit event(s) not written: %s", len(events), exc)
 
     async def flush(self) -> None:
         events = []
@@ -136,7 +157,7 @@ async def auth_middleware(
     header = request.headers.get("Authorization", "")
     user = None
     if header.lower().startswith("bearer "):
-        user = await asyncio.to_thread(request.app[ACCOUNTS].token_user, header[7:].strip())
+        user = await request.app[TOKENS].user(header[7:].strip())
     if user is None:
         raise web.HTTPUnauthorized(
             text=json.dumps({"error": "a valid bearer token is required"}),

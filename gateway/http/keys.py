@@ -28,3 +28,4 @@ WORKER_ERROR = web.AppKey("worker_error", Callable[[], Any])
 VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 AUDIT = web.AppKey("audit", Any)  # the AuditWriter (gateway.http.auth)
+TOKENS = web.AppKey("tokens", Any)  # the TokenCache (gateway.http.auth)

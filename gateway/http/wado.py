@@ -81,18 +81,20 @@ def _uids(request: web.Request) -> tuple[str, str | None, str | None]:
     return uids  # type: ignore[return-value]
 
 
-async def documents(request: web.Request) -> list[dict[str, Any]]:
-    return await documents_for(request, *_uids(request))
+async def documents(request: web.Request, *, with_metadata: bool = True) -> list[dict[str, Any]]:
+    return await documents_for(request, *_uids(request), with_metadata=with_metadata)
 
 
-async def documents_for(request: web.Request, study: str, series: str | None, instance: str | None) -> list[dict[str, Any]]:
+async def documents_for(
+    request: web.Request, study: str, series: str | None, instance: str | None, *, with_metadata: bool = True
+) -> list[dict[str, Any]]:
     index = request.app[INDEX]
     scope = await asyncio.to_thread(scope_of, request)
     if scope is not None:  # a referring physician: only studies of their patients, or granted (else "not found")
         visible = HierarchyQuery(Level.STUDY, {"StudyInstanceUID": study}, scope=scope)
         if not await asyncio.to_thread(index.count_hierarchy, visible):
             raise http_error(web.HTTPNotFound, "no such study, series or instance")
-    rows = await asyncio.to_thread(index.instance_documents, study, series, instance)
+    rows = await asyncio.to_thread(index.instance_documents, study, series, instance, with_metadata=with_metadata)
     if not rows:
         raise http_error(web.HTTPNotFound, "no such study, series or instance")
     return rows
@@ -196,24 +198,27 @@ def _frame_numbers(text: str) -> list[int]:
 
 
 def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
-    ds = load_dataset(stored)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = dcmread(io.BytesIO(stored), defer_size=4096)  # pixel data left unread: sliced from the bytes below
     count = int(ds.get("NumberOfFrames") or 1)
     if max(numbers) > count:
         raise ValueError(f"the instance has {count} frame(s)")
     syntax = ds.file_meta.TransferSyntaxUID
-    if not syntax.is_encapsulated:
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)
+    if not syntax.is_encapsulated and syntax.is_little_endian and raw is not None and getattr(raw, "value", b"") is None:
         size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
-        pixels = ds.PixelData
-        return [pixels[(n - 1) * size : n * size] for n in numbers]
+        start = raw.value_tell
+        return [stored[start + (n - 1) * size : start + n * size] for n in numbers]
     from pydicom.pixels import pixel_array
 
-    return [pixel_array(ds, index=n - 1).tobytes() for n in numbers]
+    return [pixel_array(ds, index=n - 1).tobytes() if count > 1 else ds.pixel_array.tobytes() for n in numbers]
 
 
 async def frames(request: web.Request) -> web.StreamResponse:
     negotiate(request, "application/octet-stream")
     numbers = _frame_numbers(request.match_info["frames"])
-    [row] = await documents(request)
+    [row] = await documents(request, with_metadata=False)
     stored = await read_object(request, row["object_key"])
     try:
         parts = await asyncio.to_thread(_frames, stored, numbers)

@@ -167,14 +167,14 @@ class AccountStore:
             studies = tuple(r[0] for r in conn.execute(select(user_studies.c.study_uid).where(user_studies.c.user_pk == user.pk)))
         return patients, studies
 
-    def audit(self, *, username: str, role: str, action: str, target: str, source: str, outcome: int) -> None:
+    def audit(self, events: Sequence[dict[str, Any]]) -> None:
+        """Append events (username, role, action, target, source, outcome; ``at`` defaults to now) in one transaction."""
+        if not events:
+            return
+        rows = [{"at": _now(), **event, "target": str(event.get("target", ""))[:512]} for event in events]
         try:
             with self.engine.begin() as conn:
-                conn.execute(
-                    insert(audit_events).values(
-                        at=_now(), username=username, role=role, action=action, target=target[:512], source=source, outcome=outcome
-                    )
-                )
+                conn.execute(insert(audit_events), rows)
         except SQLAlchemyError as exc:
             raise AccountError(f"audit write failed: {type(exc).__name__}") from exc
 

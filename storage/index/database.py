@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, select, update
+from sqlalchemy import Engine, create_engine, event, func, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -280,8 +280,14 @@ class IndexDatabase:
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
 
-    def instance_documents(self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[dict[str, Any]]:
-        """For WADO-RS: each instance's UIDs, object key, transfer syntax and metadata (None when not kept)."""
+    def instance_documents(
+        self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None, *, with_metadata: bool = True
+    ) -> list[dict[str, Any]]:
+        """For WADO-RS: each instance's UIDs, object key, transfer syntax and metadata (None when not kept or not asked)."""
+        document = instance_metadata.c.document if with_metadata else null().label("document")
+        joined = instances.join(series, series.c.pk == instances.c.series_pk).join(studies, studies.c.pk == series.c.study_pk)
+        if with_metadata:
+            joined = joined.outerjoin(instance_metadata, instance_metadata.c.instance_pk == instances.c.pk)
         stmt = (
             select(
                 studies.c.study_uid,
@@ -291,13 +297,9 @@ class IndexDatabase:
                 instances.c.transfer_syntax_uid,
                 instances.c.object_key,
                 instances.c.number_of_frames,
-                instance_metadata.c.document,
+                document,
             )
-            .select_from(
-                instances.join(series, series.c.pk == instances.c.series_pk)
-                .join(studies, studies.c.pk == series.c.study_pk)
-                .outerjoin(instance_metadata, instance_metadata.c.instance_pk == instances.c.pk)
-            )
+            .select_from(joined)
             .where(studies.c.study_uid == study_uid)
             .order_by(series.c.series_number, series.c.series_uid, instances.c.instance_number, instances.c.sop_instance_uid)
         )
