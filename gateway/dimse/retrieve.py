@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import socket
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -191,6 +192,8 @@ class MoveAssociation:
         self.assoc = self.ae.associate(self.host, self.port, ae_title=self.destination)
         if not self.assoc.is_established:
             raise RuntimeError(f"destination {self.destination} refused the association or is unreachable")
+        # pynetdicom leaves Nagle on; each C-STORE (command PDU, then data) would wait for a delayed ACK.
+        self.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, target: Target, stored: bytes) -> int:
         accepted = [cx for cx in self.assoc.accepted_contexts if cx.abstract_syntax == target.sop_class_uid]
