@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from dicom_rules.rules import RuleSet, load_rules
+from dicom_rules.pseudonyms import derive
+from gateway.audit import AuditWriter
 from gateway.dimse.find import FindService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
@@ -20,6 +22,7 @@ from gateway.ingest.worker import SpoolWorker
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings, SettingsError
 from gateway.vault import PseudonymVault
+from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore, ObjectStoreError
 from storage.object_store.local import LocalObjectStore
@@ -82,6 +85,8 @@ class Gateway:
         self.rules = open_rules_stage(settings)  # first: a bad rules file stops start-up before anything opens
         self.index = open_index(settings)
         self.vault = PseudonymVault.open(settings, self.index)
+        secret = settings.deid_secret()
+        self.audit = AuditWriter(AccountStore(self.index.engine), derive(secret, "audit/digest") if secret else None)
         self.store = open_object_store(settings)
         sp = settings.spool
         self.spool = SpoolLog(
@@ -121,7 +126,7 @@ class Gateway:
             destinations=settings.dicom.destinations(),
             max_instances=settings.dicom.max_retrieve_instances,
         )
-        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve)
+        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit)
 
     async def start(self) -> None:
         self.worker.start()
@@ -148,6 +153,7 @@ class Gateway:
             self.dicom,
             self.metrics,
             lambda: self.worker.last_error,
+            self.audit,
             self.vault,
         )
 

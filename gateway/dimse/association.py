@@ -25,7 +25,7 @@ from gateway.dimse.negotiation import (
     decode_request,
     negotiate,
 )
-from gateway.dimse.find import FindRefused, encode_identifier
+from gateway.dimse.find import FindRefused, encode_identifier, identifier_summary
 from gateway.dimse.part10 import file_meta
 from gateway.dimse.retrieve import UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
 from gateway.dimse.status import StoreStatus
@@ -277,8 +277,16 @@ class Association:
                 emit=emit,
             )
             await self._respond(message, status, error_comment=comment)
+            self._audit("query", "C-FIND", identifier, context.transfer_syntax, status)
         finally:
             self._cancels.pop(message_id, None)
+
+    def _audit(self, action: str, operation: str, identifier: bytes, transfer_syntax: str, status: int) -> None:
+        pairs = identifier_summary(identifier, transfer_syntax)
+        target = f"{operation} " + self.server.audit.values(pairs)
+        self.server.audit.record(
+            username=self.calling_ae, role="dicom", action=action, target=target, source=self.peer, outcome=int(status)
+        )
 
     async def _retrieve(self, message: _Message, identifier: bytes) -> None:
         assert message.command is not None and self.negotiated is not None
@@ -289,6 +297,7 @@ class Association:
         cancel = self._cancels[message_id] = asyncio.Event()
         service = self.server.retrieve
         mover = None
+        status: int = RetrieveStatus.UNABLE_TO_PROCESS  # until an answer is sent
         try:
             targets = await service.targets(context.abstract_syntax, identifier, context.transfer_syntax, self.calling_ae)
             if is_move:
@@ -313,14 +322,18 @@ class Association:
             await self._respond(message, status, extra=extra, failed_uids=progress.failed_uids, context=context)
         except FindRefused as refused:
             log.warning("retrieve from %s refused: %s", self.calling_ae, refused.reason)
-            await self._respond(message, refused.status, error_comment=refused.reason)
+            status = refused.status
+            await self._respond(message, status, error_comment=refused.reason)
         except RuntimeError as exc:  # the move destination cannot be reached
             log.warning("C-MOVE from %s failed: %s", self.calling_ae, exc)
-            await self._respond(message, RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS, error_comment=str(exc)[:64])
+            status = RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS
+            await self._respond(message, status, error_comment=str(exc)[:64])
         finally:
             self._cancels.pop(message_id, None)
             if mover is not None:
                 await asyncio.to_thread(mover.close)
+            operation = f"C-MOVE to {command.get('MoveDestination', '')}".strip() if is_move else "C-GET"
+            self._audit("retrieve", operation, identifier, context.transfer_syntax, status)
 
     async def _get_sub_operation(self, target: Target, stored: bytes) -> int:
         """Send one instance back on this association (C-GET) and wait for the peer's C-STORE response."""

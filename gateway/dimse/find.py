@@ -200,3 +200,16 @@ class FindService:
             await emit(pending, encode_identifier(response_identifier(request, row, self.ae_title), transfer_syntax))
         log.info("C-FIND from %s at %s level: %d match(es)", calling_ae, request.query.level.value, len(rows))
         return FindStatus.SUCCESS, None
+
+
+def identifier_summary(identifier: bytes, transfer_syntax: str) -> list[tuple[str, str]]:
+    """The identifier's non-empty keys and values, for the audit trail (empty when it does not decode)."""
+    try:
+        ds = decode_identifier(identifier, transfer_syntax)
+        return [
+            (element.keyword or f"{int(element.tag):08X}", str(element.value))
+            for element in ds
+            if element.VR != "SQ" and element.value not in (None, "") and not element.tag.is_private
+        ]
+    except Exception:  # noqa: BLE001 - the request itself is answered with the reason
+        return []

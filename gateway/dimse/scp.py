@@ -29,6 +29,7 @@ from pydicom.uid import (
 from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 
+from gateway.audit import AuditWriter
 from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
@@ -100,6 +101,7 @@ class DicomServer:
         receive: Callable[..., ReceivedInstance | Quarantined],
         find: FindService,
         retrieve: RetrieveService,
+        audit: AuditWriter,
     ) -> None:
         self.settings = settings
         self.spool = spool
@@ -107,6 +109,7 @@ class DicomServer:
         self.receive = receive  # validates, applies the rules (RulesStage.receive)
         self.find = find
         self.retrieve = retrieve
+        self.audit = audit  # queries and retrieves are recorded in the audit trail
         self.peers = PeerAllowList(settings.allowed_peers)
         self.supported_contexts = supported_contexts()
         self.active = 0

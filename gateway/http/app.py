@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dicom_rules.pseudonyms import derive
+from gateway.audit import AuditWriter, cleanup_context
 from gateway.dimse.scp import DicomServer
 from gateway.http import auth, health, qido, rendered, stow, vault_routes, wado
 from gateway.http.errors import error_middleware
@@ -41,15 +41,15 @@ def create_http_app(
     dicom: DicomServer,
     metrics: GatewayMetrics,
     worker_error: Callable[[], Any],
+    audit: AuditWriter,
     vault: PseudonymVault | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware])
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
     app[TOKENS] = auth.TokenCache(accounts)
-    secret = settings.deid_secret()
-    app[AUDIT] = auth.AuditWriter(accounts, derive(secret, "audit/digest") if secret else None)
-    app.cleanup_ctx.append(auth.audit_context)
+    app[AUDIT] = audit
+    app.cleanup_ctx.append(cleanup_context(audit))
     app[SETTINGS] = settings
     app[INDEX] = index
     app[OBJECT_STORE] = store

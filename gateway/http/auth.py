@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hashlib
-import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -31,19 +29,6 @@ USER = "user"  # request key of the authenticated User
 PUBLIC_PATHS = frozenset({"/health", "/auth/login"})
 LOGIN_TOKEN_HOURS = 12.0
 TOKEN_CACHE_SECONDS = 5.0
-
-
-# Query parameters whose values identify a patient. With a de-identification secret they are kept in the
-# audit trail as keyed digests, so the trail holds no identifier in clear, yet "who looked up patient X"
-# is answered by digesting X the same way (``pacs-gateway user audit-digest X``).
-IDENTIFYING_PARAMETERS = frozenset(
-    {"PatientID", "00100020", "PatientName", "00100010", "PatientBirthDate", "00100030", "AccessionNumber", "00080050",
-     "IssuerOfPatientID", "00100021", "ReferringPhysicianName", "00080090"}
-)  # fmt: skip
-
-
-def audit_digest(key: bytes, value: str) -> str:
-    return "hmac:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
 
 
 class TokenCache:
@@ -64,57 +49,6 @@ class TokenCache:
             self._seen.clear()
         self._seen[token] = (now, user)
         return user
-
-
-class AuditWriter:
-    """Writes audit events in small batches off the event loop; flushed at shutdown."""
-
-    def __init__(self, accounts: AccountStore, digest_key: bytes | None = None) -> None:
-        self.accounts = accounts
-        self.digest_key = digest_key
-        self.queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
-
-    def target(self, request: web.Request) -> str:
-        if self.digest_key is None or not request.query:
-            target = request.path_qs
-        else:
-            pairs = [
-                (k, audit_digest(self.digest_key, v) if k in IDENTIFYING_PARAMETERS else v) for k, v in request.query.items()
-            ]
-            target = request.path + "?" + "&".join(f"{k}={v}" for k, v in pairs)
-        return target if len(target) <= 512 else target[:509] + "..."
-
-    def record(self, **event: object) -> None:
-        self.queue.put_nowait({"at": dt.datetime.now(dt.timezone.utc), **event})
-
-    async def run(self) -> None:
-        while True:
-            events = [await self.queue.get()]
-            while not self.queue.empty():
-                events.append(self.queue.get_nowait())
-            await asyncio.to_thread(self._write, events)
-
-    def _write(self, events: list[dict[str, object]]) -> None:
-        try:
-            self.accounts.audit(events)
-        except Exception as exc:  # an audit write failing must be seen, not crash the writer
-            log.error("%d audit event(s) not written: %s", len(events), exc)
-
-    async def flush(self) -> None:
-        events = []
-        while not self.queue.empty():
-            events.append(self.queue.get_nowait())
-        if events:
-            await asyncio.to_thread(self._write, events)
-
-
-async def audit_context(app: web.Application) -> AsyncIterator[None]:
-    writer = app[AUDIT]
-    task = asyncio.create_task(writer.run())
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await writer.flush()
 
 
 def _action(request: web.Request) -> str | None:

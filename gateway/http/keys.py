@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.audit import AuditWriter
 from gateway.dimse.scp import DicomServer
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
@@ -27,5 +28,5 @@ WORKER_ERROR = web.AppKey("worker_error", Callable[[], Any])
 # The pseudonym vault, or None when the gateway holds no de-identification secret.
 VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]
 ACCOUNTS = web.AppKey("accounts", AccountStore)
-AUDIT = web.AppKey("audit", Any)  # the AuditWriter (gateway.http.auth)
+AUDIT = web.AppKey("audit", AuditWriter)
 TOKENS = web.AppKey("tokens", Any)  # the TokenCache (gateway.http.auth)

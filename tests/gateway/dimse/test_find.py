@@ -221,3 +221,16 @@ def test_cancel_between_matches(tmp_path: Path) -> None:
     assert asyncio.run(run()) == (FindStatus.CANCELLED, None)
     assert emitted == [0xFF00]
     index.close()
+
+
+def test_queries_are_in_the_audit_trail(archive, tmp_path: Path) -> None:
+    import time
+
+    gateway, _ = archive
+    findscu(gateway.dicom_port, tmp_path, "QueryRetrieveLevel=STUDY", "PatientID=MRN-0002", "AccessionNumber")
+    time.sleep(0.5)  # the trail is written in batches
+    status, events = gateway.get("/audit?user=FINDSCU")
+    assert status == 200
+    latest = events[0]
+    assert latest["action"] == "query" and latest["role"] == "dicom" and latest["source"] == "127.0.0.1"
+    assert latest["target"].startswith("C-FIND ") and "PatientID=MRN-0002" in latest["target"] and latest["outcome"] == 0

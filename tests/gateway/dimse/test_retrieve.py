@@ -175,3 +175,18 @@ def test_orthanc_queries_the_gateway_and_retrieves_from_it(archive) -> None:
     assert answers[0]["0020,000d"]["Value"] == series[0].StudyInstanceUID
     post(f"/queries/{query['ID']}/retrieve", {"TargetAet": "ORTHANC", "Synchronous": True})
     assert orthanc.get_json("/statistics")["CountInstances"] == 4
+
+
+def test_retrieves_are_in_the_audit_trail(archive, tmp_path: Path) -> None:
+    import time
+
+    gateway, _, series, _ = archive
+    result = subprocess.run(
+        [dcmtk_binary("movescu"), "-S", "-aet", "MOVESCU", "-aec", "PACSGW", "-aem", "NOWHERE",
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={series[0].StudyInstanceUID}",
+         "127.0.0.1", str(gateway.dicom_port)],
+        env={**os.environ, **DCMTK_ENV}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    time.sleep(0.5)
+    events = gateway.get("/audit?user=MOVESCU")[1]
+    assert any(e["target"].startswith("C-MOVE to NOWHERE") and e["outcome"] == 0xA801 for e in events), (events, result.stderr)
