@@ -219,6 +219,19 @@ async def frames(request: web.Request) -> web.StreamResponse:
     negotiate(request, "application/octet-stream")
     numbers = _frame_numbers(request.match_info["frames"])
     [row] = await documents(request, with_metadata=False)
+    if row["data_offset"] is not None and row["frame_length"]:  # uncompressed: read just the frames asked for
+        count = int(row["number_of_frames"] or 1)
+        if max(numbers) > count:
+            raise http_error(web.HTTPNotFound, f"the instance has {count} frame(s)")
+        store, size = request.app[OBJECT_STORE], int(row["frame_length"])
+        try:
+            parts = [
+                await asyncio.to_thread(store.get_range, row["object_key"], int(row["data_offset"]) + (n - 1) * size, size)
+                for n in numbers
+            ]
+        except ObjectStoreError as exc:
+            raise http_error(web.HTTPServiceUnavailable, f"object store unavailable: {exc}") from None
+        return await _send_parts(request, parts)
     stored = await read_object(request, row["object_key"])
     try:
         parts = await asyncio.to_thread(_frames, stored, numbers)
@@ -226,6 +239,10 @@ async def frames(request: web.Request) -> web.StreamResponse:
         raise http_error(web.HTTPNotFound, str(exc)) from None
     except Exception:
         raise http_error(web.HTTPNotAcceptable, "this instance's pixel data cannot be decoded to raw frames") from None
+    return await _send_parts(request, parts)
+
+
+async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamResponse:
     multipart = _Multipart(request, "application/octet-stream")
     await multipart.start()
     for part in parts:

@@ -20,11 +20,13 @@ from gateway.dimse.part10 import file_meta
 PIXEL_DATA = 0x7FE00010
 
 
-def encode_instance(ds: Dataset, received: bytes | bytearray | memoryview | None = None) -> bytes:
-    """The dataset as a Part 10 file with fresh File Meta Information (no source AE title)."""
+def encode_instance(ds: Dataset, received: bytes | bytearray | memoryview | None = None) -> tuple[bytes, int | None]:
+    """The dataset as a Part 10 file with fresh File Meta Information (no source AE title), and where in it
+    the pixel data value starts when its received bytes were reused (else None)."""
     transfer_syntax = ds.file_meta.TransferSyntaxUID
     meta = file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(transfer_syntax), "")
     tail = b""
+    header = 0
     raw = ds._dict.get(PIXEL_DATA)
     reusable = transfer_syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
     if reusable and received is not None and isinstance(raw, RawDataElement) and raw.value is None and raw.length != 0xFFFFFFFF:
@@ -40,4 +42,5 @@ def encode_instance(ds: Dataset, received: bytes | bytearray | memoryview | None
     if transfer_syntax.is_deflated:
         compressor = zlib.compressobj(wbits=-zlib.MAX_WBITS)
         body = compressor.compress(body) + compressor.flush()
-    return b"".join((meta, body, tail))
+    pixel_offset = len(meta) + len(body) + header if tail else None
+    return b"".join((meta, body, tail)), pixel_offset

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
@@ -246,8 +247,28 @@ def validate_instance(
     return ds
 
 
-def instance_record(ds: Dataset, *, size: int, source_ae: str) -> InstanceRecord:
-    """What the index keeps of a validated dataset."""
+def pixel_location(ds: Dataset) -> int | None:
+    """Where uncompressed little-endian pixel data starts in the bytes ``ds`` was read from (None otherwise)."""
+    raw = ds.get_item(0x7FE00010, keep_deferred=True)
+    syntax = ds.file_meta.TransferSyntaxUID
+    if not isinstance(raw, RawDataElement) or raw.value is not None:
+        return None  # small enough to have been read: the whole object is cheap to read too
+    if syntax.is_encapsulated or not syntax.is_little_endian or syntax.is_deflated:
+        return None
+    return int(raw.value_tell)
+
+
+def frame_length(ds: Dataset) -> int | None:
+    """Bytes per frame of uncompressed pixel data (None when frames do not fall on byte boundaries)."""
+    bits = _int(ds, "BitsAllocated")
+    rows, columns = _int(ds, "Rows"), _int(ds, "Columns")
+    if not bits or bits % 8 or not rows or not columns:
+        return None
+    return rows * columns * (_int(ds, "SamplesPerPixel") or 1) * bits // 8
+
+
+def instance_record(ds: Dataset, *, size: int, source_ae: str, pixel_offset: int | None = None) -> InstanceRecord:
+    """What the index keeps of a validated dataset; ``pixel_offset`` locates uncompressed pixel data in the stored object."""
     study_uid, series_uid, sop_instance = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
     try:
         return InstanceRecord(
@@ -283,6 +304,8 @@ def instance_record(ds: Dataset, *, size: int, source_ae: str) -> InstanceRecord
             source_ae=source_ae,
             other_patient_ids=_other_patient_ids(ds),
             metadata_json=instance_metadata(ds),
+            pixel_offset=pixel_offset,
+            frame_length=frame_length(ds) if pixel_offset is not None else None,
         )
     except (ValueError, TypeError, LookupError, UnicodeError) as exc:
         raise InstanceRejected(StoreStatus.CANNOT_UNDERSTAND, f"undecodable attribute ({type(exc).__name__})") from None
@@ -297,4 +320,4 @@ def parse_instance(
 ) -> ReceivedInstance:
     """Validate a complete Part 10 file and extract its index record; the bytes are kept as received."""
     ds = validate_instance(data, affected_sop_class=affected_sop_class, affected_sop_instance=affected_sop_instance)
-    return ReceivedInstance(instance_record(ds, size=len(data), source_ae=source_ae), data)
+    return ReceivedInstance(instance_record(ds, size=len(data), source_ae=source_ae, pixel_offset=pixel_location(ds)), data)

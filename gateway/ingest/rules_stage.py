@@ -26,6 +26,7 @@ from gateway.ingest.instance import (
     InstanceRejected,
     ReceivedInstance,
     instance_record,
+    pixel_location,
     validate_instance,
 )
 from gateway.ingest.quarantine import Quarantine
@@ -96,7 +97,8 @@ class RulesStage:
             return Quarantined(ident, reason)
         regions = rule.regions_for(ds)
         if engine is None and not regions:
-            return ReceivedInstance(instance_record(ds, size=len(data), source_ae=source_ae), data)
+            record = instance_record(ds, size=len(data), source_ae=source_ae, pixel_offset=pixel_location(ds))
+            return ReceivedInstance(record, data)
         if regions:
             ds = self._blanked(data, regions)
         return self._deidentified(ds, data, rule, engine, source_ae, pixels_cleaned=bool(regions))
@@ -134,5 +136,6 @@ class RulesStage:
                         instance=str(ds.SOPInstanceUID),
                     )
                 )
-        out = encode_instance(ds, None if pixels_cleaned else data)
-        return ReceivedInstance(instance_record(ds, size=len(out), source_ae=source_ae), out, vault)
+        out, pixel_offset = encode_instance(ds, None if pixels_cleaned else data)
+        record = instance_record(ds, size=len(out), source_ae=source_ae, pixel_offset=pixel_offset)
+        return ReceivedInstance(record, out, vault)

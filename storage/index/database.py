@@ -23,6 +23,7 @@ from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
 from storage.index.schema import (
     instance_metadata,
+    instance_pixels,
     instances,
     patient_identifiers,
     patients,
@@ -236,6 +237,10 @@ class IndexDatabase:
                 "received_at": now,
             },
         )
+        if rec.pixel_offset is not None and rec.frame_length:
+            values = {"data_offset": rec.pixel_offset, "frame_length": rec.frame_length}
+            stmt = self._insert(instance_pixels).values(instance_pk=pk, **values)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_=values))
         if rec.metadata_json:
             document = zlib.compress(rec.metadata_json.encode("utf-8"), 1)
             stmt = self._insert(instance_metadata).values(instance_pk=pk, document=document)
@@ -285,7 +290,11 @@ class IndexDatabase:
     ) -> list[dict[str, Any]]:
         """For WADO-RS: each instance's UIDs, object key, transfer syntax and metadata (None when not kept or not asked)."""
         document = instance_metadata.c.document if with_metadata else null().label("document")
-        joined = instances.join(series, series.c.pk == instances.c.series_pk).join(studies, studies.c.pk == series.c.study_pk)
+        joined = (
+            instances.join(series, series.c.pk == instances.c.series_pk)
+            .join(studies, studies.c.pk == series.c.study_pk)
+            .outerjoin(instance_pixels, instance_pixels.c.instance_pk == instances.c.pk)
+        )
         if with_metadata:
             joined = joined.outerjoin(instance_metadata, instance_metadata.c.instance_pk == instances.c.pk)
         stmt = (
@@ -297,6 +306,8 @@ class IndexDatabase:
                 instances.c.transfer_syntax_uid,
                 instances.c.object_key,
                 instances.c.number_of_frames,
+                instance_pixels.c.data_offset,
+                instance_pixels.c.frame_length,
                 document,
             )
             .select_from(joined)

@@ -53,6 +53,8 @@ class InstanceRecord:
     source_ae: str = ""
     other_patient_ids: tuple[OtherPatientID, ...] = field(default_factory=tuple)
     metadata_json: str = ""  # WADO-RS metadata (DICOM JSON, bulk data as tag markers); "" when not made
+    pixel_offset: int | None = None  # where uncompressed pixel data starts in the stored object
+    frame_length: int | None = None  # bytes per uncompressed frame
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -126,6 +126,16 @@ instance_metadata = Table(
     Column("document", LargeBinary, nullable=False),
 )
 
+# Where an instance's uncompressed frames lie in its stored object, so that a
+# frame is one ranged read (S3 Range GET, file seek), not the whole object.
+instance_pixels = Table(
+    "instance_pixels",
+    metadata,
+    Column("instance_pk", ForeignKey("instances.pk", ondelete="CASCADE"), primary_key=True),
+    Column("data_offset", BigInteger, nullable=False),
+    Column("frame_length", BigInteger, nullable=False),
+)
+
 # The pseudonym vault: what a pseudonym stood for, sealed with AES-GCM under a
 # key the database never sees. Lookups are keyed digests of original values
 # (patient IDs, accession numbers, UIDs), so an authorised query can find a

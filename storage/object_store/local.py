@@ -79,6 +79,16 @@ class LocalObjectStore:
         except OSError as exc:
             raise ObjectStoreError(f"cannot read object: {exc.strerror}") from exc
 
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as fh:
+                fh.seek(offset)
+                return fh.read(length)
+        except FileNotFoundError:
+            raise ObjectNotFound(key) from None
+        except OSError as exc:
+            raise ObjectStoreError(f"cannot read object: {exc.strerror}") from exc
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 

@@ -76,9 +76,15 @@ class S3ObjectStore:
         """Nothing to do: an S3 PUT is durable once answered."""
 
     def get(self, key: str) -> bytes:
+        return self._read(key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        return self._read(key, offset=offset, length=length)
+
+    def _read(self, key: str, **window: int) -> bytes:
         response = None
         try:
-            response = self._client.get_object(self.bucket, key)
+            response = self._client.get_object(self.bucket, key, **window)
             return response.read()
         except S3Error as exc:
             if exc.code in _NOT_FOUND:

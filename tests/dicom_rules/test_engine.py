@@ -43,7 +43,7 @@ def deidentify(ds: Dataset, mode: Mode = Mode.ANONYMISED, options: frozenset[Opt
     data = part10_bytes(ds)
     received = validate_instance(data)
     Deidentifier(Policy(mode, options, **policy), KEY).apply(received)
-    return encode_instance(received, data)
+    return encode_instance(received, data)[0]
 
 
 def read(data: bytes) -> Dataset:

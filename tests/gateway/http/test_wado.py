@@ -84,3 +84,27 @@ def test_errors(archive) -> None:
     assert gateway.get(f"{instance}/frames/2")[0] == 404
     assert gateway.get(f"{instance}/frames/0")[0] == 400
     assert gateway.get(f"{instance}/frames/a")[0] == 400
+
+
+def test_multiframe_frames_are_read_by_range(archive, tmp_path) -> None:
+    """A cine of many frames: each frame is read from its place in the object, and is the right one."""
+    from pydicom.uid import generate_uid
+
+    from tests.conftest import storescu
+    from tests.factory import write_files
+
+    gateway, _ = archive
+    cine = ct_series(1, size=256)[0]  # 128 KiB a frame: over the size under which objects are read whole
+    frames = [np.full((256, 256), 100 * (i + 1), dtype=np.uint16) for i in range(8)]
+    cine.NumberOfFrames, cine.PixelData = 8, b"".join(f.tobytes() for f in frames)
+    cine.SOPInstanceUID = cine.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    assert storescu(gateway.dicom_port, write_files([cine], tmp_path / "cine")).returncode == 0
+    gateway.wait_idle()
+    index = gateway.open_index()
+    [row] = index.instance_documents(cine.StudyInstanceUID, with_metadata=False)
+    index.close()
+    assert row["data_offset"] is not None and row["frame_length"] == 256 * 256 * 2
+    got = _client(gateway).retrieve_instance_frames(cine.StudyInstanceUID, cine.SeriesInstanceUID, cine.SOPInstanceUID, frame_numbers=[3, 8])
+    assert [np.frombuffer(f, dtype=np.uint16)[0] for f in got] == [300, 800]
+    path = f"/dicom-web/studies/{cine.StudyInstanceUID}/series/{cine.SeriesInstanceUID}/instances/{cine.SOPInstanceUID}/frames/9"
+    assert gateway.get(path)[0] == 404
