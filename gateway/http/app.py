@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.dimse.scp import DicomServer
-from gateway.http import auth, health, qido, rendered, stow, vault_routes, wado
+from gateway.http import auth, health, qido, rendered, stow, vault_routes, viewer_routes, wado
 from gateway.http.errors import error_middleware
 from gateway.http.keys import (
     ACCOUNTS,
@@ -65,6 +65,7 @@ def create_http_app(
     qido.add_routes(app)
     wado.add_routes(app)
     rendered.add_routes(app)
+    viewer_routes.add_routes(app)
     stow.add_routes(app)
     app.router.add_get("/vault/{kind}/{pseudonym}", vault_routes.reveal)
     return app

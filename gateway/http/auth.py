@@ -86,7 +86,7 @@ def _allowed(user: User, request: web.Request) -> bool:
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if request.path in PUBLIC_PATHS or request.path == "/viewer" or request.path.startswith("/viewer/"):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     user = None

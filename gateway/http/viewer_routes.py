@@ -1,0 +1,36 @@
+"""The web viewer's files at ``/viewer``: public (they hold no patient data), under a strict Content-Security-Policy."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from aiohttp import web
+
+from gateway.http.errors import http_error
+
+CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}
+SECURITY_HEADERS = {
+    # Scripts and styles only from the gateway; images may be blob: URLs of fetched renderings.
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+
+
+async def viewer_file(request: web.Request) -> web.Response:
+    name = request.match_info.get("name") or "index.html"
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    if "/" in name or suffix not in CONTENT_TYPES:
+        raise http_error(web.HTTPNotFound, "no such viewer file")
+    resource = files("viewer").joinpath(name)
+    if not resource.is_file():
+        raise http_error(web.HTTPNotFound, "no such viewer file")
+    return web.Response(body=resource.read_bytes(), content_type=CONTENT_TYPES[suffix], charset="utf-8", headers=SECURITY_HEADERS)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/viewer", viewer_file)
+    app.router.add_get("/viewer/", viewer_file)
+    app.router.add_get("/viewer/{name}", viewer_file)

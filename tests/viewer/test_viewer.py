@@ -1,0 +1,132 @@
+"""The web viewer in headless Chromium: log in, find a study by an accent-free name, read it.
+
+Screenshots of each step are saved next to the test's temporary files; the
+checks look at the canvas pixels, not only at the page having loaded.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import storescu
+from tests.factory import Patient, ct_series, write_files
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
+PASSWORD = "a long enough password"
+SLICES = 60
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory: pytest.TempPathFactory):
+    from tests.gateway_process import GatewayProcess
+
+    tmp = tmp_path_factory.mktemp("viewer")
+    gateway = GatewayProcess(tmp / "gw", {})
+    gateway.start()
+    gateway.add_user("dr.lan", "radiologist", password=PASSWORD)
+    series = ct_series(SLICES, size=128)
+    y, x = np.mgrid[:128, :128]
+    for number, ds in enumerate(series, start=1):
+        # A disc whose radius grows with the slice number, soft tissue (HU 40) on air (HU -1000).
+        disc = (x - 64) ** 2 + (y - 64) ** 2 < (10 + number) ** 2
+        ds.PixelData = np.where(disc, 1064, 24).astype(np.uint16).tobytes()
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+    hostile = ct_series(1, size=32, patient=Patient(patient_id="MRN-XSS", name="<img src=x onerror=alert(1)>", citizen_id="001000000999"))
+    assert storescu(gateway.dicom_port, write_files(series + hostile, tmp / "files")).returncode == 0
+    gateway.wait_idle()
+    yield gateway, series
+    gateway.kill()
+
+
+@pytest.fixture
+def page(tmp_path: Path):
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        dialogs: list[str] = []
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.dialogs = dialogs  # type: ignore[attr-defined]
+        yield page
+        browser.close()
+
+
+def _canvas(page) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.locator("#viewport").screenshot())).convert("L")).astype(int)
+
+
+def _log_in(page, base: str) -> None:
+    page.goto(base + "/viewer")
+    page.fill("input[name=username]", "dr.lan")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login button[type=submit]")
+    page.locator("#search").wait_for()
+
+
+def test_read_a_study(archive, page, tmp_path: Path) -> None:
+    gateway, series = archive
+    _log_in(page, gateway.base_url)
+    page.screenshot(path=str(tmp_path / "1-worklist.png"))
+    page.fill("input[name=PatientName]", "nguyen van an")  # no accents, lower case
+    page.click("#search button[type=submit]")
+    page.wait_for_function("document.querySelectorAll('tr.study').length === 1")  # the search replaced the full list
+    row = page.locator("tr.study").first
+    assert "Nguyễn^Văn An" in row.inner_text()
+    page.screenshot(path=str(tmp_path / "2-found.png"))
+    row.click()
+    status = page.locator("#status")
+    status.wait_for()
+    page.wait_for_function("document.querySelector('#status').textContent.includes('Loading') === false", timeout=60_000)
+    assert f"/{SLICES}" in status.inner_text()
+    middle = _canvas(page)
+    assert middle.max() - middle.min() > 100  # an image, not a blank canvas
+    page.screenshot(path=str(tmp_path / "3-opened.png"))
+
+    for _ in range(50 - SLICES // 2 - 1):
+        page.keyboard.press("ArrowDown")
+    assert status.inner_text().startswith("Lát 50/") or status.inner_text().startswith("Slice 50/")
+    slice50 = _canvas(page)
+    # Soft tissue shows mid-grey (about 128) on black air; the disc grows with the slice number.
+    assert (slice50 > 64).mean() > (middle > 64).mean()
+    page.screenshot(path=str(tmp_path / "4-slice50.png"))
+
+    page.click("button[data-preset=lung]")  # window 1500 wide around -600: tissue and air both lighter
+    lung = _canvas(page)
+    assert lung.mean() != pytest.approx(slice50.mean(), abs=5)
+    assert "W 1500 L -600" in status.inner_text()
+    page.screenshot(path=str(tmp_path / "5-window.png"))
+
+
+def test_dicom_strings_are_shown_as_text_never_run(archive, page, tmp_path: Path) -> None:
+    gateway, _ = archive
+    _log_in(page, gateway.base_url)
+    page.fill("input[name=PatientID]", "MRN-XSS")
+    page.click("#search button[type=submit]")
+    row = page.locator("tr.study", has_text="MRN-XSS")
+    row.wait_for()
+    # In a PN, "=" separates component groups: the alphabetic group "<img src" is what the worklist shows, as text.
+    assert "<img src" in row.inner_text()
+    assert "&lt;img src" in row.inner_html()
+    assert page.locator("#results img").count() == 0 and page.dialogs == []
+    page.screenshot(path=str(tmp_path / "xss.png"))
+
+
+def test_viewer_is_served_under_a_strict_policy(archive) -> None:
+    gateway, _ = archive
+    import urllib.request
+
+    with urllib.request.urlopen(gateway.base_url + "/viewer", timeout=10) as response:
+        policy = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    total = sum(p.stat().st_size for p in Path(__file__).resolve().parents[2].joinpath("viewer").iterdir() if p.suffix in (".html", ".js", ".css"))
+    assert total < 300 * 1024
