@@ -7,6 +7,7 @@ checks look at the canvas pixels, not only at the page having loaded.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -74,19 +75,23 @@ def _log_in(page, base: str) -> None:
 
 
 def test_read_a_study(archive, page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
     gateway, series = archive
     _log_in(page, gateway.base_url)
     page.screenshot(path=str(tmp_path / "1-worklist.png"))
     page.fill("input[name=PatientName]", "nguyen van an")  # no accents, lower case
     page.click("#search button[type=submit]")
-    page.wait_for_function("document.querySelectorAll('tr.study').length === 1")  # the search replaced the full list
+    expect(page.locator("tr.study")).to_have_count(1)  # the search replaced the full list
     row = page.locator("tr.study").first
     assert "Nguyễn^Văn An" in row.inner_text()
     page.screenshot(path=str(tmp_path / "2-found.png"))
     row.click()
     status = page.locator("#status")
     status.wait_for()
-    page.wait_for_function("document.querySelector('#status').textContent.includes('Loading') === false", timeout=60_000)
+    # Waits use locators, never page-side eval: the viewer's policy forbids eval, as it should.
+    expect(status).to_contain_text(f"/{SLICES}")
+    expect(status).not_to_contain_text(re.compile("Đang tải|Loading"), timeout=60_000)
     assert f"/{SLICES}" in status.inner_text()
     middle = _canvas(page)
     assert middle.max() - middle.min() > 100  # an image, not a blank canvas
