@@ -81,14 +81,17 @@ def _associate(port: int, context: str, calling: str = "PYSCU", get: bool = Fals
     return assoc, received
 
 
-def test_move_to_orthanc_with_dcmtk(archive, tmp_path: Path) -> None:
-    gateway, orthanc, series, _ = archive
-    result = subprocess.run(
-        [dcmtk_binary("movescu"), "-S", "-aet", "MOVESCU", "-aec", "PACSGW", "-aem", "ORTHANC",
-         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={series[0].StudyInstanceUID}",
-         "127.0.0.1", str(gateway.dicom_port)],
+def movescu(port: int, destination: str, study_uid: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [dcmtk_binary("movescu"), "-S", "-aet", "MOVESCU", "-aec", "PACSGW", "-aem", destination,
+         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port)],
         env={**os.environ, **DCMTK_ENV}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+def test_move_to_orthanc_with_dcmtk(archive, tmp_path: Path) -> None:
+    gateway, orthanc, series, _ = archive
+    result = movescu(gateway.dicom_port, "ORTHANC", series[0].StudyInstanceUID)
     assert result.returncode == 0, result.stderr
     assert orthanc.get_json("/statistics")["CountInstances"] == 4
     stored = {orthanc.get_json(f"/instances/{i}/simplified-tags")["SOPInstanceUID"] for i in orthanc.get_json("/instances")}
@@ -181,12 +184,7 @@ def test_retrieves_are_in_the_audit_trail(archive, tmp_path: Path) -> None:
     import time
 
     gateway, _, series, _ = archive
-    result = subprocess.run(
-        [dcmtk_binary("movescu"), "-S", "-aet", "MOVESCU", "-aec", "PACSGW", "-aem", "NOWHERE",
-         "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={series[0].StudyInstanceUID}",
-         "127.0.0.1", str(gateway.dicom_port)],
-        env={**os.environ, **DCMTK_ENV}, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    result = movescu(gateway.dicom_port, "NOWHERE", series[0].StudyInstanceUID)
     time.sleep(0.5)
     events = gateway.get("/audit?user=MOVESCU")[1]
     assert any(e["target"].startswith("C-MOVE to NOWHERE") and e["outcome"] == 0xA801 for e in events), (events, result.stderr)
