@@ -1,7 +1,8 @@
 // The viewer: log in, find a study in the worklist, read it. Every DICOM string is shown with textContent.
-import { Unauthorized, login, searchSeries, searchStudies, seriesMetadata, session, value } from "./api.js";
+import { Unauthorized, imageURL, login, searchSeries, searchStudies, seriesMetadata, session, value } from "./api.js";
 import { PRESETS, Stack } from "./stack.js";
 import { t, toggleLanguage } from "./i18n.js";
+import { SHORTCUTS, View } from "./view.js";
 
 const app = document.getElementById("app");
 const PAGE = 25;
@@ -99,10 +100,22 @@ async function showStudy(study) {
     element("button", { type: "button", "data-preset": name, onclick: () => stack?.setWindow(...PRESETS[name]) }, name)),
     element("button", { type: "button", id: "invert", onclick: () => { stack.invert = !stack.invert; stack.draw(); } }, t("invert")));
   const thumbnails = element("aside", { id: "series" });
+  const view = new View(canvas);
+  const positions = new Map(); // slice shown per series, kept while the study is open
+  const help = element("dialog", { id: "help" }, element("h2", {}, t("help")),
+    element("table", {}, ...SHORTCUTS.map(([keys, what]) => element("tr", {}, element("td", {}, keys), element("td", {}, t(what))))),
+    element("button", { type: "button", onclick: () => help.close() }, "OK"));
+  const tools = element("p", { id: "tools" },
+    ...[["zoom-in", "+", () => view.zoomBy(1.25)], ["zoom-out", "−", () => view.zoomBy(0.8)], ["fit", t("fit"), () => view.reset()],
+      ["actual", "1:1", () => view.actualSize()], ["rotate", t("rotate"), () => view.rotate()],
+      ["flip-h", t("flipH"), () => view.flip(true)], ["flip-v", t("flipV"), () => view.flip(false)],
+      ["help-open", "?", () => help.showModal()]]
+      .map(([id, label, action]) => element("button", { type: "button", id, onclick: action }, label)));
   let stack = null;
 
   const open = async (item) => {
     const seriesUid = value(item, "0020000E");
+    if (stack) positions.set(stack.series, stack.index);
     const metadata = await seriesMetadata(studyUid, seriesUid);
     metadata.sort((a, b) => Number(value(a, "00200013")) - Number(value(b, "00200013")));
     stack = new Stack(canvas, studyUid, seriesUid, metadata, () => {
@@ -111,29 +124,46 @@ async function showStudy(study) {
       status.textContent = `${t("slice")} ${stack.index + 1}/${metadata.length} · W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}`
         + (stack.loaded < metadata.length ? ` · ${t("loading")} ${stack.loaded}/${metadata.length}` : "");
     });
+    if (positions.has(seriesUid)) stack.index = positions.get(seriesUid);
+    view.reset();
     await stack.start();
   };
   for (const item of series) {
-    const button = element("button", { type: "button", class: "thumb", onclick: () => guarded(() => open(item)) },
-      `${value(item, "00200011") ?? ""} ${value(item, "0008103E") ?? ""} (${value(item, "00201209") ?? 0})`);
+    const picture = element("img", { alt: "" });
+    const button = element("button", { type: "button", class: "thumb", onclick: () => guarded(() => open(item)) }, picture,
+      element("span", {}, `${value(item, "00200011") ?? ""} ${value(item, "0008103E") ?? ""} (${value(item, "00201209") ?? 0})`));
     thumbnails.append(button);
+    imageURL(`/dicom-web/studies/${studyUid}/series/${value(item, "0020000E")}/thumbnail`).then((url) => { picture.src = url; }, () => {});
   }
   slider.addEventListener("input", () => stack?.show(Number(slider.value)));
   canvas.addEventListener("wheel", (event) => { event.preventDefault(); stack?.scroll(Math.sign(event.deltaY)); }, { passive: false });
   let drag = null;
-  canvas.addEventListener("pointerdown", (event) => { drag = { x: event.clientX, y: event.clientY, window: [...stack.window] }; canvas.setPointerCapture(event.pointerId); });
+  canvas.addEventListener("pointerdown", (event) => {
+    drag = { x: event.clientX, y: event.clientY, window: [...stack.window], pan: event.shiftKey };
+    canvas.setPointerCapture(event.pointerId);
+  });
   canvas.addEventListener("pointermove", (event) => {
     if (!drag || !stack) return;
-    stack.setWindow(drag.window[0] + (event.clientY - drag.y) * 2, drag.window[1] + (event.clientX - drag.x) * 4);
+    if (drag.pan) {
+      view.panBy(event.clientX - drag.x, event.clientY - drag.y);
+      drag.x = event.clientX;
+      drag.y = event.clientY;
+    } else {
+      stack.setWindow(drag.window[0] + (event.clientY - drag.y) * 2, drag.window[1] + (event.clientX - drag.x) * 4);
+    }
   });
   canvas.addEventListener("pointerup", () => { drag = null; });
   document.onkeydown = (event) => {
     if (!stack) return;
     if (event.key === "ArrowDown" || event.key === "ArrowRight") stack.scroll(1);
     if (event.key === "ArrowUp" || event.key === "ArrowLeft") stack.scroll(-1);
+    const keys = { "+": () => view.zoomBy(1.25), "-": () => view.zoomBy(0.8), 0: () => view.reset(), 1: () => view.actualSize(),
+      r: () => view.rotate(), h: () => view.flip(true), v: () => view.flip(false), "?": () => help.showModal(),
+      i: () => { stack.invert = !stack.invert; stack.draw(); } };
+    if (keys[event.key] && !(event.target instanceof HTMLInputElement)) keys[event.key]();
   };
   app.replaceChildren(element("p", {}, element("button", { type: "button", id: "back", onclick: showWorklist }, t("back"))), overlay,
-    element("section", { id: "reader" }, thumbnails, element("div", { id: "stage" }, canvas, slider, status, presets)));
+    element("section", { id: "reader" }, thumbnails, element("div", { id: "stage" }, tools, element("div", { id: "frame" }, canvas), slider, status, presets)), help);
   if (series.length) await open(series[0]);
 }
 

@@ -135,3 +135,31 @@ def test_viewer_is_served_under_a_strict_policy(archive) -> None:
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
     total = sum(p.stat().st_size for p in Path(__file__).resolve().parents[2].joinpath("viewer").iterdir() if p.suffix in (".html", ".js", ".css"))
     assert total < 300 * 1024
+
+
+def test_zoom_rotate_thumbnails_help(archive, page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    gateway, _ = archive
+    _log_in(page, gateway.base_url)
+    page.fill("input[name=PatientID]", "MRN-0001")
+    page.click("#search button[type=submit]")
+    expect(page.locator("tr.study")).to_have_count(1)
+    page.locator("tr.study").first.click()
+    canvas = page.locator("#viewport")
+    expect(page.locator("#status")).to_contain_text(f"/{SLICES}")
+    expect(page.locator(".thumb img").first).to_have_js_property("complete", True)
+    assert page.locator(".thumb img").first.evaluate("img => img.naturalWidth") > 0  # the series thumbnail, rendered
+    before = canvas.bounding_box()
+    page.click("#zoom-in")
+    page.click("#zoom-in")
+    after = canvas.bounding_box()
+    assert after["width"] > before["width"] * 1.4
+    page.click("#rotate")
+    assert "rotate(90deg)" in canvas.evaluate("c => c.style.transform")
+    page.keyboard.press("0")
+    assert canvas.evaluate("c => c.style.transform") == "translate(0px, 0px) rotate(0deg) scale(1, 1)"
+    page.click("#help-open")
+    expect(page.locator("#help")).to_be_visible()
+    assert "shift + drag" in page.locator("#help").inner_text()
+    page.screenshot(path=str(tmp_path / "tools.png"))
