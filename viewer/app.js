@@ -3,6 +3,7 @@ import { Unauthorized, imageURL, login, searchSeries, searchStudies, seriesMetad
 import { PRESETS, Stack } from "./stack.js";
 import { t, toggleLanguage } from "./i18n.js";
 import { SHORTCUTS, View } from "./view.js";
+import { describe, drawLengths, toImage } from "./measure.js";
 
 const app = document.getElementById("app");
 const PAGE = 25;
@@ -109,21 +110,29 @@ async function showStudy(study) {
     ...[["zoom-in", "+", () => view.zoomBy(1.25)], ["zoom-out", "−", () => view.zoomBy(0.8)], ["fit", t("fit"), () => view.reset()],
       ["actual", "1:1", () => view.actualSize()], ["rotate", t("rotate"), () => view.rotate()],
       ["flip-h", t("flipH"), () => view.flip(true)], ["flip-v", t("flipV"), () => view.flip(false)],
+      ["tool-length", t("length"), () => { measuring = !measuring; document.getElementById("tool-length").classList.toggle("active", measuring); }],
       ["help-open", "?", () => help.showModal()]]
       .map(([id, label, action]) => element("button", { type: "button", id, onclick: action }, label)));
   let stack = null;
+  let measuring = false;
+  const lengths = new Map(); // per slice: {a, b, label}
+  const measurements = element("ul", { id: "measurements" });
+  const showLengths = () => measurements.replaceChildren(...(lengths.get(stack?.index) || []).map((m) => element("li", {}, m.label)));
 
   const open = async (item) => {
     const seriesUid = value(item, "0020000E");
     if (stack) positions.set(stack.series, stack.index);
     const metadata = await seriesMetadata(studyUid, seriesUid);
     metadata.sort((a, b) => Number(value(a, "00200013")) - Number(value(b, "00200013")));
+    lengths.clear();
     stack = new Stack(canvas, studyUid, seriesUid, metadata, () => {
+      showLengths();
       slider.max = String(metadata.length - 1);
       slider.value = String(stack.index);
       status.textContent = `${t("slice")} ${stack.index + 1}/${metadata.length} · W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}`
         + (stack.loaded < metadata.length ? ` · ${t("loading")} ${stack.loaded}/${metadata.length}` : "");
     });
+    stack.afterDraw = (context) => drawLengths(context, lengths.get(stack.index) || []);
     if (positions.has(seriesUid)) stack.index = positions.get(seriesUid);
     view.reset();
     await stack.start();
@@ -139,11 +148,12 @@ async function showStudy(study) {
   canvas.addEventListener("wheel", (event) => { event.preventDefault(); stack?.scroll(Math.sign(event.deltaY)); }, { passive: false });
   let drag = null;
   canvas.addEventListener("pointerdown", (event) => {
-    drag = { x: event.clientX, y: event.clientY, window: [...stack.window], pan: event.shiftKey };
+    drag = { x: event.clientX, y: event.clientY, window: [...stack.window], pan: event.shiftKey, from: measuring ? toImage(event, canvas, view) : null };
     canvas.setPointerCapture(event.pointerId);
   });
   canvas.addEventListener("pointermove", (event) => {
     if (!drag || !stack) return;
+    if (drag.from) return; // measuring: the length is drawn when the button is released
     if (drag.pan) {
       view.panBy(event.clientX - drag.x, event.clientY - drag.y);
       drag.x = event.clientX;
@@ -152,7 +162,17 @@ async function showStudy(study) {
       stack.setWindow(drag.window[0] + (event.clientY - drag.y) * 2, drag.window[1] + (event.clientX - drag.x) * 4);
     }
   });
-  canvas.addEventListener("pointerup", () => { drag = null; });
+  canvas.addEventListener("pointerup", (event) => {
+    if (drag?.from && stack) {
+      const to = toImage(event, canvas, view);
+      const list = lengths.get(stack.index) || [];
+      list.push({ a: drag.from, b: to, label: describe(drag.from, to, stack.current) });
+      lengths.set(stack.index, list);
+      stack.draw();
+      showLengths();
+    }
+    drag = null;
+  });
   document.onkeydown = (event) => {
     if (!stack) return;
     if (event.key === "ArrowDown" || event.key === "ArrowRight") stack.scroll(1);
@@ -163,7 +183,7 @@ async function showStudy(study) {
     if (keys[event.key] && !(event.target instanceof HTMLInputElement)) keys[event.key]();
   };
   app.replaceChildren(element("p", {}, element("button", { type: "button", id: "back", onclick: showWorklist }, t("back"))), overlay,
-    element("section", { id: "reader" }, thumbnails, element("div", { id: "stage" }, tools, element("div", { id: "frame" }, canvas), slider, status, presets)), help);
+    element("section", { id: "reader" }, thumbnails, element("div", { id: "stage" }, tools, element("div", { id: "frame" }, canvas), slider, status, presets, measurements)), help);
   if (series.length) await open(series[0]);
 }
 

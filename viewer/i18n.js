@@ -8,7 +8,7 @@ const STRINGS = {
     images: "Ảnh", previous: "Trước", next: "Sau", noResults: "Không có ca chụp nào", back: "Danh sách",
     slice: "Lát", loading: "Đang tải", presets: "Cửa sổ", invert: "Đảo màu",
     help: "Phím tắt", fit: "Vừa khung", rotate: "Xoay", flipH: "Lật ngang", flipV: "Lật dọc", zoom: "Phóng to/thu nhỏ",
-    "window/level": "Cửa sổ/mức", pan: "Di chuyển", flip: "Lật",
+    "window/level": "Cửa sổ/mức", pan: "Di chuyển", flip: "Lật", length: "Đo chiều dài",
   },
   en: {
     title: "Diagnostic viewer", language: "Tiếng Việt", logout: "Log out", login: "Log in",
@@ -18,7 +18,7 @@ const STRINGS = {
     images: "Images", previous: "Previous", next: "Next", noResults: "No studies", back: "Worklist",
     slice: "Slice", loading: "Loading", presets: "Window", invert: "Invert",
     help: "Shortcuts", fit: "Fit", rotate: "Rotate", flipH: "Flip H", flipV: "Flip V", zoom: "Zoom",
-    "window/level": "Window/level", pan: "Pan", flip: "Flip",
+    "window/level": "Window/level", pan: "Pan", flip: "Flip", length: "Length",
   },
 };
 

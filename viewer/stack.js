@@ -93,5 +93,6 @@ export class Stack {
       out.data[4 * i + 3] = 255;
     }
     this.context.putImageData(out, 0, 0);
+    this.afterDraw?.(this.context);
   }
 }

@@ -163,3 +163,30 @@ def test_zoom_rotate_thumbnails_help(archive, page, tmp_path: Path) -> None:
     expect(page.locator("#help")).to_be_visible()
     assert "shift + drag" in page.locator("#help").inner_text()
     page.screenshot(path=str(tmp_path / "tools.png"))
+
+
+def test_length_in_millimetres(archive, page, tmp_path: Path) -> None:
+    """64 pixels across a 0.7 mm Pixel Spacing is 44.8 mm, whatever the zoom."""
+    from playwright.sync_api import expect
+
+    gateway, _ = archive
+    _log_in(page, gateway.base_url)
+    page.fill("input[name=PatientID]", "MRN-0001")
+    page.click("#search button[type=submit]")
+    expect(page.locator("tr.study")).to_have_count(1)
+    page.locator("tr.study").first.click()
+    expect(page.locator("#status")).not_to_contain_text(re.compile("Đang tải|Loading"), timeout=60_000)
+    page.click("#zoom-in")
+    page.click("#tool-length")
+    frame = page.locator("#frame").bounding_box()
+    fit = min(frame["width"] / 128, frame["height"] / 128) * 1.25
+
+    def screen(x: float, y: float) -> tuple[float, float]:
+        return frame["x"] + frame["width"] / 2 + (x - 64) * fit, frame["y"] + frame["height"] / 2 + (y - 64) * fit
+
+    page.mouse.move(*screen(32, 64))
+    page.mouse.down()
+    page.mouse.move(*screen(96, 64), steps=5)
+    page.mouse.up()
+    expect(page.locator("#measurements li")).to_have_text("44.8 mm")
+    page.screenshot(path=str(tmp_path / "length.png"))
