@@ -1,19 +1,43 @@
 // The gateway's public API: login, QIDO-RS, WADO-RS metadata, rendered images and raw frames.
-const TOKEN = "pacsgw.token";
+const KEYS = { token: "pacsgw.token", role: "pacsgw.role", name: "pacsgw.name", study: "pacsgw.study" };
 
-export const session = {
-  get token() { return sessionStorage.getItem(TOKEN); },
-  set token(value) { value ? sessionStorage.setItem(TOKEN, value) : sessionStorage.removeItem(TOKEN); },
-};
+// The session lives in sessionStorage: it ends with the tab, and a share link's token never reaches history.
+export const session = {};
+for (const [field, key] of Object.entries(KEYS)) {
+  Object.defineProperty(session, field, {
+    get: () => sessionStorage.getItem(key),
+    set: (v) => (v ? sessionStorage.setItem(key, v) : sessionStorage.removeItem(key)),
+  });
+}
+session.clear = () => Object.values(KEYS).forEach((key) => sessionStorage.removeItem(key));
 
 export class Unauthorized extends Error {}
+
+export class RequestFailed extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
 
 async function call(path, options = {}) {
   const headers = { ...(options.headers || {}), Authorization: `Bearer ${session.token}` };
   const response = await fetch(path, { ...options, headers });
-  if (response.status === 401) throw new Unauthorized();
-  if (!response.ok) throw new Error(`${response.status} ${path}`);
-  return response;
+  if (response.ok) return response;
+  let message = `${response.status}`;
+  try { message = (await response.json()).error || message; } catch { /* not JSON */ }
+  if (response.status === 401) throw new Unauthorized(message);
+  throw new RequestFailed(response.status, message);
+}
+
+async function json(method, path, body) {
+  const options = { method, headers: { Accept: "application/json" } };
+  if (body !== undefined) {
+    options.body = JSON.stringify(body);
+    options.headers["Content-Type"] = "application/json";
+  }
+  const response = await call(path, options);
+  return response.status === 204 ? null : response.json();
 }
 
 export async function login(username, password) {
@@ -21,12 +45,31 @@ export async function login(username, password) {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username, password }),
   });
   if (!response.ok) return false;
-  session.token = (await response.json()).token;
+  const answer = await response.json();
+  session.token = answer.token;
+  session.role = answer.role;
+  session.name = answer.display_name || username;
   return true;
 }
 
-export async function searchStudies(filters, offset, limit) {
+export const me = () => json("GET", "/auth/me");
+export async function report(study) {
+  try { return await json("GET", `/studies/${study}/report`); } catch (error) {
+    if (error instanceof RequestFailed && error.status === 404) return null;
+    throw error;
+  }
+}
+export const saveReport = (study, draft) => json("PUT", `/studies/${study}/report`, draft);
+export const finalizeReport = (study) => json("POST", `/studies/${study}/report/final`);
+export const reportTemplates = () => json("GET", "/report-templates");
+export const createShare = (study, hours, label) => json("POST", `/studies/${study}/shares`, { hours, label });
+export const listShares = (study) => json("GET", `/studies/${study}/shares`);
+export const revokeShare = (id) => json("DELETE", `/shares/${id}`);
+export const auditTrail = () => json("GET", "/audit?limit=200");
+
+export async function searchStudies(filters, offset, limit, orderby) {
   const query = new URLSearchParams({ ...filters, offset, limit, includefield: "all" });
+  if (orderby) query.set("orderby", orderby);
   const response = await call(`/dicom-web/studies?${query}`, { headers: { Accept: "application/dicom+json" } });
   return { studies: await response.json(), total: Number(response.headers.get("X-Total-Count") || 0) };
 }
@@ -46,9 +89,14 @@ export async function imageURL(path) {
   return URL.createObjectURL(await response.blob());
 }
 
+export async function imageBitmap(path) {
+  const response = await call(path, { headers: { Accept: "image/jpeg" } });
+  return createImageBitmap(await response.blob());
+}
+
 // One raw frame (multipart/related, a single application/octet-stream part).
-export async function rawFrame(study, series, instance) {
-  const response = await call(`/dicom-web/studies/${study}/series/${series}/instances/${instance}/frames/1`, {
+export async function rawFrame(path) {
+  const response = await call(path, {
     headers: { Accept: 'multipart/related; type="application/octet-stream"' },
   });
   const boundary = /boundary=([^;]+)/.exec(response.headers.get("Content-Type"))[1].replace(/"/g, "");

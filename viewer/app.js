@@ -1,192 +1,178 @@
-// The viewer: log in, find a study in the worklist, read it. Every DICOM string is shown with textContent.
-import { Unauthorized, imageURL, login, searchSeries, searchStudies, seriesMetadata, session, value } from "./api.js";
-import { PRESETS, Stack } from "./stack.js";
+// The viewer: log in, find a study in the worklist, read and report it; or open one shared study read-only.
+// Every DICOM string is shown as text (dom.js), never as markup.
+import { RequestFailed, Unauthorized, auditTrail, login, me, searchStudies, session, value } from "./api.js";
+import { date, element, personName } from "./dom.js";
 import { t, toggleLanguage } from "./i18n.js";
-import { SHORTCUTS, View } from "./view.js";
-import { describe, drawLengths, toImage } from "./measure.js";
+import { openReader } from "./reader.js";
 
 const app = document.getElementById("app");
 const PAGE = 25;
-
-function element(tag, attributes = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, val] of Object.entries(attributes)) {
-    if (key.startsWith("on")) node.addEventListener(key.slice(2), val);
-    else node.setAttribute(key, val);
-  }
-  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child ?? "")));
-  return node;
-}
+const STATUS = { UNREAD: "unread", "IN PROGRESS": "inProgress", READ: "read" };
+const COLUMNS = [
+  ["StudyStatusID", "status"], ["PatientName", "patientName"], ["PatientID", "patientIdShort"], ["PatientBirthDate", "birthDate"],
+  ["StudyDate", "date"], ["ModalitiesInStudy", null, "modality"], ["StudyDescription", "description"],
+  ["AccessionNumber", "accession"], ["NumberOfStudyRelatedInstances", "images"],
+];
 
 function chrome() {
   document.getElementById("title").textContent = t("title");
   document.getElementById("language").textContent = t("language");
   const logout = document.getElementById("logout");
-  logout.textContent = t("logout");
+  logout.textContent = session.role === "share" ? t("close") : t("logout");
   logout.hidden = !session.token;
+  document.getElementById("who").textContent = session.token && session.role !== "share" ? `${session.name} · ${t(session.role)}` : "";
 }
 
-async function guarded(work) {
+export async function guarded(work) {
   try {
     await work();
   } catch (error) {
-    if (error instanceof Unauthorized) { session.token = null; showLogin(); } else throw error;
+    if (error instanceof Unauthorized) {
+      const wasShare = session.role === "share";
+      session.clear();
+      wasShare ? showShareEnded(error.message) : showLogin(t("sessionEnded"));
+    } else {
+      app.append(element("p", { class: "error", role: "alert" }, error instanceof RequestFailed ? error.message : t("failed")));
+      throw error;
+    }
   }
 }
 
-function showLogin() {
+function showLogin(notice = "") {
   chrome();
-  const username = element("input", { name: "username", autocomplete: "username" });
-  const password = element("input", { name: "password", type: "password", autocomplete: "current-password" });
-  const message = element("p", { class: "error", role: "alert" });
+  const username = element("input", { name: "username", autocomplete: "username", required: true });
+  const password = element("input", { name: "password", type: "password", autocomplete: "current-password", required: true });
+  const message = element("p", { class: "error", role: "alert" }, notice);
   const form = element("form", { id: "login", onsubmit: async (event) => {
     event.preventDefault();
-    if (await login(username.value, password.value)) showWorklist(); else message.textContent = t("loginFailed");
+    if (await login(username.value, password.value)) home(); else message.textContent = t("loginFailed");
   } },
   element("label", {}, t("username"), username), element("label", {}, t("password"), password),
   element("button", { type: "submit" }, t("login")), message);
   app.replaceChildren(form);
+  username.focus();
+}
+
+function showShareEnded(message) {
+  chrome();
+  app.replaceChildren(element("p", { id: "share-ended", class: "error", role: "alert" }, t("shareEnded")),
+    element("p", { class: "muted" }, message || ""));
 }
 
 let filters = {};
 let offset = 0;
+let orderby = "";
+
+function home() {
+  if (session.role === "auditor") showAudit();
+  else showWorklist();
+}
 
 function showWorklist() {
   chrome();
   const fields = { PatientID: "patientId", PatientName: "patientName", AccessionNumber: "accession", ModalitiesInStudy: "modality" };
-  const inputs = Object.fromEntries(Object.keys(fields).map((key) => [key, element("input", { name: key, value: filters[key] || "" })]));
-  const from = element("input", { name: "from", type: "date" });
-  const to = element("input", { name: "to", type: "date" });
+  const inputs = Object.fromEntries(Object.keys(fields).map((key) => [key, element("input", { name: key, value: filters[key]?.replace(/\*$/, "") || "" })]));
+  const [since, until] = (filters.StudyDate || "-").split("-");
+  const iso = (d) => (d ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6, 8)}` : "");
+  const from = element("input", { name: "from", type: "date", value: iso(since) });
+  const to = element("input", { name: "to", type: "date", value: iso(until) });
+  const status = element("select", { name: "StudyStatusID" }, element("option", { value: "" }, t("all")),
+    ...Object.entries(STATUS).map(([code, key]) => element("option", { value: code, selected: filters.StudyStatusID === code }, t(key))));
   const results = element("div", { id: "results" });
   const form = element("form", { id: "search", onsubmit: (event) => {
     event.preventDefault();
     filters = {};
-    for (const [key, input] of Object.entries(inputs)) if (input.value.trim()) filters[key] = key === "PatientName" ? `${input.value.trim()}*` : input.value.trim();
+    for (const [key, input] of Object.entries(inputs)) {
+      const text = input.value.trim();
+      if (text) filters[key] = key === "PatientName" ? `${text}*` : key === "ModalitiesInStudy" ? text.toUpperCase() : text;
+    }
     if (from.value || to.value) filters.StudyDate = `${from.value.replaceAll("-", "")}-${to.value.replaceAll("-", "")}`;
+    if (status.value) filters.StudyStatusID = status.value;
     offset = 0;
     guarded(() => list(results));
   } },
   ...Object.entries(fields).map(([key, label]) => element("label", {}, t(label), inputs[key])),
-  element("label", {}, t("dateFrom"), from), element("label", {}, t("dateTo"), to),
+  element("label", {}, t("dateFrom"), from), element("label", {}, t("dateTo"), to), element("label", {}, t("status"), status),
   element("button", { type: "submit" }, t("search")));
   app.replaceChildren(form, results);
   guarded(() => list(results));
 }
 
 async function list(results) {
-  const { studies, total } = await searchStudies(filters, offset, PAGE);
+  const { studies, total } = await searchStudies(filters, offset, PAGE, orderby);
   if (!studies.length) { results.replaceChildren(element("p", {}, t("noResults"))); return; }
-  const head = element("tr", {}, ...["patientName", "patientId", "date", "modality", "description", "accession", "images"].map((k) => element("th", {}, t(k))));
-  const rows = studies.map((study) => element("tr", { class: "study", tabindex: "0", onclick: () => guarded(() => showStudy(study)) },
-    element("td", {}, value(study, "00100010")), element("td", {}, value(study, "00100020")),
-    element("td", {}, value(study, "00080020")), element("td", {}, (study["00080061"]?.Value || []).join(", ")),
-    element("td", {}, value(study, "00081030")), element("td", {}, value(study, "00080050")),
-    element("td", {}, value(study, "00201208"))));
+  const sortBy = (keyword) => {
+    orderby = orderby === keyword ? `-${keyword}` : keyword;
+    offset = 0;
+    guarded(() => list(results));
+  };
+  const head = element("tr", {}, ...COLUMNS.map(([keyword, label, fallback]) => {
+    const arrow = orderby === keyword ? " ▲" : orderby === `-${keyword}` ? " ▼" : "";
+    const sort = orderby.replace(/^-/, "") === keyword ? (orderby.startsWith("-") ? "descending" : "ascending") : "none";
+    return element("th", { "aria-sort": sort }, element("button", { type: "button", class: "sort", "data-sort": keyword, onclick: () => sortBy(keyword) },
+      t(label || fallback), arrow));
+  }));
+  const rows = studies.map((study) => {
+    const code = value(study, "0032000A") || "UNREAD";
+    return element("tr", { class: "study", tabindex: "0", "data-status": code,
+      onclick: () => { performance.mark("pacsgw:open-study"); guarded(() => openReader(app, study, { role: session.role, back: showWorklist })); },
+      onkeydown: (event) => { if (event.key === "Enter") event.currentTarget.click(); } },
+    element("td", {}, element("span", { class: `badge ${STATUS[code] || ""}` }, t(STATUS[code] || code))),
+    element("td", {}, personName(value(study, "00100010"))), element("td", {}, value(study, "00100020")),
+    element("td", {}, date(value(study, "00100030"))), element("td", {}, date(value(study, "00080020"))),
+    element("td", {}, (study["00080061"]?.Value || []).join(", ")), element("td", {}, value(study, "00081030")),
+    element("td", {}, value(study, "00080050")), element("td", {}, value(study, "00201208")));
+  });
   const pager = element("p", { class: "pager" },
-    element("button", { type: "button", onclick: () => { offset = Math.max(0, offset - PAGE); guarded(() => list(results)); } }, t("previous")),
+    element("button", { type: "button", id: "previous", disabled: offset === 0, onclick: () => { offset = Math.max(0, offset - PAGE); guarded(() => list(results)); } }, t("previous")),
     ` ${offset + 1}–${offset + studies.length} / ${total} `,
-    element("button", { type: "button", onclick: () => { if (offset + PAGE < total) { offset += PAGE; guarded(() => list(results)); } } }, t("next")));
+    element("button", { type: "button", id: "next", disabled: offset + PAGE >= total, onclick: () => { offset += PAGE; guarded(() => list(results)); } }, t("next")));
   results.replaceChildren(element("table", {}, element("thead", {}, head), element("tbody", {}, ...rows)), pager);
 }
 
-async function showStudy(study) {
+async function showAudit() {
   chrome();
-  const studyUid = value(study, "0020000D");
-  const series = await searchSeries(studyUid);
-  const canvas = element("canvas", { id: "viewport" });
-  const status = element("p", { id: "status", "aria-live": "polite" });
-  const overlay = element("p", { id: "overlay" }, `${value(study, "00100010") ?? ""} · ${value(study, "00100020") ?? ""} · ${value(study, "00080020") ?? ""}`);
-  const slider = element("input", { id: "slice", type: "range", min: "0", value: "0" });
-  const presets = element("p", { id: "presets" }, t("presets"), ...Object.keys(PRESETS).map((name) =>
-    element("button", { type: "button", "data-preset": name, onclick: () => stack?.setWindow(...PRESETS[name]) }, name)),
-    element("button", { type: "button", id: "invert", onclick: () => { stack.invert = !stack.invert; stack.draw(); } }, t("invert")));
-  const thumbnails = element("aside", { id: "series" });
-  const view = new View(canvas);
-  const positions = new Map(); // slice shown per series, kept while the study is open
-  const help = element("dialog", { id: "help" }, element("h2", {}, t("help")),
-    element("table", {}, ...SHORTCUTS.map(([keys, what]) => element("tr", {}, element("td", {}, keys), element("td", {}, t(what))))),
-    element("button", { type: "button", onclick: () => help.close() }, "OK"));
-  const tools = element("p", { id: "tools" },
-    ...[["zoom-in", "+", () => view.zoomBy(1.25)], ["zoom-out", "−", () => view.zoomBy(0.8)], ["fit", t("fit"), () => view.reset()],
-      ["actual", "1:1", () => view.actualSize()], ["rotate", t("rotate"), () => view.rotate()],
-      ["flip-h", t("flipH"), () => view.flip(true)], ["flip-v", t("flipV"), () => view.flip(false)],
-      ["tool-length", t("length"), () => { measuring = !measuring; document.getElementById("tool-length").classList.toggle("active", measuring); }],
-      ["help-open", "?", () => help.showModal()]]
-      .map(([id, label, action]) => element("button", { type: "button", id, onclick: action }, label)));
-  let stack = null;
-  let measuring = false;
-  const lengths = new Map(); // per slice: {a, b, label}
-  const measurements = element("ul", { id: "measurements" });
-  const showLengths = () => measurements.replaceChildren(...(lengths.get(stack?.index) || []).map((m) => element("li", {}, m.label)));
-
-  const open = async (item) => {
-    const seriesUid = value(item, "0020000E");
-    if (stack) positions.set(stack.series, stack.index);
-    const metadata = await seriesMetadata(studyUid, seriesUid);
-    metadata.sort((a, b) => Number(value(a, "00200013")) - Number(value(b, "00200013")));
-    lengths.clear();
-    stack = new Stack(canvas, studyUid, seriesUid, metadata, () => {
-      showLengths();
-      slider.max = String(metadata.length - 1);
-      slider.value = String(stack.index);
-      status.textContent = `${t("slice")} ${stack.index + 1}/${metadata.length} · W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}`
-        + (stack.loaded < metadata.length ? ` · ${t("loading")} ${stack.loaded}/${metadata.length}` : "");
-    });
-    stack.afterDraw = (context) => drawLengths(context, lengths.get(stack.index) || []);
-    if (positions.has(seriesUid)) stack.index = positions.get(seriesUid);
-    view.reset();
-    await stack.start();
-  };
-  for (const item of series) {
-    const picture = element("img", { alt: "" });
-    const button = element("button", { type: "button", class: "thumb", onclick: () => guarded(() => open(item)) }, picture,
-      element("span", {}, `${value(item, "00200011") ?? ""} ${value(item, "0008103E") ?? ""} (${value(item, "00201209") ?? 0})`));
-    thumbnails.append(button);
-    imageURL(`/dicom-web/studies/${studyUid}/series/${value(item, "0020000E")}/thumbnail`).then((url) => { picture.src = url; }, () => {});
-  }
-  slider.addEventListener("input", () => stack?.show(Number(slider.value)));
-  canvas.addEventListener("wheel", (event) => { event.preventDefault(); stack?.scroll(Math.sign(event.deltaY)); }, { passive: false });
-  let drag = null;
-  canvas.addEventListener("pointerdown", (event) => {
-    drag = { x: event.clientX, y: event.clientY, window: [...stack.window], pan: event.shiftKey, from: measuring ? toImage(event, canvas, view) : null };
-    canvas.setPointerCapture(event.pointerId);
-  });
-  canvas.addEventListener("pointermove", (event) => {
-    if (!drag || !stack) return;
-    if (drag.from) return; // measuring: the length is drawn when the button is released
-    if (drag.pan) {
-      view.panBy(event.clientX - drag.x, event.clientY - drag.y);
-      drag.x = event.clientX;
-      drag.y = event.clientY;
-    } else {
-      stack.setWindow(drag.window[0] + (event.clientY - drag.y) * 2, drag.window[1] + (event.clientX - drag.x) * 4);
-    }
-  });
-  canvas.addEventListener("pointerup", (event) => {
-    if (drag?.from && stack) {
-      const to = toImage(event, canvas, view);
-      const list = lengths.get(stack.index) || [];
-      list.push({ a: drag.from, b: to, label: describe(drag.from, to, stack.current) });
-      lengths.set(stack.index, list);
-      stack.draw();
-      showLengths();
-    }
-    drag = null;
-  });
-  document.onkeydown = (event) => {
-    if (!stack) return;
-    if (event.key === "ArrowDown" || event.key === "ArrowRight") stack.scroll(1);
-    if (event.key === "ArrowUp" || event.key === "ArrowLeft") stack.scroll(-1);
-    const keys = { "+": () => view.zoomBy(1.25), "-": () => view.zoomBy(0.8), 0: () => view.reset(), 1: () => view.actualSize(),
-      r: () => view.rotate(), h: () => view.flip(true), v: () => view.flip(false), "?": () => help.showModal(),
-      i: () => { stack.invert = !stack.invert; stack.draw(); } };
-    if (keys[event.key] && !(event.target instanceof HTMLInputElement)) keys[event.key]();
-  };
-  app.replaceChildren(element("p", {}, element("button", { type: "button", id: "back", onclick: showWorklist }, t("back"))), overlay,
-    element("section", { id: "reader" }, thumbnails, element("div", { id: "stage" }, tools, element("div", { id: "frame" }, canvas), slider, status, presets, measurements)), help);
-  if (series.length) await open(series[0]);
+  const rows = await auditTrail();
+  app.replaceChildren(element("h2", {}, t("auditTrail")), element("table", { id: "audit" },
+    element("thead", {}, element("tr", {}, ...["time", "user", "action", "target", "outcome"].map((k) => element("th", {}, t(k))))),
+    element("tbody", {}, ...rows.map((r) => element("tr", {}, element("td", {}, r.at), element("td", {}, r.username),
+      element("td", {}, r.action), element("td", {}, r.target), element("td", {}, r.outcome))))));
 }
 
-document.getElementById("language").addEventListener("click", () => { toggleLanguage(); session.token ? showWorklist() : showLogin(); });
-document.getElementById("logout").addEventListener("click", () => { session.token = null; showLogin(); });
-session.token ? showWorklist() : showLogin();
+// A share link: /viewer/#share=<token>. The token is taken out of the address bar at once and kept for this tab only.
+async function openShare(token) {
+  session.clear();
+  session.token = token;
+  session.role = "share";
+  history.replaceState(null, "", location.pathname);
+  await startShare();
+}
+
+async function startShare() {
+  chrome();
+  const principal = await me();
+  session.study = principal.study_uid;
+  const { studies } = await searchStudies({ StudyInstanceUID: principal.study_uid }, 0, 1, "");
+  if (!studies.length) { showShareEnded(""); return; }
+  await openReader(app, studies[0], { role: "share" });
+}
+
+function start() {
+  const share = /^#share=([\w.-]+)$/.exec(location.hash);
+  if (share) guarded(() => openShare(share[1]));
+  else if (session.role === "share" && session.token) guarded(startShare);
+  else if (session.token) guarded(async () => home());
+  else showLogin();
+}
+
+document.getElementById("language").addEventListener("click", () => {
+  toggleLanguage();
+  if (session.role === "share") guarded(startShare); else session.token ? home() : showLogin();
+});
+document.getElementById("logout").addEventListener("click", () => {
+  const wasShare = session.role === "share";
+  session.clear();
+  wasShare ? showShareEnded("") : showLogin();
+});
+window.addEventListener("hashchange", start);
+start();

@@ -44,14 +44,24 @@ export class View {
     this.apply();
   }
 
+  // A screen direction (or offset from the centre) as a direction in image pixel axes.
+  toImageDirection(x, y) {
+    const angle = (-this.rotation * Math.PI) / 180;
+    [x, y] = [x * Math.cos(angle) - y * Math.sin(angle), x * Math.sin(angle) + y * Math.cos(angle)];
+    return [this.flipH ? -x : x, this.flipV ? -y : y];
+  }
+
   apply() {
     const sx = (this.flipH ? -1 : 1) * this.zoom;
     const sy = (this.flipV ? -1 : 1) * this.zoom;
     this.canvas.style.transform = `translate(${this.panX}px, ${this.panY}px) rotate(${this.rotation}deg) scale(${sx}, ${sy})`;
+    this.onChange?.();
   }
 }
 
 export const SHORTCUTS = [
-  ["↑ ↓ / wheel", "slice"], ["+ −", "zoom"], ["0", "fit"], ["1", "1:1"], ["r", "rotate"], ["h / v", "flip"],
-  ["i", "invert"], ["shift + drag", "pan"], ["drag", "window/level"], ["?", "help"],
+  ["↑ ↓ / wheel / scroll tool", "slice"], ["Home / End", "firstLast"], ["+ −", "zoom"], ["0", "fit"], ["1", "1:1"],
+  ["r", "rotate"], ["h / v", "flip"], ["i", "invert"], ["w", "window/level"], ["s", "scrollTool"], ["l", "length"],
+  ["a", "angle"], ["o", "roi"], ["Delete", "clearMeasurements"], ["space", "cine"], ["t", "overlayToggle"],
+  ["shift + drag", "pan"], ["2 fingers", "pinch"], ["Tab", "nextViewport"], ["?", "help"],
 ];
