@@ -10,8 +10,8 @@ import { SHORTCUTS } from "./view.js";
 import { Viewport } from "./viewport.js";
 
 const LAYOUTS = { "1x1": 1, "1x2": 2, "2x2": 4 };
-const TOOLS = [["window", "W/L", "w"], ["scroll", "⇅", "s"], ["pan", "✥", null], ["zoom", "🔍", null],
-  ["length", "📏", "l"], ["angle", "∠", "a"], ["roi", "◯", "o"]];
+const TOOLS = [["window", "W/L", "w"], ["scroll", "⇅", "s"], ["pan", "✥", null], ["zoom", "±", null],
+  ["length", "↔ mm", "l"], ["angle", "∠", "a"], ["roi", "◯ HU", "o"]];
 
 export async function openReader(app, study, { role, back }) {
   const readOnly = role === "share";
