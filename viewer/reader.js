@@ -95,7 +95,10 @@ export async function openReader(app, study, { role, back }) {
   selectTool("window");
   reportPanel(side, study, role).catch((error) => side.replaceChildren(element("p", { class: "error" }, error.message)));
 
-  const stopAll = () => viewports.forEach((v) => { v.stopCine(); v.stack?.cancel(); });
+  const stopAll = () => {
+    viewports.forEach((v) => { v.stopCine(); v.stack?.cancel(); });
+    document.onkeydown = null;
+  };
   document.onkeydown = (event) => {
     if (event.target instanceof HTMLInputElement || event.target instanceof HTMLTextAreaElement || event.target instanceof HTMLSelectElement) return;
     if (!active?.stack || help.open) return;

@@ -87,7 +87,7 @@ export class Stack {
   }
 
   async fetchRendered(i) {
-    this.rendered[i] = await imageBitmap(`${this.path(i)}/rendered`);
+    this.rendered[i] = await imageBitmap(`${this.path(i)}/rendered?quality=75`); // a stand-in until the raw pixels come
     if (!this.cancelled) this.onArrive(i);
   }
 
