@@ -30,7 +30,10 @@ export class Stack {
     this.index = Math.floor(this.items.length / 2);
     this.invert = false;
     const first = this.items[this.index].meta;
-    this.window = [number(first, "00281050", 40), number(first, "00281051", 400)];
+    // Without a window in the header: the full 8-bit range, or the first raw frame's range (see fetchRaw).
+    this.autoWindow = value(first, "00281050") === undefined || value(first, "00281051") === undefined;
+    const bits = number(first, "00280101", 16);
+    this.window = this.autoWindow ? [2 ** bits / 2, 2 ** bits] : [number(first, "00281050", 40), number(first, "00281051", 400)];
     this.defaultWindow = [...this.window];
     this.loaded = 0;
     this.cancelled = false;
@@ -98,6 +101,16 @@ export class Stack {
     const bits = number(meta, "00280100", 16);
     const signed = number(meta, "00280103", 0) === 1;
     this.raw[i] = bits === 8 ? new Uint8Array(buffer) : signed ? new Int16Array(buffer) : new Uint16Array(buffer);
+    if (this.autoWindow && bits > 8) {
+      this.autoWindow = false;
+      let [low, high] = [Infinity, -Infinity];
+      for (const v of this.raw[i]) { if (v < low) low = v; if (v > high) high = v; }
+      const slope = number(meta, "00281053", 1);
+      const intercept = number(meta, "00281052", 0);
+      [low, high] = [low * slope + intercept, high * slope + intercept].sort((a, b) => a - b);
+      this.window = [(low + high) / 2, Math.max(1, high - low)];
+      this.defaultWindow = [...this.window];
+    }
     this.rendered[i] = null; // the raw pixels supersede the JPEG
     this.loaded += 1;
     this.onArrive(i);
