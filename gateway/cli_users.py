@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from gateway.settings import Settings
-from storage.index.accounts import AccountError, AccountStore, Role
+from storage.index.accounts import ACCOUNT_ROLES, AccountError, AccountStore, Role
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -19,7 +19,7 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     actions = user.add_subparsers(dest="user_command", required=True)
     add = actions.add_parser("add", help="create a user (asks for a password unless --no-password)")
     add.add_argument("username")
-    add.add_argument("--role", required=True, choices=[r.value for r in Role])
+    add.add_argument("--role", required=True, choices=[r.value for r in ACCOUNT_ROLES])
     add.add_argument("--display-name", default="")
     add.add_argument("--no-password", action="store_true", help="token-only account (a service, a script)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")

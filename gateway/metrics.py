@@ -49,6 +49,9 @@ class GatewayMetrics:
         self.spool_backlog = Gauge("pacsgw_spool_backlog_instances", "Instances in the spool not yet stored.", registry=r)
         self.spool_backlog_bytes = Gauge("pacsgw_spool_backlog_bytes", "Bytes in the spool not yet stored.", registry=r)
         self.associations = Gauge("pacsgw_dicom_associations", "Open DICOM associations.", registry=r)
+        self.reports_finalized = Counter(
+            "pacsgw_reports_finalized", "Radiology reports signed final (each queued for the EMR link).", registry=r
+        )
 
     def watch_spool(self, records: Callable[[], float], size: Callable[[], float]) -> None:
         self.spool_backlog.set_function(records)

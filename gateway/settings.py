@@ -75,8 +75,9 @@ class HttpSettings:
     host: str = opt("0.0.0.0", "Address the HTTP server (health, metrics, DICOMweb) listens on.")
     port: int = opt(8042, "TCP port of the HTTP server.")
     public_url: str = opt(
-        "", "URL clients reach the gateway at (e.g. https://pacs.example.vn) when behind a proxy; used in Retrieve URLs and BulkDataURIs."
+        "", "URL clients reach the gateway at (e.g. https://pacs.example.vn) when behind a proxy; used in Retrieve URLs, BulkDataURIs and share links."
     )
+    share_max_hours: float = opt(720.0, "Longest a share link may stay valid, in hours (asked for when it is made; default 72).")
 
 
 @dataclass
@@ -310,6 +311,8 @@ def _validate(settings: Settings) -> None:
     if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
         raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
     settings.dicom.destinations()
+    if not settings.http.share_max_hours > 0:
+        raise SettingsError("http.share_max_hours must be positive")
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
 

@@ -41,14 +41,16 @@ class GatewayProcess:
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def add_user(self, username: str, role: str, *, password: str = "") -> str:
+    def add_user(self, username: str, role: str, *, password: str = "", display_name: str = "") -> str:
         """Create a user in the gateway's index and return a bearer token for it."""
         from storage.index.accounts import AccountStore, Role
 
         index = self.open_index()
         try:
             accounts = AccountStore(index.engine)
-            user = accounts.user(username) or accounts.add_user(username, Role(role), password=password)
+            user = accounts.user(username) or accounts.add_user(
+                username, Role(role), password=password, display_name=display_name
+            )
             return accounts.issue_token(user, hours=None, label="tests")
         finally:
             index.close()
@@ -132,8 +134,18 @@ class GatewayProcess:
 
     def get(self, path: str, headers: dict[str, str] | None = None, *, auth: bool = True) -> tuple[int, Any]:
         """GET as the test administrator (``auth=False``: with no token, or with the headers given)."""
+        return self.send("GET", path, headers=headers, auth=auth)
+
+    def send(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None, *, auth: bool = True
+    ) -> tuple[int, Any]:
+        """Any request, as ``get``; a body that is not bytes is sent as JSON."""
         sent = {**(self.auth_headers if auth and self.token else {}), **(headers or {})}
-        request = urllib.request.Request(self.base_url + path, headers=sent)
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        request = urllib.request.Request(self.base_url + path, data=data, headers=sent, method=method)
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 raw, status, ctype = response.read(), response.status, response.headers.get("Content-Type", "")

@@ -1,4 +1,4 @@
-"""The HTTP application: health, metrics and DICOMweb."""
+"""The HTTP application: health, metrics, DICOMweb, reports and share links."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.dimse.scp import DicomServer
-from gateway.http import auth, health, qido, rendered, stow, vault_routes, viewer_routes, wado
+from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
 from gateway.http.errors import error_middleware
 from gateway.http.keys import (
     ACCOUNTS,
@@ -18,7 +18,9 @@ from gateway.http.keys import (
     INDEX,
     METRICS,
     OBJECT_STORE,
+    REPORTS,
     SETTINGS,
+    SHARES,
     SPOOL,
     TOKENS,
     VAULT,
@@ -30,6 +32,8 @@ from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
+from storage.index.reports import ReportStore
+from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
 
 
@@ -47,7 +51,9 @@ def create_http_app(
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware])
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
-    app[TOKENS] = auth.TokenCache(accounts)
+    app[SHARES] = ShareStore(index.engine)
+    app[TOKENS] = auth.TokenCache(accounts, app[SHARES])
+    app[REPORTS] = ReportStore(index.engine)
     app[AUDIT] = audit
     app.cleanup_ctx.append(cleanup_context(audit))
     app[SETTINGS] = settings
@@ -61,11 +67,14 @@ def create_http_app(
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_post("/auth/login", auth.login)
+    app.router.add_get("/auth/me", auth.me)
     app.router.add_get("/audit", auth.audit_trail)
     qido.add_routes(app)
     wado.add_routes(app)
     rendered.add_routes(app)
     viewer_routes.add_routes(app)
     stow.add_routes(app)
+    reports.add_routes(app)
+    shares.add_routes(app)
     app.router.add_get("/vault/{kind}/{pseudonym}", vault_routes.reveal)
     return app

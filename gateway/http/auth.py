@@ -2,10 +2,13 @@
 
 Every endpoint but ``/health`` and ``/auth/login`` needs ``Authorization:
 Bearer <token>``. Roles: ``admin`` (everything), ``radiologist`` (query,
-retrieve, store), ``referring`` (query and retrieve the studies of patients
-linked to them or granted to them, nothing else), ``auditor`` (the audit
-trail only). Every request touching patient data is recorded: who, what,
-when, from where, and the outcome (the HTTP status).
+retrieve, store, report, share), ``referring`` (query and retrieve the
+studies of patients linked to them or granted to them, and their final
+reports), ``auditor`` (the audit trail only), and ``share``: the holder of a
+share link's token (``share.…``), who may only view the link's one study.
+Every request touching patient data is recorded: who, what, when, from
+where, and the outcome (the HTTP status); so is every request made with a
+share token.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aiohttp import web
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
 from storage.index.accounts import AccountStore, Role, User
+from storage.index.shares import ShareExpired, ShareStore, is_share_token
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +39,54 @@ class TokenCache:
     """Recently checked tokens, for a few seconds: a viewer fetching hundreds of frames is not one database
     read per frame. A revoked or expired token stops working within ``TOKEN_CACHE_SECONDS``."""
 
-    def __init__(self, accounts: AccountStore) -> None:
+    def __init__(self, accounts: AccountStore, shares: ShareStore) -> None:
         self.accounts = accounts
-        self._seen: dict[str, tuple[float, User | None]] = {}
+        self.shares = shares
+        self._seen: dict[str, tuple[float, User | ShareExpired | None]] = {}
 
     async def user(self, token: str) -> User | None:
+        """The token's user or share principal; None if unknown; raises ShareExpired for a dead share link."""
         now = time.monotonic()
         cached = self._seen.get(token)
         if cached is not None and now - cached[0] < TOKEN_CACHE_SECONDS:
-            return cached[1]
-        user = await asyncio.to_thread(self.accounts.token_user, token)
-        if len(self._seen) > 10_000:
-            self._seen.clear()
-        self._seen[token] = (now, user)
-        return user
+            found = cached[1]
+        else:
+            lookup = self.shares.token_user if is_share_token(token) else self.accounts.token_user
+            try:
+                found = await asyncio.to_thread(lookup, token)
+            except ShareExpired as exc:
+                found = exc.with_traceback(None)
+            if len(self._seen) > 10_000:
+                self._seen.clear()
+            self._seen[token] = (now, found)
+        if isinstance(found, ShareExpired):
+            raise ShareExpired(found.link)
+        return found
+
+
+def _unauthorized(reason: str) -> web.HTTPUnauthorized:
+    return web.HTTPUnauthorized(
+        text=json.dumps({"error": reason}),
+        content_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="pacs-gateway"'},
+    )
+
+
+SHARE_ACCESS = "share-access"  # what a share principal's request is recorded as when nothing more specific fits
 
 
 def _action(request: web.Request) -> str | None:
     path = request.path
+    parts = path.strip("/").split("/")
+    if parts[0] == "studies" and len(parts) >= 3:
+        if parts[2:] == ["report", "final"]:
+            return "finalize-report"
+        if parts[2:] == ["report"]:
+            return "read-report" if request.method in ("GET", "HEAD") else "write-report"
+        if parts[2:] == ["shares"]:
+            return "share-create" if request.method == "POST" else "share-list"
+    if parts[0] == "shares":
+        return "share-revoke"
     if path.startswith("/dicom-web/"):
         if request.method == "POST":
             return "store"
@@ -69,14 +103,47 @@ def _action(request: web.Request) -> str | None:
     return None
 
 
+_SHARE_QUERIES = frozenset({"/auth/me", "/dicom-web/studies", "/dicom-web/series", "/dicom-web/instances"})
+_SHARE_VIEWS = frozenset({"series", "instances", "metadata", "rendered", "thumbnail"})
+
+
+def _share_may_read(request: web.Request, study: str) -> bool:
+    """A share link opens QIDO (scoped to its study), and its study's metadata, frames, renderings and report.
+
+    Not whole instances nor bulk data: a link is for viewing, not for taking the DICOM files away."""
+    if request.method not in ("GET", "HEAD"):
+        return False
+    path = request.rel_url.raw_path
+    if "%" in path:  # UIDs never need escaping; an escaped slash could otherwise pass for another study's path
+        return False
+    if path in _SHARE_QUERIES:
+        return True
+    parts = path.strip("/").split("/")
+    if parts == ["studies", study, "report"]:
+        return True
+    rest = parts[3:]
+    if parts[:3] != ["dicom-web", "studies", study] or not rest or any(p in ("", ".", "..") for p in rest):
+        return False
+    return rest[-1] in _SHARE_VIEWS or (len(rest) >= 2 and rest[-2] == "frames")
+
+
+def _manages_shares(path: str) -> bool:
+    parts = path.strip("/").split("/")
+    return parts[0] == "shares" or (parts[0] == "studies" and parts[2:] == ["shares"])
+
+
 def _allowed(user: User, request: web.Request) -> bool:
     path = request.path
+    if user.role is Role.SHARE:
+        return _share_may_read(request, user.share_study)
     if user.role is Role.ADMIN:
         return True
     if user.role is Role.AUDITOR:
-        return path in ("/audit", "/metrics")
+        return path in ("/audit", "/metrics", "/auth/me")
     if path == "/audit" or path.startswith("/vault/"):
         return False
+    if _manages_shares(path):
+        return user.role is Role.RADIOLOGIST
     if user.role is Role.REFERRING:
         return request.method == "GET"
     return True
@@ -91,14 +158,19 @@ async def auth_middleware(
     header = request.headers.get("Authorization", "")
     user = None
     if header.lower().startswith("bearer "):
-        user = await request.app[TOKENS].user(header[7:].strip())
+        try:
+            user = await request.app[TOKENS].user(header[7:].strip())
+        except ShareExpired as exc:
+            request.app[AUDIT].record(
+                username=exc.link.username, role=Role.SHARE.value, action=_action(request) or SHARE_ACCESS,
+                target=request.app[AUDIT].target(request), source=request.remote or "", outcome=401,
+            )  # fmt: skip
+            raise _unauthorized(str(exc)) from None
     if user is None:
-        raise web.HTTPUnauthorized(
-            text=json.dumps({"error": "a valid bearer token is required"}),
-            content_type="application/json",
-            headers={"WWW-Authenticate": 'Bearer realm="pacs-gateway"'},
-        )
+        raise _unauthorized("a valid bearer token is required")
     action = _action(request)
+    if action is None and user.role is Role.SHARE:
+        action = SHARE_ACCESS
     status = 500
     try:
         if not _allowed(user, request):
@@ -155,9 +227,20 @@ async def audit_trail(request: web.Request) -> web.Response:
     return web.json_response(list(rows))
 
 
+async def me(request: web.Request) -> web.Response:
+    """Who the token stands for, so that a client can show the right screen."""
+    user: User = request[USER]
+    body = {"username": user.username, "role": user.role.value, "display_name": user.display_name}
+    if user.role is Role.SHARE:
+        body["study_uid"] = user.share_study
+    return web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json", charset="utf-8")
+
+
 def scope_of(request: web.Request) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """None when the user sees everything; else the patient IDs and study UIDs they may see."""
     user: User = request[USER]
+    if user.role is Role.SHARE:
+        return (), (user.share_study,)
     if user.role is not Role.REFERRING:
         return None
     return request.app[ACCOUNTS].scope(user)

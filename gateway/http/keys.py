@@ -15,6 +15,8 @@ from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
+from storage.index.reports import ReportStore
+from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,3 +32,5 @@ VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 AUDIT = web.AppKey("audit", AuditWriter)
 TOKENS = web.AppKey("tokens", Any)  # the TokenCache (gateway.http.auth)
+REPORTS = web.AppKey("reports", ReportStore)
+SHARES = web.AppKey("shares", ShareStore)

@@ -2,7 +2,8 @@
 
 Matching is the C-FIND matching (``storage.index.hierarchy``): the same
 wildcards, ranges, UID lists, accent-insensitive names and other patient
-IDs, so the two protocols answer alike.
+IDs, so the two protocols answer alike. ``orderby`` (a gateway extension)
+sorts on attributes of the level before ``limit`` and ``offset`` apply.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from gateway.http.keys import INDEX, VAULT
 from gateway.http.urls import dicomweb_base
 from gateway.vault import PseudonymVault
 from storage.index.accounts import Role
-from storage.index.hierarchy import ATTRIBUTES, HierarchyQuery, Kind, Level, condition
+from storage.index.hierarchy import ATTRIBUTES, HierarchyQuery, Kind, Level, condition, parse_order
 from storage.index.matching import InvalidQuery
 
 log = logging.getLogger(__name__)
 
-_CONTROL = {"limit", "offset", "includefield", "fuzzymatching"}
+_CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 DICOM_JSON = "application/dicom+json"
@@ -39,7 +40,7 @@ RETURNED = {
     Level.STUDY: (
         "StudyDate", "StudyTime", "AccessionNumber", "ModalitiesInStudy", "ReferringPhysicianName", "StudyDescription",
         "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyID",
-        "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances",
+        "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "StudyStatusID",
     ),
     Level.SERIES: (
         "Modality", "SeriesDescription", "BodyPartExamined", "SeriesInstanceUID", "SeriesNumber",
@@ -80,6 +81,7 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
     matches = dict(fixed)
     include: set[str] = set()
     limit, offset = DEFAULT_LIMIT, 0
+    order: tuple[tuple[str, bool], ...] = ()
     for name in set(params):
         values = params.getall(name)
         if name in _CONTROL:
@@ -89,6 +91,8 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
                 limit = _int_param("limit", values[0], 1, MAX_LIMIT)
             elif name == "offset":
                 offset = _int_param("offset", values[0], 0, 10**9)
+            elif name == "orderby":
+                order = parse_order(level, values[0])
             elif name == "fuzzymatching" and values[0] not in {"true", "false"}:
                 raise InvalidQuery("fuzzymatching must be true or false")  # names always match without case or accents
             elif name == "includefield":
@@ -107,13 +111,14 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
             raise InvalidQuery(f"{keyword} is not a supported matching key at {level.value.lower()} level")
         if len(values) > 1:
             raise InvalidQuery(f"{keyword} given more than once")
-        value = values[0].strip().replace(",", "\\") if attribute.kind is Kind.UID else values[0].strip()  # type: ignore[union-attr]
+        listed = attribute.kind in (Kind.UID, Kind.STATUS)  # type: ignore[union-attr]
+        value = values[0].strip().replace(",", "\\") if listed else values[0].strip()
         if keyword in fixed and value and value != fixed[keyword]:
             raise InvalidQuery(f"{keyword} contradicts the path")
         if value:
             condition(attribute, value)  # type: ignore[arg-type]  # refuse a bad value now, with its reason
             matches[keyword] = value
-    return HierarchyQuery(level, matches, limit=limit, offset=offset), include
+    return HierarchyQuery(level, matches, limit=limit, offset=offset, order=order), include
 
 
 def _accepts_json(request: web.Request) -> bool:

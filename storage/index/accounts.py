@@ -24,6 +24,10 @@ class Role(str, Enum):
     RADIOLOGIST = "radiologist"
     REFERRING = "referring"  # sees only the studies of patients linked to them, or granted
     AUDITOR = "auditor"  # reads the audit trail, no patient data
+    SHARE = "share"  # the holder of a share link (storage.index.shares): one study, read-only; never an account
+
+
+ACCOUNT_ROLES = tuple(role for role in Role if role is not Role.SHARE)
 
 
 class AccountError(Exception):
@@ -36,6 +40,7 @@ class User:
     username: str
     role: Role
     display_name: str = ""
+    share_study: str = ""  # a share link's principal: the one study it opens
 
 
 # scrypt (RFC 7914), a standard memory-hard password hash; parameters stored with each hash.
@@ -77,6 +82,8 @@ class AccountStore:
     def add_user(self, username: str, role: Role, *, password: str = "", display_name: str = "") -> User:
         if not username or len(username) > 64:
             raise AccountError("a user name is 1 to 64 characters")
+        if role not in ACCOUNT_ROLES:
+            raise AccountError(f"the {role.value} role is not given to accounts")
         values = {
             "username": username,
             "role": role.value,

@@ -5,7 +5,9 @@ turns them into one SQL query over the level's table joined with the levels
 above it. Matching follows PS3.4 C.2.2.2: single value, wildcard (``*``,
 ``?``), range (dates and times), list of UIDs, universal (empty value);
 person names match without case or accents; a patient ID matches the
-patient's other IDs too (citizen ID, insurance number).
+patient's other IDs too (citizen ID, insurance number). Studies carry their
+reading status (Study Status ID: UNREAD, IN PROGRESS, READ) from the reports
+table, and results can be sorted on any matchable attribute (``order``).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
 from storage.index.person_names import fold_pattern
-from storage.index.schema import instances, patient_identifiers, patients, series, studies
+from storage.index.schema import instances, patient_identifiers, patients, reports, series, studies
 from storage.index.matching import DateRange, InvalidQuery
 from storage.uids import is_valid_uid
 
@@ -41,6 +43,7 @@ class Kind(str, Enum):
     DATE = "date"  # single date or range
     TIME = "time"  # single time or range
     NUMBER = "number"  # IS / US: exact
+    STATUS = "status"  # Study Status ID: one of STUDY_STATUSES, or a backslash-separated list of them
     RETURN_ONLY = "return"  # counts and derived values: returned, never matched
 
 
@@ -51,6 +54,12 @@ class Attribute:
     column: Any
     kind: Kind
 
+
+# A study's reading status, from its report: none, a draft, or final.
+STUDY_STATUSES = {"UNREAD": None, "IN PROGRESS": "draft", "READ": "final"}
+_study_status = case((reports.c.status == "final", "READ"), (reports.c.status == "draft", "IN PROGRESS"), else_="UNREAD")
+# Sorted in reading order: what awaits a radiologist first.
+_study_status_rank = case((reports.c.status == "final", 2), (reports.c.status == "draft", 1), else_=0)
 
 _ATTRIBUTES = [
     Attribute("PatientID", Level.PATIENT, patients.c.patient_id, Kind.TEXT),
@@ -66,6 +75,7 @@ _ATTRIBUTES = [
     Attribute("StudyDescription", Level.STUDY, studies.c.study_description, Kind.TEXT),
     Attribute("ReferringPhysicianName", Level.STUDY, studies.c.referring_physician_folded, Kind.NAME),
     Attribute("ModalitiesInStudy", Level.STUDY, studies.c.modalities, Kind.TEXT),
+    Attribute("StudyStatusID", Level.STUDY, _study_status, Kind.STATUS),
     Attribute("NumberOfStudyRelatedSeries", Level.STUDY, studies.c.num_series, Kind.RETURN_ONLY),
     Attribute("NumberOfStudyRelatedInstances", Level.STUDY, studies.c.num_instances, Kind.RETURN_ONLY),
     Attribute("SeriesInstanceUID", Level.SERIES, series.c.series_uid, Kind.UID),
@@ -113,6 +123,8 @@ class HierarchyQuery:
     patient_pseudonyms: tuple[str, ...] = ()
     # What a referring physician may see: (linked patient IDs, granted study UIDs); None is everything.
     scope: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # Sort keys before the level's own order: (keyword, descending), from :func:`parse_order`.
+    order: tuple[tuple[str, bool], ...] = ()
 
 
 def _like(pattern: str) -> str:
@@ -166,6 +178,16 @@ def condition(attribute: Attribute, value: str) -> Any:
     if attribute.keyword == "PatientID":
         other = select(patient_identifiers.c.patient_pk).where(_text_condition(patient_identifiers.c.identifier, value))
         return or_(_text_condition(patients.c.patient_id, value), patients.c.pk.in_(other))
+    if kind is Kind.STATUS:
+        wanted = [v.strip() for v in value.split("\\") if v.strip()]
+        unknown = [v for v in wanted if v not in STUDY_STATUSES]
+        if unknown or not wanted:
+            raise InvalidQuery(f"{attribute.keyword}: {value!r} is not one of {', '.join(STUDY_STATUSES)} (or a list of them)")
+        statuses = [STUDY_STATUSES[v] for v in wanted]
+        matched = [reports.c.status.in_([s for s in statuses if s])]
+        if None in statuses:
+            matched.append(reports.c.status.is_(None))
+        return or_(*matched)
     if attribute.keyword == "ModalitiesInStudy":
         wanted = [v for v in value.split("\\") if v]
         return studies.c.pk.in_(select(series.c.study_pk).where(series.c.modality.in_(wanted)))
@@ -196,6 +218,7 @@ def _statement(query: HierarchyQuery) -> tuple[list[Any], Any, Any]:
     conditions: list[Any] = []
     if depth >= Level.STUDY.depth:
         source = source.join(studies, studies.c.patient_pk == patients.c.pk)
+        source = source.outerjoin(reports, reports.c.study_uid == studies.c.study_uid)
         conditions.append(studies.c.num_instances > 0)
     if depth >= Level.SERIES.depth:
         source = source.join(series, series.c.study_pk == studies.c.pk)
@@ -235,10 +258,46 @@ _ORDER = {
 }
 
 
+def sortable(level: Level) -> list[str]:
+    """The keywords results of a level can be sorted on: its matchable attributes and those above, and the counts."""
+    return [
+        a.keyword
+        for a in _ATTRIBUTES
+        if a.level.depth <= level.depth and (a.kind is not Kind.RETURN_ONLY or a.keyword.startswith("NumberOf"))
+    ]
+
+
+def parse_order(level: Level, text: str) -> tuple[tuple[str, bool], ...]:
+    """``Keyword[,-Keyword...]`` (a leading ``-`` sorts descending) as sort keys; raises InvalidQuery."""
+    allowed = sortable(level)
+    order = []
+    for item in (i.strip() for i in text.split(",")):
+        descending = item.startswith("-")
+        keyword = item[1:].strip() if descending or item.startswith("+") else item
+        if keyword not in allowed:
+            raise InvalidQuery(
+                f"cannot sort {level.value.lower()} results by {keyword!r}; sortable: {', '.join(allowed)}"
+            )
+        if keyword in (k for k, _ in order):
+            raise InvalidQuery(f"{keyword} is given twice in the sort order")
+        order.append((keyword, descending))
+    return tuple(order)
+
+
+def _sort_column(keyword: str, descending: bool) -> Any:
+    # PatientName and ReferringPhysicianName sort by their folded column: accents and case aside, as people read them.
+    column = _study_status_rank if keyword == "StudyStatusID" else ATTRIBUTES[keyword].column
+    return column.desc() if descending else column.asc()
+
+
 def search(conn: Connection, query: HierarchyQuery) -> Iterator[dict[str, Any]]:
-    """Rows of the query's level in a stable order, each a dict keyword -> value for that level and above."""
+    """Rows of the query's level in a stable order, each a dict keyword -> value for that level and above.
+
+    The query's own sort keys come first; the level's usual order breaks their ties, so paging stays stable.
+    """
     columns, source, where = _statement(query)
-    stmt = select(*columns).select_from(source).where(where).order_by(*_ORDER[query.level])
+    order = [_sort_column(keyword, descending) for keyword, descending in query.order]
+    stmt = select(*columns).select_from(source).where(where).order_by(*order, *_ORDER[query.level])
     if query.limit is not None:
         stmt = stmt.limit(query.limit)
     if query.offset:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -212,4 +213,59 @@ audit_events = Table(
     Column("outcome", Integer, nullable=False),
     Index("ix_audit_at", "at"),
     Index("ix_audit_user", "username"),
+)
+
+
+# Radiology reports, one per study: a draft that its author saves over, then final (never edited again).
+reports = Table(
+    "reports",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # 'draft' or 'final'
+    Column("template", String(64), nullable=False, default=""),
+    Column("findings", Text, nullable=False, default=""),
+    Column("impression", Text, nullable=False, default=""),
+    Column("author_username", String(64), nullable=False),  # who last saved it
+    Column("author_name", String(128), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("finalized_at", DateTime(timezone=True)),
+    Column("finalized_by", String(64), nullable=False, default=""),
+    Column("finalized_by_name", String(128), nullable=False, default=""),
+)
+
+# Work for other systems (the EMR link), written in the same transaction as the change it announces,
+# so that nothing is announced that did not happen and nothing that happened goes unannounced.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),  # e.g. 'diagnostic-report'
+    Column("subject", String(64), nullable=False),  # e.g. the study UID
+    Column("payload", Text, nullable=False),  # JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("last_error", String(512), nullable=False, default=""),
+    Index("ix_outbox_due", "kind", "delivered_at", "next_attempt_at"),
+)
+
+# Links that open one study for a patient or a doctor outside the hospital, without an account.
+# Only the SHA-256 digest of a link's token is kept.
+share_links = Table(
+    "share_links",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("label", String(128), nullable=False, default=""),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked", Integer, nullable=False, default=0),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("revoked_by", String(64), nullable=False, default=""),
+    Index("ix_share_links_study", "study_uid"),
 )

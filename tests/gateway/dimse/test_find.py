@@ -234,3 +234,15 @@ def test_queries_are_in_the_audit_trail(archive, tmp_path: Path) -> None:
     latest = events[0]
     assert latest["action"] == "query" and latest["role"] == "dicom" and latest["source"] == "127.0.0.1"
     assert latest["target"].startswith("C-FIND ") and "PatientID=MRN-0002" in latest["target"] and latest["outcome"] == 0
+
+
+def test_study_status_is_returned_and_matched(archive, tmp_path: Path) -> None:
+    gateway, studies = archive
+    later = studies["later"][0].StudyInstanceUID
+    assert gateway.send("PUT", f"/studies/{later}/report", {"findings": "Bình thường.", "impression": ""})[0] == 200
+    found = findscu(gateway.dicom_port, tmp_path / "all", "QueryRetrieveLevel=STUDY", "AccessionNumber", "0032,000A")
+    assert [(ds.AccessionNumber, ds[0x0032000A].value) for ds in found] == [
+        ("ACC-B", "IN PROGRESS"), ("ACC-C", "UNREAD"), ("ACC-A", "UNREAD")
+    ]  # fmt: skip
+    found = findscu(gateway.dicom_port, tmp_path / "read", "QueryRetrieveLevel=STUDY", "AccessionNumber", "0032,000A=IN PROGRESS")
+    assert [ds.AccessionNumber for ds in found] == ["ACC-B"]

@@ -113,3 +113,14 @@ def test_revoked_tokens_stop_working(gateway) -> None:
 
     time.sleep(TOKEN_CACHE_SECONDS + 0.2)  # tokens checked moments ago are trusted this long
     assert gw.get("/dicom-web/studies", _bearer(token), auth=False)[0] == 401
+
+
+def test_who_the_token_stands_for(gateway) -> None:
+    gw, *_ = gateway
+    token = gw.add_user("dr.minh", "radiologist", display_name="BS. Lê Văn Minh")
+    assert gw.get("/auth/me", _bearer(token), auth=False) == (
+        200, {"username": "dr.minh", "role": "radiologist", "display_name": "BS. Lê Văn Minh"}
+    )  # fmt: skip
+    auditor = gw.add_user("auditor", "auditor")
+    assert gw.get("/auth/me", _bearer(auditor), auth=False)[1]["role"] == "auditor"
+    assert gw.get("/auth/me", auth=False)[0] == 401

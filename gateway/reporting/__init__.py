@@ -1,0 +1,1 @@
+"""Radiology reporting: the report templates offered to radiologists."""
