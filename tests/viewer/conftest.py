@@ -10,6 +10,7 @@ The archive holds, all synthetic:
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,17 @@ def archive(tmp_path_factory: pytest.TempPathFactory):
     gateway.wait_idle()
     yield gateway, series
     gateway.kill()
+
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "viewer"
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """Where a test saves its screenshots, kept after the run (``test-artifacts/viewer/<test>/``, not in git)."""
+    folder = ARTIFACTS / re.sub(r"[^\w.-]+", "_", request.node.name)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def _status_of(page, accession: str) -> str:
     return row.get_attribute("data-status")
 
 
-def test_report_from_template_to_final(archive, page, tmp_path: Path) -> None:
+def test_report_from_template_to_final(archive, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, _ = archive
@@ -39,7 +39,7 @@ def test_report_from_template_to_final(archive, page, tmp_path: Path) -> None:
     page.fill("#impression", "Không thấy tổn thương khu trú. Nguyễn Văn An")
     page.click("#report-save")
     expect(page.locator("#report-status")).to_contain_text("Bản nháp")
-    page.screenshot(path=str(tmp_path / "1-draft.png"))
+    page.screenshot(path=str(artifacts / "1-draft.png"))
     assert _status_of(page, "ACC-2023") == "IN PROGRESS"
 
     page.locator("tr.study", has_text="ACC-2023").click()
@@ -50,7 +50,7 @@ def test_report_from_template_to_final(archive, page, tmp_path: Path) -> None:
     assert "dr.lan" in page.locator("#report-status").inner_text()
     expect(page.locator("#report-impression")).to_have_text("Không thấy tổn thương khu trú. Nguyễn Văn An")
     assert page.locator("#findings").count() == 0  # a final report is not editable
-    page.screenshot(path=str(tmp_path / "2-final.png"))
+    page.screenshot(path=str(artifacts / "2-final.png"))
     assert _status_of(page, "ACC-2023") == "READ"
 
     # Handed to the EMR link: one outbox row, written with the final report.
@@ -82,11 +82,12 @@ def test_worklist_sorts_by_column_and_pages(archive, page) -> None:
     assert page.locator("tr.study td:nth-child(2)").all_inner_texts() == names[::-1]
     assert names[0] == "<img src" and names[-1] == "Nguyễn Văn An"  # "<" sorts first; Lê before Nguyễn
     page.click("button[data-sort=StudyDate]")
+    expect(page.locator("th[aria-sort=ascending] button[data-sort=StudyDate]")).to_have_count(1)
     dates = page.locator("tr.study td:nth-child(5)").all_inner_texts()
     assert [d[-4:] + d[3:5] + d[:2] for d in dates] == sorted(d[-4:] + d[3:5] + d[:2] for d in dates)
 
 
-def test_referring_physician_reads_only_final_reports(archive, browser, tmp_path: Path) -> None:
+def test_referring_physician_reads_only_final_reports(archive, browser, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, _ = archive
@@ -105,7 +106,7 @@ def test_referring_physician_reads_only_final_reports(archive, browser, tmp_path
     open_study(page, "ACC-US", loaded=False)
     expect(page.locator("#report-status")).to_have_text("Chưa có kết quả")
     assert page.locator("#findings").count() == 0 and page.locator("#share-open").count() == 0
-    page.screenshot(path=str(tmp_path / "referring.png"))
+    page.screenshot(path=str(artifacts / "referring.png"))
 
 
 def test_auditor_sees_the_audit_trail_not_studies(archive, browser) -> None:

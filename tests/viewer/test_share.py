@@ -21,7 +21,7 @@ def _call(gateway, method: str, path: str, body: dict | None = None) -> dict:
         return json.loads(response.read() or b"null")
 
 
-def test_share_link_opens_one_study_read_only_until_revoked(archive, browser, page, tmp_path: Path) -> None:
+def test_share_link_opens_one_study_read_only_until_revoked(archive, browser, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, series = archive
@@ -37,7 +37,7 @@ def test_share_link_opens_one_study_read_only_until_revoked(archive, browser, pa
     url = page.locator("#share-url").input_value()
     expect(page.locator("#share-qr")).to_have_js_property("complete", True)
     assert page.locator("#share-qr").evaluate("img => img.naturalWidth") > 0  # the QR code, drawn
-    page.screenshot(path=str(tmp_path / "1-share-dialog.png"))
+    page.screenshot(path=str(artifacts / "1-share-dialog.png"))
     assert re.fullmatch(re.escape(gateway.base_url) + r"/viewer/#share=share\.[\w-]{20,}", url), url
     for phi in ("MRN-0001", "Nguy", "079203001234", "ACC0001", study_uid):
         assert phi not in url
@@ -53,7 +53,7 @@ def test_share_link_opens_one_study_read_only_until_revoked(archive, browser, pa
     assert visitor.locator("#share-open").count() == 0 and visitor.locator("#findings").count() == 0
     pixels = canvas_pixels(visitor)
     assert pixels.max() - pixels.min() > 100
-    visitor.screenshot(path=str(tmp_path / "2-shared-view.png"))
+    visitor.screenshot(path=str(artifacts / "2-shared-view.png"))
 
     trail = _call(gateway, "GET", "/audit?limit=1000")
     uses = [e for e in trail if e["username"].startswith("share:")]
@@ -70,4 +70,4 @@ def test_share_link_opens_one_study_read_only_until_revoked(archive, browser, pa
             break
         later.wait_for_timeout(1000)
     expect(later.locator("#share-ended")).to_be_visible()
-    later.screenshot(path=str(tmp_path / "3-revoked.png"))
+    later.screenshot(path=str(artifacts / "3-revoked.png"))

@@ -35,7 +35,7 @@ def _expected_roi(slice_number: int, box: tuple[float, float, float, float]) -> 
     return float(hu[inside].mean()), float(hu[inside].std())
 
 
-def test_angle_and_roi_statistics(archive, page, tmp_path: Path) -> None:
+def test_angle_and_roi_statistics(archive, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, _ = archive
@@ -56,12 +56,12 @@ def test_angle_and_roi_statistics(archive, page, tmp_path: Path) -> None:
     mean, sd = (float(v) for v in re.match(r"^(-?[\d.]+) ± ([\d.]+) HU", label).groups())
     want_mean, want_sd = _expected_roi(31, box)
     assert 100 < sd and mean == pytest.approx(want_mean, abs=15) and sd == pytest.approx(want_sd, abs=15), label
-    page.screenshot(path=str(tmp_path / "angle-roi.png"))
+    page.screenshot(path=str(artifacts / "angle-roi.png"))
     page.keyboard.press("Delete")
     expect(page.locator("#measurements li")).to_have_count(0)
 
 
-def test_orientation_markers_follow_rotation(archive, page, tmp_path: Path) -> None:
+def test_orientation_markers_follow_rotation(archive, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, _ = archive
@@ -82,10 +82,10 @@ def test_orientation_markers_follow_rotation(archive, page, tmp_path: Path) -> N
     assert "ACC0001" in page.locator("#frame .corner.tr").inner_text()
     page.keyboard.press("t")  # overlay off, markers stay
     expect(page.locator("#frame .corner.tl")).to_be_hidden()
-    page.screenshot(path=str(tmp_path / "orientation.png"))
+    page.screenshot(path=str(artifacts / "orientation.png"))
 
 
-def test_layouts_compare_with_prior(archive, page, tmp_path: Path) -> None:
+def test_layouts_compare_with_prior(archive, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, _ = archive
@@ -107,12 +107,12 @@ def test_layouts_compare_with_prior(archive, page, tmp_path: Path) -> None:
     expect(page.locator("#status-2")).to_contain_text(re.compile(r"(Lát|Slice) 4/4"))
     page.click("[data-layout='2x2']")
     expect(page.locator("#grid .cell")).to_have_count(4)
-    page.screenshot(path=str(tmp_path / "layout-2x2.png"))
+    page.screenshot(path=str(artifacts / "layout-2x2.png"))
     page.click("[data-layout='1x1']")
     expect(page.locator("#grid .cell")).to_have_count(1)
 
 
-def test_cine_plays_a_multiframe_clip_at_its_frame_rate(archive, page, tmp_path: Path) -> None:
+def test_cine_plays_a_multiframe_clip_at_its_frame_rate(archive, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, _ = archive
@@ -135,10 +135,10 @@ def test_cine_plays_a_multiframe_clip_at_its_frame_rate(archive, page, tmp_path:
     page.wait_for_timeout(400)
     assert status.inner_text() == paused
     assert canvas_pixels(page).mean() != pytest.approx(before, abs=2)  # a different frame, a different grey
-    page.screenshot(path=str(tmp_path / "cine.png"))
+    page.screenshot(path=str(artifacts / "cine.png"))
 
 
-def test_touch_pinch_zooms_and_one_finger_windows(archive, browser, tmp_path: Path) -> None:
+def test_touch_pinch_zooms_and_one_finger_windows(archive, browser, artifacts: Path) -> None:
     page = new_page(browser, has_touch=True, is_mobile=False)
     gateway, _ = archive
     log_in(page, gateway.base_url)
@@ -163,4 +163,4 @@ def test_touch_pinch_zooms_and_one_finger_windows(archive, browser, tmp_path: Pa
         touch("touchMove", [(cx + 10 * step, cy + 5 * step)])
     touch("touchEnd", [])
     assert status.inner_text() != before and "W 400 L 40" not in status.inner_text()  # one finger: window/level
-    page.screenshot(path=str(tmp_path / "touch.png"))
+    page.screenshot(path=str(artifacts / "touch.png"))

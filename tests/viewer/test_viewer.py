@@ -19,18 +19,18 @@ def _log_in(page, base: str) -> None:
     page.locator("#search").wait_for()
 
 
-def test_read_a_study(archive, page, tmp_path: Path) -> None:
+def test_read_a_study(archive, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, series = archive
     _log_in(page, gateway.base_url)
-    page.screenshot(path=str(tmp_path / "1-worklist.png"))
+    page.screenshot(path=str(artifacts / "1-worklist.png"))
     page.fill("input[name=PatientName]", "nguyen van an")  # no accents, lower case
     page.click("#search button[type=submit]")
     expect(page.locator("tr.study")).to_have_count(2)  # the search replaced the full list: this CT and its 2023 prior
     row = page.locator("tr.study", has_text="ACC0001")
     assert "Nguyễn Văn An" in row.inner_text()  # the name as people write it, accents kept
-    page.screenshot(path=str(tmp_path / "2-found.png"))
+    page.screenshot(path=str(artifacts / "2-found.png"))
     row.click()
     status = page.locator("#status")
     status.wait_for()
@@ -40,7 +40,7 @@ def test_read_a_study(archive, page, tmp_path: Path) -> None:
     assert f"/{SLICES}" in status.inner_text()
     middle = _canvas(page)
     assert middle.max() - middle.min() > 100  # an image, not a blank canvas
-    page.screenshot(path=str(tmp_path / "3-opened.png"))
+    page.screenshot(path=str(artifacts / "3-opened.png"))
 
     for _ in range(50 - SLICES // 2 - 1):
         page.keyboard.press("ArrowDown")
@@ -48,16 +48,16 @@ def test_read_a_study(archive, page, tmp_path: Path) -> None:
     slice50 = _canvas(page)
     # Soft tissue shows mid-grey (about 128) on black air; the disc grows with the slice number.
     assert (slice50 > 64).mean() > (middle > 64).mean()
-    page.screenshot(path=str(tmp_path / "4-slice50.png"))
+    page.screenshot(path=str(artifacts / "4-slice50.png"))
 
     page.click("button[data-preset=lung]")  # window 1500 wide around -600: tissue and air both lighter
     lung = _canvas(page)
     assert lung.mean() != pytest.approx(slice50.mean(), abs=5)
     assert "W 1500 L -600" in status.inner_text()
-    page.screenshot(path=str(tmp_path / "5-window.png"))
+    page.screenshot(path=str(artifacts / "5-window.png"))
 
 
-def test_dicom_strings_are_shown_as_text_never_run(archive, page, tmp_path: Path) -> None:
+def test_dicom_strings_are_shown_as_text_never_run(archive, page, artifacts: Path) -> None:
     gateway, _ = archive
     _log_in(page, gateway.base_url)
     page.fill("input[name=PatientID]", "MRN-XSS")
@@ -68,7 +68,7 @@ def test_dicom_strings_are_shown_as_text_never_run(archive, page, tmp_path: Path
     assert "<img src" in row.inner_text()
     assert "&lt;img src" in row.inner_html()
     assert page.locator("#results img").count() == 0 and page.dialogs == []
-    page.screenshot(path=str(tmp_path / "xss.png"))
+    page.screenshot(path=str(artifacts / "xss.png"))
 
 
 def test_viewer_is_served_under_a_strict_policy(archive) -> None:
@@ -82,7 +82,7 @@ def test_viewer_is_served_under_a_strict_policy(archive) -> None:
     assert total < 300 * 1024
 
 
-def test_zoom_rotate_thumbnails_help(archive, page, tmp_path: Path) -> None:
+def test_zoom_rotate_thumbnails_help(archive, page, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
     gateway, _ = archive
@@ -107,10 +107,10 @@ def test_zoom_rotate_thumbnails_help(archive, page, tmp_path: Path) -> None:
     page.click("#help-open")
     expect(page.locator("#help")).to_be_visible()
     assert "shift + drag" in page.locator("#help").inner_text()
-    page.screenshot(path=str(tmp_path / "tools.png"))
+    page.screenshot(path=str(artifacts / "tools.png"))
 
 
-def test_length_in_millimetres(archive, page, tmp_path: Path) -> None:
+def test_length_in_millimetres(archive, page, artifacts: Path) -> None:
     """64 pixels across a 0.7 mm Pixel Spacing is 44.8 mm, whatever the zoom."""
     from playwright.sync_api import expect
 
@@ -134,4 +134,4 @@ def test_length_in_millimetres(archive, page, tmp_path: Path) -> None:
     page.mouse.move(*screen(96, 64), steps=5)
     page.mouse.up()
     expect(page.locator("#measurements li")).to_have_text("44.8 mm")
-    page.screenshot(path=str(tmp_path / "length.png"))
+    page.screenshot(path=str(artifacts / "length.png"))
