@@ -170,8 +170,12 @@ export class Stack {
     const columns = number(meta, "00280011", 0);
     const rows = number(meta, "00280010", 0);
     if (canvas.width !== columns || canvas.height !== rows) [canvas.width, canvas.height] = [columns, rows];
-    const out = context.createImageData(columns, rows);
-    const pixels = new Uint32Array(out.data.buffer);
+    if (this.out?.width !== columns || this.out?.height !== rows) {
+      this.out = context.createImageData(columns, rows); // reused from frame to frame: no allocation while scrolling
+      this.outPixels = new Uint32Array(this.out.data.buffer);
+    }
+    const out = this.out;
+    const pixels = this.outPixels;
     if (number(meta, "00280002", 1) === 3) {
       const planar = number(meta, "00280006", 0) === 1;
       const plane = rows * columns;

@@ -93,13 +93,18 @@ export class Viewport {
     this.draw();
   }
 
+  // The text at once; the pixels at the next animation frame, once however many events asked for them.
   draw() {
     if (!this.stack) return;
-    if (this.stack.draw(this.canvas)) {
-      const context = this.canvas.getContext("2d");
-      drawMeasurements(context, this.preview ? [...this.currentMeasurements, this.preview] : this.currentMeasurements);
-    }
     this.decorate();
+    if (!this.painting) this.painting = requestAnimationFrame(() => this.paint());
+  }
+
+  paint() {
+    this.painting = 0;
+    if (this.stack?.draw(this.canvas)) {
+      drawMeasurements(this.canvas.getContext("2d"), this.preview ? [...this.currentMeasurements, this.preview] : this.currentMeasurements);
+    }
   }
 
   // The text around the image: overlay corners, orientation markers, slice and loading status, slider.
@@ -108,7 +113,10 @@ export class Viewport {
     if (!stack) return;
     const meta = stack.current.meta;
     const study = this.study;
-    const fill = (corner, lines) => this.corners[corner].replaceChildren(...lines.filter(Boolean).map((line) => element("div", {}, line)));
+    const fill = (corner, lines) => {
+      const text = lines.filter(Boolean).join("\n"); // shown with white-space: pre-line; rewritten only when it changes
+      if (this.corners[corner].textContent !== text) this.corners[corner].textContent = text;
+    };
     this.frame.classList.toggle("bare", !this.overlay);
     fill("tl", [personName(value(study, "00100010")), value(study, "00100020"),
       [date(value(study, "00100030")), value(study, "00100040")].filter(Boolean).join(" · ")]);
@@ -122,7 +130,10 @@ export class Viewport {
     fill("br", [`W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}`, `${t("zoom")} ${Math.round(this.view.zoom * 100)}%`,
       list(meta, "00280030") ? `${list(meta, "00280030")} mm/px` : ""]);
     const found = markers(meta, this.view);
-    for (const [edge, span] of Object.entries(this.edges)) span.textContent = found?.[edge] ?? "";
+    for (const [edge, span] of Object.entries(this.edges)) {
+      const letter = found?.[edge] ?? "";
+      if (span.textContent !== letter) span.textContent = letter;
+    }
     this.slider.value = String(stack.index);
     this.status.textContent = `${t("slice")} ${stack.index + 1}/${stack.length} · W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}`
       + (stack.complete ? "" : ` · ${t("loading")} ${stack.loaded}/${stack.length}`);
