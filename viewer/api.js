@@ -103,17 +103,26 @@ export async function rawFrame(path) {
   return firstPart(new Uint8Array(await response.arrayBuffer()), boundary);
 }
 
+// The single part's body: after the part headers, up to the closing delimiter, which is sought from the end
+// (a frame is hundreds of kilobytes; its delimiter is in the last few dozen bytes).
 function firstPart(body, boundary) {
   const start = indexOf(body, new TextEncoder().encode("\r\n\r\n"), 0) + 4;
-  const end = indexOf(body, new TextEncoder().encode(`\r\n--${boundary}`), start);
+  const end = lastIndexOf(body, new TextEncoder().encode(`\r\n--${boundary}`), start);
   return body.slice(start, end).buffer;
 }
 
+function matches(haystack, needle, at) {
+  for (let j = 0; j < needle.length; j++) if (haystack[at + j] !== needle[j]) return false;
+  return true;
+}
+
 function indexOf(haystack, needle, from) {
-  outer: for (let i = from; i <= haystack.length - needle.length; i++) {
-    for (let j = 0; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
-    return i;
-  }
+  for (let i = from; i <= haystack.length - needle.length; i++) if (matches(haystack, needle, i)) return i;
+  return -1;
+}
+
+function lastIndexOf(haystack, needle, floor) {
+  for (let i = haystack.length - needle.length; i >= floor; i--) if (matches(haystack, needle, i)) return i;
   return -1;
 }
 

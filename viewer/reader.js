@@ -49,11 +49,14 @@ export async function openReader(app, study, { role, back }) {
     return active.load(owner, item, { prior });
   };
 
+  let thumbnailsWait = []; // thumbnails are fetched once the first image is on screen, not before it
   const thumbnail = (owner, item, prior) => {
     const picture = element("img", { alt: "" });
     const bar = element("progress", { max: "1", value: "0", hidden: true });
     thumbs.set(value(item, "0020000E"), bar);
-    imageURL(`/dicom-web/studies/${value(owner, "0020000D")}/series/${value(item, "0020000E")}/thumbnail`).then((url) => { picture.src = url; }, () => {});
+    const fetchThumbnail = () => imageURL(`/dicom-web/studies/${value(owner, "0020000D")}/series/${value(item, "0020000E")}/thumbnail`)
+      .then((url) => { picture.src = url; }, () => {});
+    if (thumbnailsWait) thumbnailsWait.push(fetchThumbnail); else fetchThumbnail();
     return element("button", { type: "button", class: "thumb", "data-series": value(item, "0020000E"), onclick: () => guard(place(owner, item, prior)) },
       picture, element("span", {}, `${value(item, "00200011") ?? ""} ${value(item, "00080060") ?? ""} ${value(item, "0008103E") ?? ""} (${value(item, "00201209") ?? 0})`), bar);
   };
@@ -118,7 +121,9 @@ export async function openReader(app, study, { role, back }) {
       keys[event.key]();
     }
   };
-  if (series.length) await guard(active.load(study, series[0]));
+  const showThumbnails = () => { const waiting = thumbnailsWait; thumbnailsWait = null; waiting.forEach((fetch) => fetch()); };
+  if (series.length) await guard(active.load(study, series[0])).finally(showThumbnails);
+  else showThumbnails();
 }
 
 // Other studies of the same patient, newest first; their series open beside the current study.

@@ -8,7 +8,7 @@ export const PRESETS = {
 };
 
 const IN_FLIGHT = 6;
-const SLOW_FRAME_MS = 60; // a raw frame slower than this means a slow link: send the JPEGs first
+const SLOW_LINK_BYTES_PER_MS = 2000; // under about 16 Mbit/s for the first raw frame: send the JPEGs first
 
 function number(meta, tag, fallback) {
   const found = Number(value(meta, tag));
@@ -76,7 +76,7 @@ export class Stack {
   async loadAll() {
     const started = performance.now();
     await this.fetchRaw(this.index);
-    const slow = performance.now() - started > SLOW_FRAME_MS;
+    const slow = this.raw[this.index]?.byteLength / Math.max(1, performance.now() - started) < SLOW_LINK_BYTES_PER_MS;
     if (slow) await this.pool(this.order().filter((i) => !this.raw[i] && !this.rendered[i]), (i) => this.fetchRendered(i));
     await this.pool(this.order().filter((i) => !this.raw[i]), (i) => this.fetchRaw(i));
     if (!this.cancelled) performance.mark("pacsgw:full-fidelity");

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 from typing import Any
 
@@ -18,7 +17,7 @@ from aiohttp import web
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dicom_rules.vault import PATIENT, VaultSealError
-from gateway.http.dicom_json import element
+from gateway.http.dicom_json import DICOM_JSON, element, json_response
 from gateway.http.errors import http_error
 from gateway.http.auth import USER, scope_of
 from gateway.http.keys import INDEX, VAULT
@@ -33,7 +32,6 @@ log = logging.getLogger(__name__)
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
-DICOM_JSON = "application/dicom+json"
 
 # Attributes returned at each level (PS3.18 Tables 6.7.1-2, -2a, -2b, as far as the index keeps them).
 RETURNED = {
@@ -210,9 +208,7 @@ def _route(level: Level) -> Any:
         if remaining > 0:
             headers["Warning"] = f'299 pacs-gateway: "There are {remaining} additional results that can be requested"'
         body = [attributes(row, level, include, _retrieve_url(request, row, level)) for row in rows]
-        return web.Response(
-            body=json.dumps(body, ensure_ascii=False).encode(), content_type=DICOM_JSON, charset="utf-8", headers=headers
-        )
+        return json_response(request, body, headers)
 
     return handler
 

@@ -19,7 +19,7 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from pydicom import dcmread
 
 from gateway.dimse.status import StoreStatus
-from gateway.http.dicom_json import element
+from gateway.http.dicom_json import DICOM_JSON, element
 from gateway.http.errors import http_error
 from gateway.http.keys import DICOM
 from gateway.http.urls import dicomweb_base
@@ -30,7 +30,6 @@ from storage.uids import is_valid_uid
 log = logging.getLogger(__name__)
 
 STOW_SOURCE = "STOW-RS"  # the calling AE title the rules see for STOW-RS
-DICOM_JSON = "application/dicom+json"
 
 
 def _uids(data: bytes) -> tuple[str, str, str]:

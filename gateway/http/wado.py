@@ -25,6 +25,7 @@ from pydicom.dataset import Dataset
 from gateway.dimse.part10 import file_meta
 from gateway.dimse.retrieve import dataset_bytes
 from gateway.http.auth import scope_of
+from gateway.http.dicom_json import DICOM_JSON, json_response
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX, OBJECT_STORE
 from gateway.http.urls import dicomweb_base
@@ -36,7 +37,6 @@ from storage.uids import is_valid_uid
 log = logging.getLogger(__name__)
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
-DICOM_JSON = "application/dicom+json"
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ async def metadata(request: web.Request) -> web.Response:
         url = f"{dicomweb_base(request)}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['sop_instance_uid']}"
         _link_bulk(document, url)
         out.append(document)
-    return web.Response(body=json.dumps(out, ensure_ascii=False).encode(), content_type=DICOM_JSON, charset="utf-8")
+    return json_response(request, out)
 
 
 class _Multipart:

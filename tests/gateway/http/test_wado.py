@@ -50,6 +50,23 @@ def test_study_metadata_comes_from_the_index_with_bulk_data_links(archive) -> No
     assert client.retrieve_bulkdata(pixel_uri)[0] == series[0].PixelData
 
 
+def test_metadata_is_gzipped_for_clients_that_accept_it(archive) -> None:
+    import gzip
+    import json
+    import urllib.request
+
+    gateway, series = archive
+    url = f"{gateway.base_url}/dicom-web/studies/{series[0].StudyInstanceUID}/metadata"
+    plain = urllib.request.urlopen(urllib.request.Request(url, headers=gateway.auth_headers), timeout=10)
+    assert plain.headers.get("Content-Encoding") is None
+    expected = json.loads(plain.read())
+    request = urllib.request.Request(url, headers={**gateway.auth_headers, "Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.headers["Content-Encoding"] == "gzip"
+        body = answer.read()
+    assert json.loads(gzip.decompress(body)) == expected and len(body) < len(json.dumps(expected)) / 3
+
+
 def test_instances_default_to_explicit_little_endian_or_as_stored(archive) -> None:
     gateway, series = archive
     client = _client(gateway)
