@@ -17,8 +17,10 @@ click, ``pacsgw:first-image`` when the rendered JPEG is drawn,
 2. full fidelity: open-study to full-fidelity, s;
 3. scrolling once loaded: one ``ArrowDown`` keydown (``ArrowUp`` back from the
    end of the stack) dispatched per animation frame for a few seconds; frames
-   per second completed and the ms each dispatch took (the viewer redraws
-   synchronously on the key), next to the idle frame clock of the same page.
+   per second completed and the ms each dispatch took (the key's synchronous
+   work: overlay and status text; the viewer paints the slice at the next
+   animation frame, so a paint slower than a frame shows as fewer fps), next
+   to the idle frame clock of the same page.
 
 Targets (product issue): first image under 500 ms on loopback and under 1.5 s
 throttled; scrolling at 60 fps. With ``--ohif`` (the default when the OHIF app
