@@ -17,6 +17,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from storage.index.schema import audit_events, tokens, user_patients, user_studies, users
+from storage.index.times import utc_now
 
 
 class Role(str, Enum):
@@ -71,10 +72,6 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 class AccountStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -90,7 +87,7 @@ class AccountStore:
             "display_name": display_name,
             "password_hash": hash_password(password) if password else "",
             "disabled": 0,
-            "created_at": _now(),
+            "created_at": utc_now(),
         }
         try:
             with self.engine.begin() as conn:
@@ -119,11 +116,11 @@ class AccountStore:
 
     def issue_token(self, user: User, *, hours: float | None, label: str = "") -> str:
         token = secrets.token_urlsafe(32)
-        expires = _now() + dt.timedelta(hours=hours) if hours else None
+        expires = utc_now() + dt.timedelta(hours=hours) if hours else None
         with self.engine.begin() as conn:
             conn.execute(
                 insert(tokens).values(
-                    digest=token_digest(token), user_pk=user.pk, label=label, created_at=_now(), expires_at=expires, revoked=0
+                    digest=token_digest(token), user_pk=user.pk, label=label, created_at=utc_now(), expires_at=expires, revoked=0
                 )
             )
         return token
@@ -149,7 +146,7 @@ class AccountStore:
         if expires is not None:
             if expires.tzinfo is None:  # SQLite returns naive datetimes
                 expires = expires.replace(tzinfo=dt.timezone.utc)
-            if expires < _now():
+            if expires < utc_now():
                 return None
         return User(row.pk, row.username, Role(row.role), row.display_name)
 
@@ -178,7 +175,7 @@ class AccountStore:
         """Append events (username, role, action, target, source, outcome; ``at`` defaults to now) in one transaction."""
         if not events:
             return
-        rows = [{"at": _now(), **event, "target": str(event.get("target", ""))[:512]} for event in events]
+        rows = [{"at": utc_now(), **event, "target": str(event.get("target", ""))[:512]} for event in events]
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(audit_events), rows)

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index.outbox import DIAGNOSTIC_REPORT, enqueue
 from storage.index.schema import patients, reports, studies
+from storage.index.times import as_utc, utc_now
 
 DRAFT, FINAL = "draft", "final"
 
@@ -64,22 +65,13 @@ class Report:
         return self.status == FINAL
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.timezone.utc)  # SQLite returns naive datetimes
-
 
 def _report(row: Any) -> Report:
     return Report(
         study_uid=row.study_uid, status=row.status, template=row.template, findings=row.findings,
         impression=row.impression, author_username=row.author_username, author_name=row.author_name,
-        created_at=_aware(row.created_at), updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
-        finalized_at=_aware(row.finalized_at), finalized_by=row.finalized_by, finalized_by_name=row.finalized_by_name,
+        created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+        finalized_at=as_utc(row.finalized_at), finalized_by=row.finalized_by, finalized_by_name=row.finalized_by_name,
     )  # fmt: skip
 
 
@@ -104,7 +96,7 @@ class ReportStore:
         self, study_uid: str, *, findings: str, impression: str, template: str, username: str, display_name: str
     ) -> Report:
         """Create or overwrite the study's draft; raises NoSuchStudy, ReportFinal."""
-        now = _now()
+        now = utc_now()
         values = {
             "study_uid": study_uid, "status": DRAFT, "template": template, "findings": findings,
             "impression": impression, "author_username": username, "author_name": display_name or username,
@@ -130,7 +122,7 @@ class ReportStore:
 
     def finalize(self, study_uid: str, *, username: str, display_name: str) -> Report:
         """Sign the draft final and queue its outbox message, together; raises NoReport, ReportFinal, EmptyReport."""
-        now = _now()
+        now = utc_now()
         try:
             with self.engine.begin() as conn:
                 # Write first: the row is locked (PostgreSQL) or the database is (SQLite) before anything is read.

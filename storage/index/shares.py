@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from storage.index.accounts import Role, User, token_digest
 from storage.index.reports import NoSuchStudy
 from storage.index.schema import share_links, studies
+from storage.index.times import as_utc, utc_now
 
 SHARE_PREFIX = "share."
 
@@ -51,24 +52,15 @@ class ShareLink:
         return f"share:{self.pk}"
 
     def active(self, now: dt.datetime | None = None) -> bool:
-        return not self.revoked and self.expires_at > (now or _now())
+        return not self.revoked and self.expires_at > (now or utc_now())
 
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=dt.timezone.utc)  # SQLite returns naive datetimes
 
 
 def _link(row: Any) -> ShareLink:
     return ShareLink(
         pk=row.pk, study_uid=row.study_uid, label=row.label, created_by=row.created_by,
-        created_at=_aware(row.created_at), expires_at=_aware(row.expires_at),  # type: ignore[arg-type]
-        revoked=bool(row.revoked), revoked_at=_aware(row.revoked_at), revoked_by=row.revoked_by,
+        created_at=as_utc(row.created_at), expires_at=as_utc(row.expires_at),  # type: ignore[arg-type]
+        revoked=bool(row.revoked), revoked_at=as_utc(row.revoked_at), revoked_by=row.revoked_by,
     )  # fmt: skip
 
 
@@ -88,7 +80,7 @@ class ShareStore:
     def create(self, study_uid: str, *, hours: float, label: str, created_by: str) -> tuple[str, ShareLink]:
         """A new link to an indexed study and its token (shown once, never stored); raises NoSuchStudy."""
         token = SHARE_PREFIX + secrets.token_urlsafe(32)
-        now = _now()
+        now = utc_now()
         values = {
             "digest": token_digest(token), "study_uid": study_uid, "label": label, "created_by": created_by,
             "created_at": now, "expires_at": now + dt.timedelta(hours=hours), "revoked": 0, "revoked_by": "",
@@ -115,7 +107,7 @@ class ShareStore:
             conn.execute(
                 update(share_links)
                 .where(share_links.c.pk == pk, share_links.c.revoked == 0)
-                .values(revoked=1, revoked_at=_now(), revoked_by=by)
+                .values(revoked=1, revoked_at=utc_now(), revoked_by=by)
             )
             row = conn.execute(select(share_links).where(share_links.c.pk == pk)).first()
         return None if row is None else _link(row)

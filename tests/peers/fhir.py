@@ -17,16 +17,13 @@ import fcntl
 import hashlib
 import os
 import shutil
-import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from .ports import free_port
+from .process import stop_group, wait_http_ready
 
 _HOST = "127.0.0.1"
 _STARTUP_TIMEOUT = 60.0
@@ -74,43 +71,6 @@ def install_fhir_server() -> Path:
     return CACHE
 
 
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait up to 10 s, then SIGKILL the process group."""
-    if proc.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"FHIR server exited with {proc.returncode}\n{_log_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"FHIR server not ready at {url} after {timeout}s\n{_log_tail(log)}")
-
-
 @contextmanager
 def run_fhir_server(workdir: Path, *, token: str | None = None, validate: bool = True) -> Iterator[str]:
     """Run a FHIR R4 server with an empty in-memory repository; yields its base URL (``.../fhir/R4``).
@@ -142,16 +102,16 @@ def run_fhir_server(workdir: Path, *, token: str | None = None, validate: bool =
             )
         base_url = f"http://{_HOST}:{port}/fhir/R4"
         try:
-            _wait_ready(proc, base_url + "/metadata", log_path, _STARTUP_TIMEOUT)
+            wait_http_ready(proc, base_url + "/metadata", log_path, _STARTUP_TIMEOUT, "FHIR server")
             break
         except RuntimeError:
-            _stop(proc)
+            stop_group(proc)
             if attempt == 2:
                 raise
         except BaseException:
-            _stop(proc)
+            stop_group(proc)
             raise
     try:
         yield base_url
     finally:
-        _stop(proc)
+        stop_group(proc)

@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sysconfig
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .ports import free_port
+from .process import stop_group, wait_http_ready
 
 _HOST = "127.0.0.1"
 _DEBIAN_BINARY = "/usr/sbin/Orthanc"
@@ -90,43 +89,6 @@ def _config(workdir: Path, aet: str, dicom_port: int, http_port: int,
     }
 
 
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, wait up to 10 s, then SIGKILL the process group."""
-    if proc.poll() is None:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"Orthanc exited with {proc.returncode}\n{_log_tail(log)}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"Orthanc not ready at {url} after {timeout}s\n{_log_tail(log)}")
-
-
 @contextmanager
 def run_orthanc(
     workdir: Path,
@@ -152,16 +114,16 @@ def run_orthanc(
                 cwd=workdir, env={**os.environ, **DCMTK_ENV}, start_new_session=True,
             )
         try:
-            _wait_ready(proc, f"http://{_HOST}:{http_port}/system", log_path, _STARTUP_TIMEOUT)
+            wait_http_ready(proc, f"http://{_HOST}:{http_port}/system", log_path, _STARTUP_TIMEOUT, "Orthanc")
             break
         except RuntimeError:
-            _stop(proc)
+            stop_group(proc)
             if attempt == 2:
                 raise
         except BaseException:
-            _stop(proc)
+            stop_group(proc)
             raise
     try:
         yield OrthancServer(dicom_port=dicom_port, http_port=http_port, aet=aet, pid=proc.pid)
     finally:
-        _stop(proc)
+        stop_group(proc)

