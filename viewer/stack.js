@@ -36,7 +36,8 @@ export class Stack {
     this.window = this.autoWindow ? [2 ** bits / 2, 2 ** bits] : [number(first, "00281050", 40), number(first, "00281051", 400)];
     this.defaultWindow = [...this.window];
     this.loaded = 0;
-    this.cancelled = false;
+    this.generation = 0; // bumped when the stack leaves the screen: its loaders stop, what arrived is kept
+    this.fetching = new Set();
     this.onProgress = () => {};
     this.onArrive = () => {};
     this.lut = null;
@@ -61,12 +62,13 @@ export class Stack {
   }
 
   async first() {
-    this.rendered[this.index] = await imageBitmap(`${this.path(this.index)}/rendered`);
+    if (!this.raw[this.index] && !this.rendered[this.index]) {
+      this.rendered[this.index] = await imageBitmap(`${this.path(this.index)}/rendered`);
+    }
     performance.mark("pacsgw:first-image");
-    return this.rendered[this.index];
   }
 
-  cancel() { this.cancelled = true; }
+  cancel() { this.generation += 1; }
 
   // Nearest slices first, so the neighbourhood of the slice on screen is ready first.
   order() {
@@ -74,29 +76,40 @@ export class Stack {
   }
 
   async loadAll() {
-    const started = performance.now();
-    await this.fetchRaw(this.index);
-    const slow = this.raw[this.index]?.byteLength / Math.max(1, performance.now() - started) < SLOW_LINK_BYTES_PER_MS;
-    if (slow) await this.pool(this.order().filter((i) => !this.raw[i] && !this.rendered[i]), (i) => this.fetchRendered(i));
-    await this.pool(this.order().filter((i) => !this.raw[i]), (i) => this.fetchRaw(i));
-    if (!this.cancelled) performance.mark("pacsgw:full-fidelity");
+    const generation = this.generation;
+    if (this.slow === undefined) {
+      const started = performance.now();
+      await this.fetchRaw(this.index);
+      this.slow = this.raw[this.index]?.byteLength / Math.max(1, performance.now() - started) < SLOW_LINK_BYTES_PER_MS;
+    }
+    if (this.slow) await this.pool(this.order().filter((i) => !this.raw[i] && !this.rendered[i]), (i) => this.fetchRendered(i), generation);
+    await this.pool(this.order().filter((i) => !this.raw[i]), (i) => this.fetchRaw(i), generation);
+    if (generation === this.generation && this.complete) performance.mark("pacsgw:full-fidelity");
   }
 
-  async pool(queue, work) {
+  async pool(queue, work, generation) {
     const next = async () => {
-      while (queue.length && !this.cancelled) await work(queue.shift());
+      while (queue.length && generation === this.generation) await work(queue.shift());
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, next));
   }
 
   async fetchRendered(i) {
-    this.rendered[i] = await imageBitmap(`${this.path(i)}/rendered?quality=75`); // a stand-in until the raw pixels come
-    if (!this.cancelled) this.onArrive(i);
+    const picture = await imageBitmap(`${this.path(i)}/rendered?quality=75`); // a stand-in until the raw pixels come
+    if (this.raw[i]) return;
+    this.rendered[i] = picture;
+    this.onArrive(i);
   }
 
   async fetchRaw(i) {
-    const buffer = await rawFrame(this.path(i));
-    if (this.cancelled) return;
+    if (this.raw[i] || this.fetching.has(i)) return;
+    this.fetching.add(i);
+    let buffer;
+    try {
+      buffer = await rawFrame(this.path(i));
+    } finally {
+      this.fetching.delete(i);
+    }
     const meta = this.items[i].meta;
     const bits = number(meta, "00280100", 16);
     const signed = number(meta, "00280103", 0) === 1;

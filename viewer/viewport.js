@@ -8,6 +8,7 @@ import { markers } from "./orientation.js";
 import { Stack } from "./stack.js";
 import { View } from "./view.js";
 
+const KEEP_STACKS = 3; // a 300-slice CT is 150 MiB of raw pixels
 const list = (meta, tag) => (meta?.[tag]?.Value || []).join("\\");
 
 export class Viewport {
@@ -31,6 +32,7 @@ export class Viewport {
     this.view.onChange = () => this.decorate();
     this.stack = null;
     this.positions = new Map(); // slice shown per series, kept while the study is open
+    this.recent = new Map(); // series UID -> Stack: going back to a series does not fetch it again
     this.measurements = new Map(); // "series:index" -> measurements on that frame
     this.preview = null;
     this.angleArm = null;
@@ -50,9 +52,15 @@ export class Viewport {
       this.positions.set(this.stack.series, this.stack.index);
       this.stack.cancel();
     }
-    const metadata = await seriesMetadata(studyUid, seriesUid);
-    metadata.sort((a, b) => Number(value(a, "00200013") ?? 0) - Number(value(b, "00200013") ?? 0));
-    const stack = new Stack(studyUid, seriesUid, metadata);
+    let stack = this.recent.get(seriesUid);
+    if (!stack) {
+      const metadata = await seriesMetadata(studyUid, seriesUid);
+      metadata.sort((a, b) => Number(value(a, "00200013") ?? 0) - Number(value(b, "00200013") ?? 0));
+      stack = new Stack(studyUid, seriesUid, metadata);
+    }
+    this.recent.delete(seriesUid);
+    this.recent.set(seriesUid, stack); // most recent last; the oldest beyond KEEP_STACKS is let go
+    while (this.recent.size > KEEP_STACKS) this.recent.delete(this.recent.keys().next().value);
     this.stack = stack;
     this.study = study;
     this.seriesItem = seriesItem;

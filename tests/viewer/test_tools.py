@@ -105,6 +105,15 @@ def test_layouts_compare_with_prior(archive, page, artifacts: Path) -> None:
     assert first.std() > 20 and second.std() > 20  # both drawn (the prior is noise, the current a disc)
     page.keyboard.press("ArrowDown")  # keys go to the active viewport: the prior's
     expect(page.locator("#status-2")).to_contain_text(re.compile(r"(Lát|Slice) 4/4"))
+    # Back and forth between series in one viewport: the prior is kept, at its slice, not fetched again.
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url) if "/metadata" in r.url or "/frames/" in r.url else None)
+    page.locator("#series > .thumb").first.click()
+    expect(page.locator("#status-2")).to_contain_text("/60")
+    page.locator("#priors .thumb").first.click()
+    expect(page.locator("#status-2")).to_contain_text(re.compile(r"(Lát|Slice) 4/4"))
+    prior_series = page.locator("#priors .thumb").first.get_attribute("data-series")
+    assert not [url for url in asked if prior_series in url], asked
     page.click("[data-layout='2x2']")
     expect(page.locator("#grid .cell")).to_have_count(4)
     page.screenshot(path=str(artifacts / "layout-2x2.png"))
