@@ -52,6 +52,32 @@ class GatewayMetrics:
         self.reports_finalized = Counter(
             "pacsgw_reports_finalized", "Radiology reports signed final (each queued for the EMR link).", registry=r
         )
+        self.emr_delivered = Counter(
+            "pacsgw_emr_delivered", "Outbox messages delivered to every EMR destination, by kind.", ["kind"], registry=r
+        )
+        self.emr_failures = Counter(
+            "pacsgw_emr_delivery_failures", "Failed deliveries of outbox messages (each retried later), by kind.",
+            ["kind"], registry=r,
+        )
+        self.emr_pending = Gauge("pacsgw_emr_outbox_pending", "Outbox messages not yet delivered to the EMR.", registry=r)
+        self.emr_oldest_pending = Gauge(
+            "pacsgw_emr_outbox_oldest_pending_seconds", "Age of the oldest undelivered outbox message (0: none).", registry=r
+        )
+        self.emr_reconciliation = Gauge(
+            "pacsgw_emr_reconciliation_open", "Studies waiting in the reconciliation queue for an administrator.", registry=r
+        )
+        self.emr_publication_lag = Histogram(
+            "pacsgw_emr_publication_lag_seconds", "From a study becoming stable to its ImagingStudy accepted by the EMR.",
+            buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0), registry=r,
+        )
+        self.hl7_messages = Counter(
+            "pacsgw_hl7_messages", "HL7 v2 messages received over MLLP, by type and ACK code (AA, AE, AR).",
+            ["type", "ack"], registry=r,
+        )
+        self.hl7_ack_seconds = Histogram(
+            "pacsgw_hl7_ack_seconds", "Time from an HL7 v2 message received to its ACK sent (applied to the index).",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )
 
     def watch_spool(self, records: Callable[[], float], size: Callable[[], float]) -> None:
         self.spool_backlog.set_function(records)

@@ -9,10 +9,13 @@ that the README shows.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import typing
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +71,11 @@ class DicomSettings:
             out[ae.strip()] = (host, int(port))
         return out
     max_find_results: int = opt(10_000, "Most matches one C-FIND returns; a broader query fails with a request to narrow it.")
+    worklist_aets: list[str] = opt(
+        [],
+        "Calling AE titles allowed to query the modality worklist (C-FIND, MWL), usually the modalities; `*` allows "
+        "any. Empty: nobody (a worklist lists patients' names and IDs).",
+    )
 
 
 @dataclass
@@ -156,6 +164,109 @@ class DeidSettings:
 
 
 @dataclass
+class FhirSettings:
+    base_url: str = opt(
+        "",
+        "FHIR R4 base URL of the EMR (e.g. https://emr.example.vn/fhir/R4). Empty: no FHIR link (signed reports wait "
+        "in the outbox; studies are announced once it is set).",
+    )
+    token: str = opt("", "Bearer token sent to the FHIR server; empty: no Authorization header.", secret=True)
+    token_file: str = opt("", "File whose first line is the bearer token, read when `fhir.token` is empty.")
+    timeout_seconds: float = opt(10.0, "Seconds one FHIR request may take before it counts as failed.")
+    stable_seconds: float = opt(
+        60.0,
+        "A study is published (ImagingStudy) once no new instance arrived for this long; later instances publish it "
+        "again.",
+    )
+    retry_initial_seconds: float = opt(5.0, "First wait after a failed delivery; doubles (with jitter) on each failure.")
+    retry_max_seconds: float = opt(
+        600.0, "Longest wait between attempts; refusals that will not succeed by themselves (HTTP 4xx) wait this long."
+    )
+    patient_identifier_systems: list[str] = opt(
+        ["*=http://fhir.ehealth.gov.vn/core/sid/patient-internal-id"],
+        "FHIR identifier system of the hospital MRN (PatientID) per Issuer of Patient ID, as ISSUER=SYSTEM "
+        "(e.g. BV-CHORAY=urn:oid:1.2.3); `*` for any other issuer. Default: the Ministry of Health IG's "
+        "patient-internal-id system.",
+    )
+    citizen_id_system: str = opt(
+        "http://fhir.hl7.org.vn/core/sid/cccd",
+        "FHIR identifier system of the 12-digit national citizen ID (CCCD), as in HL7 Vietnam's VN Core IG.",
+    )
+    insurance_number_system: str = opt(
+        "http://fhir.hl7.org.vn/core/sid/bhyt",
+        "FHIR identifier system of the health-insurance (BHYT) card number, as in HL7 Vietnam's VN Core IG.",
+    )
+    accession_system: str = opt(
+        "",
+        "FHIR identifier system of accession numbers (the RIS's, e.g. urn:oid:...), for ImagingStudy and the "
+        "ServiceRequest search; empty matches an accession number in any system.",
+    )
+    public_wado_url: str = opt(
+        "",
+        "DICOMweb base URL the EMR's users reach (the Endpoint's address); empty: http.public_url + /dicom-web.",
+    )
+    timezone: str = opt(
+        "Asia/Ho_Chi_Minh", "Time zone of DICOM dates and times (they carry none), for FHIR dateTime values."
+    )
+
+    def bearer_token(self) -> str:
+        """The bearer token, from the setting or its file; "" when neither is set."""
+        if self.token or not self.token_file:
+            return self.token
+        try:
+            lines = Path(self.token_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise SettingsError(f"fhir.token_file: cannot read it ({exc.strerror or exc})") from None
+        return lines[0].strip() if lines else ""
+
+    def mrn_systems(self) -> dict[str, str]:
+        """``patient_identifier_systems`` as issuer -> system (``*`` for any other issuer)."""
+        out = {}
+        for entry in self.patient_identifier_systems:
+            issuer, sep, system = entry.partition("=")
+            if not sep or not system.strip():
+                raise SettingsError(f"fhir.patient_identifier_systems: {entry!r} is not ISSUER=SYSTEM")
+            out[issuer.strip()] = system.strip()
+        return out
+
+
+@dataclass
+class Hl7Settings:
+    port: int = opt(
+        2575, "TCP port of the HL7 v2 MLLP listener (ADT, ORM^O01 and OMI^O23 from the EMR or RIS); 0 turns it off."
+    )
+    host: str = opt("0.0.0.0", "Address the HL7 v2 MLLP listener listens on.")
+    allowed_peers: list[str] = opt(
+        [], "Addresses or CIDR networks of the EMR and RIS allowed to send HL7 messages; empty allows any."
+    )
+    application: str = opt("PACSGW", "Our application name in the HL7 messages we send (MSH-3 of ACKs and ORU^R01).")
+    facility: str = opt("RADIOLOGY", "Our facility name in the HL7 messages we send (MSH-4).")
+    encoding: str = opt(
+        "UTF-8", "Character encoding of the HL7 messages received and of their ACKs (a Python codec name); ORU^R01 is UTF-8."
+    )
+    outbound_host: str = opt("", "Host of the EMR's MLLP listener that takes final reports as ORU^R01; empty: no ORU.")
+    outbound_port: int = opt(0, "TCP port of the EMR's MLLP listener for ORU^R01; 0: no ORU.")
+    outbound_timeout_seconds: float = opt(
+        10.0, "Seconds to wait for the EMR's ACK to one ORU^R01 (connecting included) before it counts as failed."
+    )
+    station_aets: list[str] = opt(
+        [],
+        "Scheduled Station AE Title of ORM^O01 orders by modality, as MODALITY=AE (e.g. CT=CT01), for orders whose "
+        "OBR-21 names no station. OMI^O23 orders carry theirs in IPC-9.",
+    )
+
+    def station_map(self) -> dict[str, str]:
+        """``station_aets`` as modality -> AE title."""
+        out = {}
+        for entry in self.station_aets:
+            modality, sep, ae = entry.partition("=")
+            if not sep or not modality.strip() or not 1 <= len(ae.strip()) <= 16:
+                raise SettingsError(f"hl7.station_aets: {entry!r} is not MODALITY=AE (AE title of 1 to 16 characters)")
+            out[modality.strip().upper()] = ae.strip()
+        return out
+
+
+@dataclass
 class Settings:
     data_dir: str = opt("./data", "Directory for the spool, the SQLite index and the local object store.")
     log_level: str = opt("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
@@ -167,6 +278,8 @@ class Settings:
     spool: SpoolSettings = field(default_factory=SpoolSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     deid: DeidSettings = field(default_factory=DeidSettings)
+    fhir: FhirSettings = field(default_factory=FhirSettings)
+    hl7: Hl7Settings = field(default_factory=Hl7Settings)
 
     @property
     def data_path(self) -> Path:
@@ -315,6 +428,45 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("http.share_max_hours must be positive")
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
+    _validate_fhir(settings.fhir)
+    _validate_hl7(settings.hl7)
+
+
+def _validate_fhir(fhir: FhirSettings) -> None:
+    if fhir.base_url and not fhir.base_url.startswith(("http://", "https://")):
+        raise SettingsError("fhir.base_url must be an http:// or https:// URL")
+    if not 0 < fhir.retry_initial_seconds <= fhir.retry_max_seconds:
+        raise SettingsError("fhir.retry_initial_seconds must be positive and at most fhir.retry_max_seconds")
+    if fhir.timeout_seconds <= 0 or fhir.stable_seconds < 0:
+        raise SettingsError("fhir.timeout_seconds must be positive and fhir.stable_seconds not negative")
+    fhir.mrn_systems()
+    try:
+        zoneinfo.ZoneInfo(fhir.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"fhir.timezone: unknown time zone {fhir.timezone!r}") from None
+
+
+
+def _validate_hl7(hl7: Hl7Settings) -> None:
+    for name, port in (("hl7.port", hl7.port), ("hl7.outbound_port", hl7.outbound_port)):
+        if not 0 <= port <= 65535:
+            raise SettingsError(f"{name} must be a TCP port, got {port}")
+    if bool(hl7.outbound_host.strip()) != bool(hl7.outbound_port):
+        raise SettingsError("hl7.outbound_host and hl7.outbound_port go together: set both, or neither")
+    if not hl7.outbound_timeout_seconds > 0:
+        raise SettingsError("hl7.outbound_timeout_seconds must be positive")
+    if not hl7.application.strip():
+        raise SettingsError("hl7.application must not be empty")
+    try:
+        codecs.lookup(hl7.encoding)
+    except LookupError:
+        raise SettingsError(f"hl7.encoding: unknown encoding {hl7.encoding!r}") from None
+    hl7.station_map()
+    for entry in hl7.allowed_peers:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"hl7.allowed_peers: {entry!r} is not an address or CIDR network") from None
 
 
 def reference_markdown() -> str:

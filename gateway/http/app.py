@@ -10,6 +10,7 @@ from aiohttp import web
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.dimse.scp import DicomServer
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
+from gateway.http import emr_routes
 from gateway.http.errors import error_middleware
 from gateway.http.keys import (
     ACCOUNTS,
@@ -77,4 +78,5 @@ def create_http_app(
     reports.add_routes(app)
     shares.add_routes(app)
     app.router.add_get("/vault/{kind}/{pseudonym}", vault_routes.reveal)
+    emr_routes.add_routes(app)
     return app

@@ -100,6 +100,10 @@ def _action(request: web.Request) -> str | None:
         return "reidentify"
     if path == "/audit":
         return "read-audit"
+    if path.startswith("/emr/"):
+        if parts[1:2] == ["outbox"]:
+            return "emr-outbox-retry" if request.method == "POST" else "emr-outbox"
+        return "emr-reconcile" if request.method == "POST" else "emr-reconciliation"
     return None
 
 
@@ -140,7 +144,7 @@ def _allowed(user: User, request: web.Request) -> bool:
         return True
     if user.role is Role.AUDITOR:
         return path in ("/audit", "/metrics", "/auth/me")
-    if path == "/audit" or path.startswith("/vault/"):
+    if path == "/audit" or path.startswith("/vault/") or path.startswith("/emr/"):
         return False
     if _manages_shares(path):
         return user.role is Role.RADIOLOGIST

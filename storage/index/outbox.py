@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
-from storage.index.schema import outbox
+from storage.index.schema import outbox, outbox_acceptances
 
 DIAGNOSTIC_REPORT = "diagnostic-report"  # a report signed final; the subject is its study UID
+IMAGING_STUDY = "imaging-study"  # a study stable for a while (again); the subject is its study UID
+STATES = ("pending", "failed", "delivered")  # never tried yet / tried and failed / delivered
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class OutboxItem:
     created_at: dt.datetime
     attempts: int
     last_error: str
+    payload_json: str = ""  # the payload as stored, to tell whether it changed during a delivery
 
 
 def _now() -> dt.datetime:
@@ -49,6 +54,22 @@ def enqueue(conn: Connection, kind: str, subject: str, payload: dict[str, Any]) 
     return int(conn.execute(insert(outbox).values(**values)).inserted_primary_key[0])
 
 
+def refresh_pending(conn: Connection, kind: str, subject: str, payload: dict[str, Any]) -> int | None:
+    """Replace the payload of the subject's undelivered message of this kind, if there is one; its pk, else None.
+
+    Its schedule is kept: a message waiting out a backoff goes on waiting."""
+    pk = conn.execute(
+        select(outbox.c.pk)
+        .where(outbox.c.kind == kind, outbox.c.subject == subject, outbox.c.delivered_at.is_(None))
+        .order_by(outbox.c.pk)
+        .limit(1)
+    ).scalar()
+    if pk is None:
+        return None
+    conn.execute(update(outbox).where(outbox.c.pk == pk).values(payload=json.dumps(payload, ensure_ascii=False)))
+    return int(pk)
+
+
 def _aware(value: dt.datetime) -> dt.datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)  # SQLite returns naive datetimes
 
@@ -65,16 +86,35 @@ class Outbox:
             .order_by(outbox.c.pk)
             .limit(limit)
         )
+        return self._items(stmt)
+
+    def due_any(self, kinds: Sequence[str], *, limit: int = 50, now: dt.datetime | None = None) -> list[OutboxItem]:
+        """Undelivered messages of any of these kinds whose next attempt has come, oldest first."""
+        stmt = (
+            select(outbox)
+            .where(outbox.c.kind.in_(list(kinds)), outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= (now or _now()))
+            .order_by(outbox.c.pk)
+            .limit(limit)
+        )
+        return self._items(stmt)
+
+    def _items(self, stmt: Any) -> list[OutboxItem]:
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return [
-            OutboxItem(r.pk, r.kind, r.subject, json.loads(r.payload), _aware(r.created_at), r.attempts, r.last_error)
+            OutboxItem(
+                r.pk, r.kind, r.subject, json.loads(r.payload), _aware(r.created_at), r.attempts, r.last_error, r.payload
+            )
             for r in rows
         ]
 
-    def delivered(self, pk: int) -> None:
+    def delivered(self, pk: int, *, payload_json: str | None = None) -> bool:
+        """Mark delivered; with ``payload_json``, only if the payload is still that one (else False: deliver again)."""
+        stmt = update(outbox).where(outbox.c.pk == pk, outbox.c.delivered_at.is_(None))
+        if payload_json is not None:
+            stmt = stmt.where(outbox.c.payload == payload_json)
         with self.engine.begin() as conn:
-            conn.execute(update(outbox).where(outbox.c.pk == pk).values(delivered_at=_now()))
+            return bool(conn.execute(stmt.values(delivered_at=_now())).rowcount)
 
     def failed(self, pk: int, error: str, *, retry_at: dt.datetime) -> None:
         with self.engine.begin() as conn:
@@ -83,3 +123,65 @@ class Outbox:
                 .where(outbox.c.pk == pk)
                 .values(attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error[:512])
             )
+
+    def make_due(self, *, pk: int | None = None, subject: str | None = None) -> int:
+        """Have undelivered messages (one, or all of a subject) tried at once; how many there were."""
+        stmt = update(outbox).where(outbox.c.delivered_at.is_(None))
+        if pk is not None:
+            stmt = stmt.where(outbox.c.pk == pk)
+        if subject is not None:
+            stmt = stmt.where(outbox.c.subject == subject)
+        with self.engine.begin() as conn:
+            return int(conn.execute(stmt.values(next_attempt_at=_now())).rowcount)
+
+    def row(self, pk: int) -> dict[str, Any] | None:
+        rows = self._listing(select(*_LISTED).where(outbox.c.pk == pk))
+        return rows[0] if rows else None
+
+    def listing(self, state: str | None = None, *, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Messages without their payload (it carries patient data), newest first; ``state`` one of ``STATES``."""
+        stmt = select(*_LISTED).order_by(outbox.c.pk.desc()).limit(limit).offset(offset)
+        if state == "pending":
+            stmt = stmt.where(outbox.c.delivered_at.is_(None), outbox.c.attempts == 0)
+        elif state == "failed":
+            stmt = stmt.where(outbox.c.delivered_at.is_(None), outbox.c.attempts > 0)
+        elif state == "delivered":
+            stmt = stmt.where(outbox.c.delivered_at.is_not(None))
+        return self._listing(stmt)
+
+    def _listing(self, stmt: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(stmt)]
+        for row in rows:
+            for key in ("created_at", "next_attempt_at", "delivered_at"):
+                row[key] = _aware(row[key]).isoformat() if row[key] is not None else None
+        return rows
+
+    def backlog(self, kinds: Sequence[str]) -> tuple[int, dt.datetime | None]:
+        """How many messages of these kinds are undelivered, and when the oldest was queued."""
+        with self.engine.connect() as conn:
+            count, oldest = conn.execute(
+                select(func.count(), func.min(outbox.c.created_at)).where(
+                    outbox.c.kind.in_(list(kinds)), outbox.c.delivered_at.is_(None)
+                )
+            ).one()
+        return int(count), _aware(oldest) if oldest is not None else None
+
+    def accepted(self, pk: int, destination: str) -> None:
+        """Record that one destination of a message took it (the message stays undelivered until all have)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(outbox_acceptances).values(outbox_pk=pk, destination=destination, accepted_at=_now()))
+        except IntegrityError:
+            pass  # recorded already
+
+    def acceptances(self, pk: int) -> set[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(outbox_acceptances.c.destination).where(outbox_acceptances.c.outbox_pk == pk))
+            return {r[0] for r in rows}
+
+
+_LISTED = (
+    outbox.c.pk.label("id"), outbox.c.kind, outbox.c.subject, outbox.c.attempts, outbox.c.last_error,
+    outbox.c.created_at, outbox.c.next_attempt_at, outbox.c.delivered_at,
+)  # fmt: skip

@@ -269,3 +269,112 @@ share_links = Table(
     Column("revoked_by", String(64), nullable=False, default=""),
     Index("ix_share_links_study", "study_uid"),
 )
+
+# ------------------------------------------------------------------ EMR link (FHIR)
+
+# Studies change while instances arrive; the EMR link publishes a study once it has been quiet for a while.
+# Index on updated_at: the publisher looks only at studies changed lately. Created explicitly for existing
+# databases (create_all adds no index to a table that already exists).
+ix_studies_updated_at = Index("ix_studies_updated_at", studies.c.updated_at)
+
+# Which state of each study (its updated_at) has been announced in the outbox.
+study_publications = Table(
+    "study_publications",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("study_updated_at", DateTime(timezone=True), nullable=False),
+    Column("announced_at", DateTime(timezone=True), nullable=False),
+    Index("ix_study_publications_updated", "study_updated_at"),
+)
+
+# A study's resources in the EMR: its Patient (matched, or chosen by an administrator) and what was published.
+fhir_links = Table(
+    "fhir_links",
+    metadata,
+    Column("study_uid", String(64), primary_key=True),
+    Column("patient_ref", String(128), nullable=False, default=""),  # e.g. Patient/123
+    Column("link_source", String(16), nullable=False, default=""),  # 'matched' or 'manual'
+    Column("imaging_study_ref", String(128), nullable=False, default=""),
+    Column("diagnostic_report_ref", String(128), nullable=False, default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Studies whose patient the EMR link could not find (or found several times), for an administrator.
+# No identifier in clear: what was tried is kept as kind, system and number of matches.
+reconciliation_queue = Table(
+    "reconciliation_queue",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("study_uid", String(64), nullable=False),
+    Column("patient_pk", Integer),
+    Column("reason", String(256), nullable=False),
+    Column("tried", Text, nullable=False, default="[]"),  # JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_by", String(64), nullable=False, default=""),
+    Column("patient_ref", String(128), nullable=False, default=""),
+    Index("ix_reconciliation_study", "study_uid"),
+)
+
+# Destinations that already accepted an outbox message sent to several (FHIR and HL7 v2), so that a retry
+# after a partial failure sends it only where it is still missing.
+outbox_acceptances = Table(
+    "outbox_acceptances",
+    metadata,
+    Column("outbox_pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("destination", String(16), primary_key=True),
+    Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
+
+# ------------------------------------------------------------------ EMR link (HL7 v2): demographics, worklist
+
+# Patients whose demographics the EMR gave (ADT, orders): ingest no longer overwrites their name, birth date
+# and sex with a modality's spelling.
+emr_patients = Table(
+    "emr_patients",
+    metadata,
+    Column("patient_pk", ForeignKey("patients.pk", ondelete="CASCADE"), primary_key=True),
+    Column("since", DateTime(timezone=True), nullable=False),
+)
+
+# The modality worklist: one row per scheduled procedure step of an order (ORM^O01, OMI^O23). An order is
+# known by its placer order number (else filler order number, else accession); it leaves the worklist when
+# cancelled or when images with its accession number are indexed (COMPLETED, with the study UID received).
+worklist_items = Table(
+    "worklist_items",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("order_key", String(200), nullable=False),
+    Column("sps_id", String(16), nullable=False),
+    Column("patient_pk", ForeignKey("patients.pk"), nullable=False),
+    Column("placer_order_number", String(100), nullable=False, default=""),
+    Column("filler_order_number", String(100), nullable=False, default=""),
+    Column("accession_number", String(16), nullable=False, default=""),
+    Column("requested_procedure_id", String(16), nullable=False, default=""),
+    Column("requested_procedure_description", String(64), nullable=False, default=""),
+    Column("procedure_code_value", String(64), nullable=False, default=""),  # Long Code Value past 16
+    Column("procedure_code_scheme", String(16), nullable=False, default=""),
+    Column("procedure_code_meaning", String(64), nullable=False, default=""),
+    Column("sps_description", String(64), nullable=False, default=""),
+    Column("modality", String(16), nullable=False, default=""),
+    Column("station_aet", String(16), nullable=False, default=""),
+    Column("station_name", String(16), nullable=False, default=""),
+    Column("location", String(16), nullable=False, default=""),
+    Column("scheduled_date", String(8), nullable=False, default=""),
+    Column("scheduled_time", String(6), nullable=False, default=""),
+    Column("referring_physician_name", String(324), nullable=False, default=""),
+    Column("referring_physician_folded", String(324), nullable=False, default=""),
+    Column("performing_physician_name", String(324), nullable=False, default=""),
+    Column("performing_physician_folded", String(324), nullable=False, default=""),
+    Column("study_uid", String(64), nullable=False),  # pre-assigned (IPC-3, or made once per order)
+    Column("status", String(16), nullable=False),  # SCHEDULED, CANCELLED, COMPLETED
+    Column("completed_study_uid", String(64), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("order_key", "sps_id", name="uq_worklist_order_sps"),
+    Index("ix_worklist_status_date", "status", "scheduled_date"),
+    Index("ix_worklist_accession", "accession_number"),
+    Index("ix_worklist_patient", "patient_pk"),
+    Index("ix_worklist_study", "study_uid"),
+)

@@ -72,12 +72,15 @@ def install_fhir_server() -> Path:
 
 
 @contextmanager
-def run_fhir_server(workdir: Path, *, token: str | None = None, validate: bool = True) -> Iterator[str]:
+def run_fhir_server(
+    workdir: Path, *, token: str | None = None, validate: bool = True, port: int | None = None
+) -> Iterator[str]:
     """Run a FHIR R4 server with an empty in-memory repository; yields its base URL (``.../fhir/R4``).
 
     ``workdir`` receives the server's log. With ``token``, every request except
     ``GET metadata`` needs ``Authorization: Bearer <token>`` (401 otherwise).
     ``validate=False`` stores resources without checking them against R4.
+    ``port``: listen there (e.g. to start the server again where a client expects it) instead of a free port.
     """
     node = _tool("node")
     app = install_fhir_server()
@@ -92,8 +95,9 @@ def run_fhir_server(workdir: Path, *, token: str | None = None, validate: bool =
         env["FHIR_TOKEN"] = token
     if not validate:
         env["FHIR_NO_VALIDATE"] = "1"
+    wanted = port
     for attempt in range(3):  # a port may be grabbed between probing and binding
-        port = free_port()
+        port = wanted or free_port()
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [*command, "--port", str(port), "--host", _HOST],

@@ -1,0 +1,1 @@
+"""The FHIR R4 side of the EMR link: client, patient matching, resource mapping, delivery."""

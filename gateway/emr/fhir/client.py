@@ -1,0 +1,85 @@
+"""A small FHIR R4 REST client on one aiohttp session: search, conditional update and conditional create.
+
+Errors name the interaction and the HTTP status, with the OperationOutcome's
+issue codes and element paths, never its free text or the query: those can
+carry identifiers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from gateway.emr.errors import DeliveryError
+
+FHIR_JSON = "application/fhir+json"
+
+
+def _issues(body: Any) -> str:
+    if not isinstance(body, dict) or body.get("resourceType") != "OperationOutcome":
+        return ""
+    parts = []
+    for issue in body.get("issue", [])[:3]:
+        where = ",".join(str(e) for e in (issue.get("expression") or [])[:2])
+        parts.append(f"{issue.get('code', '?')}" + (f" at {where}" if where else ""))
+    return "; ".join(parts)
+
+
+class FhirClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, token: str = "", timeout: float = 10.0) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.headers = {"Accept": FHIR_JSON, "Content-Type": FHIR_JSON + "; charset=utf-8"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    async def search(self, resource_type: str, params: dict[str, str], *, count: int = 2) -> list[dict[str, Any]]:
+        """Matching resources (``search.mode`` match), at most ``count``."""
+        query = {**params, "_count": str(count)}
+        body = await self._call("GET", resource_type, f"search {resource_type}", params=query)
+        if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
+            raise DeliveryError(f"FHIR search {resource_type}: the answer is not a Bundle", permanent=True)
+        return [
+            entry["resource"]
+            for entry in body.get("entry", [])
+            if "resource" in entry and entry.get("search", {}).get("mode", "match") == "match"
+        ]
+
+    async def update_where(self, resource_type: str, params: dict[str, str], resource: dict[str, Any]) -> dict[str, Any]:
+        """Conditional update (``PUT type?params``): creates the resource, or replaces the one match."""
+        return await self._call("PUT", resource_type, f"PUT {resource_type}", params=params, json=resource)
+
+    async def create_unless(self, resource_type: str, condition: str, resource: dict[str, Any]) -> dict[str, Any]:
+        """Conditional create (``If-None-Exist``): the existing resource when one matches."""
+        return await self._call(
+            "POST", resource_type, f"POST {resource_type}", json=resource, headers={"If-None-Exist": condition}
+        )
+
+    async def _call(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        if method in ("PUT", "POST"):
+            headers["Prefer"] = "return=representation"
+        try:
+            async with self.session.request(
+                method, f"{self.base_url}/{path}", headers=headers, timeout=self.timeout, **kwargs
+            ) as response:
+                status = response.status
+                try:
+                    body = await response.json(content_type=None)
+                except (ValueError, aiohttp.ContentTypeError):
+                    body = None
+        except asyncio.TimeoutError:
+            raise DeliveryError(f"FHIR {what}: no answer within {self.timeout.total:g} s", unavailable=True) from None
+        except aiohttp.ClientError as exc:
+            raise DeliveryError(f"FHIR {what}: {type(exc).__name__}", unavailable=True) from None
+        if status >= 400:
+            detail = _issues(body)
+            message = f"FHIR {what}: HTTP {status}" + (f" ({detail})" if detail else "")
+            retryable = status >= 500 or status in (408, 429)
+            raise DeliveryError(message, permanent=not retryable, unavailable=retryable)
+        if method in ("PUT", "POST") and not (isinstance(body, dict) and body.get("id")):
+            raise DeliveryError(f"FHIR {what}: HTTP {status} without the resource", permanent=True)
+        return body

@@ -1,0 +1,195 @@
+"""The outbox worker: takes due messages, hands each to its EMR destinations, marks it delivered or retries later.
+
+- A message is delivered once every destination configured for its kind took
+  it; a destination that took it is not sent it again when another failed.
+- A failure counts an attempt, keeps a short reason (no patient data) and
+  schedules the next attempt: ``retry_initial`` doubling up to ``retry_max``,
+  with jitter. A refusal that will not change by itself (HTTP 4xx) waits
+  ``retry_max``, visible in the admin API meanwhile.
+- A destination that cannot be reached is paused for the failed message's
+  wait: one message probes it, the others keep their place and attempts.
+- A message parked for reconciliation waits ``retry_max`` (or until an
+  administrator resolves it; each attempt matches the patient again).
+- A message whose payload changed during its delivery (the study got more
+  instances) is delivered again at once.
+
+Runs as one asyncio task; every database call goes through a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from gateway.emr.errors import DeliveryError, Parked
+from gateway.metrics import GatewayMetrics
+from storage.index.outbox import IMAGING_STUDY, Outbox, OutboxItem
+from storage.index.reconciliation import ReconciliationQueue
+
+log = logging.getLogger(__name__)
+
+BATCH = 20
+GAUGE_SECONDS = 1.0
+
+
+class Destination(Protocol):
+    name: str
+    kinds: tuple[str, ...]
+
+    async def deliver(self, item: OutboxItem) -> None: ...
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        outbox: Outbox,
+        reconciliation: ReconciliationQueue,
+        destinations: Sequence[Destination],
+        *,
+        retry_initial: float,
+        retry_max: float,
+        stable_seconds: float = 0.0,
+        metrics: GatewayMetrics | None = None,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.outbox = outbox
+        self.reconciliation = reconciliation
+        self.destinations = list(destinations)
+        self.kinds = tuple(dict.fromkeys(k for d in self.destinations for k in d.kinds))
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.stable_seconds = stable_seconds
+        self.metrics = metrics
+        self.poll_seconds = poll_seconds
+        self._paused: dict[str, float] = {}  # destination -> monotonic time it may be tried again
+        self._unreachable: set[str] = set()  # destinations whose failure was logged (logged again when back)
+        self._wake = asyncio.Event()
+        self._gauges_at = 0.0
+
+    def notify(self) -> None:
+        """Look for due messages now (new ones were queued)."""
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Look for due messages now, paused destinations included (an administrator asked for a retry)."""
+        self._paused.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                attempted = await self.run_once()
+                await self.refresh_gauges()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the worker outlives any failure (the index unreachable...)
+                log.exception("the outbox worker failed; trying again")
+                attempted = 0
+            if not attempted:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._idle_wait())
+                except asyncio.TimeoutError:
+                    pass
+                self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        now = time.monotonic()
+        pauses = [until - now for until in self._paused.values() if until > now]
+        return max(0.05, min([self.poll_seconds, *pauses]))
+
+    def _targets(self, kind: str) -> list[Destination]:
+        return [d for d in self.destinations if kind in d.kinds]
+
+    def _open_kinds(self) -> list[str]:
+        now = time.monotonic()
+        paused = {name for name, until in self._paused.items() if until > now}
+        return [k for k in self.kinds if not any(d.name in paused for d in self._targets(k))]
+
+    async def run_once(self) -> int:
+        """Deliver the messages due now (at most a batch); how many were attempted."""
+        kinds = self._open_kinds()
+        if not kinds:
+            return 0
+        items = await asyncio.to_thread(self.outbox.due_any, kinds, limit=BATCH)
+        attempted = 0
+        for item in items:
+            if item.kind not in self._open_kinds():  # a destination went down during this batch
+                continue
+            await self._deliver(item)
+            attempted += 1
+        return attempted
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        targets = self._targets(item.kind)
+        several = len(targets) > 1
+        done = await asyncio.to_thread(self.outbox.acceptances, item.pk) if several else set()
+        current = ""
+        try:
+            for destination in targets:
+                if destination.name in done:
+                    continue
+                current = destination.name
+                await destination.deliver(item)
+                if several:
+                    await asyncio.to_thread(self.outbox.accepted, item.pk, destination.name)
+        except Parked as exc:
+            await self._retry(item, str(exc), self.retry_max)
+            log.info("outbox row %d (%s) waits for reconciliation item %d", item.pk, item.kind, exc.reconciliation_id)
+            return
+        except DeliveryError as exc:
+            await self._failed(item, current, exc)
+            return
+        except Exception as exc:
+            log.exception("outbox row %d (%s): delivery to %s failed", item.pk, item.kind, current)
+            await self._failed(item, current, DeliveryError(f"{current}: internal error ({type(exc).__name__})"))
+            return
+        for name in [d.name for d in targets if d.name in self._unreachable]:
+            self._unreachable.discard(name)
+            log.info("EMR destination %s reachable again", name)
+        if not await asyncio.to_thread(self.outbox.delivered, item.pk, payload_json=item.payload_json):
+            log.info("outbox row %d (%s) changed while being delivered; delivering it again", item.pk, item.kind)
+            return
+        log.info("outbox row %d (%s) delivered after %d attempt(s)", item.pk, item.kind, item.attempts + 1)
+        if self.metrics:
+            self.metrics.emr_delivered.labels(item.kind).inc()
+            if item.kind == IMAGING_STUDY and "study_updated_at" in item.payload:
+                stable_at = dt.datetime.fromisoformat(item.payload["study_updated_at"]) + dt.timedelta(seconds=self.stable_seconds)
+                lag = (dt.datetime.now(dt.timezone.utc) - stable_at).total_seconds()
+                self.metrics.emr_publication_lag.observe(max(lag, 0.0))
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds before the next attempt after ``attempts`` earlier failures (this one not counted)."""
+        base = min(self.retry_initial * 2 ** min(attempts, 30), self.retry_max)
+        return min(base * random.uniform(0.8, 1.2), self.retry_max)
+
+    async def _failed(self, item: OutboxItem, destination: str, exc: DeliveryError) -> None:
+        delay = self.retry_max if exc.permanent else self.backoff(item.attempts)
+        if self.metrics:
+            self.metrics.emr_failures.labels(item.kind).inc()
+        if exc.unavailable and destination:
+            self._paused[destination] = time.monotonic() + delay
+            if destination not in self._unreachable:
+                self._unreachable.add(destination)
+                log.warning("EMR destination %s unavailable (%s); messages wait", destination, exc)
+        await self._retry(item, str(exc), delay)
+        log.info("outbox row %d (%s) failed, attempt %d: %s; next in %.1f s", item.pk, item.kind, item.attempts + 1, exc, delay)
+
+    async def _retry(self, item: OutboxItem, error: str, delay: float) -> None:
+        retry_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
+        await asyncio.to_thread(self.outbox.failed, item.pk, error, retry_at=retry_at)
+
+    async def refresh_gauges(self, *, force: bool = False) -> None:
+        if not self.metrics or (not force and time.monotonic() - self._gauges_at < GAUGE_SECONDS):
+            return
+        self._gauges_at = time.monotonic()
+        count, oldest = await asyncio.to_thread(self.outbox.backlog, self.kinds)
+        open_items = await asyncio.to_thread(self.reconciliation.open_count)
+        age = (dt.datetime.now(dt.timezone.utc) - oldest).total_seconds() if oldest else 0.0
+        self.metrics.emr_pending.set(count)
+        self.metrics.emr_oldest_pending.set(max(age, 0.0))
+        self.metrics.emr_reconciliation.set(open_items)
