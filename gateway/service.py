@@ -14,7 +14,12 @@ from gateway.audit import AuditWriter
 from gateway.dimse.find import FindService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
+from gateway.dimse.worklist import WorklistService
+from gateway.emr.hl7.handler import Hl7Handler
+from gateway.emr.hl7.listener import Hl7Listener
+from gateway.emr.link import EmrLink
 from gateway.http.app import create_http_app
+from gateway.http.emr_routes import EMR_LINK
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
 from gateway.ingest.spool import SpoolLog
@@ -126,13 +131,28 @@ class Gateway:
             destinations=settings.dicom.destinations(),
             max_instances=settings.dicom.max_retrieve_instances,
         )
-        self.dicom = DicomServer(settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit)
+        worklist = WorklistService(
+            self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
+        )
+        self.dicom = DicomServer(
+            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist
+        )
+        hl7 = settings.hl7
+        handler = Hl7Handler(self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map())
+        self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port else None
+        self.emr = EmrLink(settings, self.index, self.vault, self.metrics)
 
     async def start(self) -> None:
         self.worker.start()
         await self.dicom.start()
+        if self.hl7 is not None:
+            await self.hl7.start()
+        await self.emr.start()
 
     async def stop(self) -> None:
+        if self.hl7 is not None:
+            await self.hl7.stop()  # a message being applied finishes (or not at all) and gets no ACK
+        await self.emr.stop()  # what is not delivered stays in the outbox
         await self.dicom.stop()  # no new instances; appends under way finish
         await asyncio.to_thread(self._close)
 
@@ -156,6 +176,7 @@ class Gateway:
             self.audit,
             self.vault,
         )
+        app[EMR_LINK] = self.emr
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()

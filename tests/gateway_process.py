@@ -32,6 +32,7 @@ class GatewayProcess:
     env: dict[str, str]
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    hl7_port: int = field(default_factory=free_port)
     ae_title: str = "PACSGW"
     product_defaults: bool = False  # True: no test speed-ups (benchmarks)
     proc: subprocess.Popen[bytes] | None = None
@@ -73,6 +74,8 @@ class GatewayProcess:
                 "PACSGW_DICOM_AE_TITLE": self.ae_title,
                 "PACSGW_HTTP_PORT": str(self.http_port),
                 "PACSGW_HTTP_HOST": "127.0.0.1",
+                "PACSGW_HL7_PORT": str(self.hl7_port),
+                "PACSGW_HL7_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",
             }
         )

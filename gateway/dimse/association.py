@@ -29,6 +29,7 @@ from gateway.dimse.find import FindRefused, encode_identifier, identifier_summar
 from gateway.dimse.part10 import file_meta
 from gateway.dimse.retrieve import UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
 from gateway.dimse.status import StoreStatus
+from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
 from storage.uids import is_valid_uid
 
 if TYPE_CHECKING:
@@ -267,8 +268,10 @@ class Association:
                 + pdu.p_data(message.context_id, dataset, command=False, max_pdu=max_pdu)
             )
 
+        worklist = context.abstract_syntax == MODALITY_WORKLIST_FIND and self.server.worklist is not None
+        service = self.server.worklist if worklist else self.server.find
         try:
-            status, comment = await self.server.find.run(
+            status, comment = await service.run(  # type: ignore[union-attr]
                 context.abstract_syntax,
                 identifier,
                 context.transfer_syntax,
@@ -277,7 +280,7 @@ class Association:
                 emit=emit,
             )
             await self._respond(message, status, error_comment=comment)
-            self._audit("query", "C-FIND", identifier, context.transfer_syntax, status)
+            self._audit("query", "C-FIND MWL" if worklist else "C-FIND", identifier, context.transfer_syntax, status)
         finally:
             self._cancels.pop(message_id, None)
 

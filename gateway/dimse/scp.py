@@ -34,6 +34,7 @@ from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
 from gateway.dimse.status import StoreStatus
+from gateway.dimse.worklist import MODALITY_WORKLIST_FIND, WorklistService
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.ingest.rules_stage import Quarantined
 from gateway.ingest.spool import SpoolFull, SpoolLog
@@ -56,9 +57,9 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 ]
 
 
-def supported_contexts() -> list[PresentationContext]:
+def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
     contexts = [build_context(VERIFICATION)]
-    query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS)
+    query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS, *((MODALITY_WORKLIST_FIND,) if worklist else ()))
     contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in query_models]
     for cx in AllStoragePresentationContexts:
         storage = build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
@@ -102,6 +103,7 @@ class DicomServer:
         find: FindService,
         retrieve: RetrieveService,
         audit: AuditWriter,
+        worklist: WorklistService | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
@@ -110,8 +112,9 @@ class DicomServer:
         self.find = find
         self.retrieve = retrieve
         self.audit = audit  # queries and retrieves are recorded in the audit trail
+        self.worklist = worklist  # Modality Worklist C-FIND, when served
         self.peers = PeerAllowList(settings.allowed_peers)
-        self.supported_contexts = supported_contexts()
+        self.supported_contexts = supported_contexts(worklist=worklist is not None)
         self.active = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()

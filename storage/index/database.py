@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, null, select, update
+from sqlalchemy import Engine, case, create_engine, event, exists, func, literal_column, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -31,6 +31,10 @@ from storage.index.schema import (
     studies,
 )
 from storage.index.vault import insert_entries
+from storage.index.worklist import complete as complete_orders
+
+
+_EMR_KEPT = frozenset({"patient_name", "patient_name_folded", "birth_date", "sex"})
 
 
 class IndexDatabaseError(Exception):
@@ -148,6 +152,7 @@ class IndexDatabase:
                 touched_series.update(series_pks.values())
                 touched_studies.update(study_pks.values())
                 self._refresh_counts(conn, touched_series, touched_studies)
+                complete_orders(conn, [(r.accession_number, r.study_uid) for r in records], now)
                 insert_entries(conn, self._insert, vault)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index commit failed: {type(exc).__name__}") from exc
@@ -159,20 +164,25 @@ class IndexDatabase:
         return conn.execute(stmt).scalar_one()
 
     def _upsert_patient(self, conn: Connection, rec: InstanceRecord, now: dt.datetime) -> int:
-        pk = self._upsert(
-            conn,
-            patients,
-            ["patient_id", "issuer"],
-            {
-                "patient_id": rec.patient_id,
-                "issuer": rec.issuer_of_patient_id,
-                "patient_name": rec.patient_name,
-                "patient_name_folded": fold_name(rec.patient_name),
-                "birth_date": rec.patient_birth_date,
-                "sex": rec.patient_sex,
-                "updated_at": now,
-            },
-        )
+        values = {
+            "patient_id": rec.patient_id,
+            "issuer": rec.issuer_of_patient_id,
+            "patient_name": rec.patient_name,
+            "patient_name_folded": fold_name(rec.patient_name),
+            "birth_date": rec.patient_birth_date,
+            "sex": rec.patient_sex,
+            "updated_at": now,
+        }
+        stmt = self._insert(patients).values(**values)
+        # Demographics the EMR gave (HL7 ADT, orders) win over a modality's spelling.
+        from_emr = exists().where(schema.emr_patients.c.patient_pk == literal_column("patients.pk"))
+        set_ = {
+            k: case((from_emr, patients.c[k]), else_=stmt.excluded[k]) if k in _EMR_KEPT else stmt.excluded[k]
+            for k in values
+            if k not in ("patient_id", "issuer")
+        }
+        stmt = stmt.on_conflict_do_update(index_elements=["patient_id", "issuer"], set_=set_)
+        pk = conn.execute(stmt.returning(patients.c.pk)).scalar_one()
         for other in rec.other_patient_ids:
             stmt = self._insert(patient_identifiers).values(
                 patient_pk=pk, identifier=other.patient_id, issuer=other.issuer, id_type=other.type

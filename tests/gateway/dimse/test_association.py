@@ -18,7 +18,7 @@ from pynetdicom import AE
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
+from pynetdicom.sop_class import CTImageStorage, UnifiedProcedureStepPull
 
 from gateway.dimse import pdu
 from gateway.dimse.commands import encode_command
@@ -151,7 +151,7 @@ def test_unsupported_contexts_are_refused_one_by_one(gateway) -> None:
         peer.send(
             _request(
                 [
-                    (ModalityWorklistInformationFind, ImplicitVRLittleEndian),
+                    (UnifiedProcedureStepPull, ImplicitVRLittleEndian),  # a service the gateway does not offer
                     (CTImageStorage, "1.2.3.4.999"),  # a transfer syntax nobody knows
                     (CTImageStorage, ExplicitVRLittleEndian),
                 ]

@@ -1,0 +1,137 @@
+"""EMR link benchmark, in parts; each part starts what it needs on this machine, on free ports.
+
+Part ``hl7``: a gateway (product defaults: SQLite index, or with ``--index
+postgresql`` a private PostgreSQL cluster; local object store) receives 1,000 ADT (A01 for 500 new patients, then A08 for each of them) and
+1,000 ORM^O01 new orders (two per patient), interleaved, over ONE MLLP
+connection with python-hl7's asyncio client: each message is sent once the
+previous ACK has arrived. Every ACK must be AA. Reported: messages per
+second and the ACK latency (from the message written to its ACK read) at the
+50th and 99th percentiles. Targets (product issue): over 500 messages/s,
+p99 under 20 ms.
+
+Another part (FHIR ImagingStudy publication lag) can be added as a function
+``part_<name>(args, work) -> list[str]`` in ``PARTS``.
+
+Run from the repository root:  ``.venv/bin/python bench/emr.py [--part hl7] [--messages 2000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as ``python bench/emr.py``: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from hl7.mllp import open_hl7_connection  # noqa: E402
+
+from bench.common import machine  # noqa: E402
+from tests.peers.postgres import run_postgres  # noqa: E402
+from tests.gateway.emr.hl7.messages import Order, Person, adt, orm  # noqa: E402
+from tests.gateway_process import GatewayProcess  # noqa: E402
+
+TARGET_RATE = 500.0  # messages per second
+TARGET_P99_MS = 20.0
+
+
+def hl7_messages(count: int, prefix: str = "B") -> list[str]:
+    """``count`` messages, half ADT and half ORM^O01: A01 for new patients, then A08 for each, orders between."""
+    patients = max(1, count // 4)
+    people = [
+        Person(mrn=f"{prefix}-MRN-{i:05d}", family="Nguyễn", given=f"Văn {i}", citizen=f"0792{i:08d}", insurance=f"DN47{i:011d}")
+        for i in range(patients)
+    ]
+    renamed = [Person(**{**p.__dict__, "given": p.given + " Đức"}) for p in people]
+    adts = [adt("A01", p) for p in people] + [adt("A08", p) for p in renamed]
+    # An order carries the patient as the EMR knows it then: renamed once its A08 has gone.
+    orders = [
+        orm("NW", (people if i < patients else renamed)[i % patients],
+            Order(f"{prefix}-PL-{i:05d}", f"{prefix}{i:07d}", when="202612011030", station="CT01"))
+        for i in range(count - len(adts))
+    ]  # fmt: skip
+    out = []
+    for i in range(max(len(adts), len(orders))):
+        out += ([adts[i]] if i < len(adts) else []) + ([orders[i]] if i < len(orders) else [])
+    return out
+
+
+async def send_in_turn(port: int, messages: list[str]) -> list[float]:
+    """Send each message after the previous ACK, on one connection; each ACK's latency in seconds."""
+    reader, writer = await open_hl7_connection("127.0.0.1", port, encoding="utf-8")
+    latencies = []
+    try:
+        for text in messages:
+            started = time.perf_counter()
+            writer.writeblock(text.encode("utf-8"))
+            await writer.drain()
+            ack = await reader.readblock()
+            latencies.append(time.perf_counter() - started)
+            if b"MSA|AA|" not in ack:
+                raise SystemExit(f"not accepted: {ack[:300]!r}")
+    finally:
+        writer.close()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def part_hl7(args: argparse.Namespace, work: Path) -> list[str]:
+    if args.index == "postgresql":
+        with run_postgres(work / "postgres") as server:
+            return _hl7(args, work, {"PACSGW_INDEX_URL": server.create_database("bench_emr")})
+    return _hl7(args, work, {})
+
+
+def _hl7(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[str]:
+    gateway = GatewayProcess(work / "gw-hl7", env, product_defaults=True)
+    gateway.start()
+    try:
+        asyncio.run(send_in_turn(gateway.hl7_port, hl7_messages(100, prefix="W")))  # warm-up, not counted
+        messages = hl7_messages(args.messages)
+        started = time.perf_counter()
+        latencies = asyncio.run(send_in_turn(gateway.hl7_port, messages))
+        seconds = time.perf_counter() - started
+    finally:
+        gateway.kill()
+    rate = len(messages) / seconds
+    p50, p99 = percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000
+    return [
+        f"HL7 v2 over one MLLP connection, {args.index} index: {len(messages)} messages (ADT^A01/A08 and ORM^O01)"
+        f" in {seconds:.2f} s",
+        f"  {rate:.0f} messages/s (target > {TARGET_RATE:.0f}): {'PASS' if rate > TARGET_RATE else 'MISS'}",
+        f"  ACK latency p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {max(latencies) * 1000:.2f} ms"
+        f" (target p99 < {TARGET_P99_MS:.0f} ms): {'PASS' if p99 < TARGET_P99_MS else 'MISS'}",
+    ]
+
+
+PARTS: dict[str, Callable[[argparse.Namespace, Path], list[str]]] = {"hl7": part_hl7}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/emr.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=sorted(PARTS), action="append", help="a part to run (default: all)")
+    parser.add_argument("--messages", type=int, default=2000, help="HL7 messages in the hl7 part (half ADT, half ORM)")
+    parser.add_argument("--index", choices=("sqlite", "postgresql"), default="sqlite", help="the gateway's index database")
+    args = parser.parse_args(argv)
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.part or sorted(PARTS):
+            lines += PARTS[name](args, Path(tmp))
+    m = machine()
+    print(f"\nEMR link benchmark, {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}")
+    print(f"Machine: {m['nproc']} CPUs, {m['cpu_model']}, {m['memory_gib']} GiB RAM, load {m['load_average']}\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

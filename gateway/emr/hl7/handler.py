@@ -1,0 +1,118 @@
+"""One received HL7 v2 message: checked, applied to the index in one transaction, answered with its ACK.
+
+Synchronous (the listener runs it in a worker thread). Whatever goes wrong,
+the message changes nothing and the ACK says why: AR when the message is
+refused as such (unparsable, unsupported type, event or version), AE when
+its content cannot be applied (a bad field, an unknown patient or order).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from gateway.emr.hl7 import adt, orders
+from gateway.emr.hl7.ack import build_ack
+from gateway.emr.hl7.errors import ErrorCode, Hl7Error, location
+from gateway.emr.hl7.message import Header, Hl7Message, mute_library_logging
+from storage.index.patients import PatientConflict
+from storage.index.times import utc_now
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_VERSIONS = frozenset({"2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8", "2.8.1", "2.8.2"})
+PROCESSING_IDS = frozenset({"P", "T", "D", ""})  # production, training, debugging
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What the listener sends back, logs, counts and audits."""
+
+    ack: str
+    kind: str  # message type and event, e.g. ADT^A01 ("?" when unreadable)
+    control_id: str
+    ack_code: str  # AA, AE or AR
+    error_code: int | None = None
+    merges: tuple[adt.Merge, ...] = ()  # for the audit trail
+
+
+Operation = Callable[[Connection, Hl7Message, Any], Any]
+
+
+class Hl7Handler:
+    def __init__(self, engine: Engine, *, application: str, facility: str, stations: dict[str, str]) -> None:
+        self.engine = engine
+        self.application = application
+        self.facility = facility
+        self.stations = stations
+        mute_library_logging()
+
+    def handle(self, text: str) -> Handled:
+        header: Header | None = None
+        try:
+            msg = Hl7Message.parse(text)
+            header = msg.header()
+            operation = self._operation(header)
+        except Hl7Error as error:
+            return self._error(header, error)
+        except Exception as exc:  # python-hl7 on hostile input; its message may quote values
+            log.error("HL7 message unreadable: %s", type(exc).__name__)
+            return self.unreadable("the message cannot be read")
+        assert header is not None
+        try:
+            with self.engine.begin() as conn:
+                result = operation(conn, msg, utc_now())
+        except Hl7Error as error:
+            return self._error(header, error)
+        except PatientConflict:
+            where = location("PID", 3)
+            return self._error(header, Hl7Error(ErrorCode.DUPLICATE_KEY, where, "the identifiers name two patients"))
+        except SQLAlchemyError as exc:
+            log.error("HL7 %s %s not applied: index error %s", header.kind, header.control_id, type(exc).__name__)
+            return self._error(header, Hl7Error(ErrorCode.INTERNAL_ERROR, "MSH^1", "index unavailable; send again later"))
+        except Exception as exc:  # its message may quote values of the message: only its type is logged
+            log.error("HL7 %s %s not applied: %s", header.kind, header.control_id, type(exc).__name__)
+            return self._error(header, Hl7Error(ErrorCode.INTERNAL_ERROR, "MSH^1", "internal error"))
+        merges = tuple(result) if header.kind == f"ADT^{adt.MERGE_EVENT}" else ()
+        return Handled(self._ack("AA", header), header.kind, header.control_id, "AA", None, merges)
+
+    def unreadable(self, why: str) -> Handled:
+        """The answer to bytes that are not a message (no MLLP start block, not in the configured encoding)."""
+        return self._error(None, Hl7Error(ErrorCode.SEGMENT_SEQUENCE, "MSH^1", why, reject=True))
+
+    def _operation(self, header: Header) -> Operation:
+        if header.version not in SUPPORTED_VERSIONS:
+            raise Hl7Error(ErrorCode.UNSUPPORTED_VERSION, location("MSH", 12), "HL7 version not supported", reject=True)
+        if header.processing_id not in PROCESSING_IDS:
+            raise Hl7Error(ErrorCode.UNSUPPORTED_PROCESSING_ID, location("MSH", 11), "processing ID not supported", reject=True)
+        kind, trigger = header.message_type, header.trigger
+        if kind == "ADT":
+            if trigger in adt.DEMOGRAPHIC_EVENTS:
+                return adt.record
+            if trigger == adt.MERGE_EVENT:
+                return adt.merge
+        elif kind in ("ORM", "OMI"):
+            if (kind, trigger) in (("ORM", "O01"), ("OMI", "O23")):
+                imaging = kind == "OMI"
+                return lambda conn, msg, now: orders.process(conn, msg, now, imaging=imaging, stations=self.stations)
+        else:
+            raise Hl7Error(
+                ErrorCode.UNSUPPORTED_MESSAGE_TYPE, location("MSH", 9), "message type not supported (ADT, ORM, OMI)",
+                reject=True,
+            )  # fmt: skip
+        raise Hl7Error(ErrorCode.UNSUPPORTED_EVENT, location("MSH", 9), "event not supported", reject=True)
+
+    def _ack(self, code: str, header: Header | None, error: Hl7Error | None = None) -> str:
+        text = error.text if error else ""
+        return build_ack(code, header=header, application=self.application, facility=self.facility, text=text, error=error)
+
+    def _error(self, header: Header | None, error: Hl7Error) -> Handled:
+        return Handled(
+            self._ack(error.ack_code, header, error), header.kind if header else "?", header.control_id if header else "",
+            error.ack_code, int(error.code),
+        )  # fmt: skip

@@ -1,0 +1,174 @@
+"""The MLLP listener of a real gateway process, fed by python-hl7's MLLP client: ADT in, ACKs out, the index as the EMR says."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import storescu
+from tests.factory import Patient, ct_series, write_files
+from tests.gateway.dimse.test_find import findscu
+from tests.gateway.emr.hl7.client import ack_code, err, send
+from tests.gateway.emr.hl7.messages import Person, a40, adt, control_id, message, msh, pid
+
+SECRET = "a test secret of at least thirty-two characters"
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory):
+    from tests.gateway_process import GatewayProcess
+
+    gw = GatewayProcess(
+        tmp_path_factory.mktemp("hl7") / "gw", {"PACSGW_DICOM_QUERY_AETS": "FINDSCU", "PACSGW_DEID_SECRET": SECRET}
+    )
+    gw.start()
+    yield gw
+    gw.kill()
+
+
+def ingest(gateway, tmp_path: Path, patient: Patient, accession: str, count: int = 1) -> str:
+    series = ct_series(count, patient=patient, accession=accession, size=16)
+    result = storescu(gateway.dicom_port, write_files(series, tmp_path / accession))
+    assert result.returncode == 0, result.stderr
+    gateway.wait_idle()
+    return str(series[0].StudyInstanceUID)
+
+
+def qido(gateway, query: str) -> list[dict]:
+    status, body = gateway.get(f"/dicom-web/studies?{query}&includefield=PatientBirthDate")
+    assert status == 200, body
+    return body
+
+
+def name(record: dict) -> str:
+    return record["00100010"]["Value"][0]["Alphabetic"]
+
+
+def test_a01_gives_the_emr_spelling_to_cfind_qido_and_wado(gateway, tmp_path: Path) -> None:
+    modality = Patient(patient_id="MRN-A01", name="NGUYEN^VAN AN", citizen_id="079203000101", insurance_number="")
+    study = ingest(gateway, tmp_path, modality, "ACC-A01")
+    person = Person(mrn="MRN-A01", family="Nguyễn", given="Văn An", birth="19800102", citizen="079203000101")
+    [ack] = send(gateway.hl7_port, adt("A01", person))
+    assert ack_code(ack) == "AA"
+    [record] = qido(gateway, "PatientID=MRN-A01")
+    assert name(record) == "Nguyễn^Văn An" and record["00100030"]["Value"] == ["19800102"]
+    [record] = qido(gateway, "PatientName=nguyen%20van%20an&PatientID=079203000101")  # accent-insensitive, by citizen ID
+    assert record["0020000D"]["Value"] == [study]
+    found = findscu(gateway.dicom_port, tmp_path / "find", "QueryRetrieveLevel=PATIENT", "PatientID=MRN-A01", "PatientName", model="-P")
+    assert [str(ds.PatientName) for ds in found] == ["Nguyễn^Văn An"]
+    status, metadata = gateway.get(f"/dicom-web/studies/{study}/metadata")
+    assert status == 200 and name(metadata[0]) == "Nguyễn^Văn An"
+    # A modality sending the patient again with its own spelling does not undo the EMR's.
+    ingest(gateway, tmp_path, modality, "ACC-A01B")
+    assert {name(r) for r in qido(gateway, "PatientID=MRN-A01")} == {"Nguyễn^Văn An"}
+
+
+def test_a08_creates_then_updates(gateway, tmp_path: Path) -> None:
+    person = Person(mrn="MRN-A08", family="Lê", given="Thị Hoa", birth="19900505", sex="F", citizen="001190000808")
+    assert ack_code(send(gateway.hl7_port, adt("A08", person))[0]) == "AA"  # unknown: created
+
+    def patient() -> tuple[str, str, str]:
+        [ds] = findscu(
+            gateway.dicom_port, tmp_path / control_id(), "QueryRetrieveLevel=PATIENT", "PatientID=MRN-A08", "PatientName",
+            "PatientBirthDate", "PatientSex", model="-P",
+        )  # fmt: skip
+        return str(ds.PatientName), ds.PatientBirthDate, ds.PatientSex
+
+    assert patient() == ("Lê^Thị Hoa", "19900505", "F")
+    renamed = Person(mrn="MRN-A08", family="Lê", given="Thị Hòa", birth="", sex="F", citizen="001190000808")
+    assert ack_code(send(gateway.hl7_port, adt("A08", renamed))[0]) == "AA"
+    assert patient() == ("Lê^Thị Hòa", "19900505", "F")  # an empty PID-7 leaves the birth date as it was
+    # Found by its citizen ID under another MRN: the same patient, never a duplicate.
+    other_mrn = Person(mrn="MRN-A08-OLD", issuer="BV-KHAC", family="Lê", given="Thị Hòa", sex="F", citizen="001190000808")
+    assert ack_code(send(gateway.hl7_port, adt("A08", other_mrn))[0]) == "AA"
+    found = findscu(gateway.dicom_port, tmp_path / "p", "QueryRetrieveLevel=PATIENT", "PatientID=MRN-A08*", model="-P")
+    assert [ds.PatientID for ds in found] == ["MRN-A08"]
+
+
+def test_a_bad_citizen_id_is_refused_and_changes_nothing(gateway, tmp_path: Path) -> None:
+    person = Person(mrn="MRN-BAD", family="Phạm", given="Minh", citizen="079203000999")
+    assert ack_code(send(gateway.hl7_port, adt("A01", person))[0]) == "AA"
+    bad = Person(mrn="MRN-BAD", family="Phạm", given="Minh Đức", citizen="07920300")
+    [ack] = send(gateway.hl7_port, adt("A08", bad))
+    assert ack_code(ack) == "AE"
+    where, code = err(ack)
+    assert where.startswith("PID^1^3") and code == "102"
+    assert "12 digits" in str(ack.segment("MSA")(3))
+    [ds] = findscu(gateway.dicom_port, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID=MRN-BAD", "PatientName", model="-P")
+    assert str(ds.PatientName) == "Phạm^Minh"
+
+
+@pytest.mark.parametrize(
+    "text, code",
+    [
+        ("this is not HL7", "100"),
+        (message(msh("SIU^S12^SIU_S12", "C-SIU"), "SCH|1"), "200"),
+        (message(msh("ADT^A03^ADT_A03", "C-A03"), pid(Person())), "201"),
+        (message(msh("ADT^A01^ADT_A01", "C-V21", version="2.1"), pid(Person())), "203"),
+        (message("MSH|^~\\&|EMR|BV|PACSGW|RAD|20261129||ADT^A01|"), "101"),
+    ],
+)
+def test_unparsable_or_unsupported_messages_are_rejected(gateway, text: str, code: str) -> None:
+    [ack, after] = send(gateway.hl7_port, text, adt("A04", Person(mrn="MRN-AFTER")))
+    assert ack_code(ack) == "AR" and err(ack)[1] == code
+    assert ack_code(after) == "AA"  # the connection goes on
+
+
+def test_bytes_outside_mllp_framing_or_encoding_are_rejected(gateway) -> None:
+    latin1 = adt("A01", Person(mrn="MRN-LATIN", family="Müller", given="Jürgen")).encode("latin-1")
+    acks = send(gateway.hl7_port, b"junk\x1c\r", raw=True) + send(gateway.hl7_port, latin1)
+    assert [ack_code(a) for a in acks] == ["AR", "AR"]
+
+
+def test_messages_of_one_connection_apply_in_order(gateway, tmp_path: Path) -> None:
+    versions = [Person(mrn="MRN-ORDER", family="Võ", given=f"Lần {i}") for i in range(20)]
+    acks = send(gateway.hl7_port, *(adt("A08", p) for p in versions))
+    assert {ack_code(a) for a in acks} == {"AA"}
+    [ds] = findscu(gateway.dicom_port, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID=MRN-ORDER", "PatientName", model="-P")
+    assert str(ds.PatientName) == "Võ^Lần 19"
+    status, metrics = gateway.get("/metrics")
+    assert status == 200 and 'pacsgw_hl7_messages_total{ack="AA",type="ADT^A08"}' in metrics
+
+
+def test_a40_moves_the_merged_patients_studies_to_the_survivor(gateway, tmp_path: Path) -> None:
+    merged = Patient(patient_id="MRN-DUP", name="Hoàng^Văn Nam", citizen_id="079203004040", insurance_number="")
+    study = ingest(gateway, tmp_path, merged, "ACC-A40", count=2)
+    survivor = Person(mrn="MRN-KEEP", family="Hoàng", given="Văn Nam", citizen="079203004040")
+    assert ack_code(send(gateway.hl7_port, adt("A01", Person(mrn="MRN-KEEP", family="Hoàng", given="Văn Nam", citizen="")))[0]) == "AA"
+    [ack] = send(gateway.hl7_port, a40(survivor, "MRN-DUP"))
+    assert ack_code(ack) == "AA"
+    for query in ("PatientID=MRN-KEEP", "PatientID=MRN-DUP", "PatientID=079203004040"):
+        [record] = qido(gateway, query)
+        assert record["0020000D"]["Value"] == [study] and record["00100020"]["Value"] == ["MRN-KEEP"], query
+    status, metadata = gateway.get(f"/dicom-web/studies/{study}/metadata")
+    assert status == 200 and len(metadata) == 2
+    assert {m["00100020"]["Value"][0] for m in metadata} == {"MRN-KEEP"} and name(metadata[0]) == "Hoàng^Văn Nam"
+    patients = findscu(gateway.dicom_port, tmp_path / "p", "QueryRetrieveLevel=PATIENT", "PatientID=MRN-DUP", model="-P")
+    assert [ds.PatientID for ds in patients] == ["MRN-KEEP"]  # the merged row is gone, its MRN leads to the survivor
+    assert ack_code(send(gateway.hl7_port, a40(survivor, "MRN-DUP"))[0]) == "AA"  # sent again: nothing left to do
+    time.sleep(0.5)  # the audit trail is written in batches
+    status, events = gateway.get("/audit?user=hl7")
+    merges = [e for e in events if e["action"] == "patient-merge"]
+    assert status == 200 and len(merges) == 1 and merges[0]["role"] == "hl7"
+    assert "MRN-KEEP" not in merges[0]["target"] and "MRN-DUP" not in merges[0]["target"] and "hmac:" in merges[0]["target"]
+
+
+def test_a40_for_an_unknown_merged_patient_is_refused(gateway) -> None:
+    [ack] = send(gateway.hl7_port, a40(Person(mrn="MRN-NOBODY-1"), "MRN-NOBODY-2"))
+    assert ack_code(ack) == "AE" and err(ack) == ("MRG^1^1", "204")
+
+
+def test_senders_outside_the_allowed_networks_are_not_heard(tmp_path: Path) -> None:
+    from tests.gateway_process import GatewayProcess
+
+    gw = GatewayProcess(tmp_path / "gw", {"PACSGW_HL7_ALLOWED_PEERS": "10.0.0.0/8"})
+    gw.start()
+    try:
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            send(gw.hl7_port, adt("A01", Person(mrn="MRN-OUTSIDE")))
+        assert "HL7 connection from 127.0.0.1 refused" in gw.log_tail()
+    finally:
+        gw.kill()

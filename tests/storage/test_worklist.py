@@ -1,0 +1,110 @@
+"""The worklist in the index: orders scheduled, changed, cancelled, completed by ingest, and searched (MWL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.index.database import IndexDatabase
+from storage.index.matching import InvalidQuery
+from storage.index.patients import Demographics, record_demographics
+from storage.index.records import OtherPatientID
+from storage.index.times import utc_now
+from storage.index.worklist import (
+    CANCELLED,
+    COMPLETED,
+    SCHEDULED,
+    OrderRef,
+    ScheduledStep,
+    UnknownOrder,
+    WorklistQuery,
+    cancel,
+    schedule,
+    search,
+    status_of,
+    validate,
+)
+from storage.uids import is_valid_uid
+from tests.factory import Patient, ct_series
+from tests.storage.conftest import records
+
+
+def step(accession: str, date: str = "20261201", time: str = "103000", **values: str) -> ScheduledStep:
+    return ScheduledStep(
+        sps_id=values.pop("sps_id", accession), accession_number=accession, requested_procedure_id=accession,
+        scheduled_date=date, scheduled_time=time, modality=values.pop("modality", "CT"), **values,
+    )  # fmt: skip
+
+
+def order(index: IndexDatabase, ref: OrderRef, *steps: ScheduledStep, patient: Demographics | None = None) -> list[str]:
+    patient = patient or Demographics("MRN-0001", "BV-CHORAY", "Nguyễn^Văn An", other_ids=(OtherPatientID("079203001234", "CCCD"),))
+    with index.engine.begin() as conn:
+        return schedule(conn, ref, record_demographics(conn, patient, utc_now()), steps, utc_now())
+
+
+def find(index: IndexDatabase, **matches: str) -> list[str]:
+    with index.engine.connect() as conn:
+        return [row["accession_number"] for row in search(conn, WorklistQuery(matches))]
+
+
+def statuses(index: IndexDatabase, ref: OrderRef) -> list[tuple[str, str, str]]:
+    with index.engine.connect() as conn:
+        return status_of(conn, ref)
+
+
+def test_schedule_update_cancel(index: IndexDatabase) -> None:
+    [uid] = order(index, OrderRef(placer="P1"), step("A1"))
+    assert is_valid_uid(uid)
+    # Known by its placer number: a message naming also the filler number updates the same order.
+    assert order(index, OrderRef(placer="P1", filler="F1"), step("A1", time="150000")) == [uid]
+    with index.engine.connect() as conn:
+        [row] = search(conn, WorklistQuery({"AccessionNumber": "A1"}))
+    assert (row["scheduled_time"], row["filler_order_number"], row["PatientName"]) == ("150000", "F1", "Nguyễn^Văn An")
+    assert row["other_ids"] == [("079203001234", "CCCD", "")]
+    with index.engine.begin() as conn:
+        assert cancel(conn, OrderRef(filler="F1"), utc_now()) == 1  # found by the filler number alone
+    assert statuses(index, OrderRef(placer="P1")) == [("A1", CANCELLED, "")] and find(index) == []
+    with index.engine.begin() as conn, pytest.raises(UnknownOrder):
+        cancel(conn, OrderRef(placer="NOPE"), utc_now())
+    assert order(index, OrderRef(placer="P1"), step("A1")) == [uid]  # sent again after a cancellation: on again
+    assert find(index) == ["A1"]
+
+
+def test_steps_of_one_order_share_a_study_uid_made_once(index: IndexDatabase) -> None:
+    uids = order(index, OrderRef(placer="P2"), step("A2", sps_id="S1"), step("A2", sps_id="S2"))
+    assert len(set(uids)) == 1
+    given = order(index, OrderRef(placer="P3"), step("A3", study_uid="1.2.3.4"))
+    assert given == ["1.2.3.4"]
+
+
+def test_matching(index: IndexDatabase) -> None:
+    order(index, OrderRef(placer="P1"), step("A1", "20261201", "083000", station_aet="CT01"))
+    order(index, OrderRef(placer="P2"), step("A2", "20261202", "140000", modality="MR", station_aet="MR01"))
+    lan = Demographics("MRN-2", "", "Đặng^Thị Lan")
+    order(index, OrderRef(placer="P3"), step("A3", "20261203", "090000", modality="US"), patient=lan)
+    assert find(index) == ["A1", "A2", "A3"]
+    assert find(index, ScheduledStationAETitle="CT01") == ["A1"]
+    assert find(index, ScheduledStationAETitle="*01") == ["A1", "A2"]
+    assert find(index, Modality="US") == ["A3"]
+    assert find(index, ScheduledProcedureStepStartDate="20261202-") == ["A2", "A3"]
+    assert find(index, ScheduledProcedureStepStartDate="20261201", ScheduledProcedureStepStartTime="0800-0900") == ["A1"]
+    both = {"ScheduledProcedureStepStartDate": "20261201-20261203", "ScheduledProcedureStepStartTime": "0900-1000"}
+    assert find(index, **both) == ["A2", "A3"]  # from 09:00 on the 1st to 10:00 on the 3rd
+    assert find(index, PatientName="dang thi lan") == ["A3"]
+    assert find(index, PatientID="079203001234") == ["A1", "A2"]
+    with pytest.raises(InvalidQuery):
+        validate(WorklistQuery({"ScheduledProcedureStepStartTime": "8h-9h", "ScheduledProcedureStepStartDate": "20261201-"}))
+
+
+def test_indexing_images_with_the_accession_completes_the_order(index: IndexDatabase) -> None:
+    [uid] = order(index, OrderRef(placer="P1"), step("ACC-DONE"))
+    order(index, OrderRef(placer="P2"), step("ACC-OTHER"))
+    series = ct_series(1, size=16, accession="ACC-DONE", patient=Patient())
+    index.commit(records(series))
+    assert statuses(index, OrderRef(placer="P1")) == [("ACC-DONE", COMPLETED, series[0].StudyInstanceUID)]
+    assert statuses(index, OrderRef(placer="P2")) == [("ACC-OTHER", SCHEDULED, "")]
+    # A study sent with the worklist's Study Instance UID but without the accession completes its order too.
+    [pre] = order(index, OrderRef(placer="P4"), step("ACC-UID"))
+    by_uid = ct_series(1, size=16, accession="", study_uid=pre)
+    index.commit(records(by_uid))
+    assert statuses(index, OrderRef(placer="P4")) == [("ACC-UID", COMPLETED, pre)]
+    assert uid != pre
