@@ -125,7 +125,7 @@ def test_a_share_principal_sees_its_study_and_nothing_else(gateway) -> None:
     status, report = gw.get(f"/studies/{study}/report", link, auth=False)
     assert status == 200 and report["status"] == "final" and report["impression"] == "Không bất thường."
 
-    events = _audit(gw, f"share:{body['id']}", 20)
+    events = _audit(gw, f"share:{body['id']}", 31)  # all of the above: 11 reads, 14 refused paths, 3 refused writes, 3 report reads
     assert {e["role"] for e in events} == {"share"} and {e["source"] for e in events} == {"127.0.0.1"}
     actions = {(e["action"], e["target"].split("?")[0], e["outcome"]) for e in events}
     assert ("share-access", "/auth/me", 200) in actions
