@@ -186,7 +186,9 @@ class Association:
             command = decode_command(bytes(message.command_bytes))
             field_value = int(command.CommandField)
             has_dataset = int(command.CommandDataSetType) != NO_DATASET
-            _ = command.MessageIDBeingRespondedTo if field_value & 0x8000 else command.MessageID
+            # Responses and C-CANCEL-RQ name the message they concern; other requests carry their own ID.
+            responding = field_value & 0x8000 or field_value == CommandField.C_CANCEL_RQ
+            _ = command.MessageIDBeingRespondedTo if responding else command.MessageID
         except Exception:
             raise _Abort("undecodable DIMSE command", pdu.REASON_INVALID_PARAMETER) from None
         message.command = command
