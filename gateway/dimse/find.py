@@ -191,15 +191,34 @@ class FindService:
         except IndexDatabaseError as exc:
             log.error("C-FIND from %s failed: %s", calling_ae, exc)
             return FindStatus.OUT_OF_RESOURCES, "index unavailable"
-        if len(rows) > self.max_results:
-            return FindStatus.OUT_OF_RESOURCES, f"more than {self.max_results} matches; narrow the query"
-        pending = FindStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED if request.unsupported else FindStatus.PENDING
-        for row in rows:
-            if cancel.is_set():
-                return FindStatus.CANCELLED, None
-            await emit(pending, encode_identifier(response_identifier(request, row, self.ae_title), transfer_syntax))
-        log.info("C-FIND from %s at %s level: %d match(es)", calling_ae, request.query.level.value, len(rows))
-        return FindStatus.SUCCESS, None
+        status, comment = await answer_matches(
+            rows, lambda row: response_identifier(request, row, self.ae_title), transfer_syntax,
+            emit=emit, cancel=cancel, unsupported=request.unsupported, max_results=self.max_results,
+        )  # fmt: skip
+        if status is FindStatus.SUCCESS:
+            log.info("C-FIND from %s at %s level: %d match(es)", calling_ae, request.query.level.value, len(rows))
+        return status, comment
+
+
+async def answer_matches(
+    rows: list[dict[str, Any]],
+    identifier_of: Callable[[dict[str, Any]], Dataset],
+    transfer_syntax: str,
+    *,
+    emit: Emit,
+    cancel: asyncio.Event,
+    unsupported: bool,
+    max_results: int,
+) -> tuple[FindStatus, str | None]:
+    """One pending response per match, stopping at a C-CANCEL; the final status and its comment."""
+    if len(rows) > max_results:
+        return FindStatus.OUT_OF_RESOURCES, f"more than {max_results} matches; narrow the query"
+    pending = FindStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED if unsupported else FindStatus.PENDING
+    for row in rows:
+        if cancel.is_set():
+            return FindStatus.CANCELLED, None
+        await emit(pending, encode_identifier(identifier_of(row), transfer_syntax))
+    return FindStatus.SUCCESS, None
 
 
 def identifier_summary(identifier: bytes, transfer_syntax: str) -> list[tuple[str, str]]:

@@ -22,7 +22,14 @@ from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.dimse.find import RESPONSE_CHARSET, Emit, FindRefused, FindStatus, decode_identifier, encode_identifier
+from gateway.dimse.find import (
+    RESPONSE_CHARSET,
+    Emit,
+    FindRefused,
+    FindStatus,
+    answer_matches,
+    decode_identifier,
+)
 from storage.index.database import IndexDatabase
 from storage.index.matching import InvalidQuery
 from storage.index.worklist import SCHEDULED, WorklistQuery, search, validate
@@ -235,12 +242,10 @@ class WorklistService:
             except SQLAlchemyError as exc:
                 log.error("MWL C-FIND from %s failed: %s", calling_ae, type(exc).__name__)
                 return FindStatus.OUT_OF_RESOURCES, "index unavailable"
-        if len(rows) > self.max_results:
-            return FindStatus.OUT_OF_RESOURCES, f"more than {self.max_results} matches; narrow the query"
-        pending = FindStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED if request.unsupported else FindStatus.PENDING
-        for row in rows:
-            if cancel.is_set():
-                return FindStatus.CANCELLED, None
-            await emit(pending, encode_identifier(response_identifier(request, row), transfer_syntax))
-        log.info("MWL C-FIND from %s: %d scheduled step(s)", calling_ae, len(rows))
-        return FindStatus.SUCCESS, None
+        status, comment = await answer_matches(
+            rows, lambda row: response_identifier(request, row), transfer_syntax,
+            emit=emit, cancel=cancel, unsupported=request.unsupported, max_results=self.max_results,
+        )  # fmt: skip
+        if status is FindStatus.SUCCESS:
+            log.info("MWL C-FIND from %s: %d scheduled step(s)", calling_ae, len(rows))
+        return status, comment
