@@ -105,6 +105,8 @@ export async function openReader(app, study, { role, back }) {
   document.onkeydown = (event) => {
     if (event.target instanceof HTMLInputElement || event.target instanceof HTMLTextAreaElement || event.target instanceof HTMLSelectElement) return;
     if (!active?.stack || help.open) return;
+    // On a focused button, Space, Enter and Tab keep their usual meaning (press it, move focus).
+    if (event.target instanceof HTMLButtonElement && [" ", "Enter", "Tab"].includes(event.key)) return;
     const v = active;
     const keys = {
       ArrowDown: () => v.scroll(1), ArrowRight: () => v.scroll(1), ArrowUp: () => v.scroll(-1), ArrowLeft: () => v.scroll(-1),
