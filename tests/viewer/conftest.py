@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from pydicom.uid import UltrasoundMultiFrameImageStorage, generate_uid
+from pydicom.uid import UltrasoundMultiFrameImageStorage
 
 from tests.conftest import storescu
 from tests.factory import Patient, ct_series, write_files

@@ -116,11 +116,7 @@ def test_length_in_millimetres(archive, page, artifacts: Path) -> None:
 
     gateway, _ = archive
     _log_in(page, gateway.base_url)
-    page.fill("input[name=AccessionNumber]", "ACC0001")
-    page.click("#search button[type=submit]")
-    expect(page.locator("tr.study")).to_have_count(1)
-    page.locator("tr.study").first.click()
-    expect(page.locator("#status")).not_to_contain_text(re.compile("Đang tải|Loading"), timeout=60_000)
+    open_study(page, "ACC0001")  # waits for the stack to exist, then for its raw pixels: opening resets the zoom
     page.click("#zoom-in")
     page.click("#tool-length")
     frame = page.locator("#frame").bounding_box()
