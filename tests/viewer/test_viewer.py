@@ -93,6 +93,8 @@ def test_zoom_rotate_thumbnails_help(archive, page, artifacts: Path) -> None:
     page.locator("tr.study").first.click()
     canvas = page.locator("#viewport")
     expect(page.locator("#status")).to_contain_text(f"/{SLICES}")
+    # An <img> without a src already counts as complete: wait for the fetched thumbnail first.
+    expect(page.locator(".thumb img").first).to_have_attribute("src", re.compile(r"^blob:"))
     expect(page.locator(".thumb img").first).to_have_js_property("complete", True)
     assert page.locator(".thumb img").first.evaluate("img => img.naturalWidth") > 0  # the series thumbnail, rendered
     before = canvas.bounding_box()
