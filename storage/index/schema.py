@@ -377,4 +377,6 @@ worklist_items = Table(
     Index("ix_worklist_accession", "accession_number"),
     Index("ix_worklist_patient", "patient_pk"),
     Index("ix_worklist_study", "study_uid"),
+    Index("ix_worklist_placer", "placer_order_number"),
+    Index("ix_worklist_filler", "filler_order_number"),
 )

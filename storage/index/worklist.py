@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pydicom.uid import generate_uid
-from sqlalchemy import Connection, String, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, String, and_, bindparam, or_, select, union, update
 
 from storage.index.hierarchy import Attribute, Kind, Level, condition
 from storage.index.matching import DateRange, InvalidQuery
@@ -65,26 +65,31 @@ class ScheduledStep:
 
 # Statements built once (bound parameters): an order runs a few per message, and building costs more than running.
 _w = worklist_items.c
-_MATCHING = or_(
-    _w.order_key == bindparam("b_key"),
-    and_(bindparam("b_placer", type_=String) != "", _w.placer_order_number == bindparam("b_placer")),
-    and_(bindparam("b_filler", type_=String) != "", _w.filler_order_number == bindparam("b_filler")),
+# Each way an order is known is its own indexed lookup: one OR over the three would scan the whole table.
+_MATCHING_PKS = union(
+    select(_w.pk).where(_w.order_key == bindparam("b_key")),
+    select(_w.pk).where(bindparam("b_placer", type_=String) != "", _w.placer_order_number == bindparam("b_placer")),
+    select(_w.pk).where(bindparam("b_filler", type_=String) != "", _w.filler_order_number == bindparam("b_filler")),
 )
-_EXISTING = select(worklist_items).where(_MATCHING).order_by(_w.pk)
+_EXISTING = select(worklist_items).where(_w.pk.in_(_MATCHING_PKS)).order_by(_w.pk)
 _UPDATE = update(worklist_items).where(_w.pk == bindparam("b_pk"))
 _INSERT = worklist_items.insert()
 _CANCEL = (
     update(worklist_items)
-    .where(_MATCHING, _w.status == SCHEDULED)
+    .where(_w.pk.in_(_MATCHING_PKS), _w.status == SCHEDULED)
     .values(status=CANCELLED, updated_at=bindparam("b_now"))
 )
 _COMPLETE = (
     update(worklist_items)
     .where(
         _w.status == SCHEDULED,
-        or_(
-            _w.study_uid == bindparam("b_study"),
-            and_(bindparam("b_accession", type_=String) != "", _w.accession_number == bindparam("b_accession")),
+        _w.pk.in_(
+            union(
+                select(_w.pk).where(_w.study_uid == bindparam("b_study")),
+                select(_w.pk).where(
+                    bindparam("b_accession", type_=String) != "", _w.accession_number == bindparam("b_accession")
+                ),
+            )
         ),
     )
     .values(status=COMPLETED, completed_study_uid=bindparam("b_study"), updated_at=bindparam("b_now"))
@@ -108,7 +113,7 @@ def schedule(conn: Connection, ref: OrderRef, patient_pk: int, steps: Iterable[S
     order_uid = next((row.study_uid for row in existing), "") or str(generate_uid(entropy_srcs=["worklist", order_key]))
     uids = []
     for step in steps:
-        values = asdict(step)
+        values = {f.name: getattr(step, f.name) for f in fields(step)}  # asdict deep-copies: slow, needless
         values.update(
             study_uid=step.study_uid or (by_sps[step.sps_id].study_uid if step.sps_id in by_sps else order_uid),
             referring_physician_folded=fold_name(step.referring_physician_name),
