@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from storage.index.database import IndexDatabase
 from tests.gateway_process import GatewayProcess
 from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary
 from tests.peers.postgres import PostgresServer, run_postgres
@@ -26,6 +27,18 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
     with run_postgres(tmp_path_factory.mktemp("postgres")) as server:
         yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IndexDatabase]:
+    """A fresh index on SQLite (the embedded default) and on PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'index.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database(f"idx_{uuid.uuid4().hex[:10]}")
+    db = IndexDatabase.open(url)
+    yield db
+    db.close()
 
 
 def s3_env(server: S3Server, bucket: str) -> dict[str, str]:

@@ -1,15 +1,17 @@
-"""One received HL7 v2 message: checked, applied to the index in one transaction, answered with its ACK.
+"""Received HL7 v2 messages: each checked, applied to the index in its own savepoint, answered with its ACK.
 
 Synchronous (the listener runs it in a worker thread). Whatever goes wrong,
-the message changes nothing and the ACK says why: AR when the message is
+a message changes nothing and its ACK says why: AR when the message is
 refused as such (unparsable, unsupported type, event or version), AE when
 its content cannot be applied (a bad field, an unknown patient or order).
+No AA is given before the transaction holding the message has committed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +46,24 @@ class Handled:
 Operation = Callable[[Connection, Hl7Message, Any], Any]
 
 
+class _Refused(Exception):
+    """A message of a batch applied without savepoints failed: the transaction is undone."""
+
+
+@contextmanager
+def _savepoint(conn: Connection) -> Iterator[None]:
+    """What the block changes, undone if it raises. One fixed name, written once: SQLAlchemy's own
+    ``begin_nested`` compiles a new numbered statement per call, a tenth of a message's time."""
+    conn.exec_driver_sql("SAVEPOINT hl7_message")
+    try:
+        yield
+    except BaseException:
+        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT hl7_message")
+        conn.exec_driver_sql("RELEASE SAVEPOINT hl7_message")
+        raise
+    conn.exec_driver_sql("RELEASE SAVEPOINT hl7_message")
+
+
 class Hl7Handler:
     def __init__(self, engine: Engine, *, application: str, facility: str, stations: dict[str, str]) -> None:
         self.engine = engine
@@ -53,19 +73,67 @@ class Hl7Handler:
         mute_library_logging()
 
     def handle(self, text: str) -> Handled:
+        return self.handle_batch([text])[0]
+
+    def handle_batch(self, texts: Sequence[str]) -> list[Handled]:
+        """Each message's answer, in order. The messages are applied in order in ONE transaction, so one
+        durable commit covers them all (a sender that does not wait for each ACK gets group commit).
+        A refused message changes nothing and the others still apply: when one is refused, the batch is
+        applied again with each message in its own savepoint (refusals are rare; savepoints cost)."""
+        answers: list[Handled | None] = []
+        ready: list[tuple[Header, Hl7Message, Operation]] = []
+        for text in texts:
+            prepared = self._prepare(text)
+            answers.append(prepared if isinstance(prepared, Handled) else None)
+            if not isinstance(prepared, Handled):
+                ready.append(prepared)
+        if ready:
+            try:
+                try:
+                    applied = self._transaction(ready, isolated=False)
+                except _Refused:
+                    applied = self._transaction(ready, isolated=True)
+            except SQLAlchemyError as exc:  # the transaction could not begin or commit: none of them was applied
+                log.error("HL7 batch of %d not applied: index error %s", len(ready), type(exc).__name__)
+                unavailable = Hl7Error(ErrorCode.INTERNAL_ERROR, "MSH^1", "index unavailable; send again later")
+                applied = [self._error(header, unavailable) for header, _msg, _operation in ready]
+            results = iter(applied)
+            answers = [answer if answer is not None else next(results) for answer in answers]
+        return [answer for answer in answers if answer is not None]
+
+    def _transaction(self, ready: list[tuple[Header, Hl7Message, Operation]], *, isolated: bool) -> list[Handled]:
+        """Apply the messages in one transaction; without ``isolated``, the first refusal raises _Refused and
+        undoes them all."""
+        out = []
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":  # take the write lock now: pysqlite would begin too late for savepoints
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            for header, msg, operation in ready:
+                if isolated:
+                    out.append(self._apply(conn, header, msg, operation))
+                    continue
+                try:
+                    result = operation(conn, msg, utc_now())
+                except Exception as exc:
+                    raise _Refused from exc
+                out.append(self._accepted(header, result))
+        return out
+
+    def _prepare(self, text: str) -> Handled | tuple[Header, Hl7Message, Operation]:
         header: Header | None = None
         try:
             msg = Hl7Message.parse(text)
             header = msg.header()
-            operation = self._operation(header)
+            return header, msg, self._operation(header)
         except Hl7Error as error:
             return self._error(header, error)
         except Exception as exc:  # python-hl7 on hostile input; its message may quote values
             log.error("HL7 message unreadable: %s", type(exc).__name__)
             return self.unreadable("the message cannot be read")
-        assert header is not None
+
+    def _apply(self, conn: Connection, header: Header, msg: Hl7Message, operation: Operation) -> Handled:
         try:
-            with self.engine.begin() as conn:
+            with _savepoint(conn):
                 result = operation(conn, msg, utc_now())
         except Hl7Error as error:
             return self._error(header, error)
@@ -78,6 +146,9 @@ class Hl7Handler:
         except Exception as exc:  # its message may quote values of the message: only its type is logged
             log.error("HL7 %s %s not applied: %s", header.kind, header.control_id, type(exc).__name__)
             return self._error(header, Hl7Error(ErrorCode.INTERNAL_ERROR, "MSH^1", "internal error"))
+        return self._accepted(header, result)
+
+    def _accepted(self, header: Header, result: Any) -> Handled:
         merges = tuple(result) if header.kind == f"ADT^{adt.MERGE_EVENT}" else ()
         return Handled(self._ack("AA", header), header.kind, header.control_id, "AA", None, merges)
 

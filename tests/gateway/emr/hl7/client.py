@@ -1,4 +1,4 @@
-"""An HL7 v2 sender over MLLP for the tests: python-hl7's asyncio client, one connection, ACK by ACK."""
+"""An HL7 v2 sender over MLLP for the tests: python-hl7's asyncio client, one connection, ACK by ACK or running ahead."""
 
 from __future__ import annotations
 
@@ -23,6 +23,22 @@ async def _exchange(port: int, messages: list[str | bytes], raw: bool) -> list[h
     finally:
         writer.close()
     return acks
+
+
+async def _run_ahead(port: int, messages: list[str | bytes]) -> list[hl7.Message]:
+    reader, writer = await open_hl7_connection("127.0.0.1", port, encoding="utf-8")
+    try:
+        for text in messages:
+            writer.writeblock(text if isinstance(text, bytes) else text.encode("utf-8"))
+        await writer.drain()
+        return [await asyncio.wait_for(reader.readmessage(), 10) for _ in messages]
+    finally:
+        writer.close()
+
+
+def send_without_waiting(port: int, *messages: str | bytes) -> list[hl7.Message]:
+    """Write every message on one connection before reading any ACK (a sender that runs ahead); the ACKs, parsed."""
+    return asyncio.run(_run_ahead(port, list(messages)))
 
 
 def send(port: int, *messages: str | bytes, raw: bool = False) -> list[hl7.Message]:

@@ -47,3 +47,68 @@ def test_mangled_messages_are_always_answered_and_refusals_change_nothing(tmp_pa
             assert _counts(index) == before and "\rERR|" in handled.ack
     assert codes == {"AA", "AE", "AR"}
     index.close()
+
+
+def _rows(index: IndexDatabase) -> list[list[tuple]]:
+    """Every patient, identifier and order of the index, without times and generated keys."""
+    tables = [
+        (patients, ["patient_id", "issuer", "patient_name", "birth_date", "sex"]),
+        (patient_identifiers, ["identifier", "issuer", "id_type"]),
+        (worklist_items, ["order_key", "sps_id", "accession_number", "status", "study_uid", "scheduled_date", "station_aet"]),
+    ]
+    with index.engine.connect() as conn:
+        return [sorted(tuple(row) for row in conn.execute(select(*(t.c[c] for c in columns)))) for t, columns in tables]
+
+
+def test_a_batch_applies_in_order_and_undoes_only_the_refused_message(index: IndexDatabase) -> None:
+    handler = Hl7Handler(index.engine, application="PACSGW", facility="RAD", stations={"CT": "CT01"})
+    lan, binh = Person(mrn="MRN-LAN", given="Thị Lan"), Person(mrn="MRN-BINH", given="Văn Bình", citizen="079203000202")
+    # One ORM: a new order for Bình (a new patient), then the cancellation of an order nobody knows.
+    two_orders = orm("NW", binh, Order("P-BINH", "A-BINH"), cid="B-2")
+    two_orders += orm("CA", None, Order("P-NOSUCH", "A-NOSUCH")).split("\r", 1)[1]
+    batch = [
+        adt("A01", lan, cid="B-1"),
+        two_orders,
+        "not HL7",
+        orm("NW", lan, Order("P-LAN", "A-LAN"), cid="B-4"),
+        adt("A08", Person(mrn="MRN-LAN", given="Thị Lan Anh"), cid="B-5"),
+    ]
+    handled = handler.handle_batch(batch)
+    assert [(h.ack_code, h.control_id) for h in handled] == [("AA", "B-1"), ("AE", "B-2"), ("AR", ""), ("AA", "B-4"), ("AA", "B-5")]
+    people, _, orders = _rows(index)
+    assert [p[:3] for p in people] == [("MRN-LAN", "BV-CHORAY", "Nguyễn^Thị Lan Anh")]  # Bình's patient was undone with his order
+    assert [o[2] for o in orders] == ["A-LAN"]
+
+
+def test_batches_change_the_index_exactly_as_messages_one_by_one(tmp_path: Path) -> None:
+    people = [Person(mrn=f"MRN-{i}", given=f"Văn {i}", citizen=f"07920300{i:04d}") for i in range(6)]
+    rng = random.Random(11)
+    messages = []
+    for i in range(240):
+        p = rng.choice(people)
+        kind = rng.random()
+        if kind < 0.3:
+            messages.append(adt(rng.choice(["A01", "A04", "A08"]), Person(**{**p.__dict__, "given": f"Văn {i}"})))
+        elif kind < 0.6:
+            messages.append(orm("NW", p, Order(f"P{rng.randrange(40)}", f"A{i}", station=rng.choice(["", "CT"]))))
+        elif kind < 0.75:
+            messages.append(orm("CA", None, Order(f"P{rng.randrange(40)}", "")))  # known or not: AA or AE
+        elif kind < 0.85:
+            messages.append(a40(p, rng.choice(people).mrn))  # merging a patient into itself or a gone one: AE
+        else:
+            messages.append(rng.choice(["junk", adt("A01", p).replace("PID|", "PID|x|", 1)[:-20]]))
+    one_by_one = IndexDatabase.open(f"sqlite:///{tmp_path / 'single.sqlite'}")
+    batched = IndexDatabase.open(f"sqlite:///{tmp_path / 'batched.sqlite'}")
+    single = Hl7Handler(one_by_one.engine, application="PACSGW", facility="RAD", stations={"CT": "CT01"})
+    grouped = Hl7Handler(batched.engine, application="PACSGW", facility="RAD", stations={"CT": "CT01"})
+    codes = [single.handle(text).ack_code for text in messages]
+    in_batches = []
+    at = 0
+    while at < len(messages):
+        size = rng.randint(1, 40)
+        in_batches += [h.ack_code for h in grouped.handle_batch(messages[at : at + size])]
+        at += size
+    assert in_batches == codes and {"AA", "AE", "AR"} <= set(codes)
+    assert _rows(batched) == _rows(one_by_one)
+    one_by_one.close()
+    batched.close()

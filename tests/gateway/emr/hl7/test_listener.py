@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from storage.index.schema import worklist_items
 from tests.conftest import storescu
 from tests.factory import Patient, ct_series, write_files
 from tests.gateway.dimse.test_find import findscu
-from tests.gateway.emr.hl7.client import ack_code, err, send
-from tests.gateway.emr.hl7.messages import Person, a40, adt, control_id, message, msh, pid
+from tests.gateway.emr.hl7.client import ack_code, err, send, send_without_waiting
+from tests.gateway.emr.hl7.messages import Order, Person, a40, adt, control_id, message, msh, orm, pid
 
 SECRET = "a test secret of at least thirty-two characters"
 
@@ -131,6 +133,32 @@ def test_messages_of_one_connection_apply_in_order(gateway, tmp_path: Path) -> N
     assert str(ds.PatientName) == "Võ^Lần 19"
     status, metrics = gateway.get("/metrics")
     assert status == 200 and 'pacsgw_hl7_messages_total{ack="AA",type="ADT^A08"}' in metrics
+
+
+def test_a_sender_that_runs_ahead_gets_every_ack_in_order(gateway, tmp_path: Path) -> None:
+    person = Person(mrn="MRN-AHEAD", family="Lý", given="Thị Lan", citizen="079203009901", insurance="")
+    renamed = [Person(**{**person.__dict__, "given": f"Thị Lan {i}"}) for i in range(30)]
+    messages = [
+        adt("A01", person, cid="AHEAD-1"),
+        orm("NW", person, Order("PL-AHEAD", "ACC-AHEAD"), cid="AHEAD-2"),  # needs the A01 before it applied
+        message(msh("ADT^A01^ADT_A01", "AHEAD-3"), "EVN|A01", "PID|1||^^^BV-CHORAY^MR"),  # no MRN: AE
+        "not HL7 at all",  # AR
+        orm("CA", None, Order("PL-NOSUCH", "ACC-NOSUCH"), cid="AHEAD-5"),  # unknown order: AE
+        *(adt("A08", p, cid=f"AHEAD-{6 + i}") for i, p in enumerate(renamed)),
+    ]
+    acks = send_without_waiting(gateway.hl7_port, *messages)
+    assert [ack_code(a) for a in acks] == ["AA", "AA", "AE", "AR", "AE"] + ["AA"] * len(renamed)
+    answered = [str(a.segment("MSA")(2)) for a in acks]
+    assert answered == ["AHEAD-1", "AHEAD-2", "AHEAD-3", "", "AHEAD-5"] + [f"AHEAD-{6 + i}" for i in range(len(renamed))]
+    [ds] = findscu(gateway.dicom_port, tmp_path, "QueryRetrieveLevel=PATIENT", "PatientID=MRN-AHEAD", "PatientName", model="-P")
+    assert str(ds.PatientName) == "Lý^Thị Lan 29"  # applied in the order sent
+    index = gateway.open_index()
+    try:
+        with index.engine.connect() as conn:
+            orders = conn.execute(select(worklist_items.c.accession_number).where(worklist_items.c.placer_order_number.in_(["PL-AHEAD", "PL-NOSUCH"]))).all()
+    finally:
+        index.close()
+    assert [row.accession_number for row in orders] == ["ACC-AHEAD"]
 
 
 def test_a40_moves_the_merged_patients_studies_to_the_survivor(gateway, tmp_path: Path) -> None:
