@@ -12,13 +12,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, case, create_engine, event, exists, func, literal_column, null, select, update
+from sqlalchemy import Engine, bindparam, case, create_engine, event, exists, func, literal_column, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index import schema
 from storage.index.hierarchy import HierarchyQuery, count, search
+from storage.index.patients import ID_TYPE, patient_json, with_identity
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
 from storage.index.schema import (
@@ -35,6 +36,19 @@ from storage.index.worklist import complete as complete_orders
 
 
 _EMR_KEPT = frozenset({"patient_name", "patient_name_folded", "birth_date", "sex"})
+_PATIENT_COLUMNS = (patients.c.pk, patients.c.patient_id, patients.c.issuer, patients.c.patient_name, patients.c.birth_date, patients.c.sex)
+_PATIENT_BY_PK = select(*_PATIENT_COLUMNS).where(patients.c.pk == bindparam("pk"))
+_PATIENT_BY_ID = select(patients.c.pk).where(patients.c.patient_id == bindparam("pid"), patients.c.issuer == bindparam("issuer"))
+_ALIAS_OWNERS = (
+    select(patient_identifiers.c.patient_pk)
+    .where(
+        patient_identifiers.c.identifier == bindparam("pid"),
+        patient_identifiers.c.issuer == bindparam("issuer"),
+        patient_identifiers.c.id_type == ID_TYPE,
+    )
+    .distinct()
+    .limit(2)
+)
 
 
 class IndexDatabaseError(Exception):
@@ -80,6 +94,9 @@ class IndexDatabase:
         try:
             schema.metadata.create_all(self.engine)
             with self.engine.begin() as conn:
+                for table in schema.metadata.sorted_tables:  # an index added since the tables were made
+                    for index in table.indexes:
+                        index.create(conn, checkfirst=True)
                 version = conn.execute(select(schema.schema_info.c.version)).scalar()
                 if version is None:
                     conn.execute(schema.schema_info.insert().values(version=schema.SCHEMA_VERSION))
@@ -140,15 +157,16 @@ class IndexDatabase:
                 patient_pks: dict[tuple[str, str], int] = {}
                 study_pks: dict[str, int] = {}
                 series_pks: dict[str, int] = {}
+                identities: dict[tuple[str, str], dict[str, Any] | None] = {}
                 for rec in records:
                     pkey = (rec.patient_id, rec.issuer_of_patient_id)
                     if pkey not in patient_pks:
-                        patient_pks[pkey] = self._upsert_patient(conn, rec, now)
+                        patient_pks[pkey], identities[pkey] = self._upsert_patient(conn, rec, now)
                     if rec.study_uid not in study_pks:
                         study_pks[rec.study_uid] = self._upsert_study(conn, rec, patient_pks[pkey], now)
                     if rec.series_uid not in series_pks:
                         series_pks[rec.series_uid] = self._upsert_series(conn, rec, study_pks[rec.study_uid])
-                    self._upsert_instance(conn, rec, series_pks[rec.series_uid], now)
+                    self._upsert_instance(conn, rec, series_pks[rec.series_uid], now, identities[pkey])
                 touched_series.update(series_pks.values())
                 touched_studies.update(study_pks.values())
                 self._refresh_counts(conn, touched_series, touched_studies)
@@ -163,7 +181,13 @@ class IndexDatabase:
         stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols).returning(table.c.pk)
         return conn.execute(stmt).scalar_one()
 
-    def _upsert_patient(self, conn: Connection, rec: InstanceRecord, now: dt.datetime) -> int:
+    def _upsert_patient(self, conn: Connection, rec: InstanceRecord, now: dt.datetime) -> tuple[int, dict[str, Any] | None]:
+        """The instance's patient (made or updated); with its identity for the instances' kept metadata
+        when the index's differs from theirs (the EMR's spelling, or the survivor of a merge)."""
+        owner = self._alias_owner(conn, rec)
+        if owner is not None:
+            self._add_other_ids(conn, owner, rec)
+            return owner, patient_json(conn.execute(_PATIENT_BY_PK, {"pk": owner}).one())
         values = {
             "patient_id": rec.patient_id,
             "issuer": rec.issuer_of_patient_id,
@@ -182,13 +206,28 @@ class IndexDatabase:
             if k not in ("patient_id", "issuer")
         }
         stmt = stmt.on_conflict_do_update(index_elements=["patient_id", "issuer"], set_=set_)
-        pk = conn.execute(stmt.returning(patients.c.pk)).scalar_one()
+        row = conn.execute(stmt.returning(*_PATIENT_COLUMNS)).one()
+        self._add_other_ids(conn, row.pk, rec)
+        kept = (row.patient_name, row.birth_date, row.sex) == (rec.patient_name, rec.patient_birth_date, rec.patient_sex)
+        return int(row.pk), None if kept else patient_json(row)
+
+    def _alias_owner(self, conn: Connection, rec: InstanceRecord) -> int | None:
+        """The one patient that has the instance's Patient ID (with its issuer) as another ID while no patient
+        has it as its own: a late instance with an MRN merged away by ADT^A40 joins the survivor."""
+        if not rec.issuer_of_patient_id:  # an ID without issuer is too weak to join another patient by
+            return None
+        key = {"pid": rec.patient_id, "issuer": rec.issuer_of_patient_id}
+        if conn.execute(_PATIENT_BY_ID, key).first() is not None:
+            return None
+        owners = conn.execute(_ALIAS_OWNERS, key).scalars().all()
+        return int(owners[0]) if len(owners) == 1 else None
+
+    def _add_other_ids(self, conn: Connection, patient_pk: int, rec: InstanceRecord) -> None:
         for other in rec.other_patient_ids:
             stmt = self._insert(patient_identifiers).values(
-                patient_pk=pk, identifier=other.patient_id, issuer=other.issuer, id_type=other.type
+                patient_pk=patient_pk, identifier=other.patient_id, issuer=other.issuer, id_type=other.type
             )
             conn.execute(stmt.on_conflict_do_nothing(index_elements=["patient_pk", "identifier", "issuer"]))
-        return pk
 
     def _upsert_study(self, conn: Connection, rec: InstanceRecord, patient_pk: int, now: dt.datetime) -> int:
         return self._upsert(
@@ -226,7 +265,9 @@ class IndexDatabase:
             },
         )
 
-    def _upsert_instance(self, conn: Connection, rec: InstanceRecord, series_pk: int, now: dt.datetime) -> None:
+    def _upsert_instance(
+        self, conn: Connection, rec: InstanceRecord, series_pk: int, now: dt.datetime, identity: dict[str, Any] | None
+    ) -> None:
         pk = self._upsert(
             conn,
             instances,
@@ -252,7 +293,8 @@ class IndexDatabase:
             stmt = self._insert(instance_pixels).values(instance_pk=pk, **values)
             conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_=values))
         if rec.metadata_json:
-            document = zlib.compress(rec.metadata_json.encode("utf-8"), 1)
+            text = rec.metadata_json if identity is None else with_identity(rec.metadata_json, identity)
+            document = zlib.compress(text.encode("utf-8"), 1)
             stmt = self._insert(instance_metadata).values(instance_pk=pk, document=document)
             conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_={"document": document}))
 

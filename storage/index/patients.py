@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, literal, select, union_all, update
@@ -31,6 +32,7 @@ from storage.index.schema import (
     instances,
     patient_identifiers,
     patients,
+    reconciliation_queue,
     series,
     studies,
     user_patients,
@@ -169,7 +171,7 @@ def _apply(conn: Connection, row: Any | None, d: Demographics, now: dt.datetime)
         changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
         if changed:
             conn.execute(_UPDATE, {"b_pk": pk, "updated_at": now, **changed})
-            rewrite_metadata(conn, pk)
+            rewrite_metadata(conn, pk, patient=SimpleNamespace(**{**row._asdict(), **changed}))
         others = list(d.other_ids)
         if (row.patient_id, row.issuer) != (d.patient_id, d.issuer):  # found by another ID: remember this MRN too
             others.append(OtherPatientID(d.patient_id, d.issuer, ID_TYPE))
@@ -197,6 +199,8 @@ def merge_patients(conn: Connection, surviving_pk: int, merged_pk: int, now: dt.
     # The merged MRN stays findable: a query by it finds the survivor.
     _add_identifiers(conn, surviving_pk, [*others, OtherPatientID(merged.patient_id, merged.issuer, ID_TYPE)])
     _move_user_links(conn, merged.patient_id, surviving_id)
+    q = reconciliation_queue.c  # an administrator reconciling one of the moved studies sees its patient now
+    conn.execute(update(reconciliation_queue).where(q.patient_pk == merged_pk).values(patient_pk=surviving_pk, updated_at=now))
     conn.execute(delete(patient_identifiers).where(ids.patient_pk == merged_pk))
     conn.execute(delete(emr_patients).where(emr_patients.c.patient_pk == merged_pk))
     conn.execute(delete(patients).where(patients.c.pk == merged_pk))
@@ -214,7 +218,8 @@ def _move_user_links(conn: Connection, merged_id: str, surviving_id: str) -> Non
     conn.execute(delete(user_patients).where(user_patients.c.patient_id == merged_id))
 
 
-def _patient_json(row: Any) -> dict[str, dict[str, Any]]:
+def patient_json(row: Any) -> dict[str, dict[str, Any]]:
+    """The patient's ID, issuer, name, birth date and sex as DICOM JSON attributes, from its index row."""
     def element(vr: str, value: Any) -> dict[str, Any]:
         return {"vr": vr, "Value": [value]} if value else {"vr": vr}
 
@@ -239,18 +244,25 @@ _SET_DOCUMENT = (
 )
 
 
-def rewrite_metadata(conn: Connection, patient_pk: int, study_pks: Sequence[int] | None = None) -> int:
-    """Put the patient's ID, issuer, name, birth date and sex into the kept WADO-RS metadata of its instances."""
-    replacement = _patient_json(conn.execute(_BY_PK, {"pk": patient_pk}).one())
+def rewrite_metadata(conn: Connection, patient_pk: int, study_pks: Sequence[int] | None = None, *, patient: Any = None) -> int:
+    """Put the patient's ID, issuer, name, birth date and sex into the kept WADO-RS metadata of its instances.
+
+    ``patient``: the patient's row as it now is, when the caller has it."""
+    replacement = patient_json(patient or conn.execute(_BY_PK, {"pk": patient_pk}).one())
     only = None if study_pks is None else set(study_pks)
     updates = []
     for instance_pk, document, study_pk in conn.execute(_DOCUMENTS, {"patient_pk": patient_pk}):
         if only is not None and study_pk not in only:
             continue
-        metadata = json.loads(zlib.decompress(document))
-        metadata.update(replacement)
-        text = json.dumps(dict(sorted(metadata.items())), ensure_ascii=False, separators=(",", ":"))
+        text = with_identity(zlib.decompress(document).decode("utf-8"), replacement)
         updates.append({"b_pk": instance_pk, "b_document": zlib.compress(text.encode("utf-8"), 1)})
     if updates:
         conn.execute(_SET_DOCUMENT, updates)
     return len(updates)
+
+
+def with_identity(metadata_json: str, identity: dict[str, dict[str, Any]]) -> str:
+    """An instance's DICOM JSON with the patient attributes replaced by ``identity`` (see patient_json)."""
+    metadata = json.loads(metadata_json)
+    metadata.update(identity)
+    return json.dumps(dict(sorted(metadata.items())), ensure_ascii=False, separators=(",", ":"))

@@ -19,6 +19,7 @@ from storage.index.patients import (
     merge_patients,
     record_demographics,
 )
+from storage.index.reconciliation import ReconciliationQueue
 from storage.index.records import OtherPatientID
 from storage.index.schema import instance_metadata, patients
 from storage.index.times import utc_now
@@ -67,6 +68,7 @@ def test_ingest_keeps_the_emr_spelling(index: IndexDatabase) -> None:
     emr(index, Demographics("MRN-0001", "BV-CHORAY", "Nguyễn^Văn An", "19800101", "M"))
     index.commit(records(ct_series(1, size=16, patient=Patient(name="NGUYEN^VAN AN", birth_date="19800202"))))
     assert patient_rows(index) == [("MRN-0001", "BV-CHORAY", "Nguyễn^Văn An", "19800101", "M")]
+    assert _metadata_ids(index) == {("MRN-0001", "Nguyễn^Văn An")}  # WADO-RS metadata of the new instance too
     index.commit(records(ct_series(1, size=16, patient=Patient(patient_id="MRN-MOD", name="TRAN^BINH"))))
     assert patient_rows(index)[-1][:3] == ("MRN-MOD", "BV-CHORAY", "TRAN^BINH")  # not the EMR's: the modality's
 
@@ -95,3 +97,31 @@ def test_merge_moves_studies_ids_links_and_metadata(index: IndexDatabase) -> Non
         assert study["StudyInstanceUID"] == merged_series[0].StudyInstanceUID and study["PatientID"] == "MRN-KEEP"
     assert _metadata_ids(index) == {("MRN-KEEP", "Hoàng^Văn Nam")}
     assert accounts.scope(accounts.user("dr"))[0] == ("MRN-KEEP",)
+
+
+def test_a_late_instance_with_a_merged_mrn_joins_the_survivor(index: IndexDatabase) -> None:
+    index.commit(records(ct_series(1, size=16, patient=Patient(patient_id="MRN-OLD", name="PHAM^LAN"))))
+    with index.engine.begin() as conn:
+        survivor = record_demographics(conn, Demographics("MRN-NEW", "BV-CHORAY", "Phạm^Thị Lan"), utc_now())
+        merged = find_patient(conn, "MRN-OLD", "BV-CHORAY")
+        assert merged is not None
+        queued = ReconciliationQueue(index.engine)
+    item = queued.open("1.2.3.4", patient_pk=merged, reason="no EMR patient", tried=[])
+    with index.engine.begin() as conn:
+        merge_patients(conn, survivor, merged, utc_now())
+    assert queued.get(item).patient_pk == survivor  # the queue follows the merge
+    late = ct_series(1, size=16, patient=Patient(patient_id="MRN-OLD", name="PHAM^LAN"))  # the modality had the old MRN
+    index.commit(records(late))
+    assert [r[0] for r in patient_rows(index)] == ["MRN-NEW"]
+    studies = index.search_hierarchy(HierarchyQuery(Level.STUDY, {"PatientID": "MRN-NEW"}))
+    assert late[0].StudyInstanceUID in {s["StudyInstanceUID"] for s in studies} and len(studies) == 2
+    assert _metadata_ids(index) == {("MRN-NEW", "Phạm^Thị Lan")}
+
+
+def test_an_id_without_issuer_never_joins_another_patient(index: IndexDatabase) -> None:
+    emr(index, Demographics("MRN-0001", "BV-CHORAY", "Nguyễn^Văn An", other_ids=(OtherPatientID("LOCAL-7", "", "TEXT"),)))
+    series = ct_series(1, size=16, patient=Patient(patient_id="LOCAL-7", name="NGUYEN^AN"))
+    for ds in series:
+        ds.IssuerOfPatientID = ""
+    index.commit(records(series))
+    assert sorted(r[0] for r in patient_rows(index)) == ["LOCAL-7", "MRN-0001"]
