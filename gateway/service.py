@@ -73,6 +73,7 @@ def open_rules_stage(settings: Settings) -> RulesStage:
         secret=secret,
         date_shift_max_days=settings.deid.date_shift_max_days,
         quarantine_dir=settings.quarantine_path,
+        default_issuer=settings.dicom.default_issuer_of_patient_id,
     )
 
 

@@ -76,6 +76,12 @@ class DicomSettings:
         "Calling AE titles allowed to query the modality worklist (C-FIND, MWL), usually the modalities; `*` allows "
         "any. Empty: nobody (a worklist lists patients' names and IDs).",
     )
+    default_issuer_of_patient_id: str = opt(
+        "",
+        "Issuer of Patient ID given in the index to identified instances that arrive without one (usually the "
+        "hospital's MRN authority, as the EMR names it in PID-3.4), so a modality's images and the EMR's patient "
+        "are one patient. Empty: none. The stored object is kept as received.",
+    )
 
 
 @dataclass

@@ -48,11 +48,14 @@ class RulesStage:
         secret: bytes | None,
         date_shift_max_days: int = 365,
         quarantine_dir: Path | None,
+        default_issuer: str = "",
     ) -> None:
-        """``quarantine_dir`` None: instances a filter quarantines are reported, not kept (offline use)."""
+        """``quarantine_dir`` None: instances a filter quarantines are reported, not kept (offline use).
+        ``default_issuer``: the Issuer of Patient ID the index gives identified instances that have none."""
         if rules.needs_key and not secret:
             raise ValueError("the rules pseudonymise or anonymise, but no de-identification secret is configured")
         self.rules = rules
+        self.default_issuer = default_issuer
         self.keys: dict[Mode, PseudonymKey] = {}
         self.cipher: VaultCipher | None = None
         if secret:
@@ -97,11 +100,19 @@ class RulesStage:
             return Quarantined(ident, reason)
         regions = rule.regions_for(ds)
         if engine is None and not regions:
+            self._default_issuer(ds)
             record = instance_record(ds, size=len(data), source_ae=source_ae, pixel_offset=pixel_location(ds))
             return ReceivedInstance(record, data)
         if regions:
             ds = self._blanked(data, regions)
+            if engine is None:
+                self._default_issuer(ds)
         return self._deidentified(ds, data, rule, engine, source_ae, pixels_cleaned=bool(regions))
+
+    def _default_issuer(self, ds: Dataset) -> None:
+        """Only in the dataset the index record and metadata are made from; a pseudonym never gets the hospital's issuer."""
+        if self.default_issuer and not str(ds.get("IssuerOfPatientID", "") or "").strip() and str(ds.get("PatientID", "") or "").strip():
+            ds.IssuerOfPatientID = self.default_issuer
 
     def _blanked(self, data: bytes | bytearray | memoryview, regions: list[tuple[int, int, int, int]]) -> Dataset:
         with warnings.catch_warnings():

@@ -131,3 +131,19 @@ def test_every_uncompressed_transfer_syntax_is_de_identified_and_kept(stage: Rul
     assert np.array_equal(out.pixel_array, ds.pixel_array)
     values = "\n".join(str(e.value) for e in out.iterall() if not e.VR.startswith("O"))  # values, not deflated bytes
     assert surviving(values.encode()) == []
+
+
+def test_identified_instances_without_issuer_get_the_default_one_in_the_index_only(tmp_path: Path) -> None:
+    stage = RulesStage(parse_rules(RULES), secret=SECRET, quarantine_dir=tmp_path / "q", default_issuer="BV-CHORAY")
+    ds = planted_dataset()
+    del ds.IssuerOfPatientID
+    data = part10_bytes(ds)
+    received = stage.receive(data, source_ae="TEACH")
+    assert isinstance(received, ReceivedInstance) and received.data == data  # the stored object as received
+    assert received.record.issuer_of_patient_id == "BV-CHORAY"
+    assert '"00100021":{"vr":"LO","Value":["BV-CHORAY"]}' in received.record.metadata_json
+    ds.IssuerOfPatientID = "BV-KHAC"
+    assert stage.receive(part10_bytes(ds), source_ae="TEACH").record.issuer_of_patient_id == "BV-KHAC"  # type: ignore[union-attr]
+    del ds.IssuerOfPatientID
+    pseudonymised = stage.receive(part10_bytes(ds), source_ae="MODALITY")
+    assert isinstance(pseudonymised, ReceivedInstance) and pseudonymised.record.issuer_of_patient_id != "BV-CHORAY"
