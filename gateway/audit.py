@@ -34,6 +34,9 @@ def audit_digest(key: bytes, value: str) -> str:
     return "hmac:" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:24]
 
 
+GATHER_SECONDS = 0.1
+
+
 class AuditWriter:
     """Writes audit events in small batches off the event loop; flushed at shutdown."""
 
@@ -59,6 +62,9 @@ class AuditWriter:
     async def run(self) -> None:
         while True:
             events = [await self.queue.get()]
+            # Gather what follows for a moment: under a stream of events (HL7 at hundreds a second) one write
+            # a tenth of a second, not one per event, competing with the index's writers.
+            await asyncio.sleep(GATHER_SECONDS)
             while not self.queue.empty():
                 events.append(self.queue.get_nowait())
             await asyncio.to_thread(self._write, events)

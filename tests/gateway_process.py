@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,17 @@ class GatewayProcess:
                 return body
             time.sleep(0.1)
         raise AssertionError(f"spool not drained within {timeout} s: {body}")
+
+    def audit_events(self, until: Callable[[list[dict]], bool], query: str = "limit=1000", timeout: float = 10.0) -> list[dict]:
+        """The audit trail (newest first) once ``until`` holds for it: the gateway writes it in batches."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status, events = self.get(f"/audit?{query}")
+            if status == 200 and until(events):
+                return events
+            if time.monotonic() > deadline:
+                raise AssertionError(f"audit trail ({status}) not as expected within {timeout} s: {events}")
+            time.sleep(0.1)
 
     def open_index(self) -> IndexDatabase:
         return IndexDatabase.open(self.settings().index_url)

@@ -18,6 +18,7 @@ from gateway.emr.hl7.errors import ErrorCode, Hl7Error, location
 from gateway.emr.hl7.message import Hl7Message
 from gateway.emr.hl7.patient import demographics, identifiers, primary
 from storage.index.patients import (
+    Demographics,
     apply_demographics,
     find_patient,
     merge_patients,
@@ -40,9 +41,11 @@ class Merge:
     studies: int
 
 
-def record(conn: Connection, msg: Hl7Message, now: dt.datetime) -> None:
-    """A01, A04, A08: create or update the patient (an A08 for an unknown patient creates it)."""
-    record_demographics(conn, demographics(msg), now)
+def record(conn: Connection, msg: Hl7Message, now: dt.datetime) -> Demographics:
+    """A01, A04, A08: create or update the patient (an A08 for an unknown patient creates it); what was recorded."""
+    recorded = demographics(msg)
+    record_demographics(conn, recorded, now)
+    return recorded
 
 
 def _pairs(msg: Hl7Message) -> list[int]:

@@ -22,7 +22,7 @@ from gateway.emr.hl7 import adt, orders
 from gateway.emr.hl7.ack import build_ack
 from gateway.emr.hl7.errors import ErrorCode, Hl7Error, location
 from gateway.emr.hl7.message import Header, Hl7Message, mute_library_logging
-from storage.index.patients import PatientConflict
+from storage.index.patients import Demographics, PatientConflict
 from storage.index.times import utc_now
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,11 @@ class Handled:
     ack_code: str  # AA, AE or AR
     error_code: int | None = None
     merges: tuple[adt.Merge, ...] = ()  # for the audit trail
+    patient: tuple[str, str] | None = None  # the patient (ID, issuer) an ADT or an order's PID recorded, for the audit trail
 
 
 Operation = Callable[[Connection, Hl7Message, Any], Any]
+_Ready = tuple[Header, Hl7Message, Operation]  # a message read and checked, waiting to be applied
 
 
 class _Refused(Exception):
@@ -76,21 +78,33 @@ class Hl7Handler:
         return self.handle_batch([text])[0]
 
     def handle_batch(self, texts: Sequence[str]) -> list[Handled]:
-        """Each message's answer, in order. The messages are applied in order in ONE transaction, so one
-        durable commit covers them all (a sender that does not wait for each ACK gets group commit).
-        A refused message changes nothing and the others still apply: when one is refused, the batch is
-        applied again with each message in its own savepoint (refusals are rare; savepoints cost)."""
+        """Each message's answer, in order; the messages are applied as by :meth:`handle_stream`."""
+        given = [list(texts)]
+        return self.handle_stream(lambda: given.pop() if given else [])
+
+    def handle_stream(self, more: Callable[[], list[str]]) -> list[Handled]:
+        """Apply the messages ``more`` gives, then those it gives while they are being applied (a sender
+        running ahead), in order in ONE transaction: one durable commit covers them all. Each message's
+        answer, in order. A refused message changes nothing and the others still apply: when one is
+        refused, the messages are applied again each in its own savepoint (refusals are rare; savepoints cost)."""
         answers: list[Handled | None] = []
-        ready: list[tuple[Header, Hl7Message, Operation]] = []
-        for text in texts:
-            prepared = self._prepare(text)
-            answers.append(prepared if isinstance(prepared, Handled) else None)
-            if not isinstance(prepared, Handled):
-                ready.append(prepared)
+        ready: list[_Ready] = []
+
+        def prepare(texts: list[str]) -> list[_Ready]:
+            new = []
+            for text in texts:
+                prepared = self._prepare(text)
+                answers.append(prepared if isinstance(prepared, Handled) else None)
+                if not isinstance(prepared, Handled):
+                    new.append(prepared)
+            ready.extend(new)
+            return new
+
+        first = prepare(more())
         if ready:
             try:
                 try:
-                    applied = self._transaction(ready, isolated=False)
+                    applied = self._transaction(first, isolated=False, more=lambda: prepare(more()))
                 except _Refused:
                     applied = self._transaction(ready, isolated=True)
             except SQLAlchemyError as exc:  # the transaction could not begin or commit: none of them was applied
@@ -101,25 +115,29 @@ class Hl7Handler:
             answers = [answer if answer is not None else next(results) for answer in answers]
         return [answer for answer in answers if answer is not None]
 
-    def _transaction(self, ready: list[tuple[Header, Hl7Message, Operation]], *, isolated: bool) -> list[Handled]:
-        """Apply the messages in one transaction; without ``isolated``, the first refusal raises _Refused and
-        undoes them all."""
+    def _transaction(
+        self, ready: list[_Ready], *, isolated: bool, more: Callable[[], list[_Ready]] = lambda: []
+    ) -> list[Handled]:
+        """Apply the messages, then those ``more`` gives until it gives none, in one transaction. Without
+        ``isolated``, the first refusal raises _Refused and undoes them all."""
         out = []
         with self.engine.begin() as conn:
             if conn.dialect.name == "sqlite":  # take the write lock now: pysqlite would begin too late for savepoints
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            for header, msg, operation in ready:
-                if isolated:
-                    out.append(self._apply(conn, header, msg, operation))
-                    continue
-                try:
-                    result = operation(conn, msg, utc_now())
-                except Exception as exc:
-                    raise _Refused from exc
-                out.append(self._accepted(header, result))
+            while ready:
+                for header, msg, operation in ready:
+                    if isolated:
+                        out.append(self._apply(conn, header, msg, operation))
+                        continue
+                    try:
+                        result = operation(conn, msg, utc_now())
+                    except Exception as exc:
+                        raise _Refused from exc
+                    out.append(self._accepted(header, result))
+                ready = more()
         return out
 
-    def _prepare(self, text: str) -> Handled | tuple[Header, Hl7Message, Operation]:
+    def _prepare(self, text: str) -> Handled | _Ready:
         header: Header | None = None
         try:
             msg = Hl7Message.parse(text)
@@ -150,7 +168,8 @@ class Hl7Handler:
 
     def _accepted(self, header: Header, result: Any) -> Handled:
         merges = tuple(result) if header.kind == f"ADT^{adt.MERGE_EVENT}" else ()
-        return Handled(self._ack("AA", header), header.kind, header.control_id, "AA", None, merges)
+        patient = (result.patient_id, result.issuer) if isinstance(result, Demographics) else None
+        return Handled(self._ack("AA", header), header.kind, header.control_id, "AA", None, merges, patient)
 
     def unreadable(self, why: str) -> Handled:
         """The answer to bytes that are not a message (no MLLP start block, not in the configured encoding)."""

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 
 from hl7.mllp import HL7StreamReader, HL7StreamWriter, InvalidBlockError, start_hl7_server
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_BATCH = 64  # messages a sender that does not wait for each ACK gets applied (and committed) together
+_AUDITED = {"ADT^A01": "patient-record", "ADT^A04": "patient-record", "ADT^A08": "patient-record",
+            "ORM^O01": "order-record", "OMI^O23": "order-record"}  # ADT^A40: patient-merge, per merge  # fmt: skip
 _COUNTED_KINDS = frozenset({"ADT^A01", "ADT^A04", "ADT^A08", "ADT^A40", "ORM^O01", "OMI^O23"})
 
 
@@ -40,19 +42,31 @@ class _Received:
     unreadable: str = ""  # why the block is not a message, when text is None
 
 
-async def _next_batch(inbox: asyncio.Queue[_Received | None]) -> list[_Received]:
-    """The next message (waiting for it) and those already queued behind it; empty at the end of the connection."""
-    first = await inbox.get()
-    if first is None:
-        return []
-    batch = [first]
-    while len(batch) < MAX_BATCH and not inbox.empty():
-        more = inbox.get_nowait()
-        if more is None:
-            inbox.put_nowait(None)  # the end, seen again once this batch is answered
-            break
-        batch.append(more)
-    return batch
+class _Inbox:
+    """Blocks received on one connection, in order, waiting for their answer."""
+
+    def __init__(self) -> None:
+        self.pending: deque[_Received] = deque()
+        self.room = asyncio.Semaphore(MAX_BATCH * 4)  # received and not yet answered, at most
+        self._arrived = asyncio.Event()
+        self._closed = False
+
+    def put(self, received: _Received) -> None:
+        self.pending.append(received)
+        self._arrived.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._arrived.set()
+
+    async def wait(self) -> bool:
+        """Whether something waits for an answer (waiting for it); False at the end of the connection."""
+        while not self.pending:
+            if self._closed:
+                return False
+            self._arrived.clear()
+            await self._arrived.wait()
+        return True
 
 
 class Hl7Listener:
@@ -106,38 +120,46 @@ class Hl7Listener:
             writer.close()
             return
         log.info("HL7 connection from %s", peer)
-        inbox: asyncio.Queue[_Received | None] = asyncio.Queue(MAX_BATCH * 4)
+        inbox = _Inbox()
         reading = asyncio.create_task(self._read(reader, inbox))
         answered: Counter[str] = Counter()
         try:
-            while batch := await _next_batch(inbox):
-                answers = await self._answer(batch)
+            while await inbox.wait():
+                answers = await self._answer(inbox)
                 encoding = self.settings.encoding
                 # One write for the batch's ACKs, each in its MLLP block.
-                writer.write(b"".join(START_BLOCK + a.ack.encode(encoding, errors="replace") + END_BLOCK + CARRIAGE_RETURN for a in answers))
+                writer.write(b"".join(START_BLOCK + a.ack.encode(encoding, errors="replace") + END_BLOCK + CARRIAGE_RETURN for _, a in answers))
                 await writer.drain()
+                for _ in answers:
+                    inbox.room.release()
                 acknowledged = time.perf_counter()
-                for received, answer in zip(batch, answers):
+                for received, answer in answers:
                     self._account(answer, peer, acknowledged - received.arrived)
                     answered[answer.ack_code] += 1
         except ConnectionError:
             pass  # the peer went away; a message it got no ACK for was either applied whole or not at all
+        except Exception as exc:  # only its type: its message may quote a value
+            log.error("HL7 connection from %s failed (%s); closing it", peer, type(exc).__name__)
         finally:
             reading.cancel()
             self._connections.discard(task)
             writer.close()
             log.info("HL7 connection from %s closed: %s", peer, ", ".join(f"{n} {code}" for code, n in sorted(answered.items())) or "no message")
 
-    async def _read(self, reader: HL7StreamReader, inbox: asyncio.Queue[_Received | None]) -> None:
-        """Every block the peer sends, in order, then the end (None); the bounded inbox holds back a sender that runs ahead."""
+    async def _read(self, reader: HL7StreamReader, inbox: _Inbox) -> None:
+        """Every block the peer sends, in order, then the end; a sender running far ahead waits for room."""
         try:
-            while (received := await self._receive(reader)) is not None:
-                await inbox.put(received)
+            while True:
+                await inbox.room.acquire()
+                received = await self._receive(reader)
+                if received is None:
+                    break
+                inbox.put(received)
         except OSError:
             pass  # the peer went away
         except Exception as exc:  # never leave the connection waiting for an end that does not come
             log.error("HL7 connection read failed: %s", type(exc).__name__)
-        await inbox.put(None)
+        inbox.close()
 
     async def _receive(self, reader: HL7StreamReader) -> _Received | None:
         try:
@@ -156,11 +178,24 @@ class Hl7Listener:
         except UnicodeDecodeError:
             return _Received(arrived, unreadable=f"message is not in {self.settings.encoding}")
 
-    async def _answer(self, batch: list[_Received]) -> list[Handled]:
-        """The answers to a batch, in order: its messages are applied in one transaction, in a worker thread."""
-        texts = [received.text for received in batch if received.text is not None]
-        applied = iter(await asyncio.to_thread(self.handler.handle_batch, texts) if texts else [])
-        return [next(applied) if received.text is not None else self.handler.unreadable(received.unreadable) for received in batch]
+    async def _answer(self, inbox: _Inbox) -> list[tuple[_Received, Handled]]:
+        """The next answers, in order: a block that is no message alone, else the messages received in a row,
+        applied in one transaction in a worker thread, which also takes those arriving meanwhile."""
+        if inbox.pending[0].text is None:
+            received = inbox.pending.popleft()
+            return [(received, self.handler.unreadable(received.unreadable))]
+        taken: list[_Received] = []
+
+        def more() -> list[str]:  # in the worker thread; the event loop only appends to the deque
+            texts = []
+            while inbox.pending and inbox.pending[0].text is not None and len(taken) < MAX_BATCH:
+                received = inbox.pending.popleft()
+                taken.append(received)
+                texts.append(received.text)
+            return texts
+
+        answers = await asyncio.to_thread(self.handler.handle_stream, more)
+        return list(zip(taken, answers))
 
     def _account(self, handled: Handled, peer: str, seconds: float) -> None:
         # Each accepted message at DEBUG only: at hundreds a second, INFO lines cost a fifth of the listener's time.
@@ -169,6 +204,10 @@ class Hl7Listener:
         kind = handled.kind if handled.kind in _COUNTED_KINDS else "other"
         self.metrics.hl7_messages.labels(kind, handled.ack_code).inc()
         self.metrics.hl7_ack_seconds.observe(seconds)
+        action = _AUDITED.get(handled.kind) if handled.ack_code == "AA" else None
+        if action is not None:  # the EMR changed a patient's record or the worklist: by which message, for whom
+            who = self.audit.values([("PatientID", handled.patient[0]), ("IssuerOfPatientID", handled.patient[1])]) if handled.patient else ""
+            self._audit(action, f"{handled.kind} {handled.control_id} {who}".rstrip(), peer)
         for merge in handled.merges:
             surviving = self.audit.values([("PatientID", merge.surviving_id), ("IssuerOfPatientID", merge.surviving_issuer)])
             merged = self.audit.values([("PatientID", merge.merged_id), ("IssuerOfPatientID", merge.merged_issuer)])

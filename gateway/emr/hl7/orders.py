@@ -35,7 +35,7 @@ from gateway.emr.hl7 import datatypes
 from gateway.emr.hl7.errors import ErrorCode, Hl7Error, location
 from gateway.emr.hl7.message import Hl7Message
 from gateway.emr.hl7.patient import demographics
-from storage.index.patients import record_demographics
+from storage.index.patients import Demographics, record_demographics
 from storage.index.worklist import OrderRef, ScheduledStep, UnknownOrder, cancel, patient_of, schedule
 from storage.uids import is_valid_uid
 
@@ -198,9 +198,12 @@ def _omi_step(r: _Reader, ipc: int, common: dict[str, str], stations: dict[str, 
     return ScheduledStep(sps_id=sps, accession_number=accession, requested_procedure_id=procedure, study_uid=uid, **values)
 
 
-def process(conn: Connection, msg: Hl7Message, now: dt.datetime, *, imaging: bool, stations: dict[str, str]) -> None:
-    """Apply every order of an ORM^O01 (``imaging`` False) or OMI^O23 message."""
+def process(
+    conn: Connection, msg: Hl7Message, now: dt.datetime, *, imaging: bool, stations: dict[str, str]
+) -> Demographics | None:
+    """Apply every order of an ORM^O01 (``imaging`` False) or OMI^O23 message; the patient its PID recorded."""
     patient_pk: int | None = None
+    recorded: Demographics | None = None
     for order in _orders(msg):
         r = _Reader(msg, order)
         control, where = r.get("ORC", 1)
@@ -217,7 +220,8 @@ def process(conn: Connection, msg: Hl7Message, now: dt.datetime, *, imaging: boo
         elif control in SCHEDULE_CONTROLS:
             if msg.count("PID"):
                 if patient_pk is None:
-                    patient_pk = record_demographics(conn, demographics(msg), now)
+                    recorded = demographics(msg)
+                    patient_pk = record_demographics(conn, recorded, now)
             elif control == "XO" and (known := patient_of(conn, ref)) is not None:
                 patient_pk = known
             else:
@@ -229,3 +233,4 @@ def process(conn: Connection, msg: Hl7Message, now: dt.datetime, *, imaging: boo
             raise Hl7Error(ErrorCode.REQUIRED_FIELD_MISSING, where, "ORC-1 order control missing")
         else:
             raise Hl7Error(ErrorCode.TABLE_VALUE_NOT_FOUND, where, "order control not supported (NW, XO, CA, DC)")
+    return recorded
