@@ -326,7 +326,7 @@ class Association:
             )  # fmt: skip
             await self._respond(message, status, extra=extra, failed_uids=progress.failed_uids, context=context)
         except FindRefused as refused:
-            log.warning("retrieve from %s refused: %s", self.calling_ae, refused.reason)
+            log.warning("retrieve from %s refused: %s", self.calling_ae, refused.loggable)
             status = refused.status
             await self._respond(message, status, error_comment=refused.reason)
         except RuntimeError as exc:  # the move destination cannot be reached

@@ -49,10 +49,11 @@ class FindStatus(IntEnum):
 class FindRefused(Exception):
     """A query or retrieve request refused before any match is sent; carries the status to answer."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, *, loggable: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason[:64]
+        self.loggable = loggable or reason  # for the log: never a value of the query
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def validate_query(request: FindRequest) -> None:
             try:
                 condition(ATTRIBUTES[keyword], value)
             except InvalidQuery as exc:
-                raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, str(exc)) from None
+                raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, str(exc), loggable=exc.loggable) from None
 
 
 Emit = Callable[[int, bytes], Awaitable[None]]
@@ -184,7 +185,7 @@ class FindService:
             request = parse_request(model, decode_identifier(identifier, transfer_syntax), limit=self.max_results)
             validate_query(request)
         except FindRefused as refused:
-            log.warning("C-FIND from %s refused: %s", calling_ae, refused.reason)
+            log.warning("C-FIND from %s refused: %s", calling_ae, refused.loggable)
             return refused.status, refused.reason
         try:
             rows = await asyncio.to_thread(self.index.search_hierarchy, request.query)

@@ -230,10 +230,10 @@ class WorklistService:
             request = parse_request(decode_identifier(identifier, transfer_syntax), limit=self.max_results)
             validate(request.query)
         except InvalidQuery as exc:
-            log.warning("MWL C-FIND from %s refused: %s", calling_ae, exc)
+            log.warning("MWL C-FIND from %s refused: %s", calling_ae, exc.loggable)
             return FindStatus.IDENTIFIER_MISMATCH, str(exc)[:64]
         except FindRefused as refused:
-            log.warning("MWL C-FIND from %s refused: %s", calling_ae, refused.reason)
+            log.warning("MWL C-FIND from %s refused: %s", calling_ae, refused.loggable)
             return FindStatus(refused.status), refused.reason
         rows: list[dict[str, Any]] = []
         if not request.status or fnmatch.fnmatchcase(SCHEDULED, request.status.replace("[", "[[]")):  # only steps to do

@@ -63,7 +63,7 @@ def classify(others: list[tuple[str, str]]) -> tuple[tuple[str, ...], tuple[str,
             continue
         if "BHYT" in issuer or (not issuer and _INSURANCE_NUMBER.fullmatch(value)):
             insurance.append(value)
-        elif "CCCD" in issuer or _CITIZEN_ID.fullmatch(value):
+        elif "CCCD" in issuer or (not issuer and _CITIZEN_ID.fullmatch(value)):
             citizen.append(value)
     return tuple(dict.fromkeys(citizen)), tuple(dict.fromkeys(insurance))
 

@@ -6,7 +6,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 class InvalidQuery(ValueError):
-    """A matching key's value cannot be used."""
+    """A matching key's value cannot be used. Its text may quote the value (for the caller's answer);
+    :attr:`loggable` names only the key."""
+
+    @property
+    def loggable(self) -> str:
+        return f"invalid {str(self).split(':', 1)[0].split(' ', 1)[0]}"
 
 def parse_date(value: str, what: str) -> str:
     try:

@@ -66,8 +66,10 @@ def refresh_pending(conn: Connection, kind: str, subject: str, payload: dict[str
     ).scalar()
     if pk is None:
         return None
-    conn.execute(update(outbox).where(outbox.c.pk == pk).values(payload=json.dumps(payload, ensure_ascii=False)))
-    return int(pk)
+    refreshed = conn.execute(  # delivered meanwhile (another transaction): the caller enqueues anew
+        update(outbox).where(outbox.c.pk == pk, outbox.c.delivered_at.is_(None)).values(payload=json.dumps(payload, ensure_ascii=False))
+    ).rowcount
+    return int(pk) if refreshed else None
 
 
 def _aware(value: dt.datetime) -> dt.datetime:

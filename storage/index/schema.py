@@ -250,6 +250,7 @@ outbox = Table(
     Column("delivered_at", DateTime(timezone=True)),
     Column("last_error", String(512), nullable=False, default=""),
     Index("ix_outbox_due", "kind", "delivered_at", "next_attempt_at"),
+    Index("ix_outbox_subject", "subject", "delivered_at"),
 )
 
 # Links that open one study for a patient or a doctor outside the hospital, without an account.

@@ -73,6 +73,9 @@ def _orders(msg: Hl7Message) -> list[_Order]:
     return orders
 
 
+_MESSAGE_LEVEL = object()
+
+
 class _Reader:
     """Values of one order, with their locations for errors."""
 
@@ -82,7 +85,10 @@ class _Reader:
 
     def get(self, segment: str, number: int, component: int = 1, sub: int = 1, *, occurrence: int | None = None) -> tuple[str, str]:
         """(value, location) of a field of this order's segment (or of the message's first, for PID and PV1)."""
-        n = occurrence if occurrence is not None else getattr(self.order, segment.lower(), None) or 1
+        own = getattr(self.order, segment.lower(), _MESSAGE_LEVEL)  # PID, PV1: the message's
+        if occurrence is None and own is None:  # the order has no such segment: not another order's
+            return "", location(segment, number)
+        n = occurrence if occurrence is not None else own if own is not _MESSAGE_LEVEL else 1
         return self.msg.value(segment, number, component, sub, occurrence=n), location(segment, number, occurrence=n)
 
     def first(self, *candidates: tuple[str, str]) -> tuple[str, str]:

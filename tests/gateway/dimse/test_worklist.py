@@ -162,6 +162,9 @@ def test_refusals(gateway) -> None:
     step.ScheduledProcedureStepStartDate = "2026-12-01"
     bad.ScheduledProcedureStepSequence = Sequence([step])
     assert _query(gateway, bad)[-1][0] == 0xA900
+    bad.PatientBirthDate = "1980-01-02"  # the refusal is logged by key, never with the value
+    assert _query(gateway, bad)[-1][0] == 0xA900
+    assert "MWL C-FIND from PYSCU refused: invalid" in gateway.log_tail() and "1980-01-02" not in gateway.log_tail()
 
 
 def test_cancel_stops_the_responses(gateway) -> None:

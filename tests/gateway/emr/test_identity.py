@@ -32,6 +32,7 @@ def test_other_ids_by_issuer_or_shape() -> None:
         ("079203001234", "CCCD"), ("DN4797912345678", "BHYT"), ("079203009999", ""), ("HS4010000000001", ""),
         ("079203005555", "BHYT"),  # since 2025 the insurance number may be the citizen ID: the issuer says which
         ("MRN-77", "BV-BACHMAI"), ("", "CCCD"), ("079203001234", "CCCD"),
+        ("012345678901", "BV-XYZ"),  # another hospital's 12-digit MRN: not a citizen ID
     ])  # fmt: skip
     assert citizen == ("079203001234", "079203009999")
     assert insurance == ("DN4797912345678", "HS4010000000001", "079203005555")

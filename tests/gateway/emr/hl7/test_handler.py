@@ -80,6 +80,17 @@ def test_a_batch_applies_in_order_and_undoes_only_the_refused_message(index: Ind
     assert [o[2] for o in orders] == ["A-LAN"]
 
 
+def test_an_order_without_its_own_obr_never_reads_another_orders(index: IndexDatabase) -> None:
+    handler = Hl7Handler(index.engine, application="PACSGW", facility="RAD", stations={"CT": "CT01"})
+    assert handler.handle(orm("NW", Person(), Order("P1", "A1"))).ack_code == "AA"
+    # A second order group, ORC-2 and OBR both missing: it names no order (AE), not the first order's P1.
+    text = orm("NW", Person(), Order("P2", "A2")) + "ORC|CA\r"
+    handled = handler.handle(text)
+    assert handled.ack_code == "AE" and "ORC^2^2" in handled.ack
+    people, _, orders = _rows(index)
+    assert sorted(o[2] for o in orders) == ["A1"] and [o[3] for o in orders] == ["SCHEDULED"]
+
+
 def test_batches_change_the_index_exactly_as_messages_one_by_one(tmp_path: Path) -> None:
     people = [Person(mrn=f"MRN-{i}", given=f"Văn {i}", citizen=f"07920300{i:04d}") for i in range(6)]
     rng = random.Random(11)
