@@ -161,10 +161,11 @@ def test_more_instances_update_the_same_imaging_study(emr, published) -> None:
 def test_a_patient_known_only_by_citizen_id_is_linked(emr) -> None:
     base, gateway, tmp = emr
     subject = emr_patient(base, citizen="079203000002")
+    emr_order(base, emr_patient(base, mrn="MRN-SOMEONE-ELSE"), "ACC-EMR-2")  # the accession, on another's order
     series = ct_series(2, size=16, patient=Patient(patient_id="MRN-NOT-IN-EMR", citizen_id="079203000002"), accession="ACC-EMR-2")
     send(gateway, series, tmp / "study2")
     [study] = wait_for("ImagingStudy", lambda: imaging_studies(base, series[0].StudyInstanceUID))
-    assert study["subject"] == {"reference": subject} and "basedOn" not in study  # no order for this accession
+    assert study["subject"] == {"reference": subject} and "basedOn" not in study  # not this patient's order
 
 
 def test_an_unknown_patient_waits_for_an_administrator(emr) -> None:

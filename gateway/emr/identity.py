@@ -33,6 +33,8 @@ class PatientIds:
     issuer: str
     citizen_ids: tuple[str, ...] = ()
     insurance_numbers: tuple[str, ...] = ()
+    birth_date: str = ""  # YYYYMMDD, to check a match by MRN
+    sex: str = ""  # M, F, O
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def study_identity(study: ExportStudy, vault: PseudonymVault | None) -> StudyIde
     if not study.identity_removed:
         citizen, insurance = classify([(o.value, o.issuer) for o in study.patient.other_ids])
         return StudyIdentity(
-            PatientIds(study.patient.patient_id, study.patient.issuer, citizen, insurance),
+            PatientIds(study.patient.patient_id, study.patient.issuer, citizen, insurance, study.patient.birth_date, study.patient.sex),
             study.accession_number,
             study.study_date,
         )
@@ -90,7 +92,10 @@ def study_identity(study: ExportStudy, vault: PseudonymVault | None) -> StudyIde
     citizen, insurance = classify(others)
     offset = int(patient.get("DateOffsetDays") or 0)
     return StudyIdentity(
-        PatientIds(str(patient.get("PatientID", "")), str(patient.get("IssuerOfPatientID", "")), citizen, insurance),
+        PatientIds(
+            str(patient.get("PatientID", "")), str(patient.get("IssuerOfPatientID", "")), citizen, insurance,
+            str(patient.get("PatientBirthDate") or ""), str(patient.get("PatientSex") or ""),
+        ),
         str(original_study.get("AccessionNumber", "")),
         str(original_study.get("StudyDate", "")) or (shift_date(study.study_date, -offset) or ""),
         offset,

@@ -28,6 +28,8 @@ class ExportPatient:
     patient_id: str
     issuer: str
     other_ids: tuple[OtherId, ...]
+    birth_date: str = ""  # YYYYMMDD
+    sex: str = ""  # M, F, O
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class ExportStudy:
 def read_study(engine: Engine, study_uid: str) -> ExportStudy | None:
     with engine.connect() as conn:
         study = conn.execute(
-            select(studies, patients.c.patient_id, patients.c.issuer)
+            select(studies, patients.c.patient_id, patients.c.issuer, patients.c.birth_date, patients.c.sex)
             .join(patients, patients.c.pk == studies.c.patient_pk)
             .where(studies.c.study_uid == study_uid)
         ).first()
@@ -114,7 +116,7 @@ def read_study(engine: Engine, study_uid: str) -> ExportStudy | None:
         study_uid=study.study_uid, study_date=study.study_date, study_time=study.study_time,
         accession_number=study.accession_number, description=study.study_description,
         modalities=tuple(m for m in study.modalities.split("\\") if m), updated_at=as_utc(study.updated_at),  # type: ignore[arg-type]
-        patient=ExportPatient(study.patient_pk, study.patient_id, study.issuer, others),
+        patient=ExportPatient(study.patient_pk, study.patient_id, study.issuer, others, study.birth_date, study.sex),
         series=out_series, identity_removed=_identity_removed(document),
     )  # fmt: skip
 

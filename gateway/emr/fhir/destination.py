@@ -81,7 +81,7 @@ class FhirDestination:
             raise DeliveryError("fhir: the study is not in the index", permanent=True)
         identity, patient_ref, source = await self._patient(study)
         endpoint_ref = await self._endpoint()
-        order_ref = await self._service_request(identity.accession_number)
+        order_ref = await self._service_request(identity.accession_number, patient_ref)
         resource = imaging_study(
             study, identity, patient_ref=patient_ref, endpoint_ref=endpoint_ref, service_request_ref=order_ref,
             accession_system=self.settings.accession_system, zone=self.zone,
@@ -134,10 +134,20 @@ class FhirDestination:
             self._endpoint_ref = f"Endpoint/{stored['id']}"
         return self._endpoint_ref
 
-    async def _service_request(self, accession: str) -> str | None:
+    async def _service_request(self, accession: str, patient_ref: str) -> str | None:
+        """The order the study fulfils: the patient's one ServiceRequest with the accession number. Only that
+        patient's: an accession number typed wrong at the modality must not tie the study to another's order."""
         if not accession:
             return None
-        found = await self.client.search("ServiceRequest", accession_query(accession, self.settings.accession_system))
+        query = {**accession_query(accession, self.settings.accession_system), "subject": patient_ref}
+        try:
+            found = await self.client.search("ServiceRequest", query)
+        except DeliveryError as exc:
+            if not exc.permanent:
+                raise
+            # An EMR that does not let us search orders: basedOn is a help, the study goes out without it.
+            log.warning("ServiceRequest search refused (%s); basedOn left out", exc)
+            return None
         if len(found) > 1:
             log.warning("several ServiceRequests carry a study's accession number; basedOn left out")
         return f"ServiceRequest/{found[0]['id']}" if len(found) == 1 else None

@@ -43,13 +43,15 @@ def create(base: str, resource: dict[str, Any]) -> dict[str, Any]:
     return reply.body
 
 
-def emr_patient(base: str, *, mrn: str | None = None, citizen: str | None = None, insurance: str | None = None) -> str:
-    """A Patient in the EMR with the identifiers given; its reference."""
+def emr_patient(
+    base: str, *, mrn: str | None = None, citizen: str | None = None, insurance: str | None = None, **more: str
+) -> str:
+    """A Patient in the EMR with the identifiers given (and ``more`` elements, e.g. birthDate); its reference."""
     identifiers = []
     for system, value in ((MRN_SYSTEM, mrn), (CITIZEN_SYSTEM, citizen), (INSURANCE_SYSTEM, insurance)):
         if value:
             identifiers.append({"system": system, "value": value})
-    body = create(base, {"resourceType": "Patient", "identifier": identifiers, "name": [{"family": "Nguyễn", "given": ["Văn An"]}]})
+    body = create(base, {"resourceType": "Patient", "identifier": identifiers, "name": [{"family": "Nguyễn", "given": ["Văn An"]}], **more})
     return f"Patient/{body['id']}"
 
 

@@ -61,3 +61,20 @@ def test_no_match_or_several_do_not_link_and_nothing_is_created(fhir_base: str) 
 
     match = with_client(fhir_base, lambda c: match_patient(c, PatientIds("", ""), SYSTEMS))
     assert match.patient_ref is None and match.tried == [] and "no identifier" in match.reason
+
+
+def test_a_match_by_mrn_contradicting_birth_date_or_sex_does_not_link(fhir_base: str) -> None:
+    mrn, citizen = unique("MRN"), digits()
+    linked = emr_patient(fhir_base, mrn=mrn, citizen=citizen, birthDate="1980-01-02", gender="male")
+    same = PatientIds(mrn, "BV-CHORAY", (), (), "19800102", "M")
+    assert with_client(fhir_base, lambda c: match_patient(c, same, SYSTEMS)).patient_ref == linked
+    unknown = PatientIds(mrn, "BV-CHORAY", (), (), "", "")  # nothing to contradict
+    assert with_client(fhir_base, lambda c: match_patient(c, unknown, SYSTEMS)).patient_ref == linked
+    typo = PatientIds(mrn, "BV-CHORAY", (), (), "19751130", "F")  # the modality's MRN is someone else's
+    match = with_client(fhir_base, lambda c: match_patient(c, typo, SYSTEMS))
+    assert match.patient_ref is None and match.reason == "the EMR patient with the study's MRN has another birth date and sex"
+    assert match.tried == [{"identifier": "mrn", "system": MRN_SYSTEM, "matches": 1, "differs": "birth date and sex"}]
+    # A contradiction stops the search (an administrator decides), even if a citizen ID would match.
+    by_citizen = PatientIds(mrn, "BV-CHORAY", (citizen,), (), "19751130", "F")
+    match = with_client(fhir_base, lambda c: match_patient(c, by_citizen, SYSTEMS))
+    assert match.patient_ref is None and len(match.tried) == 1
