@@ -170,7 +170,11 @@ class IndexDatabase:
                 touched_series.update(series_pks.values())
                 touched_studies.update(study_pks.values())
                 self._refresh_counts(conn, touched_series, touched_studies)
-                complete_orders(conn, [(r.accession_number, r.study_uid) for r in records], now)
+                complete_orders(
+                    conn,
+                    [(r.accession_number, r.study_uid, patient_pks[(r.patient_id, r.issuer_of_patient_id)], r.patient_id) for r in records],
+                    now,
+                )
                 insert_entries(conn, self._insert, vault)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index commit failed: {type(exc).__name__}") from exc

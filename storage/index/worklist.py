@@ -29,6 +29,10 @@ class UnknownOrder(LookupError):
     """No order of the worklist has this placer, filler or accession number."""
 
 
+class OrderOfAnotherPatient(ValueError):
+    """The order known by these numbers belongs to another patient (a number reused, or sent for the wrong patient)."""
+
+
 @dataclass(frozen=True)
 class OrderRef:
     placer: str = ""  # placer order number, with its namespace (ORC-2)
@@ -86,8 +90,15 @@ _COMPLETE = (
         _w.pk.in_(
             union(
                 select(_w.pk).where(_w.study_uid == bindparam("b_study")),
-                select(_w.pk).where(
-                    bindparam("b_accession", type_=String) != "", _w.accession_number == bindparam("b_accession")
+                # By accession number only the patient's own order: one typed wrong at the modality (another
+                # patient's) must not take that patient's order off the worklist. The same patient is the same
+                # index row, or one with the same Patient ID (an issuer the modality did not send).
+                select(_w.pk)
+                .join(patients, patients.c.pk == _w.patient_pk)
+                .where(
+                    bindparam("b_accession", type_=String) != "",
+                    _w.accession_number == bindparam("b_accession"),
+                    or_(_w.patient_pk == bindparam("b_patient_pk"), patients.c.patient_id == bindparam("b_patient_id")),
                 ),
             )
         ),
@@ -107,6 +118,8 @@ def _existing(conn: Connection, ref: OrderRef) -> list[Any]:
 def schedule(conn: Connection, ref: OrderRef, patient_pk: int, steps: Iterable[ScheduledStep], now: dt.datetime) -> list[str]:
     """Create or update the order's steps (new order, or its update); the study UID of each."""
     existing = _existing(conn, ref)
+    if any(row.patient_pk != patient_pk for row in existing):
+        raise OrderOfAnotherPatient("the order belongs to another patient")
     order_key = existing[0].order_key if existing else ref.key  # first known by its placer number, say: stays so
     by_sps = {row.sps_id: row for row in existing}
     # Every step of one order belongs to one study; made from the order's key, so a re-sent order gets the same.
@@ -144,12 +157,13 @@ def cancel(conn: Connection, ref: OrderRef, now: dt.datetime) -> int:
     return int(conn.execute(_CANCEL, {**_refs(ref), "b_now": now}).rowcount or 0)
 
 
-def complete(conn: Connection, received: Iterable[tuple[str, str]], now: dt.datetime) -> int:
-    """Orders whose images arrived, as (accession number, study UID) pairs, become COMPLETED; how many steps."""
+def complete(conn: Connection, received: Iterable[tuple[str, str, int, str]], now: dt.datetime) -> int:
+    """Orders whose images arrived, as (accession number, study UID, patient pk, Patient ID) of the images,
+    become COMPLETED; how many steps."""
     count = 0
-    for accession, study_uid in set(received):
-        done = conn.execute(_COMPLETE, {"b_accession": accession, "b_study": study_uid, "b_now": now})
-        count += int(done.rowcount or 0)
+    for accession, study_uid, patient_pk, patient_id in set(received):
+        values = {"b_accession": accession, "b_study": study_uid, "b_patient_pk": patient_pk, "b_patient_id": patient_id, "b_now": now}
+        count += int(conn.execute(_COMPLETE, values).rowcount or 0)
     return count
 
 

@@ -108,3 +108,15 @@ def test_indexing_images_with_the_accession_completes_the_order(index: IndexData
     index.commit(records(by_uid))
     assert statuses(index, OrderRef(placer="P4")) == [("ACC-UID", COMPLETED, pre)]
     assert uid != pre
+
+
+def test_another_patients_images_with_the_accession_leave_the_order_on_the_worklist(index: IndexDatabase) -> None:
+    order(index, OrderRef(placer="P5"), step("ACC-MINE"))
+    typo = ct_series(1, size=16, accession="ACC-MINE", patient=Patient(patient_id="MRN-SOMEONE", citizen_id="", insurance_number=""))
+    index.commit(records(typo))
+    assert statuses(index, OrderRef(placer="P5")) == [("ACC-MINE", SCHEDULED, "")]
+    mine = ct_series(1, size=16, accession="ACC-MINE", patient=Patient())
+    for ds in mine:
+        ds.IssuerOfPatientID = ""  # the modality sent no issuer: still the order's patient
+    index.commit(records(mine))
+    assert statuses(index, OrderRef(placer="P5")) == [("ACC-MINE", COMPLETED, mine[0].StudyInstanceUID)]

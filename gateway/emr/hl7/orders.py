@@ -36,7 +36,7 @@ from gateway.emr.hl7.errors import ErrorCode, Hl7Error, location
 from gateway.emr.hl7.message import Hl7Message
 from gateway.emr.hl7.patient import demographics
 from storage.index.patients import Demographics, record_demographics
-from storage.index.worklist import OrderRef, ScheduledStep, UnknownOrder, cancel, patient_of, schedule
+from storage.index.worklist import OrderOfAnotherPatient, OrderRef, ScheduledStep, UnknownOrder, cancel, patient_of, schedule
 from storage.uids import is_valid_uid
 
 SCHEDULE_CONTROLS = frozenset({"NW", "XO"})
@@ -234,7 +234,11 @@ def process(
                 raise Hl7Error(ErrorCode.SEGMENT_SEQUENCE, "PID", "the PID segment is missing")
             common = _common(r)
             steps = [_omi_step(r, ipc, common, stations) for ipc in ipcs] if imaging else [_orm_step(r, common, stations)]
-            schedule(conn, ref, patient_pk, steps, now)
+            try:
+                schedule(conn, ref, patient_pk, steps, now)
+            except OrderOfAnotherPatient:
+                where = location("ORC", 2, occurrence=order.orc)
+                raise Hl7Error(ErrorCode.DUPLICATE_KEY, where, "the order number belongs to another patient's order") from None
         elif not control:
             raise Hl7Error(ErrorCode.REQUIRED_FIELD_MISSING, where, "ORC-1 order control missing")
         else:

@@ -91,6 +91,17 @@ def test_an_order_without_its_own_obr_never_reads_another_orders(index: IndexDat
     assert sorted(o[2] for o in orders) == ["A1"] and [o[3] for o in orders] == ["SCHEDULED"]
 
 
+def test_an_order_number_of_another_patient_is_refused(index: IndexDatabase) -> None:
+    handler = Hl7Handler(index.engine, application="PACSGW", facility="RAD", stations={"CT": "CT01"})
+    lan, binh = Person(mrn="MRN-LAN", given="Thị Lan"), Person(mrn="MRN-BINH", given="Văn Bình", citizen="079203000202")
+    assert handler.handle(orm("NW", lan, Order("P-SAME", "A-LAN"))).ack_code == "AA"
+    assert handler.handle(orm("NW", lan, Order("P-SAME", "A-LAN"))).ack_code == "AA"  # sent again: the same
+    refused = handler.handle(orm("NW", binh, Order("P-SAME", "A-BINH")))
+    assert refused.ack_code == "AE" and refused.error_code == 205 and "ORC^1^2" in refused.ack
+    people, _, orders = _rows(index)
+    assert [o[2] for o in orders] == ["A-LAN"] and [p[0] for p in people] == ["MRN-LAN"]
+
+
 def test_batches_change_the_index_exactly_as_messages_one_by_one(tmp_path: Path) -> None:
     people = [Person(mrn=f"MRN-{i}", given=f"Văn {i}", citizen=f"07920300{i:04d}") for i in range(6)]
     rng = random.Random(11)
