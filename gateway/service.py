@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
@@ -140,7 +141,10 @@ class Gateway:
             settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist
         )
         hl7 = settings.hl7
-        handler = Hl7Handler(self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map())
+        handler = Hl7Handler(
+            self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map(),
+            zone=ZoneInfo(settings.fhir.timezone),
+        )
         self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port else None
         self.emr = EmrLink(settings, self.index, self.vault, self.metrics)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from zoneinfo import ZoneInfo
 
 from gateway.emr.hl7.errors import ErrorCode, Hl7Error
 
@@ -24,12 +25,15 @@ def _bad(where: str, what: str) -> Hl7Error:
     return Hl7Error(ErrorCode.DATA_TYPE, where, what)
 
 
-def date_time(value: str, where: str, what: str) -> tuple[str, str]:
-    """A DT or DTM value as a DICOM date (YYYYMMDD, "" when only the year or month is known) and time (HHMMSS or "")."""
+def date_time(value: str, where: str, what: str, zone: ZoneInfo | None = None) -> tuple[str, str]:
+    """A DT or DTM value as a DICOM date (YYYYMMDD, "" when only the year or month is known) and time (HHMMSS or "").
+
+    With ``zone``, a value carrying its UTC offset is given in that zone (DICOM dates and times carry none)."""
     match = _DTM.fullmatch(value)
     if match is None:
         raise _bad(where, f"{what} is not an HL7 date/time (YYYYMMDD[HHMM[SS]])")
     year, month, day, hour, minute, second = match.groups()[:6]
+    offset = match.group(8)
     if day is None:
         return "", ""
     try:
@@ -38,6 +42,12 @@ def date_time(value: str, where: str, what: str) -> tuple[str, str]:
             dt.time(int(hour), int(minute or 0), int(second or 0))
     except ValueError:
         raise _bad(where, f"{what} is not a valid date/time") from None
+    if zone is not None and offset and hour is not None:
+        sign = -1 if offset[0] == "-" else 1
+        given = dt.timezone(sign * dt.timedelta(hours=int(offset[1:3]), minutes=int(offset[3:5])))
+        moment = dt.datetime(int(year), int(month), int(day), int(hour), int(minute or 0), int(second or 0), tzinfo=given)
+        local = moment.astimezone(zone)
+        return local.strftime("%Y%m%d"), local.strftime("%H%M%S")
     time = f"{hour}{minute or '00'}{second or '00'}" if hour is not None else ""
     return f"{year}{month}{day}", time
 

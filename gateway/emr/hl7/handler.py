@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -67,8 +68,11 @@ def _savepoint(conn: Connection) -> Iterator[None]:
 
 
 class Hl7Handler:
-    def __init__(self, engine: Engine, *, application: str, facility: str, stations: dict[str, str]) -> None:
+    def __init__(
+        self, engine: Engine, *, application: str, facility: str, stations: dict[str, str], zone: ZoneInfo | None = None
+    ) -> None:
         self.engine = engine
+        self.zone = zone
         self.application = application
         self.facility = facility
         self.stations = stations
@@ -189,7 +193,7 @@ class Hl7Handler:
         elif kind in ("ORM", "OMI"):
             if (kind, trigger) in (("ORM", "O01"), ("OMI", "O23")):
                 imaging = kind == "OMI"
-                return lambda conn, msg, now: orders.process(conn, msg, now, imaging=imaging, stations=self.stations)
+                return lambda conn, msg, now: orders.process(conn, msg, now, imaging=imaging, stations=self.stations, zone=self.zone)
         else:
             raise Hl7Error(
                 ErrorCode.UNSUPPORTED_MESSAGE_TYPE, location("MSH", 9), "message type not supported (ADT, ORM, OMI)",

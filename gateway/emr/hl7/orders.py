@@ -26,6 +26,7 @@ Scheduled Performing Phys.    OBR-34                                          as
 from __future__ import annotations
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -79,9 +80,10 @@ _MESSAGE_LEVEL = object()
 class _Reader:
     """Values of one order, with their locations for errors."""
 
-    def __init__(self, msg: Hl7Message, order: _Order) -> None:
+    def __init__(self, msg: Hl7Message, order: _Order, zone: ZoneInfo | None = None) -> None:
         self.msg = msg
         self.order = order
+        self.zone = zone  # the hospital's: scheduled times with a UTC offset are given in it
 
     def get(self, segment: str, number: int, component: int = 1, sub: int = 1, *, occurrence: int | None = None) -> tuple[str, str]:
         """(value, location) of a field of this order's segment (or of the message's first, for PID and PV1)."""
@@ -121,7 +123,7 @@ def _when(r: _Reader) -> tuple[str, str]:
     if r.order.tq1 is not None:
         candidates.insert(0, r.get("TQ1", 7))
     value, where = r.first(*candidates)
-    return datatypes.date_time(value, where, "the scheduled start") if value else ("", "")
+    return datatypes.date_time(value, where, "the scheduled start", r.zone) if value else ("", "")
 
 
 def _xcn(r: _Reader, segment: str, number: int) -> tuple[str, str]:
@@ -205,13 +207,13 @@ def _omi_step(r: _Reader, ipc: int, common: dict[str, str], stations: dict[str, 
 
 
 def process(
-    conn: Connection, msg: Hl7Message, now: dt.datetime, *, imaging: bool, stations: dict[str, str]
+    conn: Connection, msg: Hl7Message, now: dt.datetime, *, imaging: bool, stations: dict[str, str], zone: ZoneInfo | None = None
 ) -> Demographics | None:
     """Apply every order of an ORM^O01 (``imaging`` False) or OMI^O23 message; the patient its PID recorded."""
     patient_pk: int | None = None
     recorded: Demographics | None = None
     for order in _orders(msg):
-        r = _Reader(msg, order)
+        r = _Reader(msg, order, zone)
         control, where = r.get("ORC", 1)
         control = control.upper()
         ipcs = order.ipcs if imaging else []
