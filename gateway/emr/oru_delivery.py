@@ -1,27 +1,26 @@
 """Delivering final reports as HL7 v2 ORU^R01 (when ``[hl7] outbound_host`` is set), through ``gateway.emr.hl7``.
 
-The HL7 v2 package is imported when first used: until it is part of the
-build, messages for this destination wait in the outbox (nothing is lost) and
-the log says why, once. For a de-identified study the message carries the
-original patient ID, accession number and study date from the vault.
+For a de-identified study the message carries the original patient ID,
+accession number and study date from the vault. An EMR listener that cannot
+be reached (no connection, no ACK in time) pauses this destination: the
+reports wait in the outbox, and the next one is not tried until it is due.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 from sqlalchemy import Engine
 
 from gateway.emr.errors import DeliveryError
+from gateway.emr.hl7.oru import build_oru_r01
+from gateway.emr.hl7.sender import Hl7DeliveryError, send_message
 from gateway.emr.identity import IdentityUnavailable, study_identity
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.outbox import DIAGNOSTIC_REPORT, OutboxItem
 from storage.index.study_export import read_study
-
-log = logging.getLogger(__name__)
 
 
 def hl7_settings(settings: Settings) -> Any | None:
@@ -38,26 +37,15 @@ class OruDestination:
         self.settings = settings
         self.engine = engine
         self.vault = vault
-        self._missing_logged = False
 
     async def deliver(self, item: OutboxItem) -> None:
-        try:
-            from gateway.emr.hl7.oru import build_oru_r01
-            from gateway.emr.hl7.sender import Hl7DeliveryError, send_message
-        except ImportError:
-            if not self._missing_logged:
-                log.warning("[hl7] outbound_host is set but this build has no ORU^R01 sender; reports wait in the outbox")
-                self._missing_logged = True
-            raise DeliveryError("hl7: no ORU^R01 sender in this build", unavailable=True) from None
         payload = await self._original(item)
         s = self.settings
         message = build_oru_r01(payload, application=s.application, facility=s.facility, control_id=f"PGW{item.pk}")
         try:
             await send_message(s.outbound_host, s.outbound_port, message, s.outbound_timeout_seconds)
         except Hl7DeliveryError as exc:  # its reason holds no patient data
-            raise DeliveryError(f"hl7: ORU^R01 not accepted: {getattr(exc, 'reason', type(exc).__name__)}") from None
-        except (OSError, asyncio.TimeoutError) as exc:
-            raise DeliveryError(f"hl7: {type(exc).__name__}", unavailable=True) from None
+            raise DeliveryError(f"hl7: ORU^R01 not accepted: {exc.reason}", unavailable=exc.unavailable) from None
 
     async def _original(self, item: OutboxItem) -> dict[str, Any]:
         study = await asyncio.to_thread(read_study, self.engine, item.subject)

@@ -19,11 +19,12 @@ ACCEPTED = frozenset({"AA", "CA"})
 
 
 class Hl7DeliveryError(Exception):
-    """The message was not accepted: refused (AE, AR), no ACK in time, or no connection."""
+    """The message was not accepted: refused (AE, AR), no ACK in time, or no connection (``unavailable``)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, unavailable: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.unavailable = unavailable
 
 
 def _control_id(message: str) -> str:
@@ -59,9 +60,9 @@ async def send_message(host: str, port: int, message: str, timeout: float) -> st
             await writer.drain()
             ack = (await reader.readblock()).decode(ENCODING, errors="replace")
     except TimeoutError:
-        raise Hl7DeliveryError(f"no ACK from {host}:{port} within {timeout:g} s") from None
+        raise Hl7DeliveryError(f"no ACK from {host}:{port} within {timeout:g} s", unavailable=True) from None
     except (OSError, asyncio.IncompleteReadError) as exc:
-        raise Hl7DeliveryError(f"connection to {host}:{port} failed ({type(exc).__name__})") from None
+        raise Hl7DeliveryError(f"connection to {host}:{port} failed ({type(exc).__name__})", unavailable=True) from None
     except (InvalidBlockError, ValueError):
         raise Hl7DeliveryError(f"{host}:{port} answered with something that is not an MLLP block") from None
     finally:

@@ -112,7 +112,7 @@ def test_a_refusal_raises_without_the_peers_text(payload: dict) -> None:
     with pytest.raises(Hl7DeliveryError) as refused:
         asyncio.run(run())
     assert "AE" in refused.value.reason and "204" in refused.value.reason and "PID^1^3" in refused.value.reason
-    assert "NGUYEN" not in refused.value.reason
+    assert "NGUYEN" not in refused.value.reason and not refused.value.unavailable  # the EMR answers: not paused
 
 
 def test_silence_wrong_answers_and_no_listener_raise(payload: dict) -> None:
@@ -121,15 +121,17 @@ def test_silence_wrong_answers_and_no_listener_raise(payload: dict) -> None:
     def other_message(received: hl7.Message) -> str:
         return accept(received).replace("|PGW44", "|PGW99")
 
-    async def attempt(answer: Answer, timeout: float) -> str:
+    async def attempt(answer: Answer, timeout: float) -> tuple[str, bool]:
         async with emr_listener(answer) as (port, _):
             try:
                 await send_message("127.0.0.1", port, message, timeout)
             except Hl7DeliveryError as exc:
-                return exc.reason
-        return "delivered"
+                return exc.reason, exc.unavailable
+        return "delivered", False
 
-    assert "no ACK" in asyncio.run(attempt(lambda _m: None, 0.3))
-    assert "another message" in asyncio.run(attempt(other_message, 5.0))
-    with pytest.raises(Hl7DeliveryError, match="connection"):
+    reason, unavailable = asyncio.run(attempt(lambda _m: None, 0.3))
+    assert "no ACK" in reason and unavailable  # the outbox pauses the destination
+    assert asyncio.run(attempt(other_message, 5.0)) == ("the answer (AA) acknowledges another message", False)
+    with pytest.raises(Hl7DeliveryError, match="connection") as down:
         asyncio.run(send_message("127.0.0.1", free_port(), message, 5.0))
+    assert down.value.unavailable
