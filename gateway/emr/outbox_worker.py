@@ -105,10 +105,15 @@ class OutboxWorker:
     def _targets(self, kind: str) -> list[Destination]:
         return [d for d in self.destinations if kind in d.kinds]
 
-    def _open_kinds(self) -> list[str]:
+    def _paused_now(self) -> dict[str, float]:
+        """Paused destinations and the seconds until each may be tried again."""
         now = time.monotonic()
-        paused = {name for name, until in self._paused.items() if until > now}
-        return [k for k in self.kinds if not any(d.name in paused for d in self._targets(k))]
+        return {name: until - now for name, until in self._paused.items() if until > now}
+
+    def _open_kinds(self) -> list[str]:
+        """Kinds with a destination not paused: each destination of a kind is tried on its own."""
+        paused = self._paused_now()
+        return [k for k in self.kinds if any(d.name not in paused for d in self._targets(k))]
 
     async def run_once(self) -> int:
         """Deliver the messages due now (at most a batch); how many were attempted."""
@@ -125,32 +130,42 @@ class OutboxWorker:
         return attempted
 
     async def _deliver(self, item: OutboxItem) -> None:
+        """Try every destination of the message that has not taken it yet: one down, refusing or waiting for
+        reconciliation (FHIR) does not hold back another (a report still goes out as ORU^R01)."""
         targets = self._targets(item.kind)
         several = len(targets) > 1
         done = await asyncio.to_thread(self.outbox.acceptances, item.pk) if several else set()
-        current = ""
-        try:
-            for destination in targets:
-                if destination.name in done:
-                    continue
-                current = destination.name
+        paused = self._paused_now()
+        failures: list[tuple[str, DeliveryError | Parked, float]] = []  # destination, why, retry in seconds
+        for destination in targets:
+            name = destination.name
+            if name in done:
+                continue
+            if name in paused:
+                failures.append((name, DeliveryError(f"{name}: unavailable, waiting"), paused[name]))
+                continue
+            try:
                 await destination.deliver(item)
-                if several:
-                    await asyncio.to_thread(self.outbox.accepted, item.pk, destination.name)
-        except Parked as exc:
-            await self._retry(item, str(exc), self.retry_max)
-            log.info("outbox row %d (%s) waits for reconciliation item %d", item.pk, item.kind, exc.reconciliation_id)
+            except Parked as exc:
+                failures.append((name, exc, self.retry_max))
+                log.info("outbox row %d (%s) waits for reconciliation item %d", item.pk, item.kind, exc.reconciliation_id)
+                continue
+            except DeliveryError as exc:
+                failures.append((name, exc, self._pause_if_down(name, exc, item)))
+                continue
+            except Exception as exc:
+                log.exception("outbox row %d (%s): delivery to %s failed", item.pk, item.kind, name)
+                error = DeliveryError(f"{name}: internal error ({type(exc).__name__})")
+                failures.append((name, error, self._pause_if_down(name, error, item)))
+                continue
+            if several:
+                await asyncio.to_thread(self.outbox.accepted, item.pk, name)
+            if name in self._unreachable:
+                self._unreachable.discard(name)
+                log.info("EMR destination %s reachable again", name)
+        if failures:
+            await self._failed(item, failures)
             return
-        except DeliveryError as exc:
-            await self._failed(item, current, exc)
-            return
-        except Exception as exc:
-            log.exception("outbox row %d (%s): delivery to %s failed", item.pk, item.kind, current)
-            await self._failed(item, current, DeliveryError(f"{current}: internal error ({type(exc).__name__})"))
-            return
-        for name in [d.name for d in targets if d.name in self._unreachable]:
-            self._unreachable.discard(name)
-            log.info("EMR destination %s reachable again", name)
         if not await asyncio.to_thread(self.outbox.delivered, item.pk, payload_json=item.payload_json):
             log.info("outbox row %d (%s) changed while being delivered; delivering it again", item.pk, item.kind)
             return
@@ -167,17 +182,24 @@ class OutboxWorker:
         base = min(self.retry_initial * 2 ** min(attempts, 30), self.retry_max)
         return min(base * random.uniform(0.8, 1.2), self.retry_max)
 
-    async def _failed(self, item: OutboxItem, destination: str, exc: DeliveryError) -> None:
+    def _pause_if_down(self, destination: str, exc: DeliveryError, item: OutboxItem) -> float:
+        """Seconds before the message is tried again at this destination; one that is down is paused that long."""
         delay = self.retry_max if exc.permanent else self.backoff(item.attempts)
-        if self.metrics:
-            self.metrics.emr_failures.labels(item.kind).inc()
-        if exc.unavailable and destination:
+        if exc.unavailable:
             self._paused[destination] = time.monotonic() + delay
             if destination not in self._unreachable:
                 self._unreachable.add(destination)
                 log.warning("EMR destination %s unavailable (%s); messages wait", destination, exc)
-        await self._retry(item, str(exc), delay)
-        log.info("outbox row %d (%s) failed, attempt %d: %s; next in %.1f s", item.pk, item.kind, item.attempts + 1, exc, delay)
+        return delay
+
+    async def _failed(self, item: OutboxItem, failures: list[tuple[str, DeliveryError | Parked, float]]) -> None:
+        """Schedule the message again for the soonest of its destinations that did not take it."""
+        if self.metrics and any(not isinstance(exc, Parked) for _, exc, _ in failures):
+            self.metrics.emr_failures.labels(item.kind).inc()
+        delay = min(seconds for _, _, seconds in failures)
+        error = "; ".join(str(exc) for _, exc, _ in failures)
+        await self._retry(item, error, delay)
+        log.info("outbox row %d (%s) not delivered, attempt %d: %s; next in %.1f s", item.pk, item.kind, item.attempts + 1, error, delay)
 
     async def _retry(self, item: OutboxItem, error: str, delay: float) -> None:
         retry_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)

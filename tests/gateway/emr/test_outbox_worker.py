@@ -244,3 +244,26 @@ def test_a_report_reaches_each_destination_once(fhir_base: str, sqlite_index: In
 def _report_identifier(study: str) -> str:
     identifier = report_identifier(study)
     return f"{identifier['system']}|{identifier['value']}"
+
+
+def test_a_report_waiting_for_reconciliation_still_goes_out_as_oru(fhir_base: str, sqlite_index: IndexDatabase) -> None:
+    from tests.gateway.emr.hl7.test_oru import accept, emr_listener
+
+    study = _study(sqlite_index, unique("MRN-NOT-IN-EMR"))  # FHIR cannot tell the patient
+    reports = ReportStore(sqlite_index.engine)
+    reports.save_draft(study, findings="Phổi sạch.", impression="Bình thường.", template="", username="dr.lan", display_name="")
+    reports.finalize(study, username="dr.lan", display_name="")
+    [item] = Outbox(sqlite_index.engine).due_any([DIAGNOSTIC_REPORT])
+
+    async def scenario() -> int:
+        async with emr_listener(accept) as (port, received):
+            hl7 = SimpleNamespace(outbound_host="127.0.0.1", outbound_port=port, application="PACSGW", facility="BV",
+                                  outbound_timeout_seconds=5.0)  # fmt: skip
+            async with worker_for(sqlite_index, fhir_base, hl7=hl7) as (worker, _):
+                assert await worker.run_once() == 1
+            return len(received)
+
+    assert asyncio.run(scenario()) == 1  # the EMR's HL7 listener has the report
+    assert Outbox(sqlite_index.engine).acceptances(item.pk) == {"hl7"}
+    row = _row(sqlite_index, item.pk)
+    assert row["delivered_at"] is None and "reconciliation" in row["last_error"]  # FHIR still waits
