@@ -129,6 +129,9 @@ def test_order_worklist_images_fhir_report_oru_and_merge(tmp_path: Path, emr_mll
             [oru] = wait_for("ORU^R01", lambda: oru_received)
             assert str(oru.segment("MSH")(9)).startswith("ORU^R01") and "ACC-J1" in str(oru)
             assert IMPRESSION in str(oru)
+            # The EMR files it under its order (placer number) and patient, as they are now.
+            assert str(oru.segment("ORC")(2)) == "PL-J1" and str(oru.segment("OBR")(2)) == "PL-J1"
+            assert str(oru.segment("PID")(3)).startswith("MRN-J1^") and str(oru.segment("PID")(5)) == "Nguyễn^Văn An"
 
             # A duplicate record (another MRN) with its own study, merged into the survivor by ADT^A40.
             duplicate = ct_series(1, size=16, patient=Patient(patient_id="MRN-J1-DUP", citizen_id="", insurance_number=""),

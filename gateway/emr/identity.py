@@ -35,6 +35,7 @@ class PatientIds:
     insurance_numbers: tuple[str, ...] = ()
     birth_date: str = ""  # YYYYMMDD, to check a match by MRN
     sex: str = ""  # M, F, O
+    name: str = ""  # DICOM PN, for ORU^R01
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,10 @@ def study_identity(study: ExportStudy, vault: PseudonymVault | None) -> StudyIde
     if not study.identity_removed:
         citizen, insurance = classify([(o.value, o.issuer) for o in study.patient.other_ids])
         return StudyIdentity(
-            PatientIds(study.patient.patient_id, study.patient.issuer, citizen, insurance, study.patient.birth_date, study.patient.sex),
+            PatientIds(
+                study.patient.patient_id, study.patient.issuer, citizen, insurance, study.patient.birth_date,
+                study.patient.sex, study.patient.name,
+            ),
             study.accession_number,
             study.study_date,
         )
@@ -95,6 +99,7 @@ def study_identity(study: ExportStudy, vault: PseudonymVault | None) -> StudyIde
         PatientIds(
             str(patient.get("PatientID", "")), str(patient.get("IssuerOfPatientID", "")), citizen, insurance,
             str(patient.get("PatientBirthDate") or ""), str(patient.get("PatientSex") or ""),
+            str(patient.get("PatientName") or ""),
         ),
         str(original_study.get("AccessionNumber", "")),
         str(original_study.get("StudyDate", "")) or (shift_date(study.study_date, -offset) or ""),

@@ -380,4 +380,5 @@ worklist_items = Table(
     Index("ix_worklist_study", "study_uid"),
     Index("ix_worklist_placer", "placer_order_number"),
     Index("ix_worklist_filler", "filler_order_number"),
+    Index("ix_worklist_completed_study", "completed_study_uid"),
 )

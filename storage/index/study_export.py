@@ -30,6 +30,7 @@ class ExportPatient:
     other_ids: tuple[OtherId, ...]
     birth_date: str = ""  # YYYYMMDD
     sex: str = ""  # M, F, O
+    name: str = ""  # DICOM PN
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class ExportStudy:
 def read_study(engine: Engine, study_uid: str) -> ExportStudy | None:
     with engine.connect() as conn:
         study = conn.execute(
-            select(studies, patients.c.patient_id, patients.c.issuer, patients.c.birth_date, patients.c.sex)
+            select(studies, patients.c.patient_id, patients.c.issuer, patients.c.birth_date, patients.c.sex, patients.c.patient_name)
             .join(patients, patients.c.pk == studies.c.patient_pk)
             .where(studies.c.study_uid == study_uid)
         ).first()
@@ -116,7 +117,7 @@ def read_study(engine: Engine, study_uid: str) -> ExportStudy | None:
         study_uid=study.study_uid, study_date=study.study_date, study_time=study.study_time,
         accession_number=study.accession_number, description=study.study_description,
         modalities=tuple(m for m in study.modalities.split("\\") if m), updated_at=as_utc(study.updated_at),  # type: ignore[arg-type]
-        patient=ExportPatient(study.patient_pk, study.patient_id, study.issuer, others, study.birth_date, study.sex),
+        patient=ExportPatient(study.patient_pk, study.patient_id, study.issuer, others, study.birth_date, study.sex, study.patient_name),
         series=out_series, identity_removed=_identity_removed(document),
     )  # fmt: skip
 

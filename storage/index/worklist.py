@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pydicom.uid import generate_uid
-from sqlalchemy import Connection, String, and_, bindparam, or_, select, union, update
+from sqlalchemy import Connection, Engine, String, and_, bindparam, or_, select, union, update
 
 from storage.index.hierarchy import Attribute, Kind, Level, condition
 from storage.index.matching import DateRange, InvalidQuery
@@ -165,6 +165,21 @@ def complete(conn: Connection, received: Iterable[tuple[str, str, int, str]], no
         values = {"b_accession": accession, "b_study": study_uid, "b_patient_pk": patient_pk, "b_patient_id": patient_id, "b_now": now}
         count += int(conn.execute(_COMPLETE, values).rowcount or 0)
     return count
+
+
+def order_numbers(engine: Engine, study_uid: str) -> tuple[str, str]:
+    """(placer, filler) order numbers of the order the study fulfils (its images completed it, or it was
+    scheduled with the study's UID); ("", "") when none."""
+    by_study = union(
+        select(_w.pk).where(_w.completed_study_uid == bindparam("b_uid")),
+        select(_w.pk).where(_w.study_uid == bindparam("b_uid"), _w.status != CANCELLED),
+    )
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(_w.placer_order_number, _w.filler_order_number).where(_w.pk.in_(by_study)).order_by(_w.pk).limit(1),
+            {"b_uid": study_uid},
+        ).first()
+    return (str(row.placer_order_number), str(row.filler_order_number)) if row else ("", "")
 
 
 def patient_of(conn: Connection, ref: OrderRef) -> int | None:

@@ -82,7 +82,8 @@ def refuse(message: hl7.Message) -> str:
 
 
 def test_a_signed_report_is_delivered_as_oru_r01(payload: dict) -> None:
-    message = build_oru_r01(payload, application="PACSGW", facility="RADIOLOGY", control_id="PGW42")
+    current = {**payload, "patient_name": "Nguyễn^Văn An^^BS.^", "placer_order_number": "PL-9", "filler_order_number": ""}
+    message = build_oru_r01(current, application="PACSGW", facility="RADIOLOGY", control_id="PGW42")
 
     async def run() -> tuple[str, list[hl7.Message]]:
         async with emr_listener(accept) as (port, received):
@@ -92,10 +93,11 @@ def test_a_signed_report_is_delivered_as_oru_r01(payload: dict) -> None:
     assert str(hl7.parse(ack).segment("MSA")(1)) == "AA"
     [oru] = received
     assert str(oru.segment("MSH")(9)) == "ORU^R01^ORU_R01" and str(oru.segment("MSH")(10)) == "PGW42"
-    assert str(oru.segment("PID")(3)) == "MRN-0001^^^BV-CHORAY^MR"
-    obr = oru.segment("OBR")
-    assert (str(obr(3)), str(obr(18)), str(obr(24)), str(obr(25))) == ("ACC-ORU", "ACC-ORU", "CT", "F")
-    assert "BS. Trần Thị Bình" in str(obr(32)) and str(oru.segment("ORC")(1)) == "RE"
+    assert str(oru.segment("PID")(3)) == "MRN-0001^^^BV-CHORAY^MR" and str(oru.segment("PID")(5)) == "Nguyễn^Văn An^^^BS."
+    obr, orc = oru.segment("OBR"), oru.segment("ORC")
+    assert (str(obr(2)), str(obr(3)), str(obr(18)), str(obr(24)), str(obr(25))) == ("PL-9", "ACC-ORU", "ACC-ORU", "CT", "F")
+    assert (str(orc(1)), str(orc(2)), str(orc(3))) == ("RE", "PL-9", "ACC-ORU")
+    assert "BS. Trần Thị Bình" in str(obr(32))
     findings, impression = oru.segments("OBX")
     assert str(impression(3)(1)(1)) == "19005-8" and str(impression(11)) == "F"
     assert oru.unescape(str(impression(5))) == IMPRESSION
