@@ -143,6 +143,12 @@ class ReportStore:
         except SQLAlchemyError as exc:
             raise ReportStoreError(f"report finalisation failed: {type(exc).__name__}") from exc
 
+    def final_payload(self, study_uid: str) -> dict[str, Any] | None:
+        """The outbox payload of the study's final report, as when it was signed; None without one."""
+        with self.engine.connect() as conn:
+            report = _read(conn, study_uid)
+            return self._payload(conn, report) if report is not None and report.status == FINAL else None
+
     @staticmethod
     def _payload(conn: Connection, report: Report) -> dict[str, Any]:
         study = conn.execute(

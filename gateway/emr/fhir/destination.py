@@ -35,6 +35,7 @@ from gateway.vault import PseudonymVault
 from storage.index.fhir_links import MANUAL, MATCHED, FhirLinks
 from storage.index.outbox import DIAGNOSTIC_REPORT, IMAGING_STUDY, OutboxItem
 from storage.index.reconciliation import ReconciliationQueue
+from storage.index.reports import ReportStore
 from storage.index.study_export import ExportStudy, read_study
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class FhirDestination:
         study = await asyncio.to_thread(read_study, self.engine, study_uid)
         if study is None or not study.series:
             raise DeliveryError("fhir: the study is not in the index", permanent=True)
+        before = await asyncio.to_thread(self.links.get, study_uid)
         identity, patient_ref, source = await self._patient(study)
         endpoint_ref = await self._endpoint()
         order_ref = await self._service_request(identity.accession_number, patient_ref)
@@ -89,11 +91,19 @@ class FhirDestination:
         stored = await self.client.update_where("ImagingStudy", study_query(study_uid), resource)
         ref = f"ImagingStudy/{stored['id']}"
         await asyncio.to_thread(self.links.set, study_uid, patient_ref=patient_ref, link_source=source, imaging_study_ref=ref)
-        return Publication(study, identity, patient_ref, ref, order_ref)
+        published = Publication(study, identity, patient_ref, ref, order_ref)
+        if before is not None and before.diagnostic_report_ref and before.patient_ref not in ("", patient_ref):
+            # The study changed patient (a merge, a reconciliation): its report must not stay on the other one.
+            payload = await asyncio.to_thread(ReportStore(self.engine).final_payload, study_uid)
+            if payload is not None:
+                await self._put_report(published, payload)
+        return published
 
     async def publish_report(self, study_uid: str, payload: dict[str, Any]) -> str:
-        published = await self.publish_study(study_uid)
-        study, identity = published.study, published.identity
+        return await self._put_report(await self.publish_study(study_uid), payload)
+
+    async def _put_report(self, published: Publication, payload: dict[str, Any]) -> str:
+        study, identity, study_uid = published.study, published.identity, published.study.study_uid
         effective = fhir_datetime(identity.study_date if identity.dates_known else "", study.study_time, self.zone)
         resource = diagnostic_report(
             {**payload, "study_uid": study_uid}, patient_ref=published.patient_ref,

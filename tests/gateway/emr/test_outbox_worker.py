@@ -267,3 +267,33 @@ def test_a_report_waiting_for_reconciliation_still_goes_out_as_oru(fhir_base: st
     assert Outbox(sqlite_index.engine).acceptances(item.pk) == {"hl7"}
     row = _row(sqlite_index, item.pk)
     assert row["delivered_at"] is None and "reconciliation" in row["last_error"]  # FHIR still waits
+
+
+def test_a_study_moved_to_another_patient_takes_its_report_along(fhir_base: str, sqlite_index: IndexDatabase) -> None:
+    from storage.index.patients import Demographics, find_patient, merge_patients, record_demographics
+    from storage.index.times import utc_now
+
+    mrn_old, mrn_new = unique("MRN"), unique("MRN")
+    old, new = emr_patient(fhir_base, mrn=mrn_old), emr_patient(fhir_base, mrn=mrn_new)
+    study = _study(sqlite_index, mrn_old)
+    reports = ReportStore(sqlite_index.engine)
+    reports.save_draft(study, findings="Gan to.", impression="Gan nhiễm mỡ.", template="", username="dr.lan", display_name="")
+    reports.finalize(study, username="dr.lan", display_name="")
+
+    def subject() -> str:
+        [report] = search(fhir_base, "DiagnosticReport", identifier=_report_identifier(study))
+        return report["subject"]["reference"]
+
+    async def publish() -> None:
+        async with worker_for(sqlite_index, fhir_base) as (worker, _):
+            await worker.run_once()
+
+    asyncio.run(publish())
+    assert subject() == old
+    with sqlite_index.engine.begin() as conn:  # the EMR merged the two records (ADT^A40)
+        survivor = record_demographics(conn, Demographics(mrn_new, "BV-CHORAY"), utc_now())
+        merge_patients(conn, survivor, find_patient(conn, mrn_old, "BV-CHORAY"), utc_now())  # type: ignore[arg-type]
+    StudyPublications(sqlite_index.engine).announce([(study, utc_now())])
+    asyncio.run(publish())
+    [imaging] = search(fhir_base, "ImagingStudy", identifier=f"urn:dicom:uid|urn:oid:{study}")
+    assert imaging["subject"]["reference"] == new and subject() == new  # the report went along
