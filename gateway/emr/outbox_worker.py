@@ -132,6 +132,7 @@ class OutboxWorker:
     async def _deliver(self, item: OutboxItem) -> None:
         """Try every destination of the message that has not taken it yet: one down, refusing or waiting for
         reconciliation (FHIR) does not hold back another (a report still goes out as ORU^R01)."""
+        started = dt.datetime.now(dt.timezone.utc)
         targets = self._targets(item.kind)
         several = len(targets) > 1
         done = await asyncio.to_thread(self.outbox.acceptances, item.pk) if several else set()
@@ -164,7 +165,7 @@ class OutboxWorker:
                 self._unreachable.discard(name)
                 log.info("EMR destination %s reachable again", name)
         if failures:
-            await self._failed(item, failures)
+            await self._failed(item, failures, started)
             return
         if not await asyncio.to_thread(self.outbox.delivered, item.pk, payload_json=item.payload_json):
             log.info("outbox row %d (%s) changed while being delivered; delivering it again", item.pk, item.kind)
@@ -192,18 +193,18 @@ class OutboxWorker:
                 log.warning("EMR destination %s unavailable (%s); messages wait", destination, exc)
         return delay
 
-    async def _failed(self, item: OutboxItem, failures: list[tuple[str, DeliveryError | Parked, float]]) -> None:
+    async def _failed(self, item: OutboxItem, failures: list[tuple[str, DeliveryError | Parked, float]], started: dt.datetime) -> None:
         """Schedule the message again for the soonest of its destinations that did not take it."""
         if self.metrics and any(not isinstance(exc, Parked) for _, exc, _ in failures):
             self.metrics.emr_failures.labels(item.kind).inc()
         delay = min(seconds for _, _, seconds in failures)
         error = "; ".join(str(exc) for _, exc, _ in failures)
-        await self._retry(item, error, delay)
+        await self._retry(item, error, delay, started)
         log.info("outbox row %d (%s) not delivered, attempt %d: %s; next in %.1f s", item.pk, item.kind, item.attempts + 1, error, delay)
 
-    async def _retry(self, item: OutboxItem, error: str, delay: float) -> None:
+    async def _retry(self, item: OutboxItem, error: str, delay: float, started: dt.datetime) -> None:
         retry_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
-        await asyncio.to_thread(self.outbox.failed, item.pk, error, retry_at=retry_at)
+        await asyncio.to_thread(self.outbox.failed, item.pk, error, retry_at=retry_at, attempted_at=started)
 
     async def refresh_gauges(self, *, force: bool = False) -> None:
         if not self.metrics or (not force and time.monotonic() - self._gauges_at < GAUGE_SECONDS):

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.index.schema import outbox, outbox_acceptances
+from storage.index.times import as_utc, utc_now
 
 DIAGNOSTIC_REPORT = "diagnostic-report"  # a report signed final; the subject is its study UID
 IMAGING_STUDY = "imaging-study"  # a study stable for a while (again); the subject is its study UID
@@ -35,13 +36,9 @@ class OutboxItem:
     payload_json: str = ""  # the payload as stored, to tell whether it changed during a delivery
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
 def enqueue(conn: Connection, kind: str, subject: str, payload: dict[str, Any]) -> int:
     """Queue one message on the caller's connection: it commits or rolls back with the caller's change."""
-    now = _now()
+    now = utc_now()
     values = {
         "kind": kind,
         "subject": subject,
@@ -72,10 +69,6 @@ def refresh_pending(conn: Connection, kind: str, subject: str, payload: dict[str
     return int(pk) if refreshed else None
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)  # SQLite returns naive datetimes
-
-
 class Outbox:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -84,7 +77,7 @@ class Outbox:
         """Undelivered messages of a kind whose next attempt has come, oldest first."""
         stmt = (
             select(outbox)
-            .where(outbox.c.kind == kind, outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= (now or _now()))
+            .where(outbox.c.kind == kind, outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= (now or utc_now()))
             .order_by(outbox.c.pk)
             .limit(limit)
         )
@@ -94,7 +87,7 @@ class Outbox:
         """Undelivered messages of any of these kinds whose next attempt has come, oldest first."""
         stmt = (
             select(outbox)
-            .where(outbox.c.kind.in_(list(kinds)), outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= (now or _now()))
+            .where(outbox.c.kind.in_(list(kinds)), outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= (now or utc_now()))
             .order_by(outbox.c.pk)
             .limit(limit)
         )
@@ -105,7 +98,7 @@ class Outbox:
             rows = conn.execute(stmt).all()
         return [
             OutboxItem(
-                r.pk, r.kind, r.subject, json.loads(r.payload), _aware(r.created_at), r.attempts, r.last_error, r.payload
+                r.pk, r.kind, r.subject, json.loads(r.payload), as_utc(r.created_at), r.attempts, r.last_error, r.payload
             )
             for r in rows
         ]
@@ -116,14 +109,17 @@ class Outbox:
         if payload_json is not None:
             stmt = stmt.where(outbox.c.payload == payload_json)
         with self.engine.begin() as conn:
-            return bool(conn.execute(stmt.values(delivered_at=_now())).rowcount)
+            return bool(conn.execute(stmt.values(delivered_at=utc_now())).rowcount)
 
-    def failed(self, pk: int, error: str, *, retry_at: dt.datetime) -> None:
+    def failed(self, pk: int, error: str, *, retry_at: dt.datetime, attempted_at: dt.datetime | None = None) -> None:
+        """Count a failed attempt and schedule the next; a retry asked for while the attempt ran (an administrator's,
+        or a reconciliation resolved) keeps its earlier time."""
+        when = retry_at if attempted_at is None else case((outbox.c.next_attempt_at > attempted_at, outbox.c.next_attempt_at), else_=retry_at)
         with self.engine.begin() as conn:
             conn.execute(
                 update(outbox)
                 .where(outbox.c.pk == pk)
-                .values(attempts=outbox.c.attempts + 1, next_attempt_at=retry_at, last_error=error[:512])
+                .values(attempts=outbox.c.attempts + 1, next_attempt_at=when, last_error=error[:512])
             )
 
     def make_due(self, *, pk: int | None = None, subject: str | None = None) -> int:
@@ -134,7 +130,7 @@ class Outbox:
         if subject is not None:
             stmt = stmt.where(outbox.c.subject == subject)
         with self.engine.begin() as conn:
-            return int(conn.execute(stmt.values(next_attempt_at=_now())).rowcount)
+            return int(conn.execute(stmt.values(next_attempt_at=utc_now())).rowcount)
 
     def row(self, pk: int) -> dict[str, Any] | None:
         rows = self._listing(select(*_LISTED).where(outbox.c.pk == pk))
@@ -156,7 +152,7 @@ class Outbox:
             rows = [dict(r._mapping) for r in conn.execute(stmt)]
         for row in rows:
             for key in ("created_at", "next_attempt_at", "delivered_at"):
-                row[key] = _aware(row[key]).isoformat() if row[key] is not None else None
+                row[key] = as_utc(row[key]).isoformat() if row[key] is not None else None
         return rows
 
     def backlog(self, kinds: Sequence[str]) -> tuple[int, dt.datetime | None]:
@@ -167,13 +163,13 @@ class Outbox:
                     outbox.c.kind.in_(list(kinds)), outbox.c.delivered_at.is_(None)
                 )
             ).one()
-        return int(count), _aware(oldest) if oldest is not None else None
+        return int(count), as_utc(oldest) if oldest is not None else None
 
     def accepted(self, pk: int, destination: str) -> None:
         """Record that one destination of a message took it (the message stays undelivered until all have)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(outbox_acceptances).values(outbox_pk=pk, destination=destination, accepted_at=_now()))
+                conn.execute(insert(outbox_acceptances).values(outbox_pk=pk, destination=destination, accepted_at=utc_now()))
         except IntegrityError:
             pass  # recorded already
 

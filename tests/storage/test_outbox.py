@@ -27,6 +27,19 @@ def test_due_messages_of_several_kinds_oldest_first(index: IndexDatabase) -> Non
     assert outbox.due_any([IMAGING_STUDY], now=later)[0].payload_json == '{"n": 1}'
 
 
+def test_a_retry_asked_for_during_a_failing_attempt_is_kept(index: IndexDatabase) -> None:
+    outbox = Outbox(index.engine)
+    pk = _queue(index, DIAGNOSTIC_REPORT, "1.2.9", {"findings": "x"})
+    started = dt.datetime.now(dt.timezone.utc)
+    [item] = outbox.due_any([DIAGNOSTIC_REPORT])
+    assert outbox.make_due(pk=item.pk) == 1  # an administrator: "retry now", while the attempt runs
+    later = started + dt.timedelta(hours=1)
+    outbox.failed(pk, "fhir: waiting for reconciliation #1", retry_at=later, attempted_at=started)
+    assert [i.pk for i in outbox.due_any([DIAGNOSTIC_REPORT])] == [pk]  # still due now, not in an hour
+    outbox.failed(pk, "fhir: HTTP 503", retry_at=later, attempted_at=dt.datetime.now(dt.timezone.utc))
+    assert outbox.due_any([DIAGNOSTIC_REPORT]) == []  # an ordinary failure waits
+
+
 def test_delivery_is_not_recorded_when_the_payload_changed_meanwhile(index: IndexDatabase) -> None:
     outbox = Outbox(index.engine)
     pk = _queue(index, IMAGING_STUDY, "1.2.3", {"study_updated_at": "a"})

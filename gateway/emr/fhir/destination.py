@@ -125,6 +125,8 @@ class FhirDestination:
                 return UNKNOWN, link.patient_ref, MANUAL  # type: ignore[union-attr]
             await self._park(study, str(exc), [])
         if manual:
+            # An item a delivery under way had opened while the administrator resolved the first one closes too.
+            await asyncio.to_thread(self.queue.matched, study.study_uid, link.patient_ref)  # type: ignore[union-attr]
             return identity, link.patient_ref, MANUAL  # type: ignore[union-attr]
         match = await match_patient(self.client, identity.patient, self.systems)
         if match.patient_ref is None:
