@@ -123,10 +123,13 @@ def read_study(engine: Engine, study_uid: str) -> ExportStudy | None:
 
 
 def _identity_removed(document: bytes | None) -> bool:
+    """Whether the index holds pseudonyms for the study (every instance of a study went through one rule, so
+    its first tells). Without a readable document: yes (the original identity is then looked up, never a
+    pseudonym sent to the EMR as an MRN)."""
     if document is None:
-        return False
+        return True
     try:
         element = json.loads(zlib.decompress(document)).get(PATIENT_IDENTITY_REMOVED) or {}
     except (zlib.error, ValueError):
-        return False
+        return True
     return [str(v).strip().upper() for v in element.get("Value", [])] == ["YES"]
