@@ -37,9 +37,11 @@ class FhirClient:
             self.headers["Authorization"] = f"Bearer {token}"
 
     async def search(self, resource_type: str, params: dict[str, str], *, count: int = 2) -> list[dict[str, Any]]:
-        """Matching resources (``search.mode`` match), at most ``count``."""
+        """Matching resources (``search.mode`` match), at most ``count``. Searched by POST (``type/_search``,
+        form-encoded): the identifiers searched by (MRN, citizen ID) stay out of URLs and access logs."""
         query = {**params, "_count": str(count)}
-        body = await self._call("GET", resource_type, f"search {resource_type}", params=query)
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        body = await self._call("POST", f"{resource_type}/_search", f"search {resource_type}", data=query, headers=form)
         if not isinstance(body, dict) or body.get("resourceType") != "Bundle":
             raise DeliveryError(f"FHIR search {resource_type}: the answer is not a Bundle", permanent=True)
         return [
@@ -80,6 +82,6 @@ class FhirClient:
             message = f"FHIR {what}: HTTP {status}" + (f" ({detail})" if detail else "")
             retryable = status >= 500 or status in (408, 429)
             raise DeliveryError(message, permanent=not retryable, unavailable=retryable)
-        if method in ("PUT", "POST") and not (isinstance(body, dict) and body.get("id")):
+        if method in ("PUT", "POST") and not path.endswith("/_search") and not (isinstance(body, dict) and body.get("id")):
             raise DeliveryError(f"FHIR {what}: HTTP {status} without the resource", permanent=True)
         return body

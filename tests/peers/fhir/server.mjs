@@ -207,7 +207,11 @@ async function handle(req, res) {
   let body;
   if (method === 'POST' || method === 'PUT' || method === 'PATCH') {
     const raw = await readBody(req);
-    if (raw.length > 0) {
+    const form = (req.headers['content-type'] || '').startsWith('application/x-www-form-urlencoded');
+    if (form) {
+      // A search by POST (FHIR RESTful API, search): its parameters in the body, as the router takes them.
+      body = Object.fromEntries(new URLSearchParams(raw.toString('utf8')));
+    } else if (raw.length > 0) {
       try {
         body = JSON.parse(raw.toString('utf8'));
       } catch (err) {
@@ -216,7 +220,8 @@ async function handle(req, res) {
       }
     }
   }
-  if (validate && body && (method === 'POST' || method === 'PUT')) {
+  const searching = relative.split('?')[0].endsWith('/_search');
+  if (validate && body && !searching && (method === 'POST' || method === 'PUT')) {
     const problem = validationProblem(body);
     if (problem) {
       send(res, 400, problem);

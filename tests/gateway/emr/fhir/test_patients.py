@@ -78,3 +78,29 @@ def test_a_match_by_mrn_contradicting_birth_date_or_sex_does_not_link(fhir_base:
     by_citizen = PatientIds(mrn, "BV-CHORAY", (citizen,), (), "19751130", "F")
     match = with_client(fhir_base, lambda c: match_patient(c, by_citizen, SYSTEMS))
     assert match.patient_ref is None and len(match.tried) == 1
+
+
+def test_identifiers_searched_by_stay_out_of_urls(fhir_base: str) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from gateway.emr.fhir.client import FhirClient
+
+    mrn, citizen = unique("MRN"), digits()
+    linked = emr_patient(fhir_base, citizen=citizen)
+    urls: list[str] = []
+
+    async def on_request_start(_session, _context, params) -> None:  # noqa: ANN001 - aiohttp's trace signature
+        urls.append(f"{params.method} {params.url}")
+
+    async def run() -> str | None:
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(on_request_start)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            match = await match_patient(FhirClient(session, fhir_base), _ids(mrn, citizen), SYSTEMS)
+            return match.patient_ref
+
+    assert asyncio.run(run()) == linked
+    assert urls and all(u.startswith("POST ") and u.endswith("/Patient/_search") for u in urls), urls
+    assert not any(mrn in u or citizen in u for u in urls)
