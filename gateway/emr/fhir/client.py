@@ -65,14 +65,22 @@ class FhirClient:
         if method in ("PUT", "POST"):
             headers["Prefer"] = "return=representation"
         try:
-            async with self.session.request(
-                method, f"{self.base_url}/{path}", headers=headers, timeout=self.timeout, **kwargs
-            ) as response:
-                status = response.status
+            for attempt in (1, 2):
                 try:
-                    body = await response.json(content_type=None)
-                except (ValueError, aiohttp.ContentTypeError):
-                    body = None
+                    async with self.session.request(
+                        method, f"{self.base_url}/{path}", headers=headers, timeout=self.timeout, **kwargs
+                    ) as response:
+                        status = response.status
+                        try:
+                            body = await response.json(content_type=None)
+                        except (ValueError, aiohttp.ContentTypeError):
+                            body = None
+                    break
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                    # A kept-alive connection the server had closed while idle: once more on a new one. Every
+                    # interaction here is safe to repeat (searches, conditional update and create).
+                    if attempt == 2:
+                        raise
         except asyncio.TimeoutError:
             raise DeliveryError(f"FHIR {what}: no answer within {self.timeout.total:g} s", unavailable=True) from None
         except aiohttp.ClientError as exc:
