@@ -17,11 +17,21 @@ def _is_free(port: int) -> bool:
         return True
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """Return a port the kernel currently considers free on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        return int(sock.getsockname()[1])
+    """Return a port the kernel currently considers free on 127.0.0.1, never one returned before in this process.
+
+    The kernel may offer a port again as soon as the probe closes it: a gateway asking for its DICOM, HTTP and
+    HL7 ports in a row could get one port twice and then fail to bind it."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((_HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def free_port_pair(offset: int, attempts: int = 200) -> int:
