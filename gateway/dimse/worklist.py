@@ -66,6 +66,7 @@ STEP_KEYS = {
     "ScheduledProcedureStepStatus": "",  # always SCHEDULED
 }
 STEP_SEQUENCE = "ScheduledProcedureStepSequence"
+PROTOCOL_SEQUENCE = "ScheduledProtocolCodeSequence"  # in the step item: returned, not matched
 CODE_SEQUENCE = "RequestedProcedureCodeSequence"
 OTHER_IDS = "OtherPatientIDsSequence"
 _IGNORED = frozenset({"SpecificCharacterSet", "QueryRetrieveLevel"})
@@ -125,6 +126,8 @@ def parse_request(identifier: Dataset, *, limit: int) -> WorklistRequest:
                     unsupported = True
                     continue
                 step.append(int(sub.tag))
+                if sub_keyword == PROTOCOL_SEQUENCE:
+                    continue
                 if sub_keyword not in STEP_KEYS:
                     unsupported = True
                 elif sub_keyword == "ScheduledProcedureStepStatus":
@@ -149,17 +152,18 @@ def _add(ds: Dataset, tag: int, value: Any) -> None:
         ds.add_new(tag, vr, value if value not in ("", None) else None)
 
 
-def _code_items(row: dict[str, Any]) -> list[Dataset]:
-    if not row["procedure_code_value"]:
+def _code_items(row: dict[str, Any], prefix: str = "procedure") -> list[Dataset]:
+    """The row's ``<prefix>_code_*`` as a code sequence item (Requested Procedure, Scheduled Protocol)."""
+    value = row[f"{prefix}_code_value"]
+    if not value:
         return []
     item = Dataset()
-    value = row["procedure_code_value"]
     if len(value) <= 16:
         item.CodeValue = value
     else:
         item.LongCodeValue = value
-    item.CodingSchemeDesignator = row["procedure_code_scheme"]
-    item.CodeMeaning = row["procedure_code_meaning"] or value
+    item.CodingSchemeDesignator = row[f"{prefix}_code_scheme"]
+    item.CodeMeaning = row[f"{prefix}_code_meaning"] or value
     return [item]
 
 
@@ -179,12 +183,15 @@ def _step_item(keys: Iterable[int], row: dict[str, Any]) -> Dataset:
     for tag in sorted(set(keys)):
         keyword = keyword_for_tag(tag)
         column = STEP_KEYS.get(keyword)
-        value = SCHEDULED if keyword == "ScheduledProcedureStepStatus" else row.get(column) if column else None
+        if keyword == PROTOCOL_SEQUENCE:
+            value: Any = _code_items(row, "protocol")
+        else:
+            value = SCHEDULED if keyword == "ScheduledProcedureStepStatus" else row.get(column) if column else None
         _add(item, tag, value)
     return item
 
 
-_ALL_STEP_KEYS = tuple(int(tag_for_keyword(k)) for k in STEP_KEYS)
+_ALL_STEP_KEYS = tuple(int(tag_for_keyword(k)) for k in (*STEP_KEYS, PROTOCOL_SEQUENCE))
 
 
 def response_identifier(request: WorklistRequest, row: dict[str, Any]) -> Dataset:

@@ -7,6 +7,7 @@ callers run them in worker threads.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from storage.index.hierarchy import HierarchyQuery, count, search
 from storage.index.patients import ID_TYPE, patient_json, with_identity
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
+from storage.index.schema_evolution import SchemaEvolutionError, add_missing
 from storage.index.schema import (
     instance_metadata,
     instance_pixels,
@@ -34,6 +36,8 @@ from storage.index.schema import (
 from storage.index.vault import insert_entries
 from storage.index.worklist import complete as complete_orders
 
+
+log = logging.getLogger(__name__)
 
 _EMR_KEPT = frozenset({"patient_name", "patient_name_folded", "birth_date", "sex"})
 _PATIENT_COLUMNS = (patients.c.pk, patients.c.patient_id, patients.c.issuer, patients.c.patient_name, patients.c.birth_date, patients.c.sex)
@@ -94,14 +98,16 @@ class IndexDatabase:
         try:
             schema.metadata.create_all(self.engine)
             with self.engine.begin() as conn:
-                for table in schema.metadata.sorted_tables:  # an index added since the tables were made
-                    for index in table.indexes:
-                        index.create(conn, checkfirst=True)
+                added = add_missing(conn, schema.metadata)  # what this release declares beyond an older index
+                if added:
+                    log.info("index brought up to this release: added %s", ", ".join(added))
                 version = conn.execute(select(schema.schema_info.c.version)).scalar()
                 if version is None:
                     conn.execute(schema.schema_info.insert().values(version=schema.SCHEMA_VERSION))
                 elif version != schema.SCHEMA_VERSION:
                     raise IndexDatabaseError(f"index schema version {version}, this gateway needs {schema.SCHEMA_VERSION}")
+        except SchemaEvolutionError as exc:
+            raise IndexDatabaseError(f"cannot open index: {exc}") from exc
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"cannot open index: {type(exc).__name__}") from exc
 

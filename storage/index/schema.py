@@ -368,6 +368,9 @@ worklist_items = Table(
     Column("referring_physician_folded", String(324), nullable=False, default=""),
     Column("performing_physician_name", String(324), nullable=False, default=""),
     Column("performing_physician_folded", String(324), nullable=False, default=""),
+    Column("protocol_code_value", String(64), nullable=False, default=""),  # Scheduled Protocol Code (IPC-6)
+    Column("protocol_code_scheme", String(16), nullable=False, default=""),
+    Column("protocol_code_meaning", String(64), nullable=False, default=""),
     Column("study_uid", String(64), nullable=False),  # pre-assigned (IPC-3, or made once per order)
     Column("status", String(16), nullable=False),  # SCHEDULED, CANCELLED, COMPLETED
     Column("completed_study_uid", String(64), nullable=False, default=""),

@@ -65,6 +65,9 @@ class ScheduledStep:
     referring_physician_name: str = ""
     performing_physician_name: str = ""
     study_uid: str = ""  # "": keep the order's, or make one
+    protocol_code_value: str = ""  # Scheduled Protocol Code Sequence: the protocol the modality is to run
+    protocol_code_scheme: str = ""
+    protocol_code_meaning: str = ""
 
 
 # Statements built once (bound parameters): an order runs a few per message, and building costs more than running.

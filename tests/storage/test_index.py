@@ -79,3 +79,35 @@ def test_paging_is_stable_and_counts_all(index: IndexDatabase) -> None:
         assert index.count_hierarchy(query) == 12
         seen += uids(rows)
     assert len(seen) == 12 == len(set(seen))
+
+
+def test_an_index_of_an_earlier_release_gets_the_columns_and_indexes_added_since(index: IndexDatabase) -> None:
+    from sqlalchemy import inspect
+
+    from storage.index.schema import worklist_items
+    from storage.index.schema_evolution import SchemaEvolutionError, add_missing
+
+    with index.engine.begin() as conn:  # as an earlier release made it: no protocol code, no placer index
+        conn.exec_driver_sql("DROP INDEX ix_worklist_placer")
+        conn.exec_driver_sql("ALTER TABLE worklist_items DROP COLUMN protocol_code_meaning")
+    reopened = IndexDatabase.open(str(index.engine.url.render_as_string(hide_password=False)))
+    try:
+        inspector = inspect(reopened.engine)
+        assert "protocol_code_meaning" in {c["name"] for c in inspector.get_columns("worklist_items")}
+        assert "ix_worklist_placer" in {i["name"] for i in inspector.get_indexes("worklist_items")}
+        with reopened.engine.begin() as conn:
+            assert add_missing(conn, worklist_items.metadata) == []  # nothing left to add
+    finally:
+        reopened.close()
+    # A column that would leave existing rows invalid (not null, no empty default) is refused, never guessed.
+    from sqlalchemy import Column, Integer, MetaData, Table
+
+    later = MetaData()
+    Table("worklist_items", later, Column("pk", Integer, primary_key=True), Column("priority", Integer, nullable=False))
+    with index.engine.begin() as conn:
+        try:
+            add_missing(conn, later)
+        except SchemaEvolutionError as refused:
+            assert "worklist_items.priority" in str(refused)
+        else:
+            raise AssertionError("a column without a value for existing rows was added")

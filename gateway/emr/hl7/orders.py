@@ -163,6 +163,20 @@ def _common(r: _Reader) -> dict[str, str]:
     }
 
 
+def _protocol_code(r: _Reader, segment: str, field: int, first: int, *, occurrence: int | None = None) -> dict[str, str]:
+    """The protocol (CWE: code, text, coding system from component ``first`` on) as the step's Scheduled
+    Protocol Code; none without a code."""
+    code, where = r.get(segment, field, first, occurrence=occurrence)
+    if not code:
+        return {}
+    text = datatypes.text(r.get(segment, field, first + 1, occurrence=occurrence)[0], 64)
+    return {
+        "protocol_code_value": datatypes.identifier(code, where, "the protocol code", 64),
+        "protocol_code_scheme": datatypes.text(r.get(segment, field, first + 2, occurrence=occurrence)[0], 16) or DEFAULT_CODING_SCHEME,
+        "protocol_code_meaning": text or code,
+    }
+
+
 def _study_uid(value: str, where: str) -> str:
     if value and not is_valid_uid(value):
         raise Hl7Error(ErrorCode.DATA_TYPE, where, "the Study Instance UID is not a valid DICOM UID")
@@ -176,6 +190,7 @@ def _orm_step(r: _Reader, common: dict[str, str], stations: dict[str, str]) -> S
     sps, where = r.get("OBR", 20)
     sps = datatypes.identifier(sps, where, "the scheduled procedure step ID", 16) or procedure or "1"
     values = dict(common, station_aet=common["station_aet"] or stations.get(common["modality"], ""))
+    values.update(_protocol_code(r, "OBR", 4, 4))  # OBR-4's alternate identifier, as IHE Scheduled Workflow maps it
     uid = _study_uid(*r.get("ZDS", 1)) if r.order.zds is not None else ""
     return ScheduledStep(sps_id=sps, accession_number=accession, requested_procedure_id=procedure, study_uid=uid, **values)
 
@@ -196,6 +211,7 @@ def _omi_step(r: _Reader, ipc: int, common: dict[str, str], stations: dict[str, 
     protocol = datatypes.text(r.get("IPC", 6, 2, occurrence=ipc)[0], 64)
     values = dict(
         common,
+        **_protocol_code(r, "IPC", 6, 1, occurrence=ipc),
         modality=modality,
         station_aet=station,
         station_name=datatypes.text(r.get("IPC", 7, occurrence=ipc)[0], 16),

@@ -127,7 +127,7 @@ def test_pynetdicom_scu_gets_the_standard_return_keys(gateway) -> None:
     assert (step.ScheduledProcedureStepStartTime, step.ScheduledProcedureStepID, step.ScheduledProcedureStepStatus) == (
         "103000", "W-ACC1", "SCHEDULED"
     )
-    assert step.ScheduledProcedureStepDescription == "CT ngực"
+    assert step.ScheduledProcedureStepDescription == "CT ngực" and step.ScheduledProtocolCodeSequence == []  # none sent
     # The same order sent again keeps its Study Instance UID; an OMI order brings its own.
     assert ack_code(send(gateway.hl7_port, ORDERS["W-ACC1"])[0]) == "AA"
     again = _query(gateway, _standard_identifier(AccessionNumber="W-ACC1"))[0][1]
@@ -136,6 +136,15 @@ def test_pynetdicom_scu_gets_the_standard_return_keys(gateway) -> None:
     assert omi_item is not None and omi_item.StudyInstanceUID == OMI_UID
     assert omi_item.ScheduledProcedureStepSequence[0].ScheduledStationName == "CT ROOM 1"
     assert omi_item.ScheduledProcedureStepSequence[0].ScheduledProcedureStepDescription == "Protocol một"
+    [protocol] = omi_item.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence  # IPC-6: the protocol to run
+    assert (protocol.CodeValue, protocol.CodingSchemeDesignator, protocol.CodeMeaning) == ("P1", "L", "Protocol một")
+
+
+def test_dcmtk_findscu_gets_the_scheduled_protocol(gateway, tmp_path: Path) -> None:
+    code = "ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence[0]"
+    [ds] = worklist(gateway, tmp_path, "AccessionNumber=W-ACC3", f"{code}.CodeValue", f"{code}.CodeMeaning")
+    [protocol] = ds.ScheduledProcedureStepSequence[0].ScheduledProtocolCodeSequence
+    assert (protocol.CodeValue, protocol.CodeMeaning) == ("P1", "Protocol một")
 
 
 def test_an_update_moves_the_step(gateway, tmp_path: Path) -> None:

@@ -75,6 +75,7 @@ class Order:
     referring: str = "BS001^Trần^Thị Bình"
     sps_id: str = ""
     study_uid: str = ""
+    protocol: str = ""  # ORM: OBR-4's alternate identifier (code^text^system), the protocol to run
 
 
 def orm(control: str, person: Person | None, order: Order, cid: str | None = None) -> str:
@@ -82,7 +83,7 @@ def orm(control: str, person: Person | None, order: Order, cid: str | None = Non
     orc = segment("ORC", {1: control, 2: f"{order.placer}^EMR", 7: f"^^^{order.when}", 12: order.referring})
     obr = segment(
         "OBR",
-        {1: "1", 2: f"{order.placer}^EMR", 4: f"{order.code}^{order.description}^L", 18: order.accession,
+        {1: "1", 2: f"{order.placer}^EMR", 4: f"{order.code}^{order.description}^L" + (f"^{order.protocol}" if order.protocol else ""), 18: order.accession,
          19: order.accession, 20: order.sps_id, 21: order.station, 24: order.modality},
     )  # fmt: skip
     parts = [msh("ORM^O01^ORM_O01", cid)] + ([pid(person), "PV1|1|O"] if person else []) + [orc, obr]

@@ -102,6 +102,16 @@ def test_an_order_number_of_another_patient_is_refused(index: IndexDatabase) -> 
     assert [o[2] for o in orders] == ["A-LAN"] and [p[0] for p in people] == ["MRN-LAN"]
 
 
+def test_the_protocol_to_run_is_kept_for_the_worklist(index: IndexDatabase) -> None:
+    handler = Hl7Handler(index.engine, application="PACSGW", facility="RAD", stations={"CT": "CT01"})
+    assert handler.handle(orm("NW", Person(), Order("P-PR", "A-PR", protocol="PR-7^Phác đồ 7^99LOCAL"))).ack_code == "AA"
+    assert handler.handle(omi("NW", Person(), Order("P-PR2", "A-PR2"))).ack_code == "AA"  # IPC-6 P1^Protocol một^L
+    w = worklist_items.c
+    with index.engine.connect() as conn:
+        rows = conn.execute(select(w.accession_number, w.protocol_code_value, w.protocol_code_scheme, w.protocol_code_meaning).order_by(w.pk)).all()
+    assert [tuple(r) for r in rows] == [("A-PR", "PR-7", "99LOCAL", "Phác đồ 7"), ("A-PR2", "P1", "L", "Protocol một")]
+
+
 def test_batches_change_the_index_exactly_as_messages_one_by_one(tmp_path: Path) -> None:
     people = [Person(mrn=f"MRN-{i}", given=f"Văn {i}", citizen=f"07920300{i:04d}") for i in range(6)]
     rng = random.Random(11)
