@@ -1,4 +1,4 @@
-"""Received HL7 v2 messages: each checked, applied to the index in its own savepoint, answered with its ACK.
+"""Received HL7 v2 messages: each checked, applied to the index in order, answered with its ACK.
 
 Synchronous (the listener runs it in a worker thread). Whatever goes wrong,
 a message changes nothing and its ACK says why: AR when the message is

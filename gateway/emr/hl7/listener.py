@@ -2,10 +2,11 @@
 
 Each connection is served in order. A sender that waits for each ACK gets
 each message applied and committed on its own. A sender that runs ahead
-(several messages in flight) gets the messages already received applied
-together: in order, each in its own savepoint, under one durable commit, then
-their ACKs in order. No ACK leaves before its message is committed. Logs
-name the message type, control ID and ACK code, never a value.
+(several messages in flight) gets the messages already received, and those
+arriving while they are applied, applied together in order under one durable
+commit (see Hl7Handler.handle_stream), then their ACKs in order, in one
+write. No ACK leaves before its message is committed. Logs name the message
+type, control ID and ACK code, never a value.
 """
 
 from __future__ import annotations
