@@ -1,4 +1,5 @@
-"""ADT messages: A01 (admit), A04 (register) and A08 (update) record a patient's demographics; A40 merges two.
+"""ADT messages: A01 (admit), A04 (register), A08 (update), A05 (pre-admit), A28 and A31 (add and update person
+information) record a patient's demographics; A40 merges two.
 
 A40 (ADT_A39 structure) carries one or more PID/MRG pairs: PID is the
 surviving patient, MRG-1 the one merged into it. The merged patient's
@@ -26,7 +27,8 @@ from storage.index.patients import (
     record_demographics,
 )
 
-DEMOGRAPHIC_EVENTS = frozenset({"A01", "A04", "A08"})
+# Admit, register, update; pre-admit; add and update person information (a HIS outside any visit).
+DEMOGRAPHIC_EVENTS = frozenset({"A01", "A04", "A08", "A05", "A28", "A31"})
 MERGE_EVENT = "A40"
 
 
@@ -42,7 +44,8 @@ class Merge:
 
 
 def record(conn: Connection, msg: Hl7Message, now: dt.datetime) -> Demographics:
-    """A01, A04, A08: create or update the patient (an A08 for an unknown patient creates it); what was recorded."""
+    """A01, A04, A08, A05, A28, A31: create or update the patient (an update for an unknown patient creates it);
+    what was recorded."""
     recorded = demographics(msg)
     record_demographics(conn, recorded, now)
     return recorded

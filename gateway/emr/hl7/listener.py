@@ -23,6 +23,7 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 
 from gateway.audit import AuditWriter
 from gateway.dimse.scp import PeerAllowList
+from gateway.emr.hl7 import adt
 from gateway.emr.hl7.handler import Handled, Hl7Handler
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Hl7Settings
@@ -31,9 +32,9 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_BATCH = 64  # messages a sender that does not wait for each ACK gets applied (and committed) together
-_AUDITED = {"ADT^A01": "patient-record", "ADT^A04": "patient-record", "ADT^A08": "patient-record",
-            "ORM^O01": "order-record", "OMI^O23": "order-record"}  # ADT^A40: patient-merge, per merge  # fmt: skip
-_COUNTED_KINDS = frozenset({"ADT^A01", "ADT^A04", "ADT^A08", "ADT^A40", "ORM^O01", "OMI^O23"})
+_PATIENT_KINDS = tuple(f"ADT^{event}" for event in sorted(adt.DEMOGRAPHIC_EVENTS))
+_AUDITED = {**dict.fromkeys(_PATIENT_KINDS, "patient-record"), "ORM^O01": "order-record", "OMI^O23": "order-record"}  # A40: per merge
+_COUNTED_KINDS = frozenset({*_PATIENT_KINDS, "ADT^A40", "ORM^O01", "OMI^O23"})
 
 
 @dataclass(frozen=True)

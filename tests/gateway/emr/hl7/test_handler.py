@@ -112,6 +112,14 @@ def test_the_protocol_to_run_is_kept_for_the_worklist(index: IndexDatabase) -> N
     assert [tuple(r) for r in rows] == [("A-PR", "PR-7", "99LOCAL", "Phác đồ 7"), ("A-PR2", "P1", "L", "Protocol một")]
 
 
+def test_person_information_outside_a_visit_is_recorded(index: IndexDatabase) -> None:
+    handler = Hl7Handler(index.engine, application="PACSGW", facility="RAD", stations={"CT": "CT01"})
+    codes = [handler.handle(adt(event, Person(mrn="MRN-HIS", given=f"Văn {event}"))).ack_code for event in ("A28", "A31", "A05")]
+    assert codes == ["AA", "AA", "AA"]
+    people, _, _ = _rows(index)
+    assert [p[:3] for p in people] == [("MRN-HIS", "BV-CHORAY", "Nguyễn^Văn A05")]
+
+
 def test_batches_change_the_index_exactly_as_messages_one_by_one(tmp_path: Path) -> None:
     people = [Person(mrn=f"MRN-{i}", given=f"Văn {i}", citizen=f"07920300{i:04d}") for i in range(6)]
     rng = random.Random(11)
