@@ -14,6 +14,7 @@ from dicom_rules.rules import RuleSet, load_rules
 from dicom_rules.pseudonyms import derive
 from gateway.audit import AuditWriter
 from gateway.dimse.find import FindService
+from gateway.dimse.mpps import MppsService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
 from gateway.dimse.worklist import WorklistService
@@ -137,8 +138,9 @@ class Gateway:
         worklist = WorklistService(
             self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
         )
+        mpps = MppsService(self.index, allowed_aets=settings.dicom.worklist_aets)
         self.dicom = DicomServer(
-            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist
+            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist, mpps
         )
         hl7 = settings.hl7
         handler = Hl7Handler(

@@ -73,8 +73,8 @@ class DicomSettings:
     max_find_results: int = opt(10_000, "Most matches one C-FIND returns; a broader query fails with a request to narrow it.")
     worklist_aets: list[str] = opt(
         [],
-        "Calling AE titles allowed to query the modality worklist (C-FIND, MWL), usually the modalities; `*` allows "
-        "any. Empty: nobody (a worklist lists patients' names and IDs).",
+        "Calling AE titles allowed to query the modality worklist (C-FIND, MWL) and to report performed procedure "
+        "steps (MPPS), usually the modalities; `*` allows any. Empty: nobody (a worklist lists patients' names and IDs).",
     )
     default_issuer_of_patient_id: str = opt(
         "",

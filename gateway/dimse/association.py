@@ -15,6 +15,7 @@ from gateway.dimse.commands import (
     UNRECOGNIZED_OPERATION,
     CommandField,
     decode_command,
+    n_response,
     response,
     store_request,
 )
@@ -29,6 +30,7 @@ from gateway.dimse.find import FindRefused, encode_identifier, identifier_summar
 from gateway.dimse.part10 import file_meta
 from gateway.dimse.retrieve import UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
 from gateway.dimse.status import StoreStatus
+from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, NResult
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
 from storage.uids import is_valid_uid
 
@@ -211,6 +213,9 @@ class Association:
         if field_value in (CommandField.C_FIND_RQ, CommandField.C_MOVE_RQ, CommandField.C_GET_RQ) and has_dataset:
             message.dataset = bytearray()
             return False
+        if field_value in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ) and has_dataset:
+            message.dataset = bytearray()
+            return False
         if field_value == CommandField.C_STORE_RSP:
             waiting = self._store_responses.pop(int(command.get("MessageIDBeingRespondedTo", -1)), None)
             if waiting is not None and not waiting.done():
@@ -245,6 +250,9 @@ class Association:
             task = asyncio.create_task(operation(message, bytes(dataset)))
             self._operations.add(task)
             task.add_done_callback(self._operations.discard)
+            return
+        if int(message.command.CommandField) in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ):
+            await self._performed_step(message, bytes(dataset))  # in order: an N-SET may follow its N-CREATE at once
             return
         outcome = await self.server.store(
             dataset,
@@ -285,6 +293,29 @@ class Association:
             self._audit("query", "C-FIND MWL" if worklist else "C-FIND", identifier, context.transfer_syntax, status)
         finally:
             self._cancels.pop(message_id, None)
+
+    async def _performed_step(self, message: _Message, attributes: bytes) -> None:
+        assert message.command is not None and self.negotiated is not None
+        command = message.command
+        context = self.negotiated.contexts[message.context_id]
+        service = self.server.mpps
+        creating = int(command.CommandField) == CommandField.N_CREATE_RQ
+        operation = "N-CREATE" if creating else "N-SET"
+        if service is None or context.abstract_syntax != MODALITY_PERFORMED_PROCEDURE_STEP:
+            result = NResult(0x0122, "", "SOP class not supported")  # PS3.7 C.4: No Such SOP Class
+        elif creating:
+            result = await service.create(command, attributes, context.transfer_syntax, calling_ae=self.calling_ae)
+        else:
+            result = await service.set(command, attributes, context.transfer_syntax, calling_ae=self.calling_ae)
+        payload = n_response(
+            command, result.status, sop_class=MODALITY_PERFORMED_PROCEDURE_STEP, sop_instance=result.sop_instance,
+            error_comment=result.comment,
+        )  # fmt: skip
+        await self._send(pdu.p_data(message.context_id, payload, command=True, max_pdu=self.negotiated.peer_max_pdu))
+        self.server.audit.record(
+            username=self.calling_ae, role="dicom", action="performed-step", target=f"MPPS {operation} {result.sop_instance}",
+            source=self.peer, outcome=int(result.status),
+        )  # fmt: skip
 
     def _audit(self, action: str, operation: str, identifier: bytes, transfer_syntax: str, status: int) -> None:
         pairs = identifier_summary(identifier, transfer_syntax)

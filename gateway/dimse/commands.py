@@ -26,6 +26,10 @@ class CommandField(IntEnum):
     C_ECHO_RQ = 0x0030
     C_ECHO_RSP = 0x8030
     C_CANCEL_RQ = 0x0FFF
+    N_SET_RQ = 0x0120
+    N_SET_RSP = 0x8120
+    N_CREATE_RQ = 0x0140
+    N_CREATE_RSP = 0x8140
 
 
 DATASET_PRESENT = 0x0000  # any value other than NO_DATASET
@@ -78,6 +82,21 @@ def response(
         rsp.ErrorComment = error_comment[:64]
     for keyword, value in (extra or {}).items():
         setattr(rsp, keyword, value)
+    return encode_command(rsp)
+
+
+def n_response(request: Dataset, status: int, *, sop_class: str, sop_instance: str, error_comment: str | None = None) -> bytes:
+    """The response to an N-CREATE or N-SET request (PS3.7 10.3): no attribute list returned."""
+    rsp = Dataset()
+    rsp.AffectedSOPClassUID = sop_class
+    rsp.CommandField = int(request.CommandField) | 0x8000
+    rsp.MessageIDBeingRespondedTo = request.MessageID
+    rsp.CommandDataSetType = NO_DATASET
+    rsp.Status = status
+    if sop_instance:
+        rsp.AffectedSOPInstanceUID = sop_instance
+    if error_comment:
+        rsp.ErrorComment = error_comment[:64]
     return encode_command(rsp)
 
 

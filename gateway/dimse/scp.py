@@ -34,6 +34,7 @@ from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
 from gateway.dimse.status import StoreStatus
+from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, MppsService
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND, WorklistService
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.ingest.rules_stage import Quarantined
@@ -59,7 +60,8 @@ ACCEPTED_TRANSFER_SYNTAXES = [
 
 def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
     contexts = [build_context(VERIFICATION)]
-    query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS, *((MODALITY_WORKLIST_FIND,) if worklist else ()))
+    workflow = (MODALITY_WORKLIST_FIND, MODALITY_PERFORMED_PROCEDURE_STEP) if worklist else ()
+    query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS, *workflow)
     contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in query_models]
     for cx in AllStoragePresentationContexts:
         storage = build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
@@ -104,6 +106,7 @@ class DicomServer:
         retrieve: RetrieveService,
         audit: AuditWriter,
         worklist: WorklistService | None = None,
+        mpps: MppsService | None = None,
     ) -> None:
         self.settings = settings
         self.spool = spool
@@ -113,6 +116,7 @@ class DicomServer:
         self.retrieve = retrieve
         self.audit = audit  # queries and retrieves are recorded in the audit trail
         self.worklist = worklist  # Modality Worklist C-FIND, when served
+        self.mpps = mpps  # Modality Performed Procedure Step N-CREATE and N-SET, with the worklist
         self.peers = PeerAllowList(settings.allowed_peers)
         self.supported_contexts = supported_contexts(worklist=worklist is not None)
         self.active = 0

@@ -332,6 +332,19 @@ outbox_acceptances = Table(
 
 # Patients whose demographics the EMR gave (ADT, orders): ingest no longer overwrites their name, birth date
 # and sex with a modality's spelling.
+# Modality Performed Procedure Steps (MPPS N-CREATE, N-SET): what a modality says it is doing for which steps.
+performed_steps = Table(
+    "performed_steps",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("sop_instance_uid", String(64), nullable=False, unique=True),
+    Column("status", String(16), nullable=False),  # IN PROGRESS, COMPLETED, DISCONTINUED
+    Column("calling_ae", String(16), nullable=False, default=""),
+    Column("scheduled", Text, nullable=False, default="[]"),  # JSON: [{study_uid, accession_number, sps_id}]
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 emr_patients = Table(
     "emr_patients",
     metadata,
@@ -372,7 +385,7 @@ worklist_items = Table(
     Column("protocol_code_scheme", String(16), nullable=False, default=""),
     Column("protocol_code_meaning", String(64), nullable=False, default=""),
     Column("study_uid", String(64), nullable=False),  # pre-assigned (IPC-3, or made once per order)
-    Column("status", String(16), nullable=False),  # SCHEDULED, CANCELLED, COMPLETED
+    Column("status", String(16), nullable=False),  # SCHEDULED, IN PROGRESS (MPPS), CANCELLED, COMPLETED
     Column("completed_study_uid", String(64), nullable=False, default=""),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),

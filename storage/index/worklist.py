@@ -2,9 +2,10 @@
 
 An order (ORM^O01, OMI^O23) schedules one or more procedure steps; each is a
 row. An order is known by its placer order number, else its filler order
-number, else its accession number. It leaves the worklist when cancelled, or
-when instances with its accession number (or its pre-assigned Study Instance
-UID) are indexed: it is then COMPLETED and remembers the study UID received.
+number, else its accession number. It leaves the worklist when cancelled,
+when a modality starts it (MPPS, IN PROGRESS; see performed_steps), or when
+instances with its accession number (or its pre-assigned Study Instance UID)
+are indexed: it is then COMPLETED and remembers the study UID received.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from storage.index.person_names import fold_name
 from storage.index.schema import patient_identifiers, patients, worklist_items
 
 SCHEDULED, CANCELLED, COMPLETED = "SCHEDULED", "CANCELLED", "COMPLETED"
+IN_PROGRESS = "IN PROGRESS"  # a modality said it started the step (MPPS): off the worklist
 
 
 class UnknownOrder(LookupError):
@@ -89,7 +91,7 @@ _CANCEL = (
 _COMPLETE = (
     update(worklist_items)
     .where(
-        _w.status == SCHEDULED,
+        _w.status.in_([SCHEDULED, IN_PROGRESS]),
         _w.pk.in_(
             union(
                 select(_w.pk).where(_w.study_uid == bindparam("b_study")),

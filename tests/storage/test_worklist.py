@@ -120,3 +120,16 @@ def test_another_patients_images_with_the_accession_leave_the_order_on_the_workl
         ds.IssuerOfPatientID = ""  # the modality sent no issuer: still the order's patient
     index.commit(records(mine))
     assert statuses(index, OrderRef(placer="P5")) == [("ACC-MINE", COMPLETED, mine[0].StudyInstanceUID)]
+
+
+def test_images_complete_a_step_a_modality_started(index: IndexDatabase) -> None:
+    from storage.index.performed_steps import PerformedSteps, StepRef
+    from storage.index.worklist import IN_PROGRESS
+
+    order(index, OrderRef(placer="P6"), step("ACC-PPS"))
+    assert PerformedSteps(index.engine).create("1.2.3.6", [StepRef(accession_number="ACC-PPS")], calling_ae="CT01") == 1
+    assert statuses(index, OrderRef(placer="P6")) == [("ACC-PPS", IN_PROGRESS, "")]
+    assert find(index, AccessionNumber="ACC-PPS") == []  # off the worklist while the modality works
+    series = ct_series(1, size=16, accession="ACC-PPS", patient=Patient())
+    index.commit(records(series))  # the modality never sends its N-SET COMPLETED: the images say it
+    assert statuses(index, OrderRef(placer="P6")) == [("ACC-PPS", COMPLETED, series[0].StudyInstanceUID)]

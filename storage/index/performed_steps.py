@@ -1,0 +1,117 @@
+"""Modality Performed Procedure Steps: a modality saying it started, finished or gave up steps of the worklist.
+
+N-CREATE (status IN PROGRESS) takes the steps it names off the worklist, so
+that no other modality starts them; an N-SET to COMPLETED marks them done;
+DISCONTINUED puts them back on the worklist. A step is named by its Study
+Instance UID (with its Scheduled Procedure Step ID when given), else by its
+accession number (and step ID). A step object COMPLETED or DISCONTINUED can
+no longer change (PS3.3 C.4.14, PS3.4 F.7.2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import Connection, Engine, and_, insert, select, update
+
+from storage.index.schema import performed_steps, worklist_items
+from storage.index.times import utc_now
+from storage.index.worklist import COMPLETED, IN_PROGRESS, SCHEDULED
+
+DISCONTINUED = "DISCONTINUED"
+FINAL = frozenset({COMPLETED, DISCONTINUED})
+_p, _w = performed_steps.c, worklist_items.c
+
+
+class PerformedStepError(Exception):
+    pass
+
+
+class DuplicateStep(PerformedStepError):
+    """A performed step with this SOP Instance UID exists already."""
+
+
+class UnknownStep(PerformedStepError):
+    """No performed step has this SOP Instance UID."""
+
+
+class StepFinal(PerformedStepError):
+    """The performed step is COMPLETED or DISCONTINUED: it may no longer be updated."""
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """One item of the Scheduled Step Attributes Sequence."""
+
+    study_uid: str = ""
+    accession_number: str = ""
+    sps_id: str = ""
+
+
+def _matching(ref: StepRef) -> object | None:
+    clauses = [_w.sps_id == ref.sps_id] if ref.sps_id else []
+    if ref.study_uid:
+        return and_(_w.study_uid == ref.study_uid, *clauses)
+    if ref.accession_number:
+        return and_(_w.accession_number == ref.accession_number, *clauses)
+    return None  # an unscheduled procedure: no worklist step to follow
+
+
+def _move(conn: Connection, refs: Sequence[StepRef], *, from_: tuple[str, ...], to: str, done: bool = False) -> int:
+    count = 0
+    now = utc_now()
+    for ref in refs:
+        condition = _matching(ref)
+        if condition is None:
+            continue
+        values = {"status": to, "updated_at": now}
+        if done:
+            values["completed_study_uid"] = ref.study_uid or _w.study_uid
+        count += int(conn.execute(update(worklist_items).where(condition, _w.status.in_(from_)).values(**values)).rowcount or 0)
+    return count
+
+
+class PerformedSteps:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(self, sop_instance_uid: str, refs: Sequence[StepRef], *, calling_ae: str) -> int:
+        """Record a step IN PROGRESS; how many worklist steps it took off the worklist. Raises DuplicateStep."""
+        now = utc_now()
+        with self.engine.begin() as conn:
+            if conn.execute(select(_p.pk).where(_p.sop_instance_uid == sop_instance_uid)).first() is not None:
+                raise DuplicateStep("a performed procedure step with this SOP Instance UID exists")
+            conn.execute(
+                insert(performed_steps).values(
+                    sop_instance_uid=sop_instance_uid, status=IN_PROGRESS, calling_ae=calling_ae[:16],
+                    scheduled=json.dumps([asdict(r) for r in refs]), created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+            return _move(conn, refs, from_=(SCHEDULED,), to=IN_PROGRESS)
+
+    def update(self, sop_instance_uid: str, status: str | None) -> int:
+        """Apply an N-SET (``status`` None: other attributes only); how many worklist steps changed.
+        Raises UnknownStep, StepFinal."""
+        with self.engine.begin() as conn:
+            # Written first: the row (PostgreSQL) or the database (SQLite) is locked before it is read.
+            touched = conn.execute(
+                update(performed_steps).where(_p.sop_instance_uid == sop_instance_uid, _p.status.not_in(FINAL))
+                .values(updated_at=utc_now(), status=status or _p.status)
+            ).rowcount  # fmt: skip
+            row = conn.execute(select(_p.status, _p.scheduled).where(_p.sop_instance_uid == sop_instance_uid)).first()
+            if row is None:
+                raise UnknownStep("no performed procedure step with this SOP Instance UID")
+            if not touched:
+                raise StepFinal("the performed procedure step is completed or discontinued")
+            refs = [StepRef(**item) for item in json.loads(row.scheduled)]
+            if status == COMPLETED:
+                return _move(conn, refs, from_=(SCHEDULED, IN_PROGRESS), to=COMPLETED, done=True)
+            if status == DISCONTINUED:
+                return _move(conn, refs, from_=(IN_PROGRESS,), to=SCHEDULED)
+            return 0
+
+    def status(self, sop_instance_uid: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(_p.status).where(_p.sop_instance_uid == sop_instance_uid)).scalar()
