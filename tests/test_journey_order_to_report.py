@@ -15,8 +15,9 @@ import hl7
 import pytest
 from hl7.mllp import start_hl7_server
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage, ModalityWorklistInformationFind
+from pynetdicom.sop_class import CTImageStorage, ModalityPerformedProcedureStep, ModalityWorklistInformationFind
 
 from tests.factory import Patient, ct_series
 from tests.gateway.emr.hl7.client import ack_code, send
@@ -71,8 +72,21 @@ def emr_mllp() -> Iterator[tuple[int, list[hl7.Message]]]:
 def _modality(gateway: GatewayProcess) -> AE:
     ae = AE(ae_title="CT01")
     ae.add_requested_context(ModalityWorklistInformationFind)
+    ae.add_requested_context(ModalityPerformedProcedureStep)
     ae.add_requested_context(CTImageStorage)
     return ae
+
+
+def _performed(item: Dataset, status: str) -> Dataset:
+    """The modality's MPPS attributes for the worklist item (N-CREATE), or its final status (N-SET)."""
+    ds = Dataset()
+    ds.PerformedProcedureStepStatus = status
+    if status == "IN PROGRESS":
+        scheduled = Dataset()
+        scheduled.StudyInstanceUID, scheduled.AccessionNumber = item.StudyInstanceUID, item.AccessionNumber
+        ds.ScheduledStepAttributesSequence = [scheduled]
+        ds.PatientID, ds.Modality, ds.PerformedStationAETitle = item.PatientID, "CT", "CT01"
+    return ds
 
 
 def _worklist(gateway: GatewayProcess) -> list[Dataset]:
@@ -113,7 +127,12 @@ def test_order_worklist_images_fhir_report_oru_and_merge(tmp_path: Path, emr_mll
             assoc = _modality(gateway).associate("127.0.0.1", gateway.dicom_port, ae_title=gateway.ae_title)
             assert assoc.is_established
             try:
+                # The exam starts (MPPS): the item leaves the worklist, no other modality takes it.
+                step = str(generate_uid())
+                assert assoc.send_n_create(_performed(item, "IN PROGRESS"), ModalityPerformedProcedureStep, step)[0].Status == 0
+                assert _worklist(gateway) == []
                 assert [assoc.send_c_store(ds).Status for ds in series] == [0, 0, 0]
+                assert assoc.send_n_set(_performed(item, "COMPLETED"), ModalityPerformedProcedureStep, step)[0].Status == 0
             finally:
                 assoc.release()
             # Published to the EMR, on the right patient and order; the worklist item is done.
