@@ -1,6 +1,6 @@
 """Journey: from the order to the report, with every peer real. The EMR (FHIR server) knows the patient and the order;
-the RIS sends the order over HL7 v2; the modality (pynetdicom) pulls it from the worklist and sends its images with
-the accession; the study is published to FHIR linked to the Patient and the ServiceRequest; the radiologist signs a
+the RIS sends the order over HL7 v2; the modality (pynetdicom) pulls it from the worklist, reports the step started
+(MPPS), sends its images with the accession and reports the step completed; the study is published to FHIR linked to the Patient and the ServiceRequest; the radiologist signs a
 report, which reaches FHIR as a DiagnosticReport and the EMR's MLLP listener as ORU^R01. Then an A40 merge moves a
 duplicate patient's study to the surviving record."""
 
