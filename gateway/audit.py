@@ -44,6 +44,7 @@ class AuditWriter:
         self.accounts = accounts
         self.digest_key = digest_key
         self.queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
+        self._taken: list[dict[str, object]] = []  # taken off the queue, not written yet
 
     def values(self, pairs: Iterable[tuple[str, str]]) -> str:
         """``key=value&...`` with identifying values as keyed digests when the gateway holds a secret."""
@@ -61,12 +62,13 @@ class AuditWriter:
 
     async def run(self) -> None:
         while True:
-            events = [await self.queue.get()]
+            self._taken = [await self.queue.get()]
             # Gather what follows for a moment: under a stream of events (HL7 at hundreds a second) one write
             # a tenth of a second, not one per event, competing with the index's writers.
             await asyncio.sleep(GATHER_SECONDS)
             while not self.queue.empty():
-                events.append(self.queue.get_nowait())
+                self._taken.append(self.queue.get_nowait())
+            events, self._taken = self._taken, []
             await asyncio.to_thread(self._write, events)
 
     def _write(self, events: list[dict[str, object]]) -> None:
@@ -76,7 +78,8 @@ class AuditWriter:
             log.error("%d audit event(s) not written: %s", len(events), exc)
 
     async def flush(self) -> None:
-        events = []
+        """Write what is gathered and queued (at shutdown, once the writer is cancelled)."""
+        events, self._taken = self._taken, []
         while not self.queue.empty():
             events.append(self.queue.get_nowait())
         if events:

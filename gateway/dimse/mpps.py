@@ -55,9 +55,10 @@ class NResult:
 
 
 def _refs(ds: Dataset) -> list[StepRef]:
+    patient = str(ds.get("PatientID", "") or "").strip()
     return [
         StepRef(str(item.get("StudyInstanceUID", "") or "").strip(), str(item.get("AccessionNumber", "") or "").strip(),
-                str(item.get("ScheduledProcedureStepID", "") or "").strip())
+                str(item.get("ScheduledProcedureStepID", "") or "").strip(), patient)
         for item in ds.ScheduledStepAttributesSequence
     ]  # fmt: skip
 
@@ -88,6 +89,8 @@ class MppsService:
             return self._refused(calling_ae, "N-CREATE", NResult(NStatus.PROCESSING_FAILURE, uid, "undecodable attribute list"))
         if refs is None:
             return self._refused(calling_ae, "N-CREATE", NResult(NStatus.MISSING_ATTRIBUTE, uid, "Scheduled Step Attributes Sequence missing"))
+        if not status:
+            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.MISSING_ATTRIBUTE, uid, "Performed Procedure Step Status missing"))
         if status != IN_PROGRESS:
             return self._refused(calling_ae, "N-CREATE", NResult(NStatus.INVALID_ATTRIBUTE_VALUE, uid, "a new step must be IN PROGRESS"))
         try:

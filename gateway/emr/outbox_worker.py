@@ -32,6 +32,7 @@ from storage.index.outbox import IMAGING_STUDY, Outbox, OutboxItem
 from storage.index.reconciliation import ReconciliationQueue
 
 log = logging.getLogger(__name__)
+_WAITING = DeliveryError("paused")  # stands for a destination not tried: it is paused, being unreachable
 
 BATCH = 20
 GAUGE_SECONDS = 1.0
@@ -143,7 +144,7 @@ class OutboxWorker:
             if name in done:
                 continue
             if name in paused:
-                failures.append((name, DeliveryError(f"{name}: unavailable, waiting"), paused[name]))
+                failures.append((name, _WAITING, paused[name]))
                 continue
             try:
                 await destination.deliver(item)
@@ -195,16 +196,17 @@ class OutboxWorker:
 
     async def _failed(self, item: OutboxItem, failures: list[tuple[str, DeliveryError | Parked, float]], started: dt.datetime) -> None:
         """Schedule the message again for the soonest of its destinations that did not take it."""
-        if self.metrics and any(not isinstance(exc, Parked) for _, exc, _ in failures):
+        tried = any(exc is not _WAITING for _, exc, _ in failures)  # not only destinations paused meanwhile
+        if self.metrics and any(exc is not _WAITING and not isinstance(exc, Parked) for _, exc, _ in failures):
             self.metrics.emr_failures.labels(item.kind).inc()
         delay = min(seconds for _, _, seconds in failures)
-        error = "; ".join(str(exc) for _, exc, _ in failures)
-        await self._retry(item, error, delay, started)
+        error = "; ".join(f"{name}: unavailable, waiting" if exc is _WAITING else str(exc) for name, exc, _ in failures)
+        await self._retry(item, error, delay, started, counted=tried)
         log.info("outbox row %d (%s) not delivered, attempt %d: %s; next in %.1f s", item.pk, item.kind, item.attempts + 1, error, delay)
 
-    async def _retry(self, item: OutboxItem, error: str, delay: float, started: dt.datetime) -> None:
+    async def _retry(self, item: OutboxItem, error: str, delay: float, started: dt.datetime, *, counted: bool = True) -> None:
         retry_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
-        await asyncio.to_thread(self.outbox.failed, item.pk, error, retry_at=retry_at, attempted_at=started)
+        await asyncio.to_thread(self.outbox.failed, item.pk, error, retry_at=retry_at, attempted_at=started, counted=counted)
 
     async def refresh_gauges(self, *, force: bool = False) -> None:
         if not self.metrics or (not force and time.monotonic() - self._gauges_at < GAUGE_SECONDS):

@@ -98,14 +98,14 @@ class IndexDatabase:
         try:
             schema.metadata.create_all(self.engine)
             with self.engine.begin() as conn:
-                added = add_missing(conn, schema.metadata)  # what this release declares beyond an older index
-                if added:
-                    log.info("index brought up to this release: added %s", ", ".join(added))
                 version = conn.execute(select(schema.schema_info.c.version)).scalar()
                 if version is None:
                     conn.execute(schema.schema_info.insert().values(version=schema.SCHEMA_VERSION))
-                elif version != schema.SCHEMA_VERSION:
+                elif version != schema.SCHEMA_VERSION:  # checked first: an index this release cannot use is left as it is
                     raise IndexDatabaseError(f"index schema version {version}, this gateway needs {schema.SCHEMA_VERSION}")
+                added = add_missing(conn, schema.metadata)  # what this release declares beyond an older index
+                if added:
+                    log.info("index brought up to this release: added %s", ", ".join(added))
         except SchemaEvolutionError as exc:
             raise IndexDatabaseError(f"cannot open index: {exc}") from exc
         except SQLAlchemyError as exc:

@@ -111,15 +111,17 @@ class Outbox:
         with self.engine.begin() as conn:
             return bool(conn.execute(stmt.values(delivered_at=utc_now())).rowcount)
 
-    def failed(self, pk: int, error: str, *, retry_at: dt.datetime, attempted_at: dt.datetime | None = None) -> None:
-        """Count a failed attempt and schedule the next; a retry asked for while the attempt ran (an administrator's,
-        or a reconciliation resolved) keeps its earlier time."""
+    def failed(
+        self, pk: int, error: str, *, retry_at: dt.datetime, attempted_at: dt.datetime | None = None, counted: bool = True
+    ) -> None:
+        """Count a failed attempt (``counted``: one was made) and schedule the next; a retry asked for while the
+        attempt ran (an administrator's, or a reconciliation resolved) keeps its earlier time."""
         when = retry_at if attempted_at is None else case((outbox.c.next_attempt_at > attempted_at, outbox.c.next_attempt_at), else_=retry_at)
         with self.engine.begin() as conn:
             conn.execute(
                 update(outbox)
                 .where(outbox.c.pk == pk)
-                .values(attempts=outbox.c.attempts + 1, next_attempt_at=when, last_error=error[:512])
+                .values(attempts=outbox.c.attempts + (1 if counted else 0), next_attempt_at=when, last_error=error[:512])
             )
 
     def make_due(self, *, pk: int | None = None, subject: str | None = None) -> int:

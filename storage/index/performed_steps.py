@@ -5,7 +5,9 @@ that no other modality starts them; an N-SET to COMPLETED marks them done;
 DISCONTINUED puts them back on the worklist. A step is named by its Study
 Instance UID (with its Scheduled Procedure Step ID when given), else by its
 accession number (and step ID). A step object COMPLETED or DISCONTINUED can
-no longer change (PS3.3 C.4.14, PS3.4 F.7.2).
+no longer change (PS3.3 C.4.14, PS3.4 F.7.2). A modality that makes its own
+Study Instance UID names the step by accession number: then only a step of
+the patient the N-CREATE names (its Patient ID) is taken.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
-from storage.index.schema import performed_steps, worklist_items
+from storage.index.schema import patients, performed_steps, worklist_items
 from storage.index.times import utc_now
 from storage.index.worklist import COMPLETED, IN_PROGRESS, SCHEDULED
 
@@ -48,28 +51,34 @@ class StepRef:
     study_uid: str = ""
     accession_number: str = ""
     sps_id: str = ""
+    patient_id: str = ""  # the N-CREATE's Patient ID
 
 
-def _matching(ref: StepRef) -> object | None:
-    clauses = [_w.sps_id == ref.sps_id] if ref.sps_id else []
+def _conditions(ref: StepRef) -> list[object]:
+    """Ways to find the worklist steps of ``ref``, in order: by Study Instance UID, else by accession number
+    (of the named patient); [] for an unscheduled procedure."""
+    step = [_w.sps_id == ref.sps_id] if ref.sps_id else []
+    out: list[object] = []
     if ref.study_uid:
-        return and_(_w.study_uid == ref.study_uid, *clauses)
+        out.append(and_(_w.study_uid == ref.study_uid, *step))
     if ref.accession_number:
-        return and_(_w.accession_number == ref.accession_number, *clauses)
-    return None  # an unscheduled procedure: no worklist step to follow
+        patient = [_w.patient_pk.in_(select(patients.c.pk).where(patients.c.patient_id == ref.patient_id))] if ref.patient_id else []
+        out.append(and_(_w.accession_number == ref.accession_number, *step, *patient))
+    return out
 
 
 def _move(conn: Connection, refs: Sequence[StepRef], *, from_: tuple[str, ...], to: str, done: bool = False) -> int:
     count = 0
     now = utc_now()
     for ref in refs:
-        condition = _matching(ref)
-        if condition is None:
-            continue
         values = {"status": to, "updated_at": now}
         if done:
             values["completed_study_uid"] = ref.study_uid or _w.study_uid
-        count += int(conn.execute(update(worklist_items).where(condition, _w.status.in_(from_)).values(**values)).rowcount or 0)
+        for condition in _conditions(ref):
+            moved = int(conn.execute(update(worklist_items).where(condition, _w.status.in_(from_)).values(**values)).rowcount or 0)
+            if moved:
+                count += moved
+                break
     return count
 
 
@@ -80,16 +89,18 @@ class PerformedSteps:
     def create(self, sop_instance_uid: str, refs: Sequence[StepRef], *, calling_ae: str) -> int:
         """Record a step IN PROGRESS; how many worklist steps it took off the worklist. Raises DuplicateStep."""
         now = utc_now()
-        with self.engine.begin() as conn:
-            if conn.execute(select(_p.pk).where(_p.sop_instance_uid == sop_instance_uid)).first() is not None:
-                raise DuplicateStep("a performed procedure step with this SOP Instance UID exists")
-            conn.execute(
-                insert(performed_steps).values(
-                    sop_instance_uid=sop_instance_uid, status=IN_PROGRESS, calling_ae=calling_ae[:16],
-                    scheduled=json.dumps([asdict(r) for r in refs]), created_at=now, updated_at=now,
-                )
-            )  # fmt: skip
-            return _move(conn, refs, from_=(SCHEDULED,), to=IN_PROGRESS)
+        try:
+            with self.engine.begin() as conn:
+                # The unique SOP Instance UID refuses a duplicate, also one another association creates meanwhile.
+                conn.execute(
+                    insert(performed_steps).values(
+                        sop_instance_uid=sop_instance_uid, status=IN_PROGRESS, calling_ae=calling_ae[:16],
+                        scheduled=json.dumps([asdict(r) for r in refs]), created_at=now, updated_at=now,
+                    )
+                )  # fmt: skip
+                return _move(conn, refs, from_=(SCHEDULED,), to=IN_PROGRESS)
+        except IntegrityError:
+            raise DuplicateStep("a performed procedure step with this SOP Instance UID exists") from None
 
     def update(self, sop_instance_uid: str, status: str | None) -> int:
         """Apply an N-SET (``status`` None: other attributes only); how many worklist steps changed.

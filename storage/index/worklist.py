@@ -85,7 +85,7 @@ _UPDATE = update(worklist_items).where(_w.pk == bindparam("b_pk"))
 _INSERT = worklist_items.insert()
 _CANCEL = (
     update(worklist_items)
-    .where(_w.pk.in_(_MATCHING_PKS), _w.status == SCHEDULED)
+    .where(_w.pk.in_(_MATCHING_PKS), _w.status.in_([SCHEDULED, IN_PROGRESS]))  # a step under way is cancelled too
     .values(status=CANCELLED, updated_at=bindparam("b_now"))
 )
 _COMPLETE = (
@@ -148,7 +148,7 @@ def schedule(conn: Connection, ref: OrderRef, patient_pk: int, steps: Iterable[S
                 {"order_key": order_key, "status": SCHEDULED, "created_at": now, "completed_study_uid": "", **values},
             )
         else:
-            if row.status != COMPLETED:
+            if row.status not in (COMPLETED, IN_PROGRESS):  # a step a modality has started stays with it
                 values["status"] = SCHEDULED  # an order sent again after a cancellation is on again
             conn.execute(_UPDATE, {"b_pk": row.pk, **values})
         uids.append(values["study_uid"])

@@ -133,3 +133,18 @@ def test_images_complete_a_step_a_modality_started(index: IndexDatabase) -> None
     series = ct_series(1, size=16, accession="ACC-PPS", patient=Patient())
     index.commit(records(series))  # the modality never sends its N-SET COMPLETED: the images say it
     assert statuses(index, OrderRef(placer="P6")) == [("ACC-PPS", COMPLETED, series[0].StudyInstanceUID)]
+
+
+def test_a_step_under_way_stays_with_its_modality_until_done_or_cancelled(index: IndexDatabase) -> None:
+    from storage.index.performed_steps import DISCONTINUED, PerformedSteps, StepRef
+    from storage.index.worklist import IN_PROGRESS
+
+    steps = PerformedSteps(index.engine)
+    order(index, OrderRef(placer="P7"), step("ACC-P7"))
+    steps.create("1.2.3.7", [StepRef(accession_number="ACC-P7")], calling_ae="CT01")
+    order(index, OrderRef(placer="P7"), step("ACC-P7", time="110000"))  # the RIS changes the order (XO)
+    assert statuses(index, OrderRef(placer="P7")) == [("ACC-P7", IN_PROGRESS, "")]  # not back on the worklist
+    with index.engine.begin() as conn:
+        assert cancel(conn, OrderRef(placer="P7"), utc_now()) == 1  # the RIS cancels it under way
+    assert steps.update("1.2.3.7", DISCONTINUED) == 0  # the modality gives up: it does not come back
+    assert statuses(index, OrderRef(placer="P7")) == [("ACC-P7", CANCELLED, "")]

@@ -90,13 +90,14 @@ class FhirDestination:
         )  # fmt: skip
         stored = await self.client.update_where("ImagingStudy", study_query(study_uid), resource)
         ref = f"ImagingStudy/{stored['id']}"
-        await asyncio.to_thread(self.links.set, study_uid, patient_ref=patient_ref, link_source=source, imaging_study_ref=ref)
         published = Publication(study, identity, patient_ref, ref, order_ref)
         if before is not None and before.diagnostic_report_ref and before.patient_ref not in ("", patient_ref):
-            # The study changed patient (a merge, a reconciliation): its report must not stay on the other one.
+            # The study changed patient (a merge): its report must not stay on the other one. Moved before the
+            # new patient is recorded, so that a failure here is tried again with the study.
             payload = await asyncio.to_thread(ReportStore(self.engine).final_payload, study_uid)
             if payload is not None:
                 await self._put_report(published, payload)
+        await asyncio.to_thread(self.links.set, study_uid, patient_ref=patient_ref, link_source=source, imaging_study_ref=ref)
         return published
 
     async def publish_report(self, study_uid: str, payload: dict[str, Any]) -> str:

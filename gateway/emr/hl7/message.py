@@ -49,9 +49,10 @@ class Header:
 
 
 class Hl7Message:
-    def __init__(self, segments: list[list[str]], separators: str, escape: str) -> None:
+    def __init__(self, segments: list[list[str]], separators: str, escape: str, *, subcomponents: bool = True) -> None:
         self._segments = segments  # each: [segment ID, field 1, field 2, ...] (MSH-1 is the field separator)
-        self._repetition, self._component, self._subcomponent = separators[2], separators[3], separators[4]
+        self._repetition, self._component = separators[2], separators[3]
+        self._subcomponent = separators[4] if subcomponents else None  # MSH-2 without one: no subcomponents
         self._escape = escape
         self._escapes = hl7.Message("\r", [], esc=escape, separators=separators) if escape else None
         self.segment_ids = [segment[0] for segment in segments]
@@ -79,7 +80,7 @@ class Hl7Message:
             if fields[0] == "MSH":
                 fields.insert(1, field_separator)
             segments.append(fields)
-        return cls(segments, separators, encoding[2] if len(encoding) > 2 else "")
+        return cls(segments, separators, encoding[2] if len(encoding) > 2 else "", subcomponents=len(encoding) > 3)
 
     def count(self, segment: str) -> int:
         return self.segment_ids.count(segment)
@@ -102,9 +103,12 @@ class Hl7Message:
         if segment == "MSH" and number <= 2:  # the delimiters themselves
             return [[[raw]]]
         return [
-            [[self._unescape(sub) for sub in component.split(self._subcomponent)] for component in repetition.split(self._component)]
+            [[self._unescape(sub) for sub in self._split_subcomponents(component)] for component in repetition.split(self._component)]
             for repetition in raw.split(self._repetition)
         ]
+
+    def _split_subcomponents(self, component: str) -> list[str]:
+        return component.split(self._subcomponent) if self._subcomponent else [component]
 
     def _unescape(self, value: str) -> str:
         if self._escapes is not None and self._escape in value:

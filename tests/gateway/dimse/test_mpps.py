@@ -51,14 +51,14 @@ def _worklist(assoc) -> list[str]:
     return sorted(str(ds.AccessionNumber) for status, ds in assoc.send_c_find(query, MWL) if status.Status == 0xFF00)
 
 
-def _step(accession: str = "", study_uid: str = "", status: str = "IN PROGRESS") -> Dataset:
+def _step(accession: str = "", study_uid: str = "", status: str = "IN PROGRESS", patient_id: str = "MRN-PPS") -> Dataset:
     ds = Dataset()
     item = Dataset()
-    item.StudyInstanceUID = study_uid
+    item.StudyInstanceUID = study_uid or generate_uid()  # Type 1: a modality that makes its own sends that one
     item.AccessionNumber = accession
     item.ScheduledProcedureStepID = ""
     ds.ScheduledStepAttributesSequence = Sequence([item])
-    ds.PatientID = "MRN-PPS"
+    ds.PatientID = patient_id
     ds.PerformedProcedureStepID = "PPS-1"
     ds.PerformedStationAETitle = "CT01"
     ds.PerformedProcedureStepStartDate = "20261201"
@@ -124,8 +124,14 @@ def test_refusals(gateway) -> None:
         del no_steps.ScheduledStepAttributesSequence
         assert assoc.send_n_create(no_steps, MPPS, uid)[0].Status == 0x0120
         assert assoc.send_n_set(_set("COMPLETED"), MPPS, generate_uid())[0].Status == 0x0112  # no such step
+        # Another patient's step with this accession number (a number typed wrong) is not taken.
+        assert assoc.send_n_create(_step("PPS-ACC2", patient_id="MRN-SOMEONE"), MPPS, generate_uid())[0].Status == 0x0000
+        assert "PPS-ACC2" in _worklist(assoc)
         assert assoc.send_n_create(_step("PPS-ACC2"), MPPS, uid)[0].Status == 0x0000
         assert assoc.send_n_create(_step("PPS-ACC2"), MPPS, uid)[0].Status == 0x0111  # the same UID again
+        no_status = _step("PPS-ACC2")
+        del no_status.PerformedProcedureStepStatus
+        assert assoc.send_n_create(no_status, MPPS, generate_uid())[0].Status == 0x0120
         assert assoc.send_n_set(_set("FINISHED"), MPPS, uid)[0].Status == 0x0106
     finally:
         assoc.release()

@@ -40,6 +40,11 @@ def test_delimiters_come_from_msh_2() -> None:
     assert msg.field("PID", 5) == [[["Trần"], ["Thị", "Mai"]]]
 
 
+def test_without_a_subcomponent_separator_an_ampersand_is_text() -> None:
+    msg = Hl7Message.parse("MSH|^~\\|EMR|H|||||ADT^A01|CTL3|P|2.3\rPID|1||M1||Smith & Sons^Lan\r")
+    assert msg.field("PID", 5) == [[["Smith & Sons"], ["Lan"]]]
+
+
 def test_line_feeds_and_blank_lines_between_segments_are_accepted() -> None:
     msg = Hl7Message.parse(ADT.replace("\r", "\r\n") + "\n\n")
     assert msg.count("PID") == 1 and msg.value("PID", 5, 1) == "Nguyễn"
