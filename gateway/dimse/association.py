@@ -19,6 +19,7 @@ from gateway.dimse.commands import (
     response,
     store_request,
 )
+from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, NResult
 from gateway.dimse.negotiation import (
     AcceptedContext,
     AssociationRejected,
@@ -30,7 +31,6 @@ from gateway.dimse.find import FindRefused, encode_identifier, identifier_summar
 from gateway.dimse.part10 import file_meta
 from gateway.dimse.retrieve import UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
 from gateway.dimse.status import StoreStatus
-from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, NResult
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
 from storage.uids import is_valid_uid
 
