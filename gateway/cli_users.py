@@ -53,7 +53,7 @@ def _password(from_stdin: bool) -> str:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from dicom_rules.pseudonyms import derive
-    from gateway.http.auth import audit_digest
+    from gateway.audit import audit_digest
     from gateway.service import open_index
 
     if args.user_command == "audit-digest":
