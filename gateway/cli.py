@@ -31,8 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", metavar="FILE.toml", help="settings file (TOML)")
-        p.add_argument("--data-dir", help="data directory (spool, SQLite index, local object store)")
+        # SUPPRESS: a command with subcommands takes these before and after its subcommand
+        # (`user --data-dir D add ...` and `user add ... --data-dir D`); an absent one sets nothing.
+        p.add_argument("--config", metavar="FILE.toml", default=argparse.SUPPRESS, help="settings file (TOML)")
+        p.add_argument(
+            "--data-dir", default=argparse.SUPPRESS, help="data directory (spool, SQLite index, local object store)"
+        )
 
     serve = sub.add_parser("serve", help="run the DICOM SCP, the spool worker and the HTTP server")
     common(serve)
@@ -63,7 +67,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["dicom"] = dicom
     if getattr(args, "http_port", None) is not None:
         overrides["http"] = {"port": args.http_port}
-    return load_settings(args.config, overrides=overrides)
+    return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
 def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:

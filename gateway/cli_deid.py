@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dicom_rules.engine import Mode
@@ -17,7 +20,7 @@ EXIT_OK, EXIT_FAILED, EXIT_SOME_REJECTED = 0, 1, 2
 DEFAULT_OFFLINE_RULES = '[defaults]\nmode = "anonymised"\n'
 
 
-def add_commands(sub: argparse._SubParsersAction, common: callable) -> None:  # type: ignore[valid-type]
+def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
     anon = sub.add_parser("anonymise", help="de-identify DICOM files or folders into a folder")
     common(anon)
     anon.add_argument("input", type=Path, metavar="IN", help="DICOM file or folder")
@@ -25,6 +28,13 @@ def add_commands(sub: argparse._SubParsersAction, common: callable) -> None:  # 
     anon.add_argument("--rules", type=Path, metavar="FILE", help="rules file (default: deid.rules_file, else the Basic Profile, anonymised)")
     anon.add_argument("--destination", default="export", help="destination name the rules are matched against (default export)")
     anon.add_argument("--calling-ae", default="", help="calling AE title the rules are matched against")
+    anon.add_argument(
+        "--secret-file",
+        type=Path,
+        metavar="FILE",
+        help="file whose first line is the secret (at least 32 characters), for the same UIDs and pseudonyms on every "
+        "run; overrides deid.secret (default: deid.secret, else a fresh random key for this run when anonymising)",
+    )
     anon.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     vault = sub.add_parser("vault", help="pseudonym vault: find and reveal pseudonyms")
@@ -35,6 +45,8 @@ def add_commands(sub: argparse._SubParsersAction, common: callable) -> None:  # 
     reveal = actions.add_parser("reveal", help="what a pseudonym stands for")
     reveal.add_argument("pseudonym")
     reveal.add_argument("--kind", choices=("patient", "study", "series", "instance"), default="patient")
+    common(find)
+    common(reveal)
 
     quarantine = sub.add_parser("quarantine", help="instances a rule set aside: list them, export one for review")
     common(quarantine)
@@ -43,6 +55,8 @@ def add_commands(sub: argparse._SubParsersAction, common: callable) -> None:  # 
     export = q_actions.add_parser("export", help="write one quarantined instance (decrypted) to a file")
     export.add_argument("id")
     export.add_argument("file", type=Path)
+    for action in q_actions.choices.values():
+        common(action)
 
 
 def _rules(settings: Settings, path: Path | None) -> RuleSet:
@@ -51,6 +65,26 @@ def _rules(settings: Settings, path: Path | None) -> RuleSet:
     if settings.deid.rules_file:
         return load_rules(settings.deid.rules_file)
     return parse_rules(DEFAULT_OFFLINE_RULES, "built-in defaults")
+
+
+def _secret(settings: Settings, secret_file: Path | None, mode: Mode) -> bytes:
+    """The secret for this run: --secret-file, else the settings', else (anonymising only) a fresh random key."""
+    if secret_file is not None:
+        settings = dataclasses.replace(settings, deid=dataclasses.replace(settings.deid, secret="", secret_file=str(secret_file)))
+    secret = settings.deid_secret()
+    if secret is not None:
+        return secret
+    if mode is Mode.PSEUDONYMISED:
+        raise SettingsError(
+            "pseudonymising needs a secret, the one the vault is sealed with (deid.secret, deid.secret_file, "
+            "PACSGW_DEID_SECRET or --secret-file)"
+        )
+    print(
+        "pacs-gateway anonymise: no secret given, so this run uses a fresh random key: UIDs and pseudonyms will "
+        "differ from any other run's (give --secret-file FILE for the same ones every time)",
+        file=sys.stderr,
+    )
+    return secrets.token_hex(32).encode("ascii")
 
 
 def run_anonymise(settings: Settings, args: argparse.Namespace) -> int:
@@ -66,16 +100,13 @@ def run_anonymise(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         rules = _rules(settings, args.rules)
-        secret = settings.deid_secret()
-        if secret is None:
-            raise SettingsError("a secret is needed to derive pseudonyms (deid.secret, deid.secret_file or PACSGW_DEID_SECRET)")
+        mode = rules.select(calling_ae=args.calling_ae, source="", destination=args.destination).policy.mode
+        if mode is Mode.IDENTIFIED:
+            raise SettingsError("the rules keep these instances identified; nothing would be de-identified")
+        secret = _secret(settings, args.secret_file, mode)
         stage = RulesStage(rules, secret=secret, date_shift_max_days=settings.deid.date_shift_max_days, quarantine_dir=None)
     except (RulesError, SettingsError, ValueError) as exc:
         print(f"pacs-gateway anonymise: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    mode = stage.mode_for(source_ae=args.calling_ae, destination=args.destination)
-    if mode is Mode.IDENTIFIED:
-        print("pacs-gateway anonymise: the rules keep these instances identified; nothing would be de-identified", file=sys.stderr)
         return EXIT_FAILED
     index = open_index(settings) if mode is Mode.PSEUDONYMISED else None
     total = sum(1 for _ in iter_files([args.input]))

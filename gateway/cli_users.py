@@ -40,6 +40,8 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     grant.add_argument("study_uid")
     digest = actions.add_parser("audit-digest", help="the digest under which the audit trail records an identifying value")
     digest.add_argument("value")
+    for action in (add, token, revoke, password, link, grant, digest):
+        common(action)
 
 
 def _password(from_stdin: bool) -> str:

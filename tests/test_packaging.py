@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -38,3 +47,126 @@ def test_ci_runs_the_readme_test_command() -> None:
 @pytest.mark.parametrize("script", ["scripts/test", "scripts/run", ".ci/run"])
 def test_scripts_are_executable(script: str) -> None:
     assert (ROOT / script).stat().st_mode & 0o111
+
+
+# What the image runs (Dockerfile): a wheel of the project, installed with its codecs into a fresh venv.
+# Built and installed here the same way, so a module or data file left out of the wheel fails here,
+# where Docker itself is not installed.
+
+def _tracked_package_files() -> set[str]:
+    listed = subprocess.run(
+        ["git", "ls-files", "gateway", "storage", "dicom_rules", "viewer"], cwd=ROOT, capture_output=True, text=True
+    )
+    if listed.returncode != 0:  # not a git checkout: every file below the packages
+        return {str(p.relative_to(ROOT)) for d in ("gateway", "storage", "dicom_rules", "viewer") for p in (ROOT / d).rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    return set(listed.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(out), str(ROOT)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    [built] = out.glob("pacs_gateway-*.whl")
+    return built
+
+
+def test_the_wheel_holds_every_file_of_the_packages(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        inside = set(archive.namelist())
+    missing = sorted(f for f in _tracked_package_files() if f not in inside)
+    assert not missing, f"left out of the wheel: {missing}"
+
+
+def test_the_dockerfile_installs_the_wheel() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip wheel" in dockerfile and ".whl)[codecs]" in dockerfile
+    assert not re.search(r"^COPY (gateway|storage|dicom_rules|viewer)\b", dockerfile, re.M), "the image must run the wheel"
+
+
+def test_the_installed_wheel_serves_the_viewer_and_dicomweb(wheel: Path, tmp_path: Path) -> None:
+    from pynetdicom import AE
+
+    from tests.factory import ct_series
+    from tests.peers.ports import free_port
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True, timeout=120)  # type: ignore[attr-defined]
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", f"{wheel}[codecs]"], capture_output=True, text=True, timeout=600
+    )
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    console = venv / "bin" / "pacs-gateway"
+    home = tmp_path / "home"  # away from the source tree, so nothing is imported from it
+    home.mkdir()
+    rules = home / "rules.toml"
+    rules.write_text('[defaults]\nmode = "pseudonymised"\n')  # the de-identification tables must be in the wheel
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PACSGW_", "PYTHON"))}
+    dicom_port, http_port = free_port(), free_port()
+    env.update(
+        PACSGW_DATA_DIR=str(home / "data"), PACSGW_DEID_RULES_FILE=str(rules),
+        PACSGW_DEID_SECRET="wheel-secret-0123456789abcdefghijklmnop", PACSGW_HL7_PORT=str(free_port()),
+        PACSGW_HL7_HOST="127.0.0.1", PACSGW_DICOM_HOST="127.0.0.1", PACSGW_HTTP_HOST="127.0.0.1",
+    )  # fmt: skip
+    run = functools.partial(subprocess.run, cwd=home, env=env, capture_output=True, text=True, timeout=60)
+    assert run([str(console), "user", "add", "svc", "--role", "admin", "--no-password"]).returncode == 0
+    token = run([str(console), "user", "token", "svc"]).stdout.strip()
+    where = run([str(venv / "bin" / "python"), "-c", "import gateway; print(gateway.__file__)"]).stdout
+    assert str(venv) in where, where
+    log = open(home / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [str(console), "serve", "--dicom-port", str(dicom_port), "--http-port", str(http_port)],
+        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{http_port}"
+
+    def get(path: str, auth: bool = True) -> tuple[int, bytes, str]:
+        request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if auth else {})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read(), response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), err.headers.get("Content-Type", "")
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (home / "serve.log").read_text()
+            try:
+                if get("/health", auth=False)[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (home / "serve.log").read_text()
+            time.sleep(0.1)
+        status, body, ctype = get("/viewer/", auth=False)
+        assert status == 200 and "text/html" in ctype and b"<script" in body
+        for asset in re.findall(rb'(?:src|href)="(?:/viewer/|\./)?([\w.-]+\.(?:js|css))"', body):
+            assert get("/viewer/" + asset.decode(), auth=False)[0] == 200, asset
+
+        ae = AE(ae_title="CT01")
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+        assoc = ae.associate("127.0.0.1", dicom_port, ae_title="PACSGW")
+        assert assoc.is_established
+        [instance] = ct_series(1)
+        assert assoc.send_c_store(instance).Status == 0
+        assoc.release()
+        deadline = time.monotonic() + 30
+        while True:
+            status, body, ctype = get("/dicom-web/studies")
+            if status == 200 and json.loads(body):
+                break
+            assert status in (200, 204) and time.monotonic() < deadline, (status, body)
+            time.sleep(0.1)
+        [study] = json.loads(body)
+        assert "application/dicom+json" in ctype and study["00100020"]["Value"][0].startswith("PGW")
+        assert get("/dicom-web/studies", auth=False)[0] == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()

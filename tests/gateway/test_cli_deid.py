@@ -1,4 +1,4 @@
-"""``pacs-gateway anonymise`` and ``pacs-gateway vault`` as an administrator runs them."""
+"""``pacs-gateway anonymise``, ``vault``, ``quarantine`` and ``import`` as an administrator runs them (the console script)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _run(
     if secret:
         env["PACSGW_DEID_SECRET"] = secret
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args], env=env, capture_output=True, text=True, timeout=120
+        [str(Path(sys.executable).with_name("pacs-gateway")), *args], env=env, capture_output=True, text=True, timeout=120
     )
 
 
@@ -57,10 +57,8 @@ def test_pseudonymise_offline_then_re_identify_from_the_vault(tmp_path: Path) ->
     assert wrong_secret.returncode == 1 and "sealed with key" in wrong_secret.stderr
 
 
-def test_anonymise_refuses_without_a_secret_or_with_broken_rules(tmp_path: Path) -> None:
+def test_anonymise_refuses_broken_rules(tmp_path: Path) -> None:
     write_corpus(tmp_path / "in", 1)
-    result = _run("anonymise", str(tmp_path / "in"), str(tmp_path / "out"), data_dir=tmp_path / "d", secret=None)
-    assert result.returncode == 1 and "secret is needed" in result.stderr
     rules = tmp_path / "rules.toml"
     rules.write_text('[defaults]\nmode = "anonymised"\nkeep = ["PatientNmae"]\n')
     result = _run("anonymise", str(tmp_path / "in"), str(tmp_path / "out"), "--rules", str(rules), data_dir=tmp_path / "d")

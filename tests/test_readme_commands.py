@@ -1,0 +1,424 @@
+"""Every command the README shows, run as a user types it: the installed console script, as a subprocess.
+
+The first-admin steps are run word for word from the README, at a terminal that answers the password
+prompts. The synopsis under "Using it" is read from the README, and each of its commands is run here; a
+command added to the README without a test here fails ``test_the_synopsis_names_only_commands_tested_here``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import subprocess
+import sys
+import termios
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pynetdicom import AE
+
+from tests.factory import Patient, ct_series, write_files
+from tests.peers.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+CONSOLE = Path(sys.executable).with_name("pacs-gateway")  # the console script pip installed into the venv
+SECRET = "readme-secret-0123456789abcdefghijklmnop"
+PASSWORD = "a long passphrase 4 the admin"
+
+# The command forms the synopsis shows, each run by a test below.
+TESTED_FORMS = {
+    "serve", "import", "anonymise", "vault find", "vault reveal", "quarantine list", "quarantine export",
+    "user add", "user token", "user revoke", "user password", "user link", "user grant", "user audit-digest",
+    "config", "python -m gateway",
+}  # fmt: skip
+
+
+def _sh_block_after(marker: str) -> list[str]:
+    """The lines of the first ```sh block after ``marker`` in the README."""
+    start = README.index(marker)
+    block = README.index("```sh\n", start) + len("```sh\n")
+    return README[block : README.index("```", block)].splitlines()
+
+
+def _synopsis_forms() -> set[str]:
+    forms: set[str] = set()
+    command = ""
+    for line in _sh_block_after("## Using it"):
+        text = line.split("#", 1)[0].strip()
+        if text.startswith("python -m gateway"):
+            forms.add("python -m gateway")
+            continue
+        if text.startswith("pacs-gateway "):
+            command, text = text.split()[1], " ".join(text.split()[2:])
+        elif not text.startswith("|"):
+            continue
+        alternatives = [a.strip() for a in f" {text} ".split(" | ")]  # "admin|radiologist" is one value
+        subcommands = [a.split()[0] for a in alternatives if a and not a.startswith(("[", "-")) and a.split()[0].islower()]
+        if command in ("vault", "quarantine", "user"):
+            forms.update(f"{command} {s}" for s in subcommands)
+        else:
+            forms.add(command)
+    return forms
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PACSGW_")}
+    return {**env, **extra}
+
+
+def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CONSOLE), *map(str, args)], cwd=cwd, env=env or _clean_env(), input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+def _at_terminal(command: str, *, cwd: Path, env: dict[str, str], answers: list[str], timeout: float = 60) -> tuple[int, str]:
+    """Run a shell command line at a pseudo-terminal (its controlling terminal), typing ``answers`` at each prompt."""
+    master, slave = os.openpty()
+
+    def take_terminal() -> None:
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", command], stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env,
+        start_new_session=True, preexec_fn=take_terminal,
+    )  # fmt: skip
+    os.close(slave)
+    output, pending, answered_at = b"", list(answers), 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # the terminal closes with the process
+                    break
+                if not chunk:
+                    break
+                output += chunk
+            if pending and output.rstrip().endswith(b":") and len(output) > answered_at:
+                os.write(master, pending.pop(0).encode() + b"\n")
+                answered_at = len(output)
+            if not ready and proc.poll() is not None:
+                break
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic())), output.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _http(url: str, token: str | None = None, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    sent = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+    request = urllib.request.Request(url, data=data, headers=sent)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            raw, status = response.read(), response.status
+    except urllib.error.HTTPError as err:
+        raw, status = err.read(), err.code
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw
+
+
+class Served:
+    """``pacs-gateway serve`` started as the README shows it, stopped with SIGTERM as a service manager does."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.log = cwd / "serve.log"
+        argv = [str(CONSOLE), "serve", *args, "--dicom-port", str(self.dicom_port), "--http-port", str(self.http_port)]
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if _http(self.url + "/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"not ready: {self.log.read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A folder laid out as the repository after ``./scripts/test``: ``.venv`` beside the user's ``./data``."""
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    return tmp_path
+
+
+@pytest.fixture
+def config_file(home: Path) -> Path:
+    # The HL7 listener's default port is fixed (2575); tests share the machine, so it is moved to a free port.
+    path = home / "gateway.toml"
+    path.write_text(f'[hl7]\nport = {free_port()}\nhost = "127.0.0.1"\n[dicom]\nhost = "127.0.0.1"\n[http]\nhost = "127.0.0.1"\n')
+    return path
+
+
+def test_the_synopsis_names_only_commands_tested_here() -> None:
+    assert _synopsis_forms() == TESTED_FORMS
+
+
+def test_first_administrator_steps_as_written(home: Path, config_file: Path) -> None:
+    steps = [line.split("#")[0].strip() for line in _sh_block_after("create the first administrator") if line.strip()]
+    assert steps == [".venv/bin/pacs-gateway user add admin --role admin", ".venv/bin/pacs-gateway user token admin"]
+    env = _clean_env()
+    code, output = _at_terminal(steps[0], cwd=home, env=env, answers=[PASSWORD, PASSWORD])
+    assert code == 0, output
+    assert "user admin (admin) created" in output and PASSWORD not in output  # prompts do not echo
+    issued = subprocess.run(shlex.split(steps[1]), cwd=home, env=env, capture_output=True, text=True, timeout=60)
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip().splitlines()[-1]
+    assert (home / "data" / "index.sqlite").exists()  # the default data dir, ./data
+
+    served = Served(["--config", str(config_file)], home, env)
+    try:
+        assert _http(served.url + "/dicom-web/studies")[0] == 401
+        assert _http(served.url + "/dicom-web/studies", token)[0] in (200, 204)
+        status, body = _http(
+            served.url + "/auth/login", data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        assert status == 200 and body["token"], body
+    finally:
+        assert served.stop() == 0
+
+
+def test_a_short_password_is_refused_at_the_prompt(home: Path) -> None:
+    code, output = _at_terminal(".venv/bin/pacs-gateway user add admin --role admin", cwd=home, env=_clean_env(), answers=["short", "short"])
+    assert code == 1 and "password" in output and "created" not in output
+    assert "Traceback" not in output
+
+
+def test_two_passwords_that_differ_create_nothing(home: Path) -> None:
+    code, output = _at_terminal(".venv/bin/pacs-gateway user add admin --role admin", cwd=home, env=_clean_env(), answers=[PASSWORD, PASSWORD + "x"])
+    assert code == 1 and "differ" in output
+    assert "no user 'admin'" in _run("user", "token", "admin", cwd=home).stderr
+
+
+def test_serve_with_every_flag_answers_dicom_and_stops_cleanly(home: Path, config_file: Path) -> None:
+    served = Served(["--config", str(config_file), "--ae-title", "README_AE", "--data-dir", str(home / "elsewhere")], home, _clean_env())
+    try:
+        ae = AE(ae_title="ECHOSCU")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        assoc = ae.associate("127.0.0.1", served.dicom_port, ae_title="README_AE")
+        assert assoc.is_established
+        assert assoc.send_c_echo().Status == 0
+        assoc.release()
+    finally:
+        assert served.stop() == 0
+    assert (home / "elsewhere" / "index.sqlite").exists() and not (home / "data").exists()
+
+
+def _studies(index_db: Path) -> list[dict[str, Any]]:
+    from storage.index.database import IndexDatabase
+    from storage.index.hierarchy import HierarchyQuery, Level
+
+    index = IndexDatabase.open(f"sqlite:///{index_db}")
+    try:
+        return list(index.search_hierarchy(HierarchyQuery(Level.STUDY)))
+    finally:
+        index.close()
+
+
+def test_import_with_config_and_data_dir(home: Path, config_file: Path) -> None:
+    write_files(ct_series(3), home / "in" / "a")
+    (home / "in" / "readme.txt").write_text("not DICOM")
+    result = _run("import", "--config", config_file, "--data-dir", home / "d", "--no-progress", home / "in", cwd=home)
+    assert result.returncode == 2, result.stderr  # one file rejected
+    assert re.search(r"imported:\s+3", result.stdout) and re.search(r"rejected:\s+1", result.stdout)
+    [study] = _studies(home / "d" / "index.sqlite")
+    assert study["PatientID"] == "MRN-0001"
+
+
+def _uids(folder: Path) -> set[str]:
+    return {dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in folder.rglob("*.dcm")}
+
+
+def test_anonymise_without_a_secret_uses_a_fresh_key_each_run(home: Path) -> None:
+    write_files(ct_series(2), home / "in")
+    first = _run("anonymise", home / "in", home / "out1", "--no-progress", cwd=home)
+    second = _run("anonymise", home / "in", home / "out2", "--no-progress", cwd=home)
+    for result in (first, second):
+        assert result.returncode == 0, result.stderr
+        assert "mode:       anonymised" in result.stdout and "written:    2" in result.stdout
+        assert "fresh random key" in result.stderr and "--secret-file" in result.stderr
+    assert len(_uids(home / "out1")) == 2 and not _uids(home / "out1") & _uids(home / "out2")
+
+
+def test_anonymise_with_a_secret_file_gives_stable_uids(home: Path) -> None:
+    write_files(ct_series(2), home / "in")
+    secret = home / "secret.txt"
+    secret.write_text(SECRET + "\n")
+    for out in ("out1", "out2"):
+        result = _run("anonymise", home / "in", home / out, "--secret-file", secret, "--no-progress", cwd=home)
+        assert result.returncode == 0 and "fresh random key" not in result.stderr, result.stderr
+    assert _uids(home / "out1") == _uids(home / "out2") and len(_uids(home / "out1")) == 2
+    short = home / "short.txt"
+    short.write_text("too short\n")
+    refused = _run("anonymise", home / "in", home / "out3", "--secret-file", short, cwd=home)
+    assert refused.returncode == 1 and "at least 32 characters" in refused.stderr
+    assert not (home / "out3").exists()
+
+
+def test_anonymise_with_rules_destination_and_calling_ae(home: Path) -> None:
+    write_files(ct_series(2), home / "in")
+    rules = home / "rules.toml"
+    rules.write_text('[[rule]]\ndestination = "research"\ncalling_ae = "CT*"\nmode = "anonymised"\n')
+    args = ("anonymise", "--rules", rules, "--destination", "research", "--calling-ae", "CT01", "--no-progress", home / "in")
+    result = _run(*args, home / "out", cwd=home)
+    assert result.returncode == 0 and "written:    2" in result.stdout, result.stderr
+    # Another calling AE falls to the defaults, which keep instances identified: nothing is written.
+    other = _run("anonymise", "--rules", rules, "--destination", "research", "--calling-ae", "MR01", home / "in", home / "o2", cwd=home)
+    assert other.returncode == 1 and "identified" in other.stderr and not (home / "o2").exists()
+    # Pseudonymising needs the vault's secret: no fresh key is made up for it.
+    rules.write_text('[defaults]\nmode = "pseudonymised"\n')
+    refused = _run("anonymise", "--rules", rules, home / "in", home / "o3", cwd=home)
+    assert refused.returncode == 1 and "needs a secret" in refused.stderr and not (home / "o3").exists()
+
+
+def test_vault_find_and_reveal(home: Path, config_file: Path) -> None:
+    rules = home / "rules.toml"
+    rules.write_text('[defaults]\nmode = "pseudonymised"\n')
+    env = _clean_env(PACSGW_DEID_SECRET=SECRET, PACSGW_DEID_RULES_FILE=str(rules))
+    write_files(ct_series(1, patient=Patient(patient_id="MRN-VAULT")), home / "in")
+    assert _run("import", "--no-progress", home / "in", cwd=home, env=env).returncode == 0
+    found = _run("vault", "find", "MRN-VAULT", cwd=home, env=env)
+    assert found.returncode == 0, found.stderr
+    [pseudonym] = found.stdout.split()
+    assert pseudonym.startswith("PGW")
+    revealed = _run("vault", "reveal", pseudonym, "--kind", "patient", cwd=home, env=env)
+    assert revealed.returncode == 0 and json.loads(revealed.stdout)["PatientID"] == "MRN-VAULT"
+    [study] = _studies(home / "data" / "index.sqlite")
+    study_uid = study["StudyInstanceUID"]
+    revealed = _run("vault", "--data-dir", home / "data", "reveal", study_uid, "--kind", "study", cwd=home, env=env)
+    assert revealed.returncode == 0, revealed.stderr
+    assert json.loads(revealed.stdout)["StudyInstanceUID"] != study_uid
+    unknown = _run("vault", "reveal", "PGWNOSUCH", cwd=home, env=env)
+    assert unknown.returncode == 1 and "no patient with that pseudonym" in unknown.stderr
+
+
+def test_quarantine_list_and_export(home: Path) -> None:
+    rules = home / "rules.toml"
+    rules.write_text('[defaults]\nmode = "pseudonymised"\n[[defaults.filter]]\naction = "quarantine"\nwhen = { Modality = "CT" }\n')
+    env = _clean_env(PACSGW_DEID_SECRET=SECRET, PACSGW_DEID_RULES_FILE=str(rules))
+    [source] = write_files(ct_series(1), home / "in")
+    imported = _run("import", "--no-progress", home / "in", cwd=home, env=env)
+    assert imported.returncode == 0 and re.search(r"quarantined:\s*1", imported.stdout), imported.stdout + imported.stderr
+    listing = _run("quarantine", "list", cwd=home, env=env)
+    assert listing.returncode == 0 and "IMPORT" in listing.stdout and "matches Modality=CT" in listing.stdout
+    ident = listing.stdout.split()[0]
+    exported = _run("quarantine", "export", ident, home / "review.dcm", "--data-dir", home / "data", cwd=home, env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert dcmread(home / "review.dcm").SOPInstanceUID == dcmread(source).SOPInstanceUID
+
+
+def test_user_subcommands_change_what_the_http_api_allows(home: Path, config_file: Path) -> None:
+    mine, other = Patient(patient_id="MRN-MINE"), Patient(patient_id="MRN-OTHER", name="Trần^Thị Bình")
+    write_files(ct_series(1, patient=mine) + ct_series(1, patient=other), home / "in")
+    assert _run("import", "--no-progress", home / "in", cwd=home).returncode == 0
+    studies = {s["PatientID"]: s["StudyInstanceUID"] for s in _studies(home / "data" / "index.sqlite")}
+
+    added = _run("user", "add", "doctor", "--role", "referring", "--display-name", "BS. Lan", "--password-stdin", cwd=home, stdin=PASSWORD + "\n")
+    assert added.returncode == 0 and "user doctor (referring) created" in added.stdout, added.stderr
+    assert _run("user", "link", "doctor", "MRN-MINE", cwd=home).returncode == 0
+    token = _run("user", "token", "doctor", "--hours", "2", cwd=home).stdout.strip()
+    served = Served(["--config", str(config_file)], home, _clean_env())
+    try:
+        def visible(bearer: str) -> set[str]:
+            status, body = _http(served.url + "/dicom-web/studies", bearer)
+            assert status in (200, 204), body
+            return {item["00100020"]["Value"][0] for item in body or []}
+
+        assert visible(token) == {"MRN-MINE"}
+        assert _run("user", "grant", "doctor", studies["MRN-OTHER"], "--data-dir", home / "data", cwd=home).returncode == 0
+        assert visible(token) == {"MRN-MINE", "MRN-OTHER"}
+
+        changed = _run("user", "password", "doctor", "--password-stdin", cwd=home, stdin=PASSWORD + " new\n")
+        assert changed.returncode == 0, changed.stderr
+        login = json.dumps({"username": "doctor", "password": PASSWORD + " new"}).encode()
+        assert _http(served.url + "/auth/login", data=login, headers={"Content-Type": "application/json"})[0] == 200
+
+        revoked = _run("user", "revoke", "doctor", cwd=home)
+        assert revoked.returncode == 0 and "revoked" in revoked.stdout
+        deadline = time.monotonic() + 10  # revocation must take hold; polled, not slept
+        while _http(served.url + "/dicom-web/studies", token)[0] != 401:
+            assert time.monotonic() < deadline, "a revoked token still works"
+            time.sleep(0.1)
+    finally:
+        assert served.stop() == 0
+    assert _run("user", "token", "nobody", cwd=home).returncode == 1
+
+
+def test_user_audit_digest(home: Path) -> None:
+    env = _clean_env(PACSGW_DEID_SECRET=SECRET)
+    first = _run("user", "audit-digest", "MRN-0001", cwd=home, env=env)
+    assert first.returncode == 0 and first.stdout.startswith("hmac:"), first.stderr
+    assert _run("user", "audit-digest", "MRN-0001", cwd=home, env=env).stdout == first.stdout
+    assert _run("user", "audit-digest", "MRN-0002", cwd=home, env=env).stdout != first.stdout
+
+
+def test_config_prints_settings_with_secrets_masked(home: Path, config_file: Path) -> None:
+    env = _clean_env(PACSGW_DEID_SECRET=SECRET, PACSGW_S3_SECRET_KEY="s3-secret-value")
+    shown = _run("config", "--config", config_file, "--data-dir", home / "x", cwd=home, env=env)
+    assert shown.returncode == 0, shown.stderr
+    settings = json.loads(shown.stdout)
+    assert settings["data_dir"] == str(home / "x") and settings["hl7"]["host"] == "127.0.0.1"
+    assert SECRET not in shown.stdout and "s3-secret-value" not in shown.stdout
+    reference = _run("config", "--reference", cwd=home)
+    assert reference.returncode == 0 and reference.stdout in README
+    broken = home / "broken.toml"
+    broken.write_text("[dicom]\nport = 'eleven'\n")
+    refused = _run("config", "--config", broken, cwd=home)
+    assert refused.returncode == 1 and "configuration error" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_python_dash_m_gateway_is_the_same_command(home: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "gateway", "config", "--reference"], cwd=home, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == _run("config", "--reference", cwd=home).stdout
+
+
+@pytest.mark.parametrize("command", sorted({f.split()[0] for f in TESTED_FORMS if not f.startswith("python")}))
+def test_every_command_has_help(command: str, home: Path) -> None:
+    result = _run(command, "--help", cwd=home)
+    assert result.returncode == 0 and f"pacs-gateway {command}" in result.stdout, result.stderr
+
+
+def _subcommands() -> Iterator[tuple[str, str]]:
+    for form in sorted(TESTED_FORMS):
+        words = form.split()
+        if len(words) == 2 and words[0] != "python":
+            yield words[0], words[1]
+
+
+@pytest.mark.parametrize(("command", "subcommand"), list(_subcommands()))
+def test_data_dir_is_taken_after_the_subcommand(command: str, subcommand: str, home: Path) -> None:
+    result = _run(command, subcommand, "--help", cwd=home)
+    assert result.returncode == 0 and "--data-dir" in result.stdout and "--config" in result.stdout
