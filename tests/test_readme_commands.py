@@ -422,3 +422,31 @@ def _subcommands() -> Iterator[tuple[str, str]]:
 def test_data_dir_is_taken_after_the_subcommand(command: str, subcommand: str, home: Path) -> None:
     result = _run(command, subcommand, "--help", cwd=home)
     assert result.returncode == 0 and "--data-dir" in result.stdout and "--config" in result.stdout
+
+
+def test_scripts_run_sets_up_and_serves(tmp_path: Path) -> None:
+    """``./scripts/run`` (the README's first command), with the ports and data dir moved off the shared defaults."""
+    http_port, dicom_port = free_port(), free_port()
+    env = _clean_env(PACSGW_HL7_PORT=str(free_port()), PACSGW_HL7_HOST="127.0.0.1", PACSGW_HTTP_HOST="127.0.0.1", PACSGW_DICOM_HOST="127.0.0.1")
+    argv = ["./scripts/run", "--dicom-port", str(dicom_port), "--http-port", str(http_port), "--data-dir", str(tmp_path / "data")]
+    with open(tmp_path / "run.log", "wb") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300  # it installs the package first
+        while True:
+            assert proc.poll() is None, (tmp_path / "run.log").read_text()
+            try:
+                if _http(f"http://127.0.0.1:{http_port}/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            time.sleep(0.2)
+        assert (tmp_path / "data" / "index.sqlite").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            assert proc.wait(20) == 0
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
