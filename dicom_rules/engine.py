@@ -15,12 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
+from typing import cast
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 
 from dicom_rules.attribute_types import TypeTable, type_table
 from dicom_rules.dates import shift_date, shift_datetime
@@ -127,7 +129,7 @@ def _uid_kept_as_is(tag: int) -> bool:
 
 
 def _vr_of(ds: Dataset, tag: int) -> str:
-    raw = ds._dict[tag]
+    raw = ds._dict[cast(BaseTag, tag)]  # the dataset's own keys: BaseTag already
     vr = raw.VR
     if vr:
         return str(vr)

@@ -353,7 +353,7 @@ class _Parser:
             )
             if not valid:
                 raise self.fail(f"{name}: blank regions must be a list of [x, y, width, height] in pixels", "regions")
-            result.append(Blanking(when, tuple(tuple(r) for r in regions)))  # type: ignore[misc]
+            result.append(Blanking(when, tuple(tuple(r) for r in regions)))
         return result
 
 

@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAILED, EXIT_SOME_REJECTED = 0, 1, 2
 DEFAULT_OFFLINE_RULES = '[defaults]\nmode = "anonymised"\n'
 
 
-def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     anon = sub.add_parser("anonymise", help="de-identify DICOM files or folders into a folder")
     common(anon)
     anon.add_argument("input", type=Path, metavar="IN", help="DICOM file or folder")

@@ -39,8 +39,10 @@ GAUGE_SECONDS = 1.0
 
 
 class Destination(Protocol):
-    name: str
-    kinds: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+    @property
+    def kinds(self) -> tuple[str, ...]: ...
 
     async def deliver(self, item: OutboxItem) -> None: ...
 

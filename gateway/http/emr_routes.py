@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import re
-from typing import Any
+from typing import Protocol
 
 from aiohttp import web
 
@@ -25,7 +25,11 @@ from storage.index.reconciliation import AlreadyResolved, NoSuchItem, Reconcilia
 
 log = logging.getLogger(__name__)
 
-EMR_LINK = web.AppKey("emr_link", Any)  # the running EmrLink (gateway.emr.link), when the gateway has one
+class _Wakeable(Protocol):
+    def wake(self) -> None: ...
+
+
+EMR_LINK = web.AppKey("emr_link", _Wakeable)  # the running EmrLink (gateway.emr.link), when the gateway has one
 _PATIENT_REF = re.compile(r"Patient/[A-Za-z0-9\-.]{1,64}")
 
 

@@ -26,7 +26,7 @@ SPOOL = web.AppKey("spool", SpoolLog)
 DICOM = web.AppKey("dicom", DicomServer)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 # Returns the spool worker's last error, or None while storing works.
-WORKER_ERROR = web.AppKey("worker_error", Callable[[], Any])
+WORKER_ERROR: web.AppKey[Callable[[], Any]] = web.AppKey("worker_error")
 # The pseudonym vault, or None when the gateway holds no de-identification secret.
 VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]
 ACCOUNTS = web.AppKey("accounts", AccountStore)

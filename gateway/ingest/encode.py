@@ -13,11 +13,12 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
+from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from gateway.dimse.part10 import file_meta
 
-PIXEL_DATA = 0x7FE00010
+PIXEL_DATA = BaseTag(0x7FE00010)
 
 
 def encode_instance(ds: Dataset, received: bytes | bytearray | memoryview | None = None) -> tuple[bytes, int | None]:
@@ -25,7 +26,7 @@ def encode_instance(ds: Dataset, received: bytes | bytearray | memoryview | None
     the pixel data value starts when its received bytes were reused (else None)."""
     transfer_syntax = ds.file_meta.TransferSyntaxUID
     meta = file_meta(str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(transfer_syntax), "")
-    tail = b""
+    tail: bytes | memoryview = b""
     header = 0
     raw = ds._dict.get(PIXEL_DATA)
     reusable = transfer_syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)

@@ -177,7 +177,7 @@ def read_dataset(data: bytes | bytearray | memoryview, *, decode_values: bool = 
 def _value_length(ds: Dataset, keyword: str) -> int:
     raw = ds.get_item(keyword, keep_deferred=True)
     if _is_deferred(raw):
-        return int(raw.length)  # type: ignore[union-attr]
+        return int(getattr(raw, "length"))
     value = ds[keyword].value
     return len(value) if value is not None else 0
 

@@ -30,6 +30,7 @@ from gateway.ingest.instance import (
     validate_instance,
 )
 from gateway.ingest.quarantine import Quarantine
+from storage.index.records import VaultEntry
 
 ARCHIVE = "archive"  # the destination of everything received for storage
 
@@ -134,7 +135,7 @@ class RulesStage:
         *,
         pixels_cleaned: bool,
     ) -> ReceivedInstance:
-        vault = ()
+        vault: tuple[VaultEntry, ...] = ()
         if engine is not None:
             identity = engine.apply(ds, pixels_cleaned=pixels_cleaned)
             if rule.policy.mode is Mode.PSEUDONYMISED and self.cipher is not None:

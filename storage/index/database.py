@@ -188,8 +188,8 @@ class IndexDatabase:
     def _upsert(self, conn: Connection, table: Any, keys: list[str], values: dict[str, Any]) -> int:
         stmt = self._insert(table).values(**values)
         update_cols = {k: stmt.excluded[k] for k in values if k not in keys}
-        stmt = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols).returning(table.c.pk)
-        return conn.execute(stmt).scalar_one()
+        upsert = stmt.on_conflict_do_update(index_elements=keys, set_=update_cols).returning(table.c.pk)
+        return int(conn.execute(upsert).scalar_one())
 
     def _upsert_patient(self, conn: Connection, rec: InstanceRecord, now: dt.datetime) -> tuple[int, dict[str, Any] | None]:
         """The instance's patient (made or updated); with its identity for the instances' kept metadata

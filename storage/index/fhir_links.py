@@ -45,7 +45,7 @@ class FhirLinks:
             return None
         return FhirLink(
             row.study_uid, row.patient_ref, row.link_source, row.imaging_study_ref, row.diagnostic_report_ref,
-            as_utc(row.updated_at),  # type: ignore[arg-type]
+            as_utc(row.updated_at),
         )  # fmt: skip
 
     def set(self, study_uid: str, **values: str) -> None:

@@ -48,7 +48,7 @@ def enqueue(conn: Connection, kind: str, subject: str, payload: dict[str, Any]) 
         "next_attempt_at": now,
         "last_error": "",
     }
-    return int(conn.execute(insert(outbox).values(**values)).inserted_primary_key[0])
+    return int(conn.execute(insert(outbox).values(**values).returning(outbox.c.pk)).scalar_one())
 
 
 def refresh_pending(conn: Connection, kind: str, subject: str, payload: dict[str, Any]) -> int | None:

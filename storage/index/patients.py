@@ -91,7 +91,7 @@ _CANDIDATES = union_all(
 )
 _BY_PK = select(*_ROW).select_from(_WITH_EMR).where(patients.c.pk == bindparam("pk"))
 _UPDATE = update(patients).where(patients.c.pk == bindparam("b_pk"))
-_INSERT = insert(patients)
+_INSERT = insert(patients).returning(patients.c.pk)
 _WHAT = {1: "the MRN", 2: "the MRN", 3: "the citizen ID"}
 
 
@@ -160,11 +160,7 @@ def _apply(conn: Connection, row: Any | None, d: Demographics, now: dt.datetime)
         changes["sex"] = d.sex
     if row is None:
         values = {"patient_name": "", "patient_name_folded": "", "birth_date": "", "sex": "", **changes}
-        pk = int(
-            conn.execute(
-                _INSERT, {"patient_id": d.patient_id, "issuer": d.issuer, "updated_at": now, **values}
-            ).inserted_primary_key[0]
-        )
+        pk = int(conn.execute(_INSERT, {"patient_id": d.patient_id, "issuer": d.issuer, "updated_at": now, **values}).scalar_one())
         others = list(d.other_ids)
     else:
         pk = int(row.pk)

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from sqlalchemy import Connection, Engine, and_, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.index.schema import patients, performed_steps, worklist_items
@@ -54,11 +54,11 @@ class StepRef:
     patient_id: str = ""  # the N-CREATE's Patient ID
 
 
-def _conditions(ref: StepRef) -> list[object]:
+def _conditions(ref: StepRef) -> list[ColumnElement[bool]]:
     """Ways to find the worklist steps of ``ref``, in order: by Study Instance UID, else by accession number
     (of the named patient); [] for an unscheduled procedure."""
     step = [_w.sps_id == ref.sps_id] if ref.sps_id else []
-    out: list[object] = []
+    out: list[ColumnElement[bool]] = []
     if ref.study_uid:
         out.append(and_(_w.study_uid == ref.study_uid, *step))
     if ref.accession_number:

@@ -61,7 +61,7 @@ class ReconciliationItem:
 def _item(row: Any) -> ReconciliationItem:
     return ReconciliationItem(
         row.pk, row.study_uid, row.patient_pk, row.reason, json.loads(row.tried or "[]"),
-        as_utc(row.created_at), as_utc(row.updated_at), as_utc(row.resolved_at),  # type: ignore[arg-type]
+        as_utc(row.created_at), as_utc(row.updated_at), as_utc(row.resolved_at),
         row.resolved_by, row.patient_ref,
     )  # fmt: skip
 
@@ -81,7 +81,7 @@ class ReconciliationQueue:
             if pk is not None:
                 conn.execute(update(q).where(q.c.pk == pk).values(**values))
                 return int(pk)
-            return int(conn.execute(q.insert().values(study_uid=study_uid, created_at=now, **values)).inserted_primary_key[0])
+            return int(conn.execute(q.insert().values(study_uid=study_uid, created_at=now, **values).returning(q.c.pk)).scalar_one())
 
     def get(self, pk: int) -> ReconciliationItem | None:
         with self.engine.connect() as conn:

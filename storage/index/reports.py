@@ -70,7 +70,7 @@ def _report(row: Any) -> Report:
     return Report(
         study_uid=row.study_uid, status=row.status, template=row.template, findings=row.findings,
         impression=row.impression, author_username=row.author_username, author_name=row.author_name,
-        created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),  # type: ignore[arg-type]
+        created_at=as_utc(row.created_at), updated_at=as_utc(row.updated_at),
         finalized_at=as_utc(row.finalized_at), finalized_by=row.finalized_by, finalized_by_name=row.finalized_by_name,
     )  # fmt: skip
 

@@ -41,7 +41,7 @@ def _add_column(conn: Connection, table: str, column: Column) -> str:
     preparer = conn.dialect.identifier_preparer
     kind = column.type.compile(dialect=conn.dialect)
     clause = f"ALTER TABLE {preparer.quote(table)} ADD COLUMN {preparer.quote(column.name)} {kind}"
-    default = column.default.arg if column.default is not None and column.default.is_scalar else None
+    default = getattr(column.default, "arg", None) if column.default is not None and column.default.is_scalar else None
     if isinstance(column.type, String) and default == "":
         return clause + " NOT NULL DEFAULT ''" if not column.nullable else clause + " DEFAULT ''"
     if column.nullable and default is None:

@@ -116,7 +116,7 @@ def read_study(engine: Engine, study_uid: str) -> ExportStudy | None:
     return ExportStudy(
         study_uid=study.study_uid, study_date=study.study_date, study_time=study.study_time,
         accession_number=study.accession_number, description=study.study_description,
-        modalities=tuple(m for m in study.modalities.split("\\") if m), updated_at=as_utc(study.updated_at),  # type: ignore[arg-type]
+        modalities=tuple(m for m in study.modalities.split("\\") if m), updated_at=as_utc(study.updated_at),
         patient=ExportPatient(study.patient_pk, study.patient_id, study.issuer, others, study.birth_date, study.sex, study.patient_name),
         series=out_series, identity_removed=_identity_removed(document),
     )  # fmt: skip

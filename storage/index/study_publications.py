@@ -51,7 +51,7 @@ class StudyPublications:
         if since is not None:
             stmt = stmt.where(studies.c.updated_at > since)
         with self.engine.connect() as conn:
-            return [(uid, as_utc(updated)) for uid, updated in conn.execute(stmt)]  # type: ignore[misc]
+            return [(uid, as_utc(updated)) for uid, updated in conn.execute(stmt)]
 
     def announce(self, stable: Sequence[tuple[str, dt.datetime]]) -> list[int]:
         """Queue (or refresh) each study's ``imaging-study`` message and record the announced state; the message pks."""

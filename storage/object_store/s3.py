@@ -81,10 +81,10 @@ class S3ObjectStore:
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         return self._read(key, offset=offset, length=length)
 
-    def _read(self, key: str, **window: int) -> bytes:
+    def _read(self, key: str, offset: int = 0, length: int = 0) -> bytes:
         response = None
         try:
-            response = self._client.get_object(self.bucket, key, **window)
+            response = self._client.get_object(self.bucket, key, offset=offset, length=length)
             return response.read()
         except S3Error as exc:
             if exc.code in _NOT_FOUND:

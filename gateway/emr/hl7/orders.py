@@ -29,6 +29,7 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -87,7 +88,7 @@ class _Reader:
 
     def get(self, segment: str, number: int, component: int = 1, sub: int = 1, *, occurrence: int | None = None) -> tuple[str, str]:
         """(value, location) of a field of this order's segment (or of the message's first, for PID and PV1)."""
-        own = getattr(self.order, segment.lower(), _MESSAGE_LEVEL)  # PID, PV1: the message's
+        own: Any = getattr(self.order, segment.lower(), _MESSAGE_LEVEL)  # PID, PV1: the message's
         if occurrence is None and own is None:  # the order has no such segment: not another order's
             return "", location(segment, number)
         n = occurrence if occurrence is not None else own if own is not _MESSAGE_LEVEL else 1
