@@ -44,16 +44,13 @@ from typing import Any
 
 from gateway.ingest.spool_format import (
     HEADER_SIZE,
-    MAX_DATA,
-    MAX_META,
     Buffer,
     Header,
-    body_verifies,
-    damaged_identity,
     encode_header,
     is_whole,
     next_record,
     read_header,
+    tail_extent,
 )
 from storage.durable import fsync_dir
 
@@ -218,18 +215,14 @@ class SpoolLog:
         return offset
 
     def _set_aside_tail(self, buf: Buffer, seq: int, offset: int, header: Header | None) -> None:
-        """What follows the last valid record: set aside if it is a record of this segment's life."""
-        size = len(buf)
-        if header is None:
-            header = damaged_identity(buf, seq, offset, size)
-            if header is not None:  # whole, but its magic or segment number is damaged
-                self._set_aside_damage(buf, seq, offset, header.end)
-            return  # else zero fill, a stale record, or too short to hold anything
-        if not header.legacy and body_verifies(buf, header, size):  # whole, but its header checksum is damaged
-            self._set_aside_damage(buf, seq, offset, header.end)
+        tail = tail_extent(buf, seq, offset, header)
+        if tail is None:
             return
-        fits = header.meta_len <= MAX_META and header.data_len <= MAX_DATA and header.end <= size
-        name = self._quarantine(seq, offset, buf[offset : header.end if fits else size], "")
+        end, damaged = tail
+        if damaged:
+            self._set_aside_damage(buf, seq, offset, end)
+            return
+        name = self._quarantine(seq, offset, buf[offset:end], "")
         log.warning(
             "spool segment %d: its last record, at offset %d, is incomplete (a write cut short by a crash, "
             "never acknowledged, or damage); set aside as quarantine/%s",

@@ -67,9 +67,9 @@ def read_header(buf: Buffer, segment: int, offset: int) -> Header | None:
     magic = buf[offset : offset + 4]
     if magic == MAGIC and offset + HEADER_SIZE <= len(buf):
         _, seq, meta_len, data_len, crc = _HEADER.unpack_from(buf, offset)
-        (check,) = _CHECK.unpack_from(buf, offset + _HEADER.size)
-        checked = zlib.crc32(buf[offset : offset + _HEADER.size]) == check
         if seq == segment:
+            (check,) = _CHECK.unpack_from(buf, offset + _HEADER.size)
+            checked = zlib.crc32(buf[offset : offset + _HEADER.size]) == check
             return Header(offset, offset + HEADER_SIZE, meta_len, data_len, crc, checked, legacy=False)
     elif magic == LEGACY_MAGIC and offset + _LEGACY.size <= len(buf):
         _, seq, crc, meta_len, data_len = _LEGACY.unpack_from(buf, offset)
@@ -122,3 +122,21 @@ def damaged_identity(buf: Buffer, segment: int, offset: int, limit: int) -> Head
         return None
     header = Header(offset, offset + HEADER_SIZE, meta_len, data_len, crc, False, legacy=False)
     return header if body_verifies(buf, header, limit) else None
+
+
+def tail_extent(buf: Buffer, segment: int, offset: int, header: Header | None) -> tuple[int, bool] | None:
+    """After the last whole record, at ``offset``: ``(end, damaged)`` of what to set aside, or None.
+
+    ``damaged`` marks a whole record whose header alone is damaged; otherwise it
+    is a record of this segment cut short, by a crash (never acknowledged) or by
+    damage to its lengths or content, which cannot be told apart.  None: zero
+    fill, a stale record of a recycled segment, or too few bytes to hold anything.
+    """
+    size = len(buf)
+    if header is None:
+        header = damaged_identity(buf, segment, offset, size)
+        return None if header is None else (header.end, True)
+    if not header.legacy and body_verifies(buf, header, size):  # its header checksum is what is damaged
+        return header.end, True
+    fits = header.meta_len <= MAX_META and header.data_len <= MAX_DATA and header.end <= size
+    return (header.end if fits else size), False
