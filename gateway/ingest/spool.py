@@ -95,6 +95,8 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
 
 
 class SpoolLog:
+    """The durable spool: appends acknowledged instances, recovers them at start, hands them to one reader."""
+
     def __init__(
         self,
         directory: Path,
