@@ -46,6 +46,12 @@ class GatewayMetrics:
             "pacsgw_store_ack_seconds", "Time to validate a received instance and make it durable in the spool.",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.spool_damaged = Counter(
+            "pacsgw_spool_damaged_records",
+            "Spool records found damaged on disk (checksum mismatch) and set aside in the spool's quarantine; "
+            "the records after them are still filed.",
+            registry=r,
+        )
         self.spool_backlog = Gauge("pacsgw_spool_backlog_instances", "Instances in the spool not yet stored.", registry=r)
         self.spool_backlog_bytes = Gauge("pacsgw_spool_backlog_bytes", "Bytes in the spool not yet stored.", registry=r)
         self.associations = Gauge("pacsgw_dicom_associations", "Open DICOM associations.", registry=r)

@@ -13,12 +13,16 @@ Layout of the spool directory::
     seg-0000000000000001.log   records: header | meta (JSON) | data
     spare/                     segments ready for reuse (content is stale)
     checkpoint                 {"segment": N, "offset": M}: all before it is stored and indexed
-    quarantine/                bytes of a torn write found at start-up, kept for inspection
+    quarantine/                damaged records and torn writes set aside, named by segment and offset
 
-Each record header holds a magic, the number of its segment, a CRC-32 of meta
-and data, and both lengths.  A record from a segment's previous life carries
-an older segment number and so marks the end of the data; a record torn by a
-crash (never acknowledged: its sync had not returned) fails its checksum.
+Each record header holds a magic, the number of its segment, both lengths, a
+CRC-32 of meta and data and a CRC-32 of itself (see spool_format).  A record
+from a segment's previous life carries an older segment number, zero fill has
+no magic: either marks the end of the data.  A record torn by a crash (never
+acknowledged: its sync had not returned) fails its checksum and nothing valid
+follows it.  A record that fails its checksum with valid records after it was
+damaged on disk: only it is set aside, the search for the next record resumes
+at the magic, and the segment is kept until every valid record in it is filed.
 
 One consumer (the spool worker) reads records in order and, once they are
 stored and indexed, moves the checkpoint past them.
@@ -28,9 +32,9 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import shutil
-import struct
 import threading
 import time
 import zlib
@@ -38,14 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.ingest.spool_format import (
+    HEADER_SIZE,
+    Buffer,
+    Header,
+    encode_header,
+    is_whole,
+    next_record,
+    read_header,
+    tail_extent,
+)
 from storage.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
-_MAGIC = b"PGS2"
-_HEADER = struct.Struct("<4sQIIQ")  # magic, segment number, crc32, meta length, data length
-_MAX_META = 1 << 24
-_MAX_DATA = 1 << 40
 _MAX_SPARES = 4
 _ZERO_CHUNK = bytes(1 << 20)
 
@@ -76,7 +86,6 @@ def _segment_name(seq: int) -> str:
     return f"seg-{seq:016d}.log"
 
 
-
 def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
@@ -86,6 +95,8 @@ def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> N
 
 
 class SpoolLog:
+    """The durable spool: appends acknowledged instances, recovers them at start, hands them to one reader."""
+
     def __init__(
         self,
         directory: Path,
@@ -107,6 +118,8 @@ class SpoolLog:
         self._spare_lock = threading.Lock()
         self._readable = threading.Condition()
         self._sizes: dict[int, int] = {}  # live segment -> end of its valid data
+        self._skips: dict[int, dict[int, int]] = {}  # live segment -> {damaged record's start: next record}
+        self._damaged_records = 0
         self._write_seq = 0
         self._write_fd = -1
         self._retired_fds: list[int] = []
@@ -178,39 +191,68 @@ class SpoolLog:
     def _recover_segment(self, seq: int, start: int) -> int:
         """Validate records from ``start``; returns the end of the valid data.
 
-        A torn record of this segment's own life is copied to quarantine; stale
-        bytes of a recycled segment are simply where the data ends.
+        A damaged record with valid ones after it is set aside and skipped. What
+        ends the data is zero fill, stale bytes of a recycled segment or a record
+        torn by a crash; a torn record of this segment's own life is set aside too.
         """
         path = self.directory / _segment_name(seq)
-        size = path.stat().st_size
         offset = start
-        torn_end = None
-        with open(path, "rb") as fh:
-            while offset + _HEADER.size <= size:
-                fh.seek(offset)
-                magic, rec_seq, crc, meta_len, data_len = _HEADER.unpack(fh.read(_HEADER.size))
-                if magic != _MAGIC or rec_seq != seq:
+        if path.stat().st_size <= start:
+            return start
+        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            size = len(buf)
+            while offset < size:
+                header = read_header(buf, seq, offset)
+                if header is not None and is_whole(buf, header, size):
+                    self._backlog_records += 1
+                    self._backlog_bytes += header.end - offset
+                    offset = header.end
+                    continue
+                resume = next_record(buf, seq, offset, size, header)
+                if resume is None:
+                    self._set_aside_tail(buf, seq, offset, header)
                     break
-                end = offset + _HEADER.size + meta_len + data_len
-                if meta_len > _MAX_META or data_len > _MAX_DATA or end > size:
-                    torn_end = size
-                    break
-                if zlib.crc32(fh.read(meta_len + data_len)) != crc:
-                    torn_end = end
-                    break
-                self._backlog_records += 1
-                self._backlog_bytes += end - offset
-                offset = end
-        if torn_end is not None:
-            quarantine = self.directory / "quarantine"
-            quarantine.mkdir(exist_ok=True)
-            with open(path, "rb") as src, open(quarantine / f"{_segment_name(seq)}.{offset}.bin", "wb") as dst:
-                src.seek(offset)
-                dst.write(src.read(torn_end - offset))
-                dst.flush()
-                os.fsync(dst.fileno())
-            log.warning("spool segment %d: a write cut short by a crash was set aside (quarantine)", seq)
+                self._set_aside_damage(buf, seq, offset, resume)
+                offset = resume
         return offset
+
+    def _set_aside_tail(self, buf: Buffer, seq: int, offset: int, header: Header | None) -> None:
+        tail = tail_extent(buf, seq, offset, header)
+        if tail is None:
+            return
+        end, damaged = tail
+        if damaged:
+            self._set_aside_damage(buf, seq, offset, end)
+            return
+        name = self._quarantine(seq, offset, buf[offset:end], "")
+        log.warning(
+            "spool segment %d: its last record, at offset %d, is incomplete (a write cut short by a crash, "
+            "never acknowledged, or damage); set aside as quarantine/%s",
+            seq, offset, name,
+        )
+
+    def _set_aside_damage(self, buf: Buffer, seq: int, offset: int, resume: int) -> None:
+        name = self._quarantine(seq, offset, buf[offset:resume], ".damaged")  # first: skip only what is kept
+        self._skips.setdefault(seq, {})[offset] = resume
+        self._damaged_records += 1
+        log.error(
+            "spool segment %d: damaged record at offset %d (%d bytes, checksum mismatch) set aside as "
+            "quarantine/%s; the records after it are kept",
+            seq, offset, resume - offset, name,
+        )
+
+    def _quarantine(self, seq: int, offset: int, data: bytes, kind: str) -> str:
+        folder = self.directory / "quarantine"
+        if not folder.exists():
+            folder.mkdir()
+            fsync_dir(self.directory)
+        name = f"{_segment_name(seq)}.{offset}{kind}.bin"
+        with open(folder / name, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(folder)
+        return name
 
     def _open_segment(self, seq: int) -> None:
         path = self.directory / _segment_name(seq)
@@ -290,7 +332,7 @@ class SpoolLog:
         """Append a record; when this returns the record survives a crash or power loss."""
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
         crc = zlib.crc32(data, zlib.crc32(meta_bytes))
-        length = _HEADER.size + len(meta_bytes) + len(data)
+        length = HEADER_SIZE + len(meta_bytes) + len(data)
         with self._write_lock:
             if self._closed:
                 raise OSError("spool is closed")
@@ -301,10 +343,10 @@ class SpoolLog:
             if self._sizes[self._write_seq] and self._sizes[self._write_seq] + length > self.segment_bytes:
                 self._rotate()
             seq, start = self._write_seq, self._sizes[self._write_seq]
-            header = _HEADER.pack(_MAGIC, seq, crc, len(meta_bytes), len(data))
+            header = encode_header(seq, len(meta_bytes), len(data), crc)
             try:
                 _pwrite_all(self._write_fd, header + meta_bytes, start)
-                _pwrite_all(self._write_fd, data, start + _HEADER.size + len(meta_bytes))
+                _pwrite_all(self._write_fd, data, start + HEADER_SIZE + len(meta_bytes))
             except OSError:
                 # Unacknowledged and never read: the next record overwrites it.
                 raise
@@ -358,17 +400,42 @@ class SpoolLog:
                     break
                 pos = Position(min(following), 0)
                 continue
-            fd = self._reader(pos.segment)
-            magic, seq, crc, meta_len, data_len = _HEADER.unpack(os.pread(fd, _HEADER.size, pos.offset))
-            body = os.pread(fd, meta_len + data_len, pos.offset + _HEADER.size)
-            if magic != _MAGIC or seq != pos.segment or len(body) != meta_len + data_len or zlib.crc32(body) != crc:
-                raise OSError(f"spool segment {pos.segment} damaged at offset {pos.offset}")
-            end = Position(pos.segment, pos.offset + _HEADER.size + meta_len + data_len)
-            records.append(SpoolRecord(pos, end, json.loads(body[:meta_len]), memoryview(body)[meta_len:]))
-            taken += end.offset - pos.offset
-            pos = end
+            resume = self._skips.get(pos.segment, {}).get(pos.offset)
+            if resume is None:
+                record = self._read_record(pos, limit)
+                if record is not None:
+                    records.append(record)
+                    taken += record.size
+                    pos = record.end
+                    continue
+                resume = self._damaged_while_running(pos, limit)
+            pos = Position(pos.segment, resume)
         self._read_pos = pos
         return records
+
+    def _read_record(self, pos: Position, limit: int) -> SpoolRecord | None:
+        fd = self._reader(pos.segment)
+        header = read_header(os.pread(fd, HEADER_SIZE, pos.offset), pos.segment, 0)
+        if header is None or not header.plausible or pos.offset + header.end > limit:
+            return None
+        body = os.pread(fd, header.end - header.body, pos.offset + header.body)
+        if len(body) != header.end - header.body or zlib.crc32(body) != header.body_crc:
+            return None
+        end = Position(pos.segment, pos.offset + header.end)
+        return SpoolRecord(pos, end, json.loads(body[: header.meta_len]), memoryview(body)[header.meta_len :])
+
+    def _damaged_while_running(self, pos: Position, limit: int) -> int:
+        """A record written whole fails its checksum when read back: set it aside, go on after it."""
+        with mmap.mmap(self._reader(pos.segment), limit, access=mmap.ACCESS_READ) as buf:
+            header = read_header(buf, pos.segment, pos.offset)
+            resume = next_record(buf, pos.segment, pos.offset, limit, header)
+            if resume is None:  # the last durable record: the next one will begin where it ends
+                resume = limit
+            self._set_aside_damage(buf, pos.segment, pos.offset, resume)
+        with self._write_lock:  # one record as a rule; commit() corrects the count once all is filed
+            self._backlog_records = max(0, self._backlog_records - 1)
+            self._backlog_bytes = max(0, self._backlog_bytes - (resume - pos.offset))
+        return resume
 
     def _reader(self, seq: int) -> int:
         fd = self._read_fds.get(seq)
@@ -398,6 +465,8 @@ class SpoolLog:
         with self._write_lock:
             self._backlog_records -= len(records)
             self._backlog_bytes -= sum(r.size for r in records)
+            if self._consumed >= self._written:  # nothing waits, whatever was set aside on the way
+                self._backlog_records = self._backlog_bytes = 0
 
     def _persist_checkpoint(self) -> None:
         upto = self._consumed
@@ -409,6 +478,7 @@ class SpoolLog:
             finished = [s for s in self._sizes if s < upto.segment]
             for seq in finished:
                 del self._sizes[seq]
+                self._skips.pop(seq, None)
         for seq in finished:
             fd = self._read_fds.pop(seq, None)
             if fd is not None:
@@ -424,3 +494,8 @@ class SpoolLog:
     @property
     def backlog_bytes(self) -> int:
         return self._backlog_bytes
+
+    @property
+    def damaged_records(self) -> int:
+        """Damaged records set aside since the spool was opened (at start-up or when read back)."""
+        return self._damaged_records

@@ -50,6 +50,7 @@ class SpoolWorker:
         self.metrics = metrics
         self.last_error: str | None = None
         self.linger = 0.05
+        self._damage_counted = 0
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spool-worker", daemon=True)
@@ -71,6 +72,7 @@ class SpoolWorker:
     def _run(self) -> None:
         delay = self.retry_initial
         while not self._stop.is_set():
+            self._count_damage()
             if not self.spool.wait_for_records(timeout=0.5):
                 continue
             if self.spool.backlog_records < self.batch_instances:
@@ -99,6 +101,13 @@ class SpoolWorker:
                 log.info("storing spooled instances works again")
             self.last_error = None
             delay = self.retry_initial
+
+    def _count_damage(self) -> None:
+        """Report damaged records the spool set aside (at start-up, or found while reading)."""
+        damaged = self.spool.damaged_records
+        if self.metrics and damaged > self._damage_counted:
+            self.metrics.spool_damaged.inc(damaged - self._damage_counted)
+        self._damage_counted = damaged
 
     def _file(self, records: list[SpoolRecord]) -> None:
         batch: list[ReceivedInstance] = []
