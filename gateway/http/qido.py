@@ -2,7 +2,8 @@
 
 Matching is the C-FIND matching (``storage.index.hierarchy``): the same
 wildcards, ranges, UID lists, accent-insensitive names and other patient
-IDs, so the two protocols answer alike. ``orderby`` (a gateway extension)
+IDs, so the two protocols answer alike. ``fuzzymatching=true`` matches
+person names by the start of any of their words (``hierarchy.fuzzy_name``). ``orderby`` (a gateway extension)
 sorts on attributes of the level before ``limit`` and ``offset`` apply.
 """
 
@@ -80,6 +81,7 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
     include: set[str] = set()
     limit, offset = DEFAULT_LIMIT, 0
     order: tuple[tuple[str, bool], ...] = ()
+    fuzzy = False
     for name in set(params):
         values = params.getall(name)
         if name in _CONTROL:
@@ -91,8 +93,10 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
                 offset = _int_param("offset", values[0], 0, 10**9)
             elif name == "orderby":
                 order = parse_order(level, values[0])
-            elif name == "fuzzymatching" and values[0] not in {"true", "false"}:
-                raise InvalidQuery("fuzzymatching must be true or false")  # names always match without case or accents
+            elif name == "fuzzymatching":
+                if values[0] not in {"true", "false"}:
+                    raise InvalidQuery("fuzzymatching must be true or false")
+                fuzzy = values[0] == "true"  # without it names still match without case or accents
             elif name == "includefield":
                 for item in (i.strip() for value in values for i in value.split(",")):
                     keyword = "all" if item == "all" else _keyword(item)
@@ -116,7 +120,7 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
         if value:
             condition(attribute, value)  # type: ignore[arg-type]  # refuse a bad value now, with its reason
             matches[keyword] = value
-    return HierarchyQuery(level, matches, limit=limit, offset=offset, order=order), include
+    return HierarchyQuery(level, matches, limit=limit, offset=offset, order=order, fuzzy_names=fuzzy), include
 
 
 def _accepts_json(request: web.Request) -> bool:

@@ -89,3 +89,15 @@ def test_find_and_qido_agree(archive, tmp_path: Path) -> None:
     gateway, *_ = archive
     status, body = gateway.get("/dicom-web/studies?PatientName=NGUY*&StudyDate=20240101-20240131")
     assert status == 200 and [r["00080050"]["Value"][0] for r in body] == ["ACC-1"]
+
+
+def test_fuzzymatching_matches_any_word_of_a_name(archive) -> None:
+    _, study, _, other = archive
+    client = _client(archive[0])
+    found = client.search_for_studies(search_filters={"PatientName": "an nguyen"}, fuzzymatching=True)
+    assert _values(found, "0020000D") == [study[0].StudyInstanceUID]
+    assert _values(client.search_for_studies(search_filters={"PatientName": "MINH"}, fuzzymatching=True), "0020000D") == [other[0].StudyInstanceUID]
+    assert client.search_for_studies(search_filters={"PatientName": "minh"}) == []
+    assert client.search_for_studies(search_filters={"PatientName": "minh"}, fuzzymatching=False) == []
+    series = client.search_for_series(search_filters={"PatientName": "van"}, fuzzymatching=True)
+    assert {s["0020000D"]["Value"][0] for s in series} == {study[0].StudyInstanceUID}
