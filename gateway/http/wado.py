@@ -156,9 +156,10 @@ async def instances(request: web.Request) -> web.StreamResponse:
     decoded before the answer starts: one that cannot be is left out and named in a Warning header, and when
     none can be sent the answer is 406, never a 200 with nothing in it."""
     wanted = negotiate(request, "application/dicom")
-    rows = await documents(request)
+    rows = await documents(request, with_metadata=False)
     syntax = wanted.transfer_syntax
     to_convert = [r for r in rows if syntax not in ("*", r["transfer_syntax_uid"])]
+    converting = {r["sop_instance_uid"] for r in to_convert}
 
     async def convert(row: dict[str, Any]) -> tuple[bytes, Any]:
         stored = await read_object(request, row["object_key"])
@@ -187,7 +188,7 @@ async def instances(request: web.Request) -> web.StreamResponse:
         ready = iter(converted)
         made = {uid for (uid, _), _, _ in converted.places}
         for row in rows:
-            if row in to_convert:
+            if row["sop_instance_uid"] in converting:
                 if row["sop_instance_uid"] not in made:
                     continue
                 body, (_, part_syntax) = next(ready)
