@@ -288,6 +288,7 @@ class Association:
                 calling_ae=self.calling_ae,
                 cancel=cancel,
                 emit=emit,
+                fuzzy=context.abstract_syntax in self.negotiated.fuzzy_names,
             )
             await self._respond(message, status, error_comment=comment)
             self._audit("query", "C-FIND MWL" if worklist else "C-FIND", identifier, context.transfer_syntax, status)

@@ -86,7 +86,7 @@ def _single(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def parse_request(model: str, identifier: Dataset, *, limit: int) -> FindRequest:
+def parse_request(model: str, identifier: Dataset, *, limit: int, fuzzy: bool = False) -> FindRequest:
     try:
         level = Level(_single(identifier, "QueryRetrieveLevel").upper())
     except ValueError:
@@ -118,7 +118,7 @@ def parse_request(model: str, identifier: Dataset, *, limit: int) -> FindRequest
                 matches[keyword] = "\\".join(map(str, value)) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else str(value or "")
         elif keyword not in PATIENT_COUNTS and keyword != "RetrieveAETitle":
             unsupported = True
-    query = HierarchyQuery(level, matches, tuple(other_ids), limit=limit + 1)
+    query = HierarchyQuery(level, matches, tuple(other_ids), limit=limit + 1, fuzzy_names=fuzzy)
     return FindRequest(model, query, tuple(return_keys), unsupported)
 
 
@@ -175,14 +175,16 @@ class FindService:
         self.max_results = max_results
 
     async def run(
-        self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit
+        self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit,
+        fuzzy: bool = False,
     ) -> tuple[FindStatus, str | None]:
-        """Send pending responses through ``emit``; return the final status and its error comment."""
+        """Send pending responses through ``emit``; return the final status and its error comment.
+        ``fuzzy``: fuzzy semantic matching of person names was negotiated for this model."""
         if calling_ae not in self.allowed_aets:
             log.warning("C-FIND from %s refused: calling AE title not allowed to query", calling_ae)
             return FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to query"
         try:
-            request = parse_request(model, decode_identifier(identifier, transfer_syntax), limit=self.max_results)
+            request = parse_request(model, decode_identifier(identifier, transfer_syntax), limit=self.max_results, fuzzy=fuzzy)
             validate_query(request)
         except FindRefused as refused:
             log.warning("C-FIND from %s refused: %s", calling_ae, refused.loggable)

@@ -12,6 +12,7 @@ from pynetdicom.pdu_primitives import (
     ImplementationVersionNameNotification,
     MaximumLengthNotification,
     SCP_SCU_RoleSelectionNegotiation,
+    SOPClassExtendedNegotiation,
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
@@ -20,6 +21,12 @@ from gateway.dimse.pdu import PDUError
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1337.1"
 IMPLEMENTATION_VERSION = "PACSGW_010"
+# C-FIND models whose SOP Class Extended Negotiation can ask for fuzzy semantic matching of person names:
+# byte 3 of the service-class-application-information (PS3.4 C.5.1.1.2 Query/Retrieve, K.5.1.1.2 worklist).
+FUZZY_NAME_MODELS = frozenset(
+    {"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"}
+)
+_FUZZY_BYTE = 2
 
 
 class AssociationRejected(Exception):
@@ -43,6 +50,29 @@ class Negotiated:
     peer_max_pdu: int
     contexts: dict[int, AcceptedContext]
     accept_pdu: bytes
+    fuzzy_names: frozenset[str] = frozenset()  # abstract syntaxes with fuzzy person-name matching agreed
+
+
+def _extended_negotiation(
+    request: A_ASSOCIATE, accepted: dict[int, AcceptedContext]
+) -> tuple[list[SOPClassExtendedNegotiation], frozenset[str]]:
+    """Replies to SOP Class Extended Negotiation: fuzzy semantic matching of person names is agreed for the
+    C-FIND models that ask for it; every other option is declined (0), the reply as long as the offer."""
+    models = {cx.abstract_syntax for cx in accepted.values()} & FUZZY_NAME_MODELS
+    replies, fuzzy = [], set()
+    for item in request.user_information:
+        if not isinstance(item, SOPClassExtendedNegotiation) or str(item.sop_class_uid) not in models:
+            continue
+        offered = bytes(item.service_class_application_information or b"")
+        answer = bytearray(len(offered))
+        if len(offered) > _FUZZY_BYTE and offered[_FUZZY_BYTE] == 1:
+            answer[_FUZZY_BYTE] = 1
+            fuzzy.add(str(item.sop_class_uid))
+        reply = SOPClassExtendedNegotiation()
+        reply.sop_class_uid = item.sop_class_uid
+        reply.service_class_application_information = bytes(answer)
+        replies.append(reply)
+    return replies, frozenset(fuzzy)
 
 
 def decode_request(pdu: bytes) -> A_ASSOCIATE:
@@ -86,7 +116,8 @@ def negotiate(
     implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
     version = ImplementationVersionNameNotification()
     version.implementation_version_name = IMPLEMENTATION_VERSION
-    primitive.user_information = [max_length, implementation, version, *role_replies]
+    extended, fuzzy = _extended_negotiation(request, accepted)
+    primitive.user_information = [max_length, implementation, version, *role_replies, *extended]
     ac = A_ASSOCIATE_AC()
     ac.from_primitive(primitive)
     return Negotiated(
@@ -95,4 +126,5 @@ def negotiate(
         peer_max_pdu=int(request.maximum_length_received or 0),
         contexts=accepted,
         accept_pdu=ac.encode(),
+        fuzzy_names=fuzzy,
     )

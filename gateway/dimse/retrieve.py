@@ -11,23 +11,20 @@ says Success, Warning (B000: some failed, with their UIDs) or Cancelled.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import socket
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_dataset
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
 from gateway.dimse.find import FindRefused, FindStatus, decode_identifier, parse_request, validate_query
+from gateway.dimse.transcode import UNCOMPRESSED, ConversionError, part10_in, read_part10
+from gateway.dimse.transcode import dataset_bytes  # noqa: F401  (the C-GET sub-operations re-encode with it)
 from storage.index.database import IndexDatabase, IndexDatabaseError
 from storage.index.hierarchy import HierarchyQuery, Level
 from storage.object_store.base import ObjectStore, ObjectStoreError
@@ -46,7 +43,7 @@ _FIND_MODEL_OF = {
     STUDY_ROOT_MOVE: "1.2.840.10008.5.1.4.1.2.2.1",
     STUDY_ROOT_GET: "1.2.840.10008.5.1.4.1.2.2.1",
 }
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+MAX_CONTEXTS = 128  # presentation contexts one association can propose (PS3.8 9.3.2.2: odd IDs 1-255)
 
 
 class RetrieveStatus(IntEnum):
@@ -90,25 +87,6 @@ SendStore = Callable[[Target, bytes], Awaitable[int]]
 EmitProgress = Callable[[Progress], Awaitable[None]]
 
 
-def dataset_bytes(stored: bytes, stored_syntax: str, wanted_syntax: str) -> bytes:
-    """The dataset of a stored Part 10 file (no file meta), in the wanted transfer syntax."""
-    if stored_syntax == wanted_syntax:
-        meta_length = int.from_bytes(stored[140:144], "little")  # (0002,0000) right after the preamble and DICM
-        return stored[144 + meta_length :]
-    if wanted_syntax not in UNCOMPRESSED:
-        raise ValueError(f"cannot convert {stored_syntax} to {wanted_syntax}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = dcmread(io.BytesIO(stored))
-    if UID(stored_syntax).is_compressed:
-        ds.decompress(generate_instance_uid=False)
-    fp = DicomBytesIO()
-    fp.is_little_endian = True
-    fp.is_implicit_VR = UID(wanted_syntax).is_implicit_VR
-    write_dataset(fp, ds)
-    return fp.getvalue()
-
-
 class RetrieveService:
     def __init__(
         self,
@@ -129,6 +107,15 @@ class RetrieveService:
 
     async def targets(self, model: str, identifier: bytes, transfer_syntax: str, calling_ae: str) -> list[Target]:
         """The instances an identifier names; raises FindRefused with the status to answer."""
+        try:
+            return await self._targets(model, identifier, transfer_syntax, calling_ae)
+        except FindRefused:
+            raise
+        except Exception as exc:  # whatever goes wrong, the requester gets a final answer
+            log.exception("retrieve: cannot list the instances to send")
+            raise FindRefused(RetrieveStatus.UNABLE_TO_PROCESS, f"cannot list the instances ({type(exc).__name__})") from None
+
+    async def _targets(self, model: str, identifier: bytes, transfer_syntax: str, calling_ae: str) -> list[Target]:
         if calling_ae not in self.allowed_aets:
             raise FindRefused(FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to retrieve")
         request = parse_request(_FIND_MODEL_OF[model], decode_identifier(identifier, transfer_syntax), limit=self.max_instances)
@@ -148,6 +135,8 @@ class RetrieveService:
     async def send_all(
         self, targets: list[Target], send: SendStore, emit: EmitProgress, cancel: asyncio.Event
     ) -> tuple[Progress, bool]:
+        """Send every target, counting outcomes. A sub-operation that fails for any reason is counted failed,
+        with its UID, and the others still go: the requester always gets the final response with the counts."""
         progress = Progress(remaining=len(targets))
         for target in targets:
             if cancel.is_set():
@@ -155,8 +144,13 @@ class RetrieveService:
             try:
                 stored = await asyncio.to_thread(self.store.get, target.object_key)
                 status = await send(target, stored)
-            except (ObjectStoreError, OSError, ValueError, RuntimeError) as exc:
-                log.warning("retrieve sub-operation failed: %s", exc)
+            except asyncio.CancelledError:
+                raise
+            except (ObjectStoreError, ConversionError) as exc:
+                log.warning("retrieve sub-operation for %s failed: %s", target.sop_instance_uid, exc)
+                status = RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS
+            except Exception as exc:  # a peer gone, a codec's own error, a bug: this instance fails, not the retrieve
+                log.warning("retrieve sub-operation for %s failed: %s: %s", target.sop_instance_uid, type(exc).__name__, exc)
                 status = RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS
             progress.remaining -= 1
             if status == 0x0000:
@@ -177,42 +171,56 @@ class RetrieveService:
         return MoveAssociation(self.ae_title, destination, host, port, targets)
 
 
+def requested_contexts(targets: list[Target]) -> list[tuple[str, list[str]]]:
+    """Presentation contexts to propose to a move destination: per SOP class, one with both uncompressed
+    syntaxes (any destination takes one of them) and one for each other syntax instances are stored in, so a
+    destination that takes that syntax gets them as stored. Past the 128 contexts an association may propose,
+    the stored-syntax ones are left out first: those instances are then sent decoded."""
+    sop_classes = sorted({t.sop_class_uid for t in targets})
+    plain = [(sop_class, [str(s) for s in UNCOMPRESSED]) for sop_class in sop_classes][:MAX_CONTEXTS]
+    stored = sorted({(t.sop_class_uid, t.transfer_syntax_uid) for t in targets if t.transfer_syntax_uid not in UNCOMPRESSED})
+    return plain + [(sop_class, [syntax]) for sop_class, syntax in stored][: MAX_CONTEXTS - len(plain)]
+
+
 class MoveAssociation:
     """The outbound association of a C-MOVE (pynetdicom as SCU, in a thread)."""
 
     def __init__(self, ae_title: str, destination: str, host: str, port: int, targets: list[Target]) -> None:
         self.ae = AE(ae_title=ae_title)
         self.destination, self.host, self.port = destination, host, port
-        for sop_class in sorted({t.sop_class_uid for t in targets}):
-            syntaxes = sorted({t.transfer_syntax_uid for t in targets if t.sop_class_uid == sop_class} | set(UNCOMPRESSED))
-            self.ae.add_requested_context(sop_class, syntaxes[:16])
+        for sop_class, syntaxes in requested_contexts(targets):
+            self.ae.add_requested_context(sop_class, syntaxes)
         self.assoc: Any = None
 
     def open(self) -> None:
-        self.assoc = self.ae.associate(self.host, self.port, ae_title=self.destination)
+        try:
+            self.assoc = self.ae.associate(self.host, self.port, ae_title=self.destination)
+        except Exception as exc:
+            raise RuntimeError(f"cannot associate with destination {self.destination}: {type(exc).__name__}") from exc
         if not self.assoc.is_established:
             raise RuntimeError(f"destination {self.destination} refused the association or is unreachable")
         # pynetdicom leaves Nagle on; each C-STORE (command PDU, then data) would wait for a delayed ACK.
         self.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def send(self, target: Target, stored: bytes) -> int:
-        accepted = [cx for cx in self.assoc.accepted_contexts if cx.abstract_syntax == target.sop_class_uid]
+        if self.assoc is None or not self.assoc.is_established:
+            raise RuntimeError(f"the association with {self.destination} has ended")
+        accepted = {str(cx.transfer_syntax[0]) for cx in self.assoc.accepted_contexts if cx.abstract_syntax == target.sop_class_uid}
         if not accepted:
-            raise ValueError(f"destination accepted no context for {target.sop_class_uid}")
-        syntaxes = [str(cx.transfer_syntax[0]) for cx in accepted]
-        wanted = target.transfer_syntax_uid if target.transfer_syntax_uid in syntaxes else syntaxes[0]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = dcmread(io.BytesIO(stored))
-        if wanted != target.transfer_syntax_uid:
-            if wanted not in UNCOMPRESSED:
-                raise ValueError(f"cannot convert {target.transfer_syntax_uid} to {wanted}")
-            if ds.file_meta.TransferSyntaxUID.is_compressed:
-                ds.decompress(generate_instance_uid=False)
-            ds.file_meta.TransferSyntaxUID = wanted
+            raise ConversionError(f"destination accepted no context for {target.sop_class_uid}")
+        if target.transfer_syntax_uid in accepted:
+            wanted = target.transfer_syntax_uid
+        elif ExplicitVRLittleEndian in accepted:
+            wanted = ExplicitVRLittleEndian
+        elif UNCOMPRESSED[1] in accepted:
+            wanted = UNCOMPRESSED[1]
+        else:
+            raise ConversionError(f"cannot convert {target.transfer_syntax_uid} to what the destination accepted")
+        part10, _ = part10_in(stored, target.transfer_syntax_uid, wanted, target.sop_class_uid, target.sop_instance_uid)
+        ds = read_part10(part10)  # read in the syntax it is now in, so pynetdicom sends it as it is
         status: Dataset = self.assoc.send_c_store(ds)
-        if not status:
-            raise RuntimeError("destination did not answer the C-STORE")
+        if not status or "Status" not in status:
+            raise RuntimeError(f"destination {self.destination} did not answer the C-STORE")
         return int(status.Status)
 
     def close(self) -> None:

@@ -101,7 +101,7 @@ def _is_known(tag: int) -> bool:
     return True
 
 
-def parse_request(identifier: Dataset, *, limit: int) -> WorklistRequest:
+def parse_request(identifier: Dataset, *, limit: int, fuzzy: bool = False) -> WorklistRequest:
     matches: dict[str, str] = {}
     other_ids: list[str] = []
     top: list[int] = []
@@ -140,7 +140,7 @@ def parse_request(identifier: Dataset, *, limit: int) -> WorklistRequest:
             matches[keyword] = _text(element)
         elif keyword not in TOP_KEYS and keyword != CODE_SEQUENCE:
             unsupported = True
-    query = WorklistQuery(matches, tuple(other_ids), limit=limit + 1)
+    query = WorklistQuery(matches, tuple(other_ids), limit=limit + 1, fuzzy_names=fuzzy)
     return WorklistRequest(query, tuple(top), tuple(step), step_asked, status, unsupported)
 
 
@@ -228,13 +228,14 @@ class WorklistService:
             return search(conn, query)
 
     async def run(
-        self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit
+        self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit,
+        fuzzy: bool = False,
     ) -> tuple[FindStatus, str | None]:
         if not self.allows(calling_ae):
             log.warning("MWL C-FIND from %s refused: calling AE title not allowed to query the worklist", calling_ae)
             return FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to query the worklist"
         try:
-            request = parse_request(decode_identifier(identifier, transfer_syntax), limit=self.max_results)
+            request = parse_request(decode_identifier(identifier, transfer_syntax), limit=self.max_results, fuzzy=fuzzy)
             validate(request.query)
         except InvalidQuery as exc:
             log.warning("MWL C-FIND from %s refused: %s", calling_ae, exc.loggable)

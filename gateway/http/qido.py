@@ -2,7 +2,8 @@
 
 Matching is the C-FIND matching (``storage.index.hierarchy``): the same
 wildcards, ranges, UID lists, accent-insensitive names and other patient
-IDs, so the two protocols answer alike. ``orderby`` (a gateway extension)
+IDs, so the two protocols answer alike. ``fuzzymatching=true`` matches
+person names by the start of any of their words (``hierarchy.fuzzy_name``). ``orderby`` (a gateway extension)
 sorts on attributes of the level before ``limit`` and ``offset`` apply.
 """
 
@@ -17,10 +18,13 @@ from aiohttp import web
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dicom_rules.vault import PATIENT, VaultSealError
+from gateway.http.accept import media_ranges
 from gateway.http.dicom_json import DICOM_JSON, element, json_response
+from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
 from gateway.http.auth import USER, scope_of
 from gateway.http.keys import INDEX, VAULT
+from gateway.http.parts import Multipart
 from gateway.http.urls import dicomweb_base
 from gateway.vault import PseudonymVault
 from storage.index.accounts import Role
@@ -80,6 +84,7 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
     include: set[str] = set()
     limit, offset = DEFAULT_LIMIT, 0
     order: tuple[tuple[str, bool], ...] = ()
+    fuzzy = False
     for name in set(params):
         values = params.getall(name)
         if name in _CONTROL:
@@ -91,8 +96,10 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
                 offset = _int_param("offset", values[0], 0, 10**9)
             elif name == "orderby":
                 order = parse_order(level, values[0])
-            elif name == "fuzzymatching" and values[0] not in {"true", "false"}:
-                raise InvalidQuery("fuzzymatching must be true or false")  # names always match without case or accents
+            elif name == "fuzzymatching":
+                if values[0] not in {"true", "false"}:
+                    raise InvalidQuery("fuzzymatching must be true or false")
+                fuzzy = values[0] == "true"  # without it names still match without case or accents
             elif name == "includefield":
                 for item in (i.strip() for value in values for i in value.split(",")):
                     keyword = "all" if item == "all" else _keyword(item)
@@ -116,18 +123,17 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
         if value:
             condition(attribute, value)  # type: ignore[arg-type]  # refuse a bad value now, with its reason
             matches[keyword] = value
-    return HierarchyQuery(level, matches, limit=limit, offset=offset, order=order), include
+    return HierarchyQuery(level, matches, limit=limit, offset=offset, order=order, fuzzy_names=fuzzy), include
 
 
-def _accepts_json(request: web.Request) -> bool:
-    accept = request.headers.get("Accept", "")
-    if not accept.strip():
-        return True
-    for part in accept.split(","):
-        media = part.split(";")[0].strip().lower()
-        if media in {DICOM_JSON, "application/json", "application/*", "*/*"}:
-            return True
-    return False
+def _response_type(request: web.Request) -> str:
+    """DICOM_JSON or DICOM_XML (a multipart/related of one document per match), as Accept prefers."""
+    for accepted in media_ranges(request.headers.get("Accept")):
+        if accepted.media_type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return DICOM_JSON
+        if accepted.media_type in ("multipart/related", "multipart/*") and accepted.params.get("type", DICOM_XML) == DICOM_XML:
+            return DICOM_XML
+    raise http_error(web.HTTPNotAcceptable, f'QIDO-RS answers in {DICOM_JSON} or multipart/related; type="{DICOM_XML}"')
 
 
 def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[str, str]]:
@@ -168,9 +174,8 @@ def attributes(row: dict[str, Any], level: Level, include: set[str], retrieve_ur
 
 
 def _route(level: Level) -> Any:
-    async def handler(request: web.Request) -> web.Response:
-        if not _accepts_json(request):
-            raise http_error(web.HTTPNotAcceptable, "only application/dicom+json is offered for QIDO-RS")
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response_type = _response_type(request)
         fixed = {}
         if "study" in request.match_info:
             fixed["StudyInstanceUID"] = request.match_info["study"]
@@ -208,7 +213,13 @@ def _route(level: Level) -> Any:
         if remaining > 0:
             headers["Warning"] = f'299 pacs-gateway: "There are {remaining} additional results that can be requested"'
         body = [attributes(row, level, include, _retrieve_url(request, row, level)) for row in rows]
-        return json_response(request, body, headers)
+        if response_type == DICOM_JSON:
+            return json_response(request, body, headers)
+        multipart = Multipart(request, DICOM_XML)
+        await multipart.start(headers)
+        for document in body:
+            await multipart.part(native_dicom_model(document), part_type=f"{DICOM_XML}; charset=utf-8")
+        return await multipart.finish()
 
     return handler
 

@@ -1,29 +1,43 @@
 """Rendered images and thumbnails: WADO-RS ``/rendered`` and ``/thumbnail`` (PS3.18 10.4.1.1.3, 10.4.1.1.4), and WADO-URI.
 
 Query parameters: ``window=center,width[,function]``, ``viewport=columns,rows``,
-``quality=1..100``; ``Accept: image/jpeg`` (default) or ``image/png``.
+``quality=1..100``; ``Accept: image/jpeg`` (default) or ``image/png``. An
+instance or frame renders to one image; a study or series to a
+multipart/related of one image per instance (its first frame), those that
+cannot be rendered left out and named in a ``Warning`` header.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 from aiohttp import web
 
+from gateway.dimse.transcode import ConversionError
+from gateway.http.accept import media_ranges
 from gateway.http.errors import http_error
+from gateway.http.parts import Multipart, prepare, warning
 from gateway.http.rendering import JPEG, PNG, RenderError, RenderRequest, render
 from gateway.http.wado import EXPLICIT_LE, as_part10_in, documents, documents_for, load_dataset, read_object
+
+log = logging.getLogger(__name__)
 from storage.uids import is_valid_uid
 
 THUMBNAIL = (128, 128)
 
 
 def _media_type(request: web.Request) -> str:
-    accept = request.headers.get("Accept", "").lower()
-    if not accept.strip() or "*/*" in accept or "image/*" in accept or JPEG in accept:
-        return JPEG
-    if PNG in accept:
-        return PNG
+    """image/jpeg or image/png, as the Accept header prefers (a multipart/related range names it in ``type``)."""
+    for accepted in media_ranges(request.headers.get("Accept")):
+        media = accepted.media_type
+        if media in ("multipart/related", "multipart/*"):
+            media = accepted.params.get("type", "image/*").lower()
+        if media in ("*/*", "image/*", JPEG):
+            return JPEG
+        if media == PNG:
+            return PNG
     raise http_error(web.HTTPNotAcceptable, "rendered images are offered as image/jpeg or image/png")
 
 
@@ -83,6 +97,42 @@ async def rendered(request: web.Request) -> web.Response:
     return await render_row(request, row, wanted)
 
 
+class _NotRendered(Exception):
+    pass
+
+
+async def rendered_many(request: web.Request) -> web.StreamResponse:
+    """A study or series rendered: one image per instance, in the order of the series and instance numbers."""
+    wanted = parse_render_request(request)
+    rows = await documents(request)
+
+    async def make(row: dict[str, Any]) -> tuple[bytes, Any]:
+        ds = load_dataset(await read_object(request, row["object_key"]))
+        try:
+            return await asyncio.to_thread(render, ds, wanted), None
+        except RenderError as exc:
+            raise _NotRendered(f"instance {row['sop_instance_uid']}: {exc}") from None
+        except Exception as exc:  # a codec that cannot decode this pixel data
+            log.warning("rendered: instance %s not rendered: %s", row["sop_instance_uid"], type(exc).__name__)
+            raise _NotRendered(f"instance {row['sop_instance_uid']}: its pixel data cannot be decoded") from None
+
+    images = await prepare(rows, make, _NotRendered)
+    try:
+        if not images.places:
+            reason = images.failures[0] if len(rows) == 1 else f"none of the {len(rows)} instances can be rendered"
+            raise http_error(web.HTTPNotAcceptable, reason)
+        headers = {}
+        if images.failures:
+            headers["Warning"] = warning(request, f"{len(images.failures)} of {len(rows)} instances cannot be rendered and are left out")
+        multipart = Multipart(request, wanted.media_type)
+        await multipart.start(headers)
+        for image, _ in images:
+            await multipart.part(image)
+        return await multipart.finish()
+    finally:
+        images.close()
+
+
 async def thumbnail(request: web.Request) -> web.Response:
     wanted = parse_render_request(request, thumbnail=True)
     rows = await documents(request)
@@ -110,8 +160,10 @@ async def wado_uri(request: web.Request) -> web.Response:
             body, _ = await asyncio.to_thread(
                 as_part10_in, stored, row["transfer_syntax_uid"], syntax, row["sop_class_uid"], row["sop_instance_uid"]
             )
-        except ValueError:
-            raise http_error(web.HTTPNotAcceptable, f"transfer syntax {syntax} is not offered for this object") from None
+        except ConversionError as exc:
+            raise http_error(
+                web.HTTPNotAcceptable, f"this object cannot be sent as {syntax}: {exc}; transferSyntax=* gives it as stored"
+            ) from None
         return web.Response(body=body, content_type="application/dicom")
     if content_type not in (JPEG, PNG):
         raise http_error(web.HTTPNotAcceptable, "contentType must be application/dicom, image/jpeg or image/png")
@@ -132,5 +184,7 @@ def add_routes(app: web.Application) -> None:
     instance = f"{study}/series/{{series}}/instances/{{instance}}"
     app.router.add_get(f"{instance}/rendered", rendered)
     app.router.add_get(f"{instance}/frames/{{frame}}/rendered", rendered)
+    app.router.add_get(f"{study}/rendered", rendered_many)
+    app.router.add_get(f"{study}/series/{{series}}/rendered", rendered_many)
     for path in (study, f"{study}/series/{{series}}", instance):
         app.router.add_get(f"{path}/thumbnail", thumbnail)

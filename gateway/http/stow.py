@@ -16,10 +16,13 @@ import warnings
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.helpers import parse_mimetype
 from pydicom import dcmread
 
 from gateway.dimse.status import StoreStatus
+from gateway.http.accept import media_ranges
 from gateway.http.dicom_json import DICOM_JSON, element
+from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
 from gateway.http.keys import DICOM
 from gateway.http.urls import dicomweb_base
@@ -30,6 +33,40 @@ from storage.uids import is_valid_uid
 log = logging.getLogger(__name__)
 
 STOW_SOURCE = "STOW-RS"  # the calling AE title the rules see for STOW-RS
+# RFC 2046 caps a boundary at 70 characters; Orthanc's DICOMweb client sends 73. Longer ones are accepted.
+MAX_BOUNDARY = 256
+
+
+class _Reader(MultipartReader):
+    """aiohttp's multipart reader, taking the boundaries real clients send (checked by :func:`_boundary`)."""
+
+    def _get_boundary(self) -> str:
+        return str(self._mimetype.parameters["boundary"])
+
+
+def _boundary(content_type: str) -> None:
+    """Refuse a Content-Type STOW-RS cannot read, saying exactly what is wrong with it."""
+    mimetype = parse_mimetype(content_type)
+    if (mimetype.type, mimetype.subtype) != ("multipart", "related"):
+        got = f"{mimetype.type}/{mimetype.subtype}" if mimetype.type else "no Content-Type"
+        raise http_error(web.HTTPUnsupportedMediaType, f'send multipart/related; type="application/dicom" (got {got})')
+    part_type = mimetype.parameters.get("type", "application/dicom").strip().lower()
+    if part_type != "application/dicom":
+        raise http_error(web.HTTPUnsupportedMediaType, f'only type="application/dicom" parts are accepted (got type="{part_type}")')
+    boundary = mimetype.parameters.get("boundary")
+    if boundary is None:
+        raise http_error(web.HTTPBadRequest, "the multipart/related Content-Type has no boundary parameter")
+    if not 1 <= len(boundary) <= MAX_BOUNDARY:
+        raise http_error(web.HTTPBadRequest, f"the boundary must be 1 to {MAX_BOUNDARY} characters (got {len(boundary)})")
+
+
+def _response_type(request: web.Request) -> str:
+    for accepted in media_ranges(request.headers.get("Accept"), default=DICOM_JSON):
+        if accepted.media_type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return DICOM_JSON
+        if accepted.media_type == DICOM_XML:
+            return DICOM_XML
+    raise http_error(web.HTTPNotAcceptable, f"the STOW-RS response is offered as {DICOM_JSON} or {DICOM_XML}")
 
 
 def _uids(data: bytes) -> tuple[str, str, str]:
@@ -55,13 +92,9 @@ async def store_instances(request: web.Request) -> web.Response:
     study = request.match_info.get("study")
     if study is not None and not is_valid_uid(study):
         raise http_error(web.HTTPBadRequest, f"{study!r} is not a valid DICOM UID")
-    content_type = request.headers.get("Content-Type", "")
-    if not content_type.lower().startswith("multipart/related"):
-        raise http_error(web.HTTPUnsupportedMediaType, 'send multipart/related; type="application/dicom"')
-    try:
-        reader = MultipartReader(request.headers, request.content)
-    except (ValueError, AssertionError):
-        raise http_error(web.HTTPBadRequest, "malformed multipart body (no boundary)") from None
+    response_type = _response_type(request)  # before anything is stored
+    _boundary(request.headers.get("Content-Type", ""))
+    reader = _Reader(request.headers, request.content)
     server = request.app[DICOM]
     peer = request.remote or ""
     stored: list[dict[str, Any]] = []
@@ -71,14 +104,17 @@ async def store_instances(request: web.Request) -> web.Response:
     while True:
         try:
             part = await reader.next()
-        except ValueError:
-            raise http_error(web.HTTPBadRequest, "malformed multipart body") from None
+        except ValueError as exc:
+            raise http_error(web.HTTPBadRequest, _malformed(exc, stored, failed)) from None
         if part is None:
             break
         if not isinstance(part, BodyPartReader):
             raise http_error(web.HTTPBadRequest, "nested multipart bodies are not accepted")
         part_type = part.headers.get("Content-Type", "application/dicom").split(";")[0].strip().lower()
-        data = bytes(await part.read())
+        try:
+            data = bytes(await part.read())
+        except ValueError as exc:
+            raise http_error(web.HTTPBadRequest, _malformed(exc, stored, failed)) from None
         part_study, sop_class, sop_instance = _uids(data)
         if part_type != "application/dicom":
             failed.append(_failure(sop_class, sop_instance, StoreStatus.CANNOT_UNDERSTAND))
@@ -114,8 +150,26 @@ async def store_instances(request: web.Request) -> web.Response:
         body["00081198"] = {"vr": "SQ", "Value": failed}
     status = 200 if not failed else (202 if stored else 409)
     log.info("STOW-RS from %s: %d stored, %d failed", peer, len(stored), len(failed))
+    if response_type == DICOM_XML:
+        return web.Response(status=status, body=native_dicom_model(body), headers={"Content-Type": DICOM_XML})
     # No charset parameter: JSON is UTF-8, and some clients compare the media type exactly.
     return web.Response(status=status, body=json.dumps(body).encode(), headers={"Content-Type": DICOM_JSON})
+
+
+def _malformed(exc: ValueError, stored: list[Any], failed: list[Any]) -> str:
+    """Why a multipart body cannot be read, and what of it was already stored (those stay stored)."""
+    text = str(exc)
+    if "starting boundary" in text:
+        reason = "the body does not begin with the boundary given in the Content-Type"
+    elif not text or "EOF" in text:
+        reason = "the body ends before its closing boundary (truncated upload?)"
+    elif "header" in text.lower():
+        reason = f"a part's headers are malformed ({text[:120]})"
+    else:
+        reason = f"malformed multipart body ({text[:120]})"
+    if stored or failed:
+        reason += f"; {len(stored)} instance(s) before it were stored, {len(failed)} failed"
+    return reason
 
 
 def add_routes(app: web.Application) -> None:

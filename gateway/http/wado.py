@@ -13,7 +13,6 @@ import asyncio
 import io
 import json
 import logging
-import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -22,12 +21,14 @@ from aiohttp import web
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from gateway.dimse.part10 import file_meta
-from gateway.dimse.retrieve import dataset_bytes
+from gateway.dimse.transcode import ConversionError, part10_in
+from gateway.http.accept import media_ranges
 from gateway.http.auth import scope_of
 from gateway.http.dicom_json import DICOM_JSON, json_response
+from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX, OBJECT_STORE
+from gateway.http.parts import Multipart, prepare, warning
 from gateway.http.urls import dicomweb_base
 from gateway.ingest.metadata import metadata_dict
 from storage.index.hierarchy import HierarchyQuery, Level
@@ -45,23 +46,10 @@ class Wanted:
     transfer_syntax: str  # "*" for as stored
 
 
-def _media_ranges(header: str) -> list[tuple[str, dict[str, str]]]:
-    ranges = []
-    for part in header.split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        params = {}
-        for piece in pieces[1:]:
-            key, _, value = piece.partition("=")
-            params[key.strip().lower()] = value.strip().strip('"')
-        if pieces[0]:
-            ranges.append((pieces[0].lower(), params))
-    return ranges
-
-
 def negotiate(request: web.Request, part_type: str) -> Wanted:
     """What the Accept header allows for parts of ``part_type`` (application/dicom or application/octet-stream)."""
-    header = request.headers.get("Accept", "").strip() or "*/*"
-    for media, params in _media_ranges(header):
+    for accepted in media_ranges(request.headers.get("Accept")):
+        media, params = accepted.media_type, accepted.params
         if media in ("*/*", "multipart/*") or (media == "multipart/related" and params.get("type", part_type) in (part_type, "*/*")):
             syntax = params.get("transfer-syntax", EXPLICIT_LE if part_type == "application/dicom" else "*")
             if syntax in ("*", EXPLICIT_LE):
@@ -122,7 +110,20 @@ def load_dataset(data: bytes) -> Dataset:
         return dcmread(io.BytesIO(data))
 
 
-async def metadata(request: web.Request) -> web.Response:
+def metadata_format(request: web.Request) -> str:
+    """DICOM_JSON or DICOM_XML, as the Accept header prefers; 406 when it allows neither."""
+    for accepted in media_ranges(request.headers.get("Accept")):
+        if accepted.media_type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return DICOM_JSON
+        if accepted.media_type in ("multipart/related", "multipart/*") and accepted.params.get("type", DICOM_XML) == DICOM_XML:
+            return DICOM_XML
+    raise http_error(
+        web.HTTPNotAcceptable, f'metadata is offered as {DICOM_JSON} or multipart/related; type="{DICOM_XML}"'
+    )
+
+
+async def metadata(request: web.Request) -> web.StreamResponse:
+    wanted = metadata_format(request)
     rows = await documents(request)
     out = []
     for row in rows:
@@ -133,58 +134,70 @@ async def metadata(request: web.Request) -> web.Response:
         url = f"{dicomweb_base(request)}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['sop_instance_uid']}"
         _link_bulk(document, url)
         out.append(document)
-    return json_response(request, out)
-
-
-class _Multipart:
-    def __init__(self, request: web.Request, part_type: str, transfer_syntax: str | None = None) -> None:
-        self.boundary = uuid.uuid4().hex
-        self.part_type = part_type
-        self.response = web.StreamResponse()
-        content_type = f'multipart/related; type="{part_type}"; boundary={self.boundary}'
-        if transfer_syntax and transfer_syntax != "*":
-            content_type += f"; transfer-syntax={transfer_syntax}"
-        self.response.headers["Content-Type"] = content_type
-        self.request = request
-
-    async def start(self) -> None:
-        await self.response.prepare(self.request)
-
-    async def part(self, body: bytes, part_type: str | None = None, transfer_syntax: str | None = None) -> None:
-        header = f"Content-Type: {part_type or self.part_type}"
-        if transfer_syntax:
-            header += f"; transfer-syntax={transfer_syntax}"
-        await self.response.write(f"--{self.boundary}\r\n{header}\r\n\r\n".encode() + body + b"\r\n")
-
-    async def finish(self) -> web.StreamResponse:
-        await self.response.write(f"--{self.boundary}--\r\n".encode())
-        await self.response.write_eof()
-        return self.response
+    if wanted == DICOM_JSON:
+        return json_response(request, out)
+    multipart = Multipart(request, DICOM_XML)
+    await multipart.start()
+    for document in out:
+        await multipart.part(await asyncio.to_thread(native_dicom_model, document), part_type=f"{DICOM_XML}; charset=utf-8")
+    return await multipart.finish()
 
 
 def as_part10_in(stored: bytes, stored_syntax: str, wanted: str, sop_class: str, sop_instance: str) -> tuple[bytes, str]:
-    if wanted in ("*", stored_syntax):
-        return stored, stored_syntax
-    body = dataset_bytes(stored, stored_syntax, wanted)
-    return file_meta(sop_class, sop_instance, wanted, "") + body, wanted
+    return part10_in(stored, stored_syntax, wanted, sop_class, sop_instance)
+
+
+def _as_stored_hint(syntax: str) -> str:
+    return f"cannot be sent as {syntax}; ask with transfer-syntax=* to have it as stored"
 
 
 async def instances(request: web.Request) -> web.StreamResponse:
+    """Instances of a study, series or one instance. Those that need decoding to the syntax asked for are
+    decoded before the answer starts: one that cannot be is left out and named in a Warning header, and when
+    none can be sent the answer is 406, never a 200 with nothing in it."""
     wanted = negotiate(request, "application/dicom")
-    rows = await documents(request)
-    multipart = _Multipart(request, "application/dicom", wanted.transfer_syntax)
-    await multipart.start()
-    for row in rows:
+    rows = await documents(request, with_metadata=False)
+    syntax = wanted.transfer_syntax
+    to_convert = [r for r in rows if syntax not in ("*", r["transfer_syntax_uid"])]
+    converting = {r["sop_instance_uid"] for r in to_convert}
+
+    async def convert(row: dict[str, Any]) -> tuple[bytes, Any]:
         stored = await read_object(request, row["object_key"])
         try:
-            body, syntax = await asyncio.to_thread(
-                as_part10_in, stored, row["transfer_syntax_uid"], wanted.transfer_syntax, row["sop_class_uid"], row["sop_instance_uid"]
+            body, made_in = await asyncio.to_thread(
+                part10_in, stored, row["transfer_syntax_uid"], syntax, row["sop_class_uid"], row["sop_instance_uid"]
             )
-        except Exception as exc:  # the codec cannot decode this one; the others still go
-            log.warning("WADO-RS: instance %s not sent: cannot convert to %s (%s)", row["sop_instance_uid"], wanted.transfer_syntax, type(exc).__name__)
-            continue
-        await multipart.part(body, transfer_syntax=syntax)
-    return await multipart.finish()
+            return body, (row["sop_instance_uid"], made_in)
+        except ConversionError as exc:
+            log.warning("WADO-RS: instance %s not sent: %s", row["sop_instance_uid"], exc)
+            raise ConversionError(f"instance {row['sop_instance_uid']}: {exc}") from None
+
+    converted = await prepare(to_convert, convert, ConversionError)
+    try:
+        if converted.failures and len(converted.failures) == len(rows):
+            if len(rows) == 1:
+                raise http_error(web.HTTPNotAcceptable, f"{converted.failures[0]}; the instance {_as_stored_hint(syntax)}")
+            raise http_error(web.HTTPNotAcceptable, f"none of the {len(rows)} instances {_as_stored_hint(syntax)}")
+        headers = {}
+        if converted.failures:
+            headers["Warning"] = warning(
+                request, f"{len(converted.failures)} of {len(rows)} instances left out: they {_as_stored_hint(syntax)}"
+            )
+        multipart = Multipart(request, "application/dicom", syntax)
+        await multipart.start(headers)
+        ready = iter(converted)
+        made = {uid for (uid, _), _, _ in converted.places}
+        for row in rows:
+            if row["sop_instance_uid"] in converting:
+                if row["sop_instance_uid"] not in made:
+                    continue
+                body, (_, part_syntax) = next(ready)
+            else:
+                body, part_syntax = await read_object(request, row["object_key"]), row["transfer_syntax_uid"]
+            await multipart.part(body, transfer_syntax=part_syntax)
+        return await multipart.finish()
+    finally:
+        converted.close()
 
 
 def _frame_numbers(text: str) -> list[int]:
@@ -197,13 +210,17 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
+class NoSuchFrame(LookupError):
+    pass
+
+
 def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = dcmread(io.BytesIO(stored), defer_size=4096)  # pixel data left unread: sliced from the bytes below
     count = int(ds.get("NumberOfFrames") or 1)
     if max(numbers) > count:
-        raise ValueError(f"the instance has {count} frame(s)")
+        raise NoSuchFrame(f"the instance has {count} frame(s)")
     syntax = ds.file_meta.TransferSyntaxUID
     raw = ds.get_item(0x7FE00010, keep_deferred=True)
     if not syntax.is_encapsulated and syntax.is_little_endian and raw is not None and getattr(raw, "value", b"") is None:
@@ -235,15 +252,23 @@ async def frames(request: web.Request) -> web.StreamResponse:
     stored = await read_object(request, row["object_key"])
     try:
         parts = await asyncio.to_thread(_frames, stored, numbers)
-    except ValueError as exc:
+    except NoSuchFrame as exc:
         raise http_error(web.HTTPNotFound, str(exc)) from None
-    except Exception:
-        raise http_error(web.HTTPNotAcceptable, "this instance's pixel data cannot be decoded to raw frames") from None
+    except Exception as exc:  # each codec raises its own kind
+        log.warning("WADO-RS: frames of %s not decoded: %s", row["sop_instance_uid"], type(exc).__name__)
+        raise http_error(web.HTTPNotAcceptable, _undecodable(row)) from None
     return await _send_parts(request, parts)
 
 
+def _undecodable(row: dict[str, Any]) -> str:
+    return (
+        f"the pixel data of this instance ({row['transfer_syntax_uid']}) cannot be decoded here; "
+        "the instance itself can be retrieved as stored with transfer-syntax=*"
+    )
+
+
 async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamResponse:
-    multipart = _Multipart(request, "application/octet-stream")
+    multipart = Multipart(request, "application/octet-stream")
     await multipart.start()
     for part in parts:
         await multipart.part(part)
@@ -261,10 +286,16 @@ async def bulkdata(request: web.Request) -> web.StreamResponse:
     if tag not in ds:
         raise http_error(web.HTTPNotFound, "the instance has no such attribute")
     if tag == 0x7FE00010 and ds.file_meta.TransferSyntaxUID.is_encapsulated:
-        value = await asyncio.to_thread(lambda: ds.pixel_array.tobytes())
+        try:
+            value = await asyncio.to_thread(lambda: ds.pixel_array.tobytes())
+        except Exception as exc:  # each codec raises its own kind
+            log.warning("WADO-RS: pixel data of %s not decoded: %s", row["sop_instance_uid"], type(exc).__name__)
+            raise http_error(web.HTTPNotAcceptable, _undecodable(row)) from None
     else:
         value = ds[tag].value
-    multipart = _Multipart(request, "application/octet-stream")
+    if not isinstance(value, (bytes, bytearray)):
+        raise http_error(web.HTTPNotFound, "that attribute is not bulk data")
+    multipart = Multipart(request, "application/octet-stream")
     await multipart.start()
     await multipart.part(bytes(value))
     return await multipart.finish()

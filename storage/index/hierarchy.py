@@ -125,6 +125,8 @@ class HierarchyQuery:
     scope: tuple[tuple[str, ...], tuple[str, ...]] | None = None
     # Sort keys before the level's own order: (keyword, descending), from :func:`parse_order`.
     order: tuple[tuple[str, bool], ...] = ()
+    # Fuzzy matching of person names (QIDO-RS ``fuzzymatching=true``, C-FIND extended negotiation): see fuzzy_name.
+    fuzzy_names: bool = False
 
 
 def _like(pattern: str) -> str:
@@ -156,7 +158,22 @@ def _range_condition(column: Any, value: str, kind: Kind, keyword: str) -> Any:
     return and_(*conditions)
 
 
-def condition(attribute: Attribute, value: str) -> Any:
+def fuzzy_name(column: Any, value: str) -> Any:
+    """Fuzzy matching of a person name (PS3.4 C.2.2.2.1.1 leaves its rules to the implementation): every word of
+    the value, without case, accents or wildcards, begins some word of the name, in any component and any order.
+    ``hong`` and ``nguyen hong`` find ``Nguyễn^Thị Hồng``. The folded column holds the words separated by spaces;
+    ``LIKE 'word%'`` can use an index on it."""
+    words = fold_pattern(value).replace("*", " ").replace("?", " ").split()
+    if not words:
+        return column.isnot(None)
+    clauses = []
+    for word in words:
+        escaped = _like(word)
+        clauses.append(or_(column.like(f"{escaped}%", escape="\\"), column.like(f"% {escaped}%", escape="\\")))
+    return and_(*clauses)
+
+
+def condition(attribute: Attribute, value: str, *, fuzzy: bool = False) -> Any:
     kind = attribute.kind
     if kind is Kind.RETURN_ONLY:
         raise InvalidQuery(f"{attribute.keyword} cannot be used for matching")
@@ -167,6 +184,8 @@ def condition(attribute: Attribute, value: str) -> Any:
                 raise InvalidQuery(f"{attribute.keyword}: {uid!r} is not a valid DICOM UID")
         return attribute.column.in_(uids)
     if kind is Kind.NAME:
+        if fuzzy:
+            return fuzzy_name(attribute.column, value)
         return _text_condition(attribute.column, fold_pattern(value))
     if kind in (Kind.DATE, Kind.TIME):
         return _range_condition(attribute.column, value, kind, attribute.keyword)
@@ -234,7 +253,7 @@ def _statement(query: HierarchyQuery) -> tuple[list[Any], Any, Any]:
             continue  # keys below the query level have no meaning here
         if value.strip("*") == "":
             continue  # universal matching
-        matched = condition(attribute, value)
+        matched = condition(attribute, value, fuzzy=query.fuzzy_names)
         if keyword == "PatientID" and query.patient_pseudonyms:
             matched = or_(matched, patients.c.patient_id.in_(query.patient_pseudonyms))
         conditions.append(matched)

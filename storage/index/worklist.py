@@ -238,6 +238,7 @@ class WorklistQuery:
     matches: dict[str, str] = field(default_factory=dict)  # keyword -> DICOM matching value
     other_patient_ids: tuple[str, ...] = ()  # from Other Patient IDs Sequence items
     limit: int | None = None
+    fuzzy_names: bool = False  # negotiated fuzzy semantic matching of person names (hierarchy.fuzzy_name)
 
 
 def _time_bound(value: str, pad: str) -> str:
@@ -274,7 +275,7 @@ def _conditions(query: WorklistQuery) -> Iterator[Any]:
         yield _date_time_range(date, time)
         matches.pop(_DATE), matches.pop(_TIME)
     for keyword, value in matches.items():
-        yield condition(ATTRIBUTES[keyword], value)
+        yield condition(ATTRIBUTES[keyword], value, fuzzy=query.fuzzy_names)
     if query.other_patient_ids:
         ids = patient_identifiers.c
         yield patients.c.pk.in_(select(ids.patient_pk).where(ids.identifier.in_(query.other_patient_ids)))

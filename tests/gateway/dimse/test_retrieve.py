@@ -81,9 +81,9 @@ def _associate(port: int, context: str, calling: str = "PYSCU", get: bool = Fals
     return assoc, received
 
 
-def movescu(port: int, destination: str, study_uid: str) -> subprocess.CompletedProcess[str]:
+def movescu(port: int, destination: str, study_uid: str, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [dcmtk_binary("movescu"), "-S", "-aet", "MOVESCU", "-aec", "PACSGW", "-aem", destination,
+        [dcmtk_binary("movescu"), *options, "-S", "-aet", "MOVESCU", "-aec", "PACSGW", "-aem", destination,
          "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study_uid}", "127.0.0.1", str(port)],
         env={**os.environ, **DCMTK_ENV}, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

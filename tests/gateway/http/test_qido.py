@@ -89,3 +89,35 @@ def test_find_and_qido_agree(archive, tmp_path: Path) -> None:
     gateway, *_ = archive
     status, body = gateway.get("/dicom-web/studies?PatientName=NGUY*&StudyDate=20240101-20240131")
     assert status == 200 and [r["00080050"]["Value"][0] for r in body] == ["ACC-1"]
+
+
+def test_fuzzymatching_matches_any_word_of_a_name(archive) -> None:
+    _, study, _, other = archive
+    client = _client(archive[0])
+    found = client.search_for_studies(search_filters={"PatientName": "an nguyen"}, fuzzymatching=True)
+    assert _values(found, "0020000D") == [study[0].StudyInstanceUID]
+    assert _values(client.search_for_studies(search_filters={"PatientName": "MINH"}, fuzzymatching=True), "0020000D") == [other[0].StudyInstanceUID]
+    assert client.search_for_studies(search_filters={"PatientName": "minh"}) == []
+    assert client.search_for_studies(search_filters={"PatientName": "minh"}, fuzzymatching=False) == []
+    series = client.search_for_series(search_filters={"PatientName": "van"}, fuzzymatching=True)
+    assert {s["0020000D"]["Value"][0] for s in series} == {study[0].StudyInstanceUID}
+
+
+def test_results_in_xml_when_asked_and_406_for_what_is_not_offered(archive) -> None:
+    import re
+    import xml.etree.ElementTree as ET
+
+    import requests
+
+    gateway, study, _, _ = archive
+    url = f"{gateway.base_url}/dicom-web/studies?PatientID=MRN-0001"
+    response = requests.get(url, headers={**gateway.auth_headers, "Accept": 'multipart/related; type="application/dicom+xml"'}, timeout=10)
+    assert response.status_code == 200 and 'type="application/dicom+xml"' in response.headers["Content-Type"]
+    boundary = re.search(r"boundary=([^;]+)", response.headers["Content-Type"]).group(1)  # type: ignore[union-attr]
+    [part] = response.content.split(f"--{boundary}".encode())[1:-1]
+    root = ET.fromstring(part.split(b"\r\n\r\n", 1)[1])
+    ns = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
+    assert root.find("d:DicomAttribute[@keyword='StudyInstanceUID']/d:Value", ns).text == study[0].StudyInstanceUID  # type: ignore[union-attr]
+    for accept in ("application/dicom+json;q=0, text/html", "multipart/related; type=application/dicom"):
+        refused = requests.get(url, headers={**gateway.auth_headers, "Accept": accept}, timeout=10)
+        assert refused.status_code == 406, accept
