@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.tag import Tag
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -136,7 +137,7 @@ def response_identifier(request: FindRequest, row: dict[str, Any], retrieve_ae: 
     ds.SpecificCharacterSet = RESPONSE_CHARSET
     ds.QueryRetrieveLevel = request.query.level.value
     ds.RetrieveAETitle = retrieve_ae
-    wanted = set(request.return_keys) | {int(tag_for_keyword(UNIQUE_KEYS[request.query.level]))}
+    wanted = set(request.return_keys) | {int(Tag(UNIQUE_KEYS[request.query.level]))}
     for tag in sorted(wanted):
         keyword = keyword_for_tag(tag)
         if keyword in ("RetrieveAETitle",):
@@ -177,7 +178,7 @@ class FindService:
     async def run(
         self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit,
         fuzzy: bool = False,
-    ) -> tuple[FindStatus, str | None]:
+    ) -> tuple[int, str | None]:
         """Send pending responses through ``emit``; return the final status and its error comment.
         ``fuzzy``: fuzzy semantic matching of person names was negotiated for this model."""
         if calling_ae not in self.allowed_aets:

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag
+from pydicom.tag import Tag
 from pydicom.dataset import Dataset
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -191,7 +192,7 @@ def _step_item(keys: Iterable[int], row: dict[str, Any]) -> Dataset:
     return item
 
 
-_ALL_STEP_KEYS = tuple(int(tag_for_keyword(k)) for k in (*STEP_KEYS, PROTOCOL_SEQUENCE))
+_ALL_STEP_KEYS = tuple(int(Tag(k)) for k in (*STEP_KEYS, PROTOCOL_SEQUENCE))
 
 
 def response_identifier(request: WorklistRequest, row: dict[str, Any]) -> Dataset:

@@ -66,7 +66,7 @@ def _uids(request: web.Request) -> tuple[str, str | None, str | None]:
     for uid in uids:
         if uid is not None and not is_valid_uid(uid):
             raise http_error(web.HTTPBadRequest, f"{uid!r} is not a valid DICOM UID")
-    return uids  # type: ignore[return-value]
+    return uids
 
 
 async def documents(request: web.Request, *, with_metadata: bool = True) -> list[dict[str, Any]]:
@@ -225,7 +225,7 @@ def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
     raw = ds.get_item(0x7FE00010, keep_deferred=True)
     if not syntax.is_encapsulated and syntax.is_little_endian and raw is not None and getattr(raw, "value", b"") is None:
         size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8
-        start = raw.value_tell
+        start = int(getattr(raw, "value_tell"))  # a deferred value is a RawDataElement
         return [stored[start + (n - 1) * size : start + n * size] for n in numbers]
     from pydicom.pixels import pixel_array
 
