@@ -243,7 +243,9 @@ class Hl7Settings:
     )
     host: str = opt("0.0.0.0", "Address the HL7 v2 MLLP listener listens on.")
     allowed_peers: list[str] = opt(
-        [], "Addresses or CIDR networks of the EMR and RIS allowed to send HL7 messages; empty allows any."
+        [],
+        "Addresses or CIDR networks of the EMR and RIS allowed to send HL7 messages. Empty: loopback peers only "
+        "(127.0.0.0/8, ::1), so an EMR on another host is refused until it is named here.",
     )
     application: str = opt("PACSGW", "Our application name in the HL7 messages we send (MSH-3 of ACKs and ORU^R01).")
     facility: str = opt("RADIOLOGY", "Our facility name in the HL7 messages we send (MSH-4).")
