@@ -12,6 +12,7 @@ from gateway.dimse.scp import DicomServer
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
 from gateway.http import emr_routes
 from gateway.http.errors import error_middleware
+from gateway.http.tokens import Tokens
 from gateway.http.keys import (
     ACCOUNTS,
     AUDIT,
@@ -38,6 +39,25 @@ from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
 
 
+VIEWER_FILES = ("/viewer", "/viewer/")  # and /viewer/<file>: the viewer's own code, which holds no patient data
+
+
+async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response gets, errors and streamed ones included, before they are sent.
+
+    Anything but the viewer's own files may carry patient data (DICOMweb, renderings, reports, the
+    audit trail, share links, even an error naming a study): no browser or proxy may keep a copy. No
+    response is sniffed into another type, nor sends where it came from (share tokens, study UIDs)
+    to another site."""
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path in VIEWER_FILES or request.path.startswith("/viewer/"):
+        headers.setdefault("Cache-Control", "no-cache")
+    else:
+        headers["Cache-Control"] = "no-store"
+
+
 def create_http_app(
     settings: Settings,
     index: IndexDatabase,
@@ -50,10 +70,11 @@ def create_http_app(
     vault: PseudonymVault | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware])
+    app.on_response_prepare.append(response_headers)
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
     app[SHARES] = ShareStore(index.engine)
-    app[TOKENS] = auth.TokenCache(accounts, app[SHARES])
+    app[TOKENS] = Tokens(accounts, app[SHARES])
     app[REPORTS] = ReportStore(index.engine)
     app[AUDIT] = audit
     app.cleanup_ctx.append(cleanup_context(audit))
