@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import sys
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from gateway.settings import Settings
 from storage.index.accounts import ACCOUNT_ROLES, AccountError, AccountStore, Role
 
 EXIT_OK, EXIT_FAILED = 0, 1
+DEFAULT_TOKEN_DAYS = 90  # a token forgotten in a script or a leaver's notes stops working by itself
 
 
 def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
@@ -25,7 +27,8 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     token = actions.add_parser("token", help="issue a bearer token for a user and print it")
     token.add_argument("username")
-    token.add_argument("--hours", type=float, default=None, help="lifetime (default: until revoked)")
+    token.add_argument("--hours", type=float, default=None, help=f"lifetime in hours (default: {DEFAULT_TOKEN_DAYS} days)")
+    token.add_argument("--no-expiry", action="store_true", help="valid until revoked (`user revoke`), never expiring")
     token.add_argument("--label", default="cli")
     revoke = actions.add_parser("revoke", help="revoke every token of a user")
     revoke.add_argument("username")
@@ -55,6 +58,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from dicom_rules.pseudonyms import derive
     from gateway.audit import audit_digest
     from gateway.service import open_index
+    from storage.index.times import utc_now
 
     if args.user_command == "audit-digest":
         secret = settings.deid_secret()
@@ -66,16 +70,19 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         command = args.user_command
         if command == "add":
-            secret = "" if args.no_password else _password(args.password_stdin)
-            if not args.no_password and len(secret) < 10:
-                raise AccountError("a password has at least 10 characters")
-            user = accounts.add_user(args.username, Role(args.role), password=secret, display_name=args.display_name)
+            chosen = "" if args.no_password else _password(args.password_stdin)
+            user = accounts.add_user(args.username, Role(args.role), password=chosen, display_name=args.display_name)
             print(f"user {user.username} ({user.role.value}) created")
         elif command == "token":
-            user = accounts.user(args.username)
-            if user is None:
+            holder = accounts.user(args.username)
+            if holder is None:
                 raise AccountError(f"no user {args.username!r}")
-            print(accounts.issue_token(user, hours=args.hours, label=args.label))
+            if args.no_expiry and args.hours is not None:
+                raise AccountError(f"--hours and --no-expiry: give one, or neither ({DEFAULT_TOKEN_DAYS} days)")
+            hours = None if args.no_expiry else args.hours if args.hours is not None else DEFAULT_TOKEN_DAYS * 24.0
+            print(accounts.issue_token(holder, hours=hours, label=args.label))
+            until = "revoked" if hours is None else f"{utc_now() + dt.timedelta(hours=hours):%Y-%m-%d %H:%M} UTC, or revoked"
+            print(f"valid until {until}", file=sys.stderr)
         elif command == "revoke":
             print(f"{accounts.revoke_tokens(args.username)} token(s) revoked")
         elif command == "password":

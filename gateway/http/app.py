@@ -10,7 +10,7 @@ from aiohttp import web
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.dimse.scp import DicomServer
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import emr_routes
+from gateway.http import emr_routes, login
 from gateway.http.errors import error_middleware
 from gateway.http.tokens import Tokens
 from gateway.http.keys import (
@@ -34,6 +34,7 @@ from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
+from storage.index.login_throttle import LoginThrottle
 from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
@@ -73,6 +74,7 @@ def create_http_app(
     app.on_response_prepare.append(response_headers)
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
+    app[login.THROTTLE] = LoginThrottle(index.engine)
     app[SHARES] = ShareStore(index.engine)
     app[TOKENS] = Tokens(accounts, app[SHARES])
     app[REPORTS] = ReportStore(index.engine)
@@ -88,7 +90,7 @@ def create_http_app(
     app[VAULT] = vault
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
-    app.router.add_post("/auth/login", auth.login)
+    app.router.add_post("/auth/login", login.login)
     app.router.add_get("/auth/me", auth.me)
     app.router.add_get("/audit", auth.audit_trail)
     qido.add_routes(app)

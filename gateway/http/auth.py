@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 USER = "user"  # request key of the authenticated User
 PUBLIC_PATHS = frozenset({"/health", "/auth/login"})
-LOGIN_TOKEN_HOURS = 12.0
 
 
 async def bearer_user(request: web.Request) -> User | None:
@@ -173,26 +172,6 @@ async def auth_middleware(
                 username=user.username, role=user.role.value, action=action, target=request.app[AUDIT].target(request),
                 source=request.remote or "", outcome=status,
             )  # fmt: skip
-
-
-async def login(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-        username, password = str(body["username"]), str(body["password"])
-    except (ValueError, KeyError, TypeError):
-        raise http_error(web.HTTPBadRequest, 'send {"username": ..., "password": ...} as JSON') from None
-    accounts = request.app[ACCOUNTS]
-    user = await asyncio.to_thread(accounts.authenticate, username, password)
-    outcome = 200 if user else 401
-    request.app[AUDIT].record(
-        username=username[:64], role=user.role.value if user else "", action="login", target="/auth/login",
-        source=request.remote or "", outcome=outcome,
-    )  # fmt: skip
-    if user is None:
-        raise http_error(web.HTTPUnauthorized, "unknown user or wrong password")
-    token = await asyncio.to_thread(accounts.issue_token, user, hours=LOGIN_TOKEN_HOURS, label="login")
-    body = {"token": token, "expires_in": int(LOGIN_TOKEN_HOURS * 3600), "role": user.role.value, "display_name": user.display_name}
-    return web.json_response(body)
 
 
 async def audit_trail(request: web.Request) -> web.Response:

@@ -1,4 +1,9 @@
-"""Users, bearer tokens, referring physicians' patient links and study grants, and the audit trail."""
+"""Users, bearer tokens, referring physicians' patient links and study grants, and the audit trail.
+
+The password policy lives here, so that every way of setting a password (the
+command line, a script, a later API) goes through it: at least
+``MIN_PASSWORD_LENGTH`` characters, neither the user name nor containing it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import math
 import os
 import secrets
 from collections.abc import Sequence
@@ -35,6 +41,26 @@ class AccountError(Exception):
     pass
 
 
+class PasswordRejected(AccountError):
+    """A password the policy refuses; the message says why."""
+
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """Why the policy refuses this password for this user, or None when it is acceptable."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password has at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"a password has at most {MAX_PASSWORD_LENGTH} characters"
+    name, folded = username.casefold(), password.casefold()
+    if folded == name or (len(name) >= 4 and name in folded):
+        return "a password must not be the user name nor contain it"
+    return None
+
+
 @dataclass(frozen=True)
 class User:
     pk: int
@@ -55,6 +81,13 @@ def hash_password(password: str) -> str:
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encode(salt)}${encode(digest)}"
 
 
+# Verified against when there is no hash to verify (an unknown user, a token-only account), so that a wrong
+# user name costs the same scrypt work as a wrong password: how long a login takes tells nothing.
+_NO_HASH = "scrypt${}${}${}${}${}".format(
+    _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, base64.b64encode(bytes(16)).decode(), base64.b64encode(bytes(32)).decode()
+)
+
+
 def verify_password(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
@@ -72,7 +105,16 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _check_password(username: str, password: str) -> None:
+    problem = password_problem(username, password)
+    if problem:
+        raise PasswordRejected(problem)
+
+
 class AccountStore:
+    """Accounts in the index: users and their password hashes, bearer tokens, referring physicians' patients
+    and studies, and the audit trail."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -81,6 +123,8 @@ class AccountStore:
             raise AccountError("a user name is 1 to 64 characters")
         if role not in ACCOUNT_ROLES:
             raise AccountError(f"the {role.value} role is not given to accounts")
+        if password:
+            _check_password(username, password)
         values = {
             "username": username,
             "role": role.value,
@@ -91,7 +135,7 @@ class AccountStore:
         }
         try:
             with self.engine.begin() as conn:
-                pk = conn.execute(insert(users).values(**values)).inserted_primary_key[0]
+                pk = conn.execute(insert(users).values(**values).returning(users.c.pk)).scalar_one()
         except IntegrityError:
             raise AccountError(f"user {username!r} exists") from None
         return User(int(pk), username, role, display_name)
@@ -102,21 +146,31 @@ class AccountStore:
         return None if row is None else User(row.pk, row.username, Role(row.role), row.display_name)
 
     def set_password(self, username: str, password: str) -> None:
+        _check_password(username, password)
         with self.engine.begin() as conn:
             done = conn.execute(update(users).where(users.c.username == username).values(password_hash=hash_password(password)))
         if not done.rowcount:
             raise AccountError(f"no user {username!r}")
 
     def authenticate(self, username: str, password: str) -> User | None:
+        """The user if the password is theirs; None otherwise, after the same work whether the user exists or not.
+
+        A password the policy refuses never logs in, even when it is the one stored (set before the policy):
+        its account needs a new one (``pacs-gateway user password``)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(users).where(users.c.username == username, users.c.disabled == 0)).first()
-        if row is None or not row.password_hash or not verify_password(password, row.password_hash):
+        stored = str(row.password_hash) if row is not None else ""
+        matches = verify_password(password, stored or _NO_HASH)
+        if row is None or not stored or not matches or password_problem(username, password):
             return None
         return User(row.pk, row.username, Role(row.role), row.display_name)
 
     def issue_token(self, user: User, *, hours: float | None, label: str = "") -> str:
+        """A new bearer token for the user, valid ``hours`` (None: until revoked, only when asked for)."""
+        if hours is not None and (isinstance(hours, bool) or not math.isfinite(hours) or hours <= 0):
+            raise AccountError("a token's lifetime is a positive number of hours")
         token = secrets.token_urlsafe(32)
-        expires = utc_now() + dt.timedelta(hours=hours) if hours else None
+        expires = utc_now() + dt.timedelta(hours=hours) if hours is not None else None
         with self.engine.begin() as conn:
             conn.execute(
                 insert(tokens).values(

@@ -199,6 +199,20 @@ user_studies = Table(
     Column("study_uid", String(64), primary_key=True),
 )
 
+# Failed logins, per account name and per address (each key a SHA-256 digest: no typed name kept in clear),
+# shared by every gateway process using the index (storage.index.login_throttle).
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),  # within the window that started at window_start
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("last_failure", DateTime(timezone=True), nullable=False),
+    Column("lockouts", Integer, nullable=False),  # in a row: each one lasts twice as long as the one before
+    Column("locked_until", DateTime(timezone=True)),
+    Index("ix_login_throttle_last_failure", "last_failure"),
+)
+
 # Append-only: rows are inserted, never updated or deleted by the gateway (modelled on IHE ATNA).
 audit_events = Table(
     "audit_events",
