@@ -159,3 +159,28 @@ def test_expired_and_revoked_links_stop_working(gateway) -> None:
     gw.audit_events(lambda events: ("query", 401) in {(e["action"], e["outcome"]) for e in events}, f"user=share:{short['id']}")
     made = [(e["action"], e["outcome"]) for e in _audit(gw, "u-radiologist", 6) if e["action"].startswith("share-")]
     assert ("share-create", 201) in made and made.count(("share-revoke", 204)) == 2
+
+
+def test_a_link_is_made_under_the_public_url_whatever_host_the_request_names(gateway) -> None:
+    gw, shared, _, tokens = gateway
+    study = shared[0].StudyInstanceUID
+    forged = {**_as(tokens["radiologist"]), "Host": "evil.example", "X-Forwarded-Host": "evil.example"}
+    status, body = gw.send("POST", f"/studies/{study}/shares", {}, forged, auth=False)
+    assert status == 201 and body["url"].startswith(f"{gw.base_url}/viewer/#share=share."), body["url"]
+
+
+def test_without_a_public_url_no_link_is_made(tmp_path) -> None:
+    from tests.gateway_process import GatewayProcess
+
+    gw = GatewayProcess(tmp_path / "gw", {"PACSGW_HTTP_PUBLIC_URL": ""})
+    gw.start()
+    try:
+        [instance] = ct_series(1, size=16, patient=SHARED, accession="ACC-S9")
+        assert storescu(gw.dicom_port, write_files([instance], tmp_path / "files")).returncode == 0
+        gw.wait_idle()
+        study = instance.StudyInstanceUID
+        status, body = gw.send("POST", f"/studies/{study}/shares", {}, {"Host": "evil.example"})
+        assert status == 503 and "http.public_url" in body["error"], body
+        assert gw.get(f"/studies/{study}/shares") == (200, [])  # nothing made
+    finally:
+        gw.kill()
