@@ -38,6 +38,7 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     link = actions.add_parser("link", help="let a referring physician see a patient's studies")
     link.add_argument("username")
     link.add_argument("patient_id")
+    link.add_argument("--issuer", help="the patient's Issuer of Patient ID (default: the one the index holds the ID under)")
     grant = actions.add_parser("grant", help="let a referring physician see one study")
     grant.add_argument("username")
     grant.add_argument("study_uid")
@@ -88,7 +89,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         elif command == "password":
             accounts.set_password(args.username, _password(args.password_stdin))
         elif command == "link":
-            accounts.link_patient(args.username, args.patient_id)
+            linked = accounts.link_patient(args.username, args.patient_id, args.issuer)
+            if linked.issuer is None:
+                print(f"{args.username} linked to patient ID {linked.patient_id}, not in the index yet: the link opens it "
+                      "while the index holds that ID under one issuer only; name the issuer with --issuer to be sure")  # fmt: skip
+            else:
+                print(f"{args.username} linked to patient ID {linked.patient_id}, issuer {linked.issuer or '(none)'}")
         elif command == "grant":
             accounts.grant_study(args.username, args.study_uid)
     except AccountError as exc:

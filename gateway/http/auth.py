@@ -24,6 +24,7 @@ from aiohttp import web
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
 from storage.index.accounts import Role, User
+from storage.index.scope import Scope
 from storage.index.shares import ShareExpired
 
 log = logging.getLogger(__name__)
@@ -200,11 +201,11 @@ async def me(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json", charset="utf-8")
 
 
-def scope_of(request: web.Request) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """None when the user sees everything; else the patient IDs and study UIDs they may see."""
+def scope_of(request: web.Request) -> Scope | None:
+    """None when the user sees everything; else what they may see (storage.index.scope)."""
     user: User = request[USER]
     if user.role is Role.SHARE:
-        return (), (user.share_study,)
+        return Scope(study_uids=(user.share_study,))
     if user.role is not Role.REFERRING:
         return None
-    return request.app[ACCOUNTS].scope(user)
+    return Scope(user_pk=user.pk)

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from storage.index.schema import audit_events, tokens, user_patients, user_studies, users
+from storage.index.schema import audit_events, patients, tokens, user_patient_ids, user_patients, user_studies, users
 from storage.index.times import utc_now
 
 
@@ -39,6 +39,16 @@ ACCOUNT_ROLES = tuple(role for role in Role if role is not Role.SHARE)
 
 class AccountError(Exception):
     pass
+
+
+class AmbiguousPatient(AccountError):
+    """A patient ID the index holds under several issuers, named without one."""
+
+
+@dataclass(frozen=True)
+class PatientLink:
+    patient_id: str
+    issuer: str | None  # None: not named (see storage.index.scope)
 
 
 class PasswordRejected(AccountError):
@@ -204,26 +214,53 @@ class AccountStore:
                 return None
         return User(row.pk, row.username, Role(row.role), row.display_name)
 
-    def link_patient(self, username: str, patient_id: str) -> None:
-        self._link(username, user_patients, {"patient_id": patient_id})
+    def link_patient(self, username: str, patient_id: str, issuer: str | None = None) -> PatientLink:
+        """Let a referring physician see a patient's studies: the patient with this ID and issuer.
+
+        Without an issuer, the one the index holds the ID under; refused (AmbiguousPatient) when it holds the
+        ID under several; when it holds none yet, a link naming no issuer (see storage.index.scope)."""
+        user = self.user(username)
+        if user is None:
+            raise AccountError(f"no user {username!r}")
+        if not 0 < len(patient_id) <= 64 or (issuer is not None and len(issuer) > 64):
+            raise AccountError("a patient ID is 1 to 64 characters, an issuer at most 64")
+        with self.engine.begin() as conn:
+            if issuer is None:
+                held = [r[0] for r in conn.execute(select(patients.c.issuer).where(patients.c.patient_id == patient_id).distinct())]
+                if len(held) > 1:
+                    raise AmbiguousPatient(
+                        f"the index holds patient ID {patient_id!r} under {len(held)} issuers: name the patient's with --issuer"
+                    )
+                issuer = held[0] if held else None
+            unnamed = user_patients.c
+            conn.execute(delete(user_patients).where(unnamed.user_pk == user.pk, unnamed.patient_id == patient_id))
+            if issuer is None:
+                conn.execute(insert(user_patients).values(user_pk=user.pk, patient_id=patient_id))
+            else:
+                named = user_patient_ids.c
+                key = (named.user_pk == user.pk, named.patient_id == patient_id, named.issuer == issuer)
+                conn.execute(delete(user_patient_ids).where(*key))
+                conn.execute(insert(user_patient_ids).values(user_pk=user.pk, patient_id=patient_id, issuer=issuer))
+        return PatientLink(patient_id, issuer)
 
     def grant_study(self, username: str, study_uid: str) -> None:
-        self._link(username, user_studies, {"study_uid": study_uid})
-
-    def _link(self, username: str, table: Any, values: dict[str, str]) -> None:
         user = self.user(username)
         if user is None:
             raise AccountError(f"no user {username!r}")
         with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.user_pk == user.pk, *(table.c[k] == v for k, v in values.items())))
-            conn.execute(insert(table).values(user_pk=user.pk, **values))
+            conn.execute(delete(user_studies).where(user_studies.c.user_pk == user.pk, user_studies.c.study_uid == study_uid))
+            conn.execute(insert(user_studies).values(user_pk=user.pk, study_uid=study_uid))
 
-    def scope(self, user: User) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The patient IDs linked to a user and the study UIDs granted to them."""
+    def links(self, user: User) -> tuple[list[PatientLink], list[str]]:
+        """The patients linked to a user (sorted) and the study UIDs granted to them."""
         with self.engine.connect() as conn:
-            patients = tuple(r[0] for r in conn.execute(select(user_patients.c.patient_id).where(user_patients.c.user_pk == user.pk)))
-            studies = tuple(r[0] for r in conn.execute(select(user_studies.c.study_uid).where(user_studies.c.user_pk == user.pk)))
-        return patients, studies
+            named = conn.execute(
+                select(user_patient_ids.c.patient_id, user_patient_ids.c.issuer).where(user_patient_ids.c.user_pk == user.pk)
+            ).all()
+            unnamed = conn.execute(select(user_patients.c.patient_id).where(user_patients.c.user_pk == user.pk)).all()
+            granted = [r[0] for r in conn.execute(select(user_studies.c.study_uid).where(user_studies.c.user_pk == user.pk))]
+        patient_links = [PatientLink(r.patient_id, r.issuer) for r in named] + [PatientLink(r.patient_id, None) for r in unnamed]
+        return sorted(patient_links, key=lambda link: (link.patient_id, link.issuer or "")), sorted(granted)
 
     def audit(self, events: Sequence[dict[str, Any]]) -> None:
         """Append events (username, role, action, target, source, outcome; ``at`` defaults to now) in one transaction."""

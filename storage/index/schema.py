@@ -185,6 +185,18 @@ tokens = Table(
     Column("revoked", Integer, nullable=False, default=0),
 )
 
+# A referring physician's patients, by Patient ID and Issuer of Patient ID: MRN-1 of one hospital is not
+# MRN-1 of another.
+user_patient_ids = Table(
+    "user_patient_ids",
+    metadata,
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
+    Column("patient_id", String(64), primary_key=True),
+    Column("issuer", String(64), primary_key=True),
+)
+
+# Links that name no issuer (made before the patient was indexed, or by an earlier release): each opens the
+# patient with that ID only while the index holds the ID under a single issuer (storage.index.hierarchy).
 user_patients = Table(
     "user_patients",
     metadata,

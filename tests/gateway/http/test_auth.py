@@ -73,7 +73,7 @@ def test_referring_physician_sees_only_linked_patients_and_granted_studies(gatew
     token = gw.add_user("dr.referrer", "referring")
     index = gw.open_index()
     accounts = AccountStore(index.engine)
-    accounts.link_patient("dr.referrer", mine.PatientID)
+    accounts.link_patient("dr.referrer", mine.PatientID, "BV-CHORAY")
     accounts.grant_study("dr.referrer", granted.StudyInstanceUID)
     index.close()
     status, body = gw.get("/dicom-web/studies", _bearer(token), auth=False)
@@ -179,3 +179,37 @@ def test_anonymous_health_tells_liveness_and_readiness_only(gateway) -> None:
     for token in (gw.token, gw.add_user("auditor", "auditor")):
         status, body = gw.get("/health", _bearer(token), auth=False)
         assert status == 200 and body["dicom"]["port"] == gw.dicom_port and body["spool"]["backlog_instances"] == 0
+
+
+def test_a_referring_physician_sees_their_patient_not_another_hospitals_with_the_same_id(gateway, tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    gw, *_ = gateway
+    twins = {}
+    for issuer in ("BV-CHORAY", "OTHER-HOSPITAL"):
+        series = ct_series(1, size=16, accession=f"TWIN-{issuer[:5]}", patient=Patient(patient_id="MRN-TWIN", citizen_id="", insurance_number=""))
+        for ds in series:
+            ds.IssuerOfPatientID = issuer
+            del ds.OtherPatientIDsSequence
+        assert storescu(gw.dicom_port, write_files(series, tmp_path / issuer)).returncode == 0
+        twins[issuer] = series[0]
+    gw.wait_idle()
+    token = gw.add_user("dr.twin", "referring")
+    command = [str(Path(sys.executable).parent / "pacs-gateway"), "user", "link", "dr.twin", "MRN-TWIN"]
+    env = {**os.environ, **gw._environment()}
+    vague = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert vague.returncode == 1 and "under 2 issuers" in vague.stderr and "--issuer" in vague.stderr, vague
+    named = subprocess.run([*command, "--issuer", "BV-CHORAY"], env=env, capture_output=True, text=True, timeout=60)
+    assert named.returncode == 0, named.stderr
+    ours, theirs = twins["BV-CHORAY"], twins["OTHER-HOSPITAL"]
+    for query in ("/dicom-web/studies", "/dicom-web/studies?PatientID=MRN-TWIN", "/dicom-web/series?PatientID=MRN-TWIN",
+                  "/dicom-web/instances?PatientID=MRN-TWIN"):  # fmt: skip
+        status, found = gw.get(query, _bearer(token), auth=False)
+        assert status == 200 and {r["0020000D"]["Value"][0] for r in found} == {ours.StudyInstanceUID}, query
+    assert gw.get(f"/dicom-web/studies/{ours.StudyInstanceUID}/metadata", _bearer(token), auth=False)[0] == 200
+    for path in (f"/dicom-web/studies/{theirs.StudyInstanceUID}/metadata", f"/dicom-web/studies/{theirs.StudyInstanceUID}/thumbnail",
+                 f"/studies/{theirs.StudyInstanceUID}/report"):  # fmt: skip
+        assert gw.get(path, _bearer(token), auth=False)[0] == 404, path
