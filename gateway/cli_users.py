@@ -61,16 +61,18 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.service import open_index
     from storage.index.times import utc_now
 
-    if args.user_command == "audit-digest":
-        secret = settings.deid_secret()
-        print(audit_digest(derive(secret, "audit/digest"), args.value) if secret else args.value)
+    secret = settings.deid_secret() if args.user_command == "audit-digest" else None
+    if secret:
+        print(audit_digest(derive(secret, "audit/digest"), args.value))
         return EXIT_OK
 
     index = open_index(settings)
     accounts = AccountStore(index.engine)
     try:
         command = args.user_command
-        if command == "add":
+        if command == "audit-digest":  # no secret: the key kept in the index, as the gateway's audit writer uses
+            print(audit_digest(accounts.audit_key(), args.value))
+        elif command == "add":
             chosen = "" if args.no_password else _password(args.password_stdin)
             user = accounts.add_user(args.username, Role(args.role), password=chosen, display_name=args.display_name)
             print(f"user {user.username} ({user.role.value}) created")

@@ -20,9 +20,10 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from storage.index.schema import audit_events, patients, tokens, user_patient_ids, user_patients, user_studies, users
+from storage.index.schema import audit_events, audit_keys, patients, tokens, user_patient_ids, user_patients, user_studies, users
 from storage.index.times import utc_now
 
 
@@ -261,6 +262,18 @@ class AccountStore:
             granted = [r[0] for r in conn.execute(select(user_studies.c.study_uid).where(user_studies.c.user_pk == user.pk))]
         patient_links = [PatientLink(r.patient_id, r.issuer) for r in named] + [PatientLink(r.patient_id, None) for r in unnamed]
         return sorted(patient_links, key=lambda link: (link.patient_id, link.issuer or "")), sorted(granted)
+
+    def audit_key(self) -> bytes:
+        """The audit trail's digest key when there is no de-identification secret: 32 random bytes, made once, kept
+        in the index, so that every process sharing it digests alike (and ``user audit-digest`` with them)."""
+        with self.engine.begin() as conn:
+            key = conn.execute(select(audit_keys.c.key).where(audit_keys.c.pk == 1)).scalar()
+            if key is None:
+                insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                made = insert_(audit_keys).values(pk=1, key=os.urandom(32), created_at=utc_now())
+                conn.execute(made.on_conflict_do_nothing(index_elements=["pk"]))  # another process may have been first
+                key = conn.execute(select(audit_keys.c.key).where(audit_keys.c.pk == 1)).scalar_one()
+        return bytes(key)
 
     def audit(self, events: Sequence[dict[str, Any]]) -> None:
         """Append events (username, role, action, target, source, outcome; ``at`` defaults to now) in one transaction."""

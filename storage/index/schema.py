@@ -225,6 +225,16 @@ login_throttle = Table(
     Index("ix_login_throttle_last_failure", "last_failure"),
 )
 
+# The key the audit trail digests values with when the gateway holds no de-identification secret: one row,
+# made at first use (AccountStore.audit_key).
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
 # Append-only: rows are inserted, never updated or deleted by the gateway (modelled on IHE ATNA).
 audit_events = Table(
     "audit_events",

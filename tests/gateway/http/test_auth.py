@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -84,18 +83,44 @@ def test_referring_physician_sees_only_linked_patients_and_granted_studies(gatew
     assert gw.get("/audit", _bearer(token), auth=False)[0] == 403
 
 
+def _audit_digest(gw, value: str) -> str:
+    """``pacs-gateway user audit-digest VALUE`` on the gateway's index, as an auditor looking for a value runs it."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = [str(Path(sys.executable).parent / "pacs-gateway"), "user", "audit-digest", value]
+    done = subprocess.run(command, env={**os.environ, **gw._environment()}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def test_auditor_reads_the_trail_and_nothing_else(gateway) -> None:
     gw, mine, *_ = gateway
     reader = gw.add_user("dr.audited", "radiologist")
-    gw.get(f"/dicom-web/studies?PatientID={mine.PatientID}", _bearer(reader), auth=False)
+    mrn = mine.PatientID
+    gw.get(f"/dicom-web/studies?PatientID={mrn}&limit=10", _bearer(reader), auth=False)
+    gw.get(f"/dicom-web/studies?StudyDescription={mrn}&AccessionNumber=MINE", _bearer(reader), auth=False)  # the wrong field
+    gw.get(f"/dicom-web/studies/{mrn}/metadata", _bearer(reader), auth=False)  # a patient number where a UID goes
     assert _login(gw, "dr.audited", "guessing")[0] == 401
     auditor = gw.add_user("auditor", "auditor")
     assert gw.get("/dicom-web/studies", _bearer(auditor), auth=False)[0] == 403
-    time.sleep(0.5)  # events are written in batches
-    status, events = gw.get("/audit?user=dr.audited", _bearer(auditor), auth=False)
-    assert status == 200
-    [event] = [e for e in events if e["action"] == "query"]
-    assert event["target"] == f"/dicom-web/studies?PatientID={mine.PatientID}"
+    events = gw.audit_events(
+        lambda events: sum(e["action"] in ("query", "retrieve") for e in events) == 3 and any(e["action"] == "login" for e in events),
+        "user=dr.audited",
+    )
+    status, seen = gw.get("/audit?user=dr.audited", _bearer(auditor), auth=False)
+    assert status == 200 and seen == events
+    digest = _audit_digest(gw, mrn)
+    assert digest.startswith("hmac:") and mrn not in json.dumps(events)  # no patient number for the auditor to read
+    targets = [e["target"] for e in reversed(events) if e["action"] in ("query", "retrieve")]
+    assert targets == [
+        f"/dicom-web/studies?PatientID={digest}&limit=10",
+        f"/dicom-web/studies?StudyDescription={digest}&AccessionNumber={_audit_digest(gw, 'MINE')}",
+        f"/dicom-web/studies/{digest}/metadata",
+    ]
+    [event] = [e for e in events if e["target"].endswith("limit=10")]
     assert event["outcome"] == 200 and event["source"] == "127.0.0.1" and event["role"] == "radiologist"
     assert [e["outcome"] for e in events if e["action"] == "login"] == [401]
 
