@@ -15,19 +15,17 @@ from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
+from gateway.audit_redaction import clear_key, clear_segment, clear_value
 from storage.index.accounts import AccountStore
 
 
 log = logging.getLogger(__name__)
 
 
-# Query parameters whose values identify a patient. With a de-identification secret they are kept in the
-# audit trail as keyed digests, so the trail holds no identifier in clear, yet "who looked up patient X"
-# is answered by digesting X the same way (``pacs-gateway user audit-digest X``).
-IDENTIFYING_PARAMETERS = frozenset(
-    {"PatientID", "00100020", "PatientName", "00100010", "PatientBirthDate", "00100030", "AccessionNumber", "00080050",
-     "IssuerOfPatientID", "00100021", "ReferringPhysicianName", "00080090"}
-)  # fmt: skip
+# Values are kept in the trail as keyed digests unless they cannot be anyone's data (gateway.audit_redaction), so the
+# trail holds no identifier in clear, yet "who looked up patient X" is answered by digesting X the same way
+# (``pacs-gateway user audit-digest X``). The key comes from the de-identification secret when the gateway holds one,
+# else it is made once and kept in the index (AccountStore.audit_key).
 
 
 def audit_digest(key: bytes, value: str) -> str:
@@ -42,19 +40,26 @@ class AuditWriter:
 
     def __init__(self, accounts: AccountStore, digest_key: bytes | None = None) -> None:
         self.accounts = accounts
-        self.digest_key = digest_key
+        self.digest_key = digest_key or accounts.audit_key()
         self.queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
         self._taken: list[dict[str, object]] = []  # taken off the queue, not written yet
 
-    def values(self, pairs: Iterable[tuple[str, str]]) -> str:
-        """``key=value&...`` with identifying values as keyed digests when the gateway holds a secret."""
-        def shown(key: str, value: str) -> str:
-            return audit_digest(self.digest_key, value) if self.digest_key and key in IDENTIFYING_PARAMETERS and value else value
+    def digest(self, value: str) -> str:
+        return audit_digest(self.digest_key, value) if value else value
 
-        return "&".join(f"{k}={shown(k, v)}" for k, v in pairs)
+    def values(self, pairs: Iterable[tuple[str, str]]) -> str:
+        """``key=value&...``, each key and value as a keyed digest unless it cannot be anyone's data."""
+        return "&".join(
+            f"{key if clear_key(key) else self.digest(key)}={value if clear_value(key, value) else self.digest(value)}"
+            for key, value in pairs
+        )
+
+    def path(self, path: str) -> str:
+        """A request's path, each segment that is not the API's own word, a UID or a number as a keyed digest."""
+        return "/".join(segment if not segment or clear_segment(segment) else self.digest(segment) for segment in path.split("/"))
 
     def target(self, request: web.Request) -> str:
-        target = request.path + ("?" + self.values(request.query.items()) if request.query else "")
+        target = self.path(request.path) + ("?" + self.values(request.query.items()) if request.query else "")
         return target if len(target) <= 512 else target[:509] + "..."
 
     def record(self, **event: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import getpass
 import sys
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from gateway.settings import Settings
 from storage.index.accounts import ACCOUNT_ROLES, AccountError, AccountStore, Role
 
 EXIT_OK, EXIT_FAILED = 0, 1
+DEFAULT_TOKEN_DAYS = 90  # a token forgotten in a script or a leaver's notes stops working by itself
 
 
 def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
@@ -25,7 +27,8 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     token = actions.add_parser("token", help="issue a bearer token for a user and print it")
     token.add_argument("username")
-    token.add_argument("--hours", type=float, default=None, help="lifetime (default: until revoked)")
+    token.add_argument("--hours", type=float, default=None, help=f"lifetime in hours (default: {DEFAULT_TOKEN_DAYS} days)")
+    token.add_argument("--no-expiry", action="store_true", help="valid until revoked (`user revoke`), never expiring")
     token.add_argument("--label", default="cli")
     revoke = actions.add_parser("revoke", help="revoke every token of a user")
     revoke.add_argument("username")
@@ -35,6 +38,7 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     link = actions.add_parser("link", help="let a referring physician see a patient's studies")
     link.add_argument("username")
     link.add_argument("patient_id")
+    link.add_argument("--issuer", help="the patient's Issuer of Patient ID (default: the one the index holds the ID under)")
     grant = actions.add_parser("grant", help="let a referring physician see one study")
     grant.add_argument("username")
     grant.add_argument("study_uid")
@@ -57,33 +61,44 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from dicom_rules.pseudonyms import derive
     from gateway.audit import audit_digest
     from gateway.service import open_index
+    from storage.index.times import utc_now
 
-    if args.user_command == "audit-digest":
-        secret = settings.deid_secret()
-        print(audit_digest(derive(secret, "audit/digest"), args.value) if secret else args.value)
+    secret = settings.deid_secret() if args.user_command == "audit-digest" else None
+    if secret:
+        print(audit_digest(derive(secret, "audit/digest"), args.value))
         return EXIT_OK
 
     index = open_index(settings)
     accounts = AccountStore(index.engine)
     try:
         command = args.user_command
-        if command == "add":
-            secret = "" if args.no_password else _password(args.password_stdin)
-            if not args.no_password and len(secret) < 10:
-                raise AccountError("a password has at least 10 characters")
-            user = accounts.add_user(args.username, Role(args.role), password=secret, display_name=args.display_name)
+        if command == "audit-digest":  # no secret: the key kept in the index, as the gateway's audit writer uses
+            print(audit_digest(accounts.audit_key(), args.value))
+        elif command == "add":
+            chosen = "" if args.no_password else _password(args.password_stdin)
+            user = accounts.add_user(args.username, Role(args.role), password=chosen, display_name=args.display_name)
             print(f"user {user.username} ({user.role.value}) created")
         elif command == "token":
-            user = accounts.user(args.username)
-            if user is None:
+            holder = accounts.user(args.username)
+            if holder is None:
                 raise AccountError(f"no user {args.username!r}")
-            print(accounts.issue_token(user, hours=args.hours, label=args.label))
+            if args.no_expiry and args.hours is not None:
+                raise AccountError(f"--hours and --no-expiry: give one, or neither ({DEFAULT_TOKEN_DAYS} days)")
+            hours = None if args.no_expiry else args.hours if args.hours is not None else DEFAULT_TOKEN_DAYS * 24.0
+            print(accounts.issue_token(holder, hours=hours, label=args.label))
+            until = "revoked" if hours is None else f"{utc_now() + dt.timedelta(hours=hours):%Y-%m-%d %H:%M} UTC, or revoked"
+            print(f"valid until {until}", file=sys.stderr)
         elif command == "revoke":
             print(f"{accounts.revoke_tokens(args.username)} token(s) revoked")
         elif command == "password":
             accounts.set_password(args.username, _password(args.password_stdin))
         elif command == "link":
-            accounts.link_patient(args.username, args.patient_id)
+            linked = accounts.link_patient(args.username, args.patient_id, args.issuer)
+            if linked.issuer is None:
+                print(f"{args.username} linked to patient ID {linked.patient_id}, not in the index yet: the link opens it "
+                      "while the index holds that ID under one issuer only; name the issuer with --issuer to be sure")  # fmt: skip
+            else:
+                print(f"{args.username} linked to patient ID {linked.patient_id}, issuer {linked.issuer or '(none)'}")
         elif command == "grant":
             accounts.grant_study(args.username, args.study_uid)
     except AccountError as exc:

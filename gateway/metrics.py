@@ -84,6 +84,14 @@ class GatewayMetrics:
             "pacsgw_hl7_ack_seconds", "Time from an HL7 v2 message received to its ACK sent (applied to the index).",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
+        self.hl7_refused = Counter(
+            "pacsgw_hl7_connections_refused", "HL7 v2 connections closed unread: the peer is not allowed (hl7.allowed_peers).",
+            registry=r,
+        )
+        self.logins_locked = Counter(
+            "pacsgw_login_lockouts", "Logins locked after repeated failures, by what was locked (account, address).",
+            ["scope"], registry=r,
+        )
 
     def watch_spool(self, records: Callable[[], float], size: Callable[[], float]) -> None:
         self.spool_backlog.set_function(records)

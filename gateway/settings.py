@@ -89,7 +89,9 @@ class HttpSettings:
     host: str = opt("0.0.0.0", "Address the HTTP server (health, metrics, DICOMweb) listens on.")
     port: int = opt(8042, "TCP port of the HTTP server.")
     public_url: str = opt(
-        "", "URL clients reach the gateway at (e.g. https://pacs.example.vn) when behind a proxy; used in Retrieve URLs, BulkDataURIs and share links."
+        "",
+        "URL clients reach the gateway at (e.g. https://pacs.example.vn); used in Retrieve URLs and BulkDataURIs "
+        "(empty: the request's Host) and in share links, which are made only when it is set.",
     )
     share_max_hours: float = opt(720.0, "Longest a share link may stay valid, in hours (asked for when it is made; default 72).")
 
@@ -243,7 +245,9 @@ class Hl7Settings:
     )
     host: str = opt("0.0.0.0", "Address the HL7 v2 MLLP listener listens on.")
     allowed_peers: list[str] = opt(
-        [], "Addresses or CIDR networks of the EMR and RIS allowed to send HL7 messages; empty allows any."
+        [],
+        "Addresses or CIDR networks of the EMR and RIS allowed to send HL7 messages. Empty: loopback peers only "
+        "(127.0.0.0/8, ::1), so an EMR on another host is refused until it is named here.",
     )
     application: str = opt("PACSGW", "Our application name in the HL7 messages we send (MSH-3 of ACKs and ORU^R01).")
     facility: str = opt("RADIOLOGY", "Our facility name in the HL7 messages we send (MSH-4).")

@@ -75,6 +75,7 @@ class GatewayProcess:
                 "PACSGW_DICOM_AE_TITLE": self.ae_title,
                 "PACSGW_HTTP_PORT": str(self.http_port),
                 "PACSGW_HTTP_HOST": "127.0.0.1",
+                "PACSGW_HTTP_PUBLIC_URL": self.base_url,  # as an operator sets it (share links need it)
                 "PACSGW_HL7_PORT": str(self.hl7_port),
                 "PACSGW_HL7_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",

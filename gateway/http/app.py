@@ -10,8 +10,9 @@ from aiohttp import web
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.dimse.scp import DicomServer
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import emr_routes
+from gateway.http import emr_routes, login
 from gateway.http.errors import error_middleware
+from gateway.http.tokens import Tokens
 from gateway.http.keys import (
     ACCOUNTS,
     AUDIT,
@@ -33,9 +34,29 @@ from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
+from storage.index.login_throttle import LoginThrottle
 from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
+
+
+VIEWER_FILES = ("/viewer", "/viewer/")  # and /viewer/<file>: the viewer's own code, which holds no patient data
+
+
+async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Headers every response gets, errors and streamed ones included, before they are sent.
+
+    Anything but the viewer's own files may carry patient data (DICOMweb, renderings, reports, the
+    audit trail, share links, even an error naming a study): no browser or proxy may keep a copy. No
+    response is sniffed into another type, nor sends where it came from (share tokens, study UIDs)
+    to another site."""
+    headers = response.headers
+    headers["X-Content-Type-Options"] = "nosniff"
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    if request.path in VIEWER_FILES or request.path.startswith("/viewer/"):
+        headers.setdefault("Cache-Control", "no-cache")
+    else:
+        headers["Cache-Control"] = "no-store"
 
 
 def create_http_app(
@@ -50,10 +71,12 @@ def create_http_app(
     vault: PseudonymVault | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware, auth.auth_middleware])
+    app.on_response_prepare.append(response_headers)
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
+    app[login.THROTTLE] = LoginThrottle(index.engine)
     app[SHARES] = ShareStore(index.engine)
-    app[TOKENS] = auth.TokenCache(accounts, app[SHARES])
+    app[TOKENS] = Tokens(accounts, app[SHARES])
     app[REPORTS] = ReportStore(index.engine)
     app[AUDIT] = audit
     app.cleanup_ctx.append(cleanup_context(audit))
@@ -67,7 +90,7 @@ def create_http_app(
     app[VAULT] = vault
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
-    app.router.add_post("/auth/login", auth.login)
+    app.router.add_post("/auth/login", login.login)
     app.router.add_get("/auth/me", auth.me)
     app.router.add_get("/audit", auth.audit_trail)
     qido.add_routes(app)

@@ -17,51 +17,32 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
-from storage.index.accounts import AccountStore, Role, User
-from storage.index.shares import ShareExpired, ShareStore, is_share_token
+from storage.index.accounts import Role, User
+from storage.index.scope import Scope
+from storage.index.shares import ShareExpired
 
 log = logging.getLogger(__name__)
 
 USER = "user"  # request key of the authenticated User
 PUBLIC_PATHS = frozenset({"/health", "/auth/login"})
-LOGIN_TOKEN_HOURS = 12.0
-TOKEN_CACHE_SECONDS = 5.0
 
 
-class TokenCache:
-    """Recently checked tokens, for a few seconds: a viewer fetching hundreds of frames is not one database
-    read per frame. A revoked or expired token stops working within ``TOKEN_CACHE_SECONDS``."""
-
-    def __init__(self, accounts: AccountStore, shares: ShareStore) -> None:
-        self.accounts = accounts
-        self.shares = shares
-        self._seen: dict[str, tuple[float, User | ShareExpired | None]] = {}
-
-    async def user(self, token: str) -> User | None:
-        """The token's user or share principal; None if unknown; raises ShareExpired for a dead share link."""
-        now = time.monotonic()
-        cached = self._seen.get(token)
-        if cached is not None and now - cached[0] < TOKEN_CACHE_SECONDS:
-            found = cached[1]
-        else:
-            lookup = self.shares.token_user if is_share_token(token) else self.accounts.token_user
-            try:
-                found = await asyncio.to_thread(lookup, token)
-            except ShareExpired as exc:
-                found = exc.with_traceback(None)
-            if len(self._seen) > 10_000:
-                self._seen.clear()
-            self._seen[token] = (now, found)
-        if isinstance(found, ShareExpired):
-            raise ShareExpired(found.link)
-        return found
+async def bearer_user(request: web.Request) -> User | None:
+    """The user of the request's bearer token, for a public endpoint that shows more to some: None when
+    there is no valid token (a dead share link included)."""
+    header = request.headers.get("Authorization", "")
+    if not header.lower().startswith("bearer "):
+        return None
+    try:
+        return await request.app[TOKENS].user(header[7:].strip())
+    except ShareExpired:
+        return None
 
 
 def _unauthorized(reason: str) -> web.HTTPUnauthorized:
@@ -194,26 +175,6 @@ async def auth_middleware(
             )  # fmt: skip
 
 
-async def login(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-        username, password = str(body["username"]), str(body["password"])
-    except (ValueError, KeyError, TypeError):
-        raise http_error(web.HTTPBadRequest, 'send {"username": ..., "password": ...} as JSON') from None
-    accounts = request.app[ACCOUNTS]
-    user = await asyncio.to_thread(accounts.authenticate, username, password)
-    outcome = 200 if user else 401
-    request.app[AUDIT].record(
-        username=username[:64], role=user.role.value if user else "", action="login", target="/auth/login",
-        source=request.remote or "", outcome=outcome,
-    )  # fmt: skip
-    if user is None:
-        raise http_error(web.HTTPUnauthorized, "unknown user or wrong password")
-    token = await asyncio.to_thread(accounts.issue_token, user, hours=LOGIN_TOKEN_HOURS, label="login")
-    body = {"token": token, "expires_in": int(LOGIN_TOKEN_HOURS * 3600), "role": user.role.value, "display_name": user.display_name}
-    return web.json_response(body)
-
-
 async def audit_trail(request: web.Request) -> web.Response:
     since = None
     if "since" in request.query:
@@ -240,11 +201,11 @@ async def me(request: web.Request) -> web.Response:
     return web.Response(body=json.dumps(body, ensure_ascii=False).encode(), content_type="application/json", charset="utf-8")
 
 
-def scope_of(request: web.Request) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
-    """None when the user sees everything; else the patient IDs and study UIDs they may see."""
+def scope_of(request: web.Request) -> Scope | None:
+    """None when the user sees everything; else what they may see (storage.index.scope)."""
     user: User = request[USER]
     if user.role is Role.SHARE:
-        return (), (user.share_study,)
+        return Scope(study_uids=(user.share_study,))
     if user.role is not Role.REFERRING:
         return None
-    return request.app[ACCOUNTS].scope(user)
+    return Scope(user_pk=user.pk)

@@ -1,4 +1,10 @@
-"""``GET /health`` (liveness and readiness) and ``GET /metrics`` (Prometheus text format)."""
+"""``GET /health`` (liveness and readiness) and ``GET /metrics`` (Prometheus text format).
+
+``/health`` answers anyone, so that a load balancer or a container runtime
+can probe it, but anonymously only with ``live`` and ``ready``: the details
+(the DICOM SCP's AE title and port, the spool, error texts such as an S3
+failure) go to administrators and auditors, who also read the metrics.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from gateway.http.auth import bearer_user
 from gateway.http.keys import (
     DICOM,
     INDEX,
@@ -19,7 +26,10 @@ from gateway.http.keys import (
     WORKER_ERROR,
 )
 
+from storage.index.accounts import Role
+
 _CHECK_TIMEOUT = 5.0
+DETAIL_ROLES = frozenset({Role.ADMIN, Role.AUDITOR})
 
 
 async def _probe(check: Callable[[], None]) -> dict[str, Any]:
@@ -39,6 +49,13 @@ async def health(request: web.Request) -> web.Response:
     dicom = app[DICOM]
     worker_error = app[WORKER_ERROR]()
     ready = index["ok"] and store["ok"]
+    status = 200 if ready else 503
+    try:
+        user = await bearer_user(request)
+    except Exception:  # the index unreachable: the anonymous answer, which says "not ready"
+        user = None
+    if user is None or user.role not in DETAIL_ROLES:
+        return web.json_response({"live": True, "ready": ready}, status=status)
     body = {
         "live": True,
         "ready": ready,
@@ -52,7 +69,7 @@ async def health(request: web.Request) -> web.Response:
         "storing": {"ok": worker_error is None, "last_error": worker_error},
         "dicom": {"ae_title": dicom.settings.ae_title, "port": dicom.port, "associations": dicom.active},
     }
-    return web.json_response(body, status=200 if ready else 503)
+    return web.json_response(body, status=status)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter
 from gateway.dimse.scp import DicomServer
+from gateway.http.tokens import Tokens
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
@@ -31,6 +32,6 @@ WORKER_ERROR: web.AppKey[Callable[[], Any]] = web.AppKey("worker_error")
 VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 AUDIT = web.AppKey("audit", AuditWriter)
-TOKENS = web.AppKey("tokens", Any)  # the TokenCache (gateway.http.auth)
+TOKENS = web.AppKey("tokens", Tokens)
 REPORTS = web.AppKey("reports", ReportStore)
 SHARES = web.AppKey("shares", ShareStore)

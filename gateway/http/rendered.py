@@ -82,7 +82,7 @@ async def render_row(request: web.Request, row: dict, wanted: RenderRequest) -> 
         raise http_error(web.HTTPNotFound, str(exc)) from None
     except Exception:  # a codec that cannot decode this pixel data
         raise http_error(web.HTTPNotAcceptable, "this instance's pixel data cannot be rendered") from None
-    return web.Response(body=image, content_type=wanted.media_type, headers={"Cache-Control": "private, max-age=3600"})
+    return web.Response(body=image, content_type=wanted.media_type)  # not cached: see app.response_headers
 
 
 async def rendered(request: web.Request) -> web.Response:

@@ -1,8 +1,11 @@
 """Share links: ``POST``/``GET /studies/{study}/shares`` and ``DELETE /shares/{id}``, for administrators and radiologists.
 
-A link's URL is ``<public URL>/viewer/#share=<token>``: the token rides in the
-fragment, which browsers never send to a server, and the URL carries no
-patient data. The viewer sends it back as ``Authorization: Bearer share.…``.
+A link's URL is ``<http.public_url>/viewer/#share=<token>``: the token rides
+in the fragment, which browsers never send to a server, and the URL carries
+no patient data. The viewer sends it back as ``Authorization: Bearer share.…``.
+A link goes to someone else, so its address never comes from the request
+(a forged ``Host`` would send them, token and all, to another site): while
+``http.public_url`` is unset, no link is made.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import logging
 import math
 from typing import Any
+from urllib.parse import urlsplit
 
 import segno
 from aiohttp import web
@@ -20,7 +24,6 @@ from aiohttp import web
 from gateway.http.auth import USER
 from gateway.http.errors import http_error
 from gateway.http.keys import SETTINGS, SHARES
-from gateway.http.urls import public_base
 from storage.index.reports import NoSuchStudy
 from storage.index.shares import ShareLink
 from storage.uids import is_valid_uid
@@ -43,6 +46,21 @@ def link_json(link: ShareLink) -> dict[str, Any]:
         "revoked_by": link.revoked_by or None,
         "active": link.active(),
     }
+
+
+def share_base(public_url: str) -> str:
+    """The configured public URL that links are made under; raises 503 while it is unset or not an http(s) URL."""
+    base = public_url.strip().rstrip("/")
+    if not base:
+        raise http_error(
+            web.HTTPServiceUnavailable,
+            "share links need http.public_url, the address patients and outside doctors reach the gateway at; "
+            "an administrator must set it",
+        )
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise http_error(web.HTTPServiceUnavailable, "http.public_url is not an http:// or https:// URL; share links need one")
+    return base
 
 
 def qr_svg(url: str) -> str:
@@ -80,6 +98,7 @@ async def _options(request: web.Request) -> tuple[float, str]:
 async def create(request: web.Request) -> web.Response:
     study = _study(request)
     hours, label = await _options(request)
+    base = share_base(request.app[SETTINGS].http.public_url)
     user = request[USER]
     try:
         token, link = await asyncio.to_thread(
@@ -87,7 +106,7 @@ async def create(request: web.Request) -> web.Response:
         )
     except NoSuchStudy:
         raise http_error(web.HTTPNotFound, "no such study") from None
-    url = f"{public_base(request)}/viewer/#share={token}"
+    url = f"{base}/viewer/#share={token}"
     log.info("share link %d made by %s, valid %.4g h", link.pk, user.username, hours)
     svg = await asyncio.to_thread(qr_svg, url)
     body = {"id": link.pk, "url": url, "expires_at": link.expires_at.isoformat(), "label": link.label, "qr_svg": svg}

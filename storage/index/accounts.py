@@ -1,4 +1,9 @@
-"""Users, bearer tokens, referring physicians' patient links and study grants, and the audit trail."""
+"""Users, bearer tokens, referring physicians' patient links and study grants, and the audit trail.
+
+The password policy lives here, so that every way of setting a password (the
+command line, a script, a later API) goes through it: at least
+``MIN_PASSWORD_LENGTH`` characters, neither the user name nor containing it.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import math
 import os
 import secrets
 from collections.abc import Sequence
@@ -14,9 +20,10 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from storage.index.schema import audit_events, tokens, user_patients, user_studies, users
+from storage.index.schema import audit_events, audit_keys, patients, tokens, user_patient_ids, user_patients, user_studies, users
 from storage.index.times import utc_now
 
 
@@ -33,6 +40,36 @@ ACCOUNT_ROLES = tuple(role for role in Role if role is not Role.SHARE)
 
 class AccountError(Exception):
     pass
+
+
+class AmbiguousPatient(AccountError):
+    """A patient ID the index holds under several issuers, named without one."""
+
+
+@dataclass(frozen=True)
+class PatientLink:
+    patient_id: str
+    issuer: str | None  # None: not named (see storage.index.scope)
+
+
+class PasswordRejected(AccountError):
+    """A password the policy refuses; the message says why."""
+
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+
+
+def password_problem(username: str, password: str) -> str | None:
+    """Why the policy refuses this password for this user, or None when it is acceptable."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"a password has at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"a password has at most {MAX_PASSWORD_LENGTH} characters"
+    name, folded = username.casefold(), password.casefold()
+    if folded == name or (len(name) >= 4 and name in folded):
+        return "a password must not be the user name nor contain it"
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,6 +92,13 @@ def hash_password(password: str) -> str:
     return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encode(salt)}${encode(digest)}"
 
 
+# Verified against when there is no hash to verify (an unknown user, a token-only account), so that a wrong
+# user name costs the same scrypt work as a wrong password: how long a login takes tells nothing.
+_NO_HASH = "scrypt${}${}${}${}${}".format(
+    _SCRYPT_N, _SCRYPT_R, _SCRYPT_P, base64.b64encode(bytes(16)).decode(), base64.b64encode(bytes(32)).decode()
+)
+
+
 def verify_password(password: str, stored: str) -> bool:
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
@@ -72,7 +116,16 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def _check_password(username: str, password: str) -> None:
+    problem = password_problem(username, password)
+    if problem:
+        raise PasswordRejected(problem)
+
+
 class AccountStore:
+    """Accounts in the index: users and their password hashes, bearer tokens, referring physicians' patients
+    and studies, and the audit trail."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -81,6 +134,8 @@ class AccountStore:
             raise AccountError("a user name is 1 to 64 characters")
         if role not in ACCOUNT_ROLES:
             raise AccountError(f"the {role.value} role is not given to accounts")
+        if password:
+            _check_password(username, password)
         values = {
             "username": username,
             "role": role.value,
@@ -91,7 +146,7 @@ class AccountStore:
         }
         try:
             with self.engine.begin() as conn:
-                pk = conn.execute(insert(users).values(**values)).inserted_primary_key[0]
+                pk = conn.execute(insert(users).values(**values).returning(users.c.pk)).scalar_one()
         except IntegrityError:
             raise AccountError(f"user {username!r} exists") from None
         return User(int(pk), username, role, display_name)
@@ -102,21 +157,31 @@ class AccountStore:
         return None if row is None else User(row.pk, row.username, Role(row.role), row.display_name)
 
     def set_password(self, username: str, password: str) -> None:
+        _check_password(username, password)
         with self.engine.begin() as conn:
             done = conn.execute(update(users).where(users.c.username == username).values(password_hash=hash_password(password)))
         if not done.rowcount:
             raise AccountError(f"no user {username!r}")
 
     def authenticate(self, username: str, password: str) -> User | None:
+        """The user if the password is theirs; None otherwise, after the same work whether the user exists or not.
+
+        A password the policy refuses never logs in, even when it is the one stored (set before the policy):
+        its account needs a new one (``pacs-gateway user password``)."""
         with self.engine.connect() as conn:
             row = conn.execute(select(users).where(users.c.username == username, users.c.disabled == 0)).first()
-        if row is None or not row.password_hash or not verify_password(password, row.password_hash):
+        stored = str(row.password_hash) if row is not None else ""
+        matches = verify_password(password, stored or _NO_HASH)
+        if row is None or not stored or not matches or password_problem(username, password):
             return None
         return User(row.pk, row.username, Role(row.role), row.display_name)
 
     def issue_token(self, user: User, *, hours: float | None, label: str = "") -> str:
+        """A new bearer token for the user, valid ``hours`` (None: until revoked, only when asked for)."""
+        if hours is not None and (isinstance(hours, bool) or not math.isfinite(hours) or hours <= 0):
+            raise AccountError("a token's lifetime is a positive number of hours")
         token = secrets.token_urlsafe(32)
-        expires = utc_now() + dt.timedelta(hours=hours) if hours else None
+        expires = utc_now() + dt.timedelta(hours=hours) if hours is not None else None
         with self.engine.begin() as conn:
             conn.execute(
                 insert(tokens).values(
@@ -150,26 +215,65 @@ class AccountStore:
                 return None
         return User(row.pk, row.username, Role(row.role), row.display_name)
 
-    def link_patient(self, username: str, patient_id: str) -> None:
-        self._link(username, user_patients, {"patient_id": patient_id})
+    def link_patient(self, username: str, patient_id: str, issuer: str | None = None) -> PatientLink:
+        """Let a referring physician see a patient's studies: the patient with this ID and issuer.
+
+        Without an issuer, the one the index holds the ID under; refused (AmbiguousPatient) when it holds the
+        ID under several; when it holds none yet, a link naming no issuer (see storage.index.scope)."""
+        user = self.user(username)
+        if user is None:
+            raise AccountError(f"no user {username!r}")
+        if not 0 < len(patient_id) <= 64 or (issuer is not None and len(issuer) > 64):
+            raise AccountError("a patient ID is 1 to 64 characters, an issuer at most 64")
+        with self.engine.begin() as conn:
+            if issuer is None:
+                held = [r[0] for r in conn.execute(select(patients.c.issuer).where(patients.c.patient_id == patient_id).distinct())]
+                if len(held) > 1:
+                    raise AmbiguousPatient(
+                        f"the index holds patient ID {patient_id!r} under {len(held)} issuers: name the patient's with --issuer"
+                    )
+                issuer = held[0] if held else None
+            unnamed = user_patients.c
+            conn.execute(delete(user_patients).where(unnamed.user_pk == user.pk, unnamed.patient_id == patient_id))
+            if issuer is None:
+                conn.execute(insert(user_patients).values(user_pk=user.pk, patient_id=patient_id))
+            else:
+                named = user_patient_ids.c
+                key = (named.user_pk == user.pk, named.patient_id == patient_id, named.issuer == issuer)
+                conn.execute(delete(user_patient_ids).where(*key))
+                conn.execute(insert(user_patient_ids).values(user_pk=user.pk, patient_id=patient_id, issuer=issuer))
+        return PatientLink(patient_id, issuer)
 
     def grant_study(self, username: str, study_uid: str) -> None:
-        self._link(username, user_studies, {"study_uid": study_uid})
-
-    def _link(self, username: str, table: Any, values: dict[str, str]) -> None:
         user = self.user(username)
         if user is None:
             raise AccountError(f"no user {username!r}")
         with self.engine.begin() as conn:
-            conn.execute(delete(table).where(table.c.user_pk == user.pk, *(table.c[k] == v for k, v in values.items())))
-            conn.execute(insert(table).values(user_pk=user.pk, **values))
+            conn.execute(delete(user_studies).where(user_studies.c.user_pk == user.pk, user_studies.c.study_uid == study_uid))
+            conn.execute(insert(user_studies).values(user_pk=user.pk, study_uid=study_uid))
 
-    def scope(self, user: User) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The patient IDs linked to a user and the study UIDs granted to them."""
+    def links(self, user: User) -> tuple[list[PatientLink], list[str]]:
+        """The patients linked to a user (sorted) and the study UIDs granted to them."""
         with self.engine.connect() as conn:
-            patients = tuple(r[0] for r in conn.execute(select(user_patients.c.patient_id).where(user_patients.c.user_pk == user.pk)))
-            studies = tuple(r[0] for r in conn.execute(select(user_studies.c.study_uid).where(user_studies.c.user_pk == user.pk)))
-        return patients, studies
+            named = conn.execute(
+                select(user_patient_ids.c.patient_id, user_patient_ids.c.issuer).where(user_patient_ids.c.user_pk == user.pk)
+            ).all()
+            unnamed = conn.execute(select(user_patients.c.patient_id).where(user_patients.c.user_pk == user.pk)).all()
+            granted = [r[0] for r in conn.execute(select(user_studies.c.study_uid).where(user_studies.c.user_pk == user.pk))]
+        patient_links = [PatientLink(r.patient_id, r.issuer) for r in named] + [PatientLink(r.patient_id, None) for r in unnamed]
+        return sorted(patient_links, key=lambda link: (link.patient_id, link.issuer or "")), sorted(granted)
+
+    def audit_key(self) -> bytes:
+        """The audit trail's digest key when there is no de-identification secret: 32 random bytes, made once, kept
+        in the index, so that every process sharing it digests alike (and ``user audit-digest`` with them)."""
+        with self.engine.begin() as conn:
+            key = conn.execute(select(audit_keys.c.key).where(audit_keys.c.pk == 1)).scalar()
+            if key is None:
+                insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+                made = insert_(audit_keys).values(pk=1, key=os.urandom(32), created_at=utc_now())
+                conn.execute(made.on_conflict_do_nothing(index_elements=["pk"]))  # another process may have been first
+                key = conn.execute(select(audit_keys.c.key).where(audit_keys.c.pk == 1)).scalar_one()
+        return bytes(key)
 
     def audit(self, events: Sequence[dict[str, Any]]) -> None:
         """Append events (username, role, action, target, source, outcome; ``at`` defaults to now) in one transaction."""

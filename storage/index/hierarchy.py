@@ -22,6 +22,7 @@ from sqlalchemy import Connection, and_, case, func, or_, select
 from storage.index.person_names import fold_pattern
 from storage.index.schema import instances, patient_identifiers, patients, reports, series, studies
 from storage.index.matching import DateRange, InvalidQuery
+from storage.index.scope import Scope, scope_condition
 from storage.uids import is_valid_uid
 
 
@@ -121,8 +122,8 @@ class HierarchyQuery:
     offset: int = 0
     # Pseudonymous patient IDs the vault maps PatientID to (authorised re-identifying queries only).
     patient_pseudonyms: tuple[str, ...] = ()
-    # What a referring physician may see: (linked patient IDs, granted study UIDs); None is everything.
-    scope: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+    # What a referring physician or a share link may see (storage.index.scope); None is everything.
+    scope: Scope | None = None
     # Sort keys before the level's own order: (keyword, descending), from :func:`parse_order`.
     order: tuple[tuple[str, bool], ...] = ()
     # Fuzzy matching of person names (QIDO-RS ``fuzzymatching=true``, C-FIND extended negotiation): see fuzzy_name.
@@ -258,11 +259,7 @@ def _statement(query: HierarchyQuery) -> tuple[list[Any], Any, Any]:
             matched = or_(matched, patients.c.patient_id.in_(query.patient_pseudonyms))
         conditions.append(matched)
     if query.scope is not None:
-        patient_ids, study_uids = query.scope
-        allowed = patients.c.patient_id.in_(patient_ids)
-        if depth >= Level.STUDY.depth:
-            allowed = or_(allowed, studies.c.study_uid.in_(study_uids))
-        conditions.append(allowed)
+        conditions.append(scope_condition(query.scope, with_studies=depth >= Level.STUDY.depth))
     if query.other_patient_ids:
         other = select(patient_identifiers.c.patient_pk).where(patient_identifiers.c.identifier.in_(query.other_patient_ids))
         conditions.append(patients.c.pk.in_(other))

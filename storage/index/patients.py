@@ -21,7 +21,7 @@ from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, literal, select, union_all, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.index.person_names import fold_name
@@ -35,6 +35,7 @@ from storage.index.schema import (
     reconciliation_queue,
     series,
     studies,
+    user_patient_ids,
     user_patients,
     worklist_items,
 )
@@ -180,7 +181,7 @@ def _apply(conn: Connection, row: Any | None, d: Demographics, now: dt.datetime)
 def merge_patients(conn: Connection, surviving_pk: int, merged_pk: int, now: dt.datetime) -> MergeOutcome:
     """Move the merged patient's studies, orders, IDs and links to the survivor, then remove the merged row."""
     merged = conn.execute(select(patients).where(patients.c.pk == merged_pk)).one()
-    surviving_id = conn.execute(select(patients.c.patient_id).where(patients.c.pk == surviving_pk)).scalar_one()
+    surviving_id, surviving_issuer = conn.execute(select(patients.c.patient_id, patients.c.issuer).where(patients.c.pk == surviving_pk)).one()
     moved = [int(pk) for (pk,) in conn.execute(select(studies.c.pk).where(studies.c.patient_pk == merged_pk))]
     # updated_at moves: the EMR link publishes the studies again, under their new patient.
     conn.execute(update(studies).where(studies.c.patient_pk == merged_pk).values(patient_pk=surviving_pk, updated_at=now))
@@ -194,7 +195,7 @@ def merge_patients(conn: Connection, surviving_pk: int, merged_pk: int, now: dt.
     ]
     # The merged MRN stays findable: a query by it finds the survivor.
     _add_identifiers(conn, surviving_pk, [*others, OtherPatientID(merged.patient_id, merged.issuer, ID_TYPE)])
-    _move_user_links(conn, merged.patient_id, surviving_id)
+    _move_user_links(conn, merged, surviving_id, surviving_issuer)
     q = reconciliation_queue.c  # an administrator reconciling one of the moved studies sees its patient now
     conn.execute(update(reconciliation_queue).where(q.patient_pk == merged_pk).values(patient_pk=surviving_pk, updated_at=now))
     conn.execute(delete(patient_identifiers).where(ids.patient_pk == merged_pk))
@@ -204,14 +205,25 @@ def merge_patients(conn: Connection, surviving_pk: int, merged_pk: int, now: dt.
     return MergeOutcome(len(moved), rewritten, int(orders or 0))
 
 
-def _move_user_links(conn: Connection, merged_id: str, surviving_id: str) -> None:
-    """Referring physicians linked to the merged patient see the survivor."""
-    users = [int(u) for (u,) in conn.execute(select(user_patients.c.user_pk).where(user_patients.c.patient_id == merged_id))]
-    for user_pk in users:
-        insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-        stmt = insert_(user_patients).values(user_pk=user_pk, patient_id=surviving_id)
-        conn.execute(stmt.on_conflict_do_nothing(index_elements=["user_pk", "patient_id"]))
-    conn.execute(delete(user_patients).where(user_patients.c.patient_id == merged_id))
+def _move_user_links(conn: Connection, merged: Any, surviving_id: str, surviving_issuer: str) -> None:
+    """Referring physicians linked to the merged patient see the survivor (links by ID and issuer).
+
+    A link naming no issuer opened the merged patient only if no other patient has its ID: it then follows
+    too, naming the survivor's issuer. Otherwise it opened nothing, and is dropped: once the merged row is
+    gone, it could open the other patient with that ID."""
+    named = user_patient_ids.c
+    is_merged = and_(named.patient_id == merged.patient_id, named.issuer == merged.issuer)
+    followers = {int(u) for (u,) in conn.execute(select(named.user_pk).where(is_merged))}
+    unnamed = user_patients.c
+    shared = select(patients.c.pk).where(patients.c.patient_id == merged.patient_id, patients.c.pk != merged.pk).exists()
+    if not conn.execute(select(shared)).scalar():
+        followers |= {int(u) for (u,) in conn.execute(select(unnamed.user_pk).where(unnamed.patient_id == merged.patient_id))}
+    insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    for user_pk in sorted(followers):
+        stmt = insert_(user_patient_ids).values(user_pk=user_pk, patient_id=surviving_id, issuer=surviving_issuer)
+        conn.execute(stmt.on_conflict_do_nothing(index_elements=["user_pk", "patient_id", "issuer"]))
+    conn.execute(delete(user_patient_ids).where(is_merged))
+    conn.execute(delete(user_patients).where(unnamed.patient_id == merged.patient_id))
 
 
 def patient_json(row: Any) -> dict[str, dict[str, Any]]:

@@ -185,6 +185,18 @@ tokens = Table(
     Column("revoked", Integer, nullable=False, default=0),
 )
 
+# A referring physician's patients, by Patient ID and Issuer of Patient ID: MRN-1 of one hospital is not
+# MRN-1 of another.
+user_patient_ids = Table(
+    "user_patient_ids",
+    metadata,
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
+    Column("patient_id", String(64), primary_key=True),
+    Column("issuer", String(64), primary_key=True),
+)
+
+# Links that name no issuer (made before the patient was indexed, or by an earlier release): each opens the
+# patient with that ID only while the index holds the ID under a single issuer (storage.index.hierarchy).
 user_patients = Table(
     "user_patients",
     metadata,
@@ -197,6 +209,30 @@ user_studies = Table(
     metadata,
     Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True),
     Column("study_uid", String(64), primary_key=True),
+)
+
+# Failed logins, per account name and per address (each key a SHA-256 digest: no typed name kept in clear),
+# shared by every gateway process using the index (storage.index.login_throttle).
+login_throttle = Table(
+    "login_throttle",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),  # within the window that started at window_start
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("last_failure", DateTime(timezone=True), nullable=False),
+    Column("lockouts", Integer, nullable=False),  # in a row: each one lasts twice as long as the one before
+    Column("locked_until", DateTime(timezone=True)),
+    Index("ix_login_throttle_last_failure", "last_failure"),
+)
+
+# The key the audit trail digests values with when the gateway holds no de-identification secret: one row,
+# made at first use (AccountStore.audit_key).
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
 # Append-only: rows are inserted, never updated or deleted by the gateway (modelled on IHE ATNA).

@@ -8,7 +8,7 @@ import zlib
 import pytest
 from sqlalchemy import select
 
-from storage.index.accounts import AccountStore, Role
+from storage.index.accounts import AccountStore, PatientLink, Role
 from storage.index.database import IndexDatabase
 from storage.index.hierarchy import HierarchyQuery, Level
 from storage.index.patients import (
@@ -96,7 +96,7 @@ def test_merge_moves_studies_ids_links_and_metadata(index: IndexDatabase) -> Non
         [study] = index.search_hierarchy(HierarchyQuery(Level.STUDY, {"PatientID": patient_id}))
         assert study["StudyInstanceUID"] == merged_series[0].StudyInstanceUID and study["PatientID"] == "MRN-KEEP"
     assert _metadata_ids(index) == {("MRN-KEEP", "Hoàng^Văn Nam")}
-    assert accounts.scope(accounts.user("dr"))[0] == ("MRN-KEEP",)
+    assert accounts.links(accounts.user("dr"))[0] == [PatientLink("MRN-KEEP", "BV-CHORAY")]
 
 
 def test_a_late_instance_with_a_merged_mrn_joins_the_survivor(index: IndexDatabase) -> None:

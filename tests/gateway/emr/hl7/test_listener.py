@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,73 @@ def test_senders_outside_the_allowed_networks_are_not_heard(tmp_path: Path) -> N
         assert "HL7 connection from 127.0.0.1 refused" in gw.log_tail()
     finally:
         gw.kill()
+
+
+def _non_loopback_address() -> str | None:
+    """An address of this host that is not loopback (the source an EMR on another host would have), if any."""
+    candidates = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))  # nothing is sent: this only picks the address routing would use
+            candidates.append(probe.getsockname()[0])
+        except OSError:
+            pass
+    try:
+        candidates += socket.gethostbyname_ex(socket.gethostname())[2]
+    except OSError:
+        pass
+    return next((a for a in candidates if not a.startswith("127.") and a != "0.0.0.0"), None)
+
+
+def _mllp_from(source: str, port: int, text: str) -> bytes:
+    """Send one MLLP block from ``source`` as a bare socket; what comes back before the ACK ends or the peer closes."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as sock:
+        try:
+            sock.sendall(b"\x0b" + text.encode("utf-8") + b"\x1c\r")
+            while b"\x1c\r" not in received:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+        except ConnectionError:
+            pass
+    return received
+
+
+def _refused_count(gateway) -> float:
+    _, text = gateway.get("/metrics")
+    match = re.search(r"^pacsgw_hl7_connections_refused_total (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_without_allowed_peers_only_this_host_is_heard(gateway, tmp_path: Path) -> None:
+    """The default: a peer on another host may not rewrite a patient's record; loopback (all of 127/8) may."""
+    source = _non_loopback_address()
+    if source is None:
+        pytest.skip("this host has no address but loopback to send from")
+    person = Person(mrn="MRN-PEERS", family="Trần", given="Văn Bình", citizen="001190000909")
+    assert ack_code(send(gateway.hl7_port, adt("A08", person))[0]) == "AA"
+    refused_before = _refused_count(gateway)
+    renamed = Person(mrn="MRN-PEERS", family="Kẻ", given="Mạo Danh", citizen="001190000909")
+    assert _mllp_from(source, gateway.hl7_port, adt("A08", renamed)) == b""  # closed unread: no ACK at all
+    [ds] = findscu(gateway.dicom_port, tmp_path / "1", "QueryRetrieveLevel=PATIENT", "PatientID=MRN-PEERS", "PatientName", model="-P")
+    assert str(ds.PatientName) == "Trần^Văn Bình"
+    assert f"HL7 connection from {source} refused" in gateway.log_tail(200)
+    assert _refused_count(gateway) == refused_before + 1
+    # Another loopback address is this host too.
+    corrected = Person(mrn="MRN-PEERS", family="Trần", given="Thị Bình", citizen="001190000909")
+    assert b"MSA|AA|" in _mllp_from("127.0.0.2", gateway.hl7_port, adt("A08", corrected))
+    [ds] = findscu(gateway.dicom_port, tmp_path / "2", "QueryRetrieveLevel=PATIENT", "PatientID=MRN-PEERS", "PatientName", model="-P")
+    assert str(ds.PatientName) == "Trần^Thị Bình"
+    assert "accepting loopback peers only" in gateway.log_path.read_text(errors="replace")
+
+
+def test_peer_rules_apply_to_ipv4_peers_of_a_dual_stack_socket() -> None:
+    from gateway.emr.hl7.listener import Hl7Peers
+
+    local = Hl7Peers([])
+    assert local.allows("127.0.0.1") and local.allows("127.3.4.5") and local.allows("::1") and local.allows("::ffff:127.0.0.1")
+    assert not any(local.allows(a) for a in ("10.1.2.3", "::ffff:10.1.2.3", "fd00::2", "192.0.2.2", "not an address"))
+    named = Hl7Peers(["10.0.0.0/8"])
+    assert named.allows("10.1.2.3") and named.allows("::ffff:10.1.2.3") and not named.allows("127.0.0.1")

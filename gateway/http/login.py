@@ -1,0 +1,70 @@
+"""``POST /auth/login``: a bearer token for a user name and password, with failed logins throttled.
+
+Every answer but a success costs the same: an unknown user name runs the
+same scrypt work as a wrong password (storage.index.accounts), and the
+throttle counts names whether an account has them or not. After repeated
+failures for one name or from one address (storage.index.login_throttle),
+logins are answered 429 with Retry-After, the right password included,
+until the lockout ends. Every attempt is in the audit trail (``login``, its
+HTTP status), and so is every lockout (``login-lockout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+
+from aiohttp import web
+
+from gateway.http.errors import http_error
+from gateway.http.keys import ACCOUNTS, AUDIT, METRICS
+from storage.index.login_throttle import Lockout, LoginThrottle
+
+log = logging.getLogger(__name__)
+
+LOGIN_TOKEN_HOURS = 12.0
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+
+
+def _locked_out(lockout: Lockout) -> web.HTTPTooManyRequests:
+    seconds = max(1, math.ceil(lockout.seconds))
+    return web.HTTPTooManyRequests(
+        text=json.dumps({"error": f"too many failed logins: try again in {seconds} s"}),
+        content_type="application/json",
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+async def login(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+        username, password = str(body["username"]), str(body["password"])
+    except (ValueError, KeyError, TypeError):
+        raise http_error(web.HTTPBadRequest, 'send {"username": ..., "password": ...} as JSON') from None
+    accounts, audit, throttle = request.app[ACCOUNTS], request.app[AUDIT], request.app[THROTTLE]
+    address = request.remote or ""
+
+    def record(action: str, outcome: int, role: str = "", target: str = "/auth/login") -> None:
+        audit.record(username=username[:64], role=role, action=action, target=target, source=address, outcome=outcome)
+
+    lockout = await asyncio.to_thread(throttle.locked, username, address)
+    if lockout is not None:
+        record("login", 429)
+        raise _locked_out(lockout)
+    user = await asyncio.to_thread(accounts.authenticate, username, password)
+    if user is None:
+        started = await asyncio.to_thread(throttle.failed, username, address)
+        record("login", 401)
+        for lock in started:
+            record("login-lockout", 429, target=f"/auth/login {lock.scope} locked {lock.seconds:g} s")
+            request.app[METRICS].logins_locked.labels(lock.scope).inc()
+            where = f"from {address}" if lock.scope == "address" else "to one account name"
+            log.warning("logins %s locked for %g s after repeated failures (see the audit trail)", where, lock.seconds)
+        raise http_error(web.HTTPUnauthorized, "unknown user or wrong password")
+    await asyncio.to_thread(throttle.succeeded, username)
+    record("login", 200, role=user.role.value)
+    token = await asyncio.to_thread(accounts.issue_token, user, hours=LOGIN_TOKEN_HOURS, label="login")
+    answer = {"token": token, "expires_in": int(LOGIN_TOKEN_HOURS * 3600), "role": user.role.value, "display_name": user.display_name}
+    return web.json_response(answer)
