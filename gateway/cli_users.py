@@ -15,7 +15,7 @@ EXIT_OK, EXIT_FAILED = 0, 1
 DEFAULT_TOKEN_DAYS = 90  # a token forgotten in a script or a leaver's notes stops working by itself
 
 
-def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:  # type: ignore[type-arg]
+def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.ArgumentParser], None]) -> None:
     user = sub.add_parser("user", help="accounts of the HTTP API: users, tokens, referring physicians' patients")
     common(user)
     actions = user.add_subparsers(dest="user_command", required=True)

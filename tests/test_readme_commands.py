@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 CONSOLE = Path(sys.executable).with_name("pacs-gateway")  # the console script pip installed into the venv
 SECRET = "readme-secret-0123456789abcdefghijklmnop"
-PASSWORD = "a long passphrase 4 the admin"
+PASSWORD = "correct horse battery staple 7"
 
 # The command forms the synopsis shows, each run by a test below.
 TESTED_FORMS = {
@@ -109,7 +109,8 @@ def _at_terminal(command: str, *, cwd: Path, env: dict[str, str], answers: list[
                 if not chunk:
                     break
                 output += chunk
-            if pending and output.rstrip().endswith(b":") and len(output) > answered_at:
+            # A new prompt only: getpass flushes what was typed ahead of its prompt.
+            if pending and output[answered_at:].strip() and output.rstrip().endswith(b":"):
                 os.write(master, pending.pop(0).encode() + b"\n")
                 answered_at = len(output)
             if not ready and proc.poll() is not None:

@@ -29,7 +29,7 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 # Returns the spool worker's last error, or None while storing works.
 WORKER_ERROR: web.AppKey[Callable[[], Any]] = web.AppKey("worker_error")
 # The pseudonym vault, or None when the gateway holds no de-identification secret.
-VAULT = web.AppKey("vault", PseudonymVault | None)  # type: ignore[arg-type]
+VAULT: web.AppKey[PseudonymVault | None] = web.AppKey("vault")
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 AUDIT = web.AppKey("audit", AuditWriter)
 TOKENS = web.AppKey("tokens", Tokens)

@@ -266,7 +266,7 @@ def _statement(query: HierarchyQuery) -> tuple[list[Any], Any, Any]:
     return columns, source, and_(*conditions)
 
 
-_ORDER = {
+_ORDER: dict[Level, list[Any]] = {
     Level.PATIENT: [patients.c.patient_id, patients.c.issuer],
     Level.STUDY: [studies.c.study_date.desc(), studies.c.study_time.desc(), studies.c.study_uid],
     Level.SERIES: [studies.c.study_uid, series.c.series_number, series.c.series_uid],
@@ -286,7 +286,7 @@ def sortable(level: Level) -> list[str]:
 def parse_order(level: Level, text: str) -> tuple[tuple[str, bool], ...]:
     """``Keyword[,-Keyword...]`` (a leading ``-`` sorts descending) as sort keys; raises InvalidQuery."""
     allowed = sortable(level)
-    order = []
+    order: list[tuple[str, bool]] = []
     for item in (i.strip() for i in text.split(",")):
         descending = item.startswith("-")
         keyword = item[1:].strip() if descending or item.startswith("+") else item

@@ -80,7 +80,7 @@ class LoginThrottle:
         with self.engine.connect() as conn:
             rows = conn.execute(select(t.key, t.locked_until).where(t.key.in_(keys.values()), t.locked_until > now)).all()
         scopes = {key: scope for scope, key in keys.items()}
-        found = [Lockout(scopes[r.key], (as_utc(r.locked_until) - now).total_seconds()) for r in rows]  # type: ignore[operator]
+        found = [Lockout(scopes[r.key], (as_utc(r.locked_until) - now).total_seconds()) for r in rows]
         return max(found, key=lambda lockout: lockout.seconds, default=None)
 
     def failed(self, username: str, address: str, now: dt.datetime | None = None) -> list[Lockout]:

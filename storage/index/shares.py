@@ -59,7 +59,7 @@ class ShareLink:
 def _link(row: Any) -> ShareLink:
     return ShareLink(
         pk=row.pk, study_uid=row.study_uid, label=row.label, created_by=row.created_by,
-        created_at=as_utc(row.created_at), expires_at=as_utc(row.expires_at),  # type: ignore[arg-type]
+        created_at=as_utc(row.created_at), expires_at=as_utc(row.expires_at),
         revoked=bool(row.revoked), revoked_at=as_utc(row.revoked_at), revoked_by=row.revoked_by,
     )  # fmt: skip
 
@@ -89,7 +89,7 @@ class ShareStore:
             with self.engine.begin() as conn:
                 if conn.execute(select(studies.c.pk).where(studies.c.study_uid == study_uid)).first() is None:
                     raise NoSuchStudy(f"no study {study_uid} in the index")
-                pk = conn.execute(insert(share_links).values(**values)).inserted_primary_key[0]
+                pk = conn.execute(insert(share_links).values(**values).returning(share_links.c.pk)).scalar_one()
                 row = conn.execute(select(share_links).where(share_links.c.pk == pk)).one()
         except SQLAlchemyError as exc:
             raise ShareError(f"share link not created: {type(exc).__name__}") from exc
