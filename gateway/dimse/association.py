@@ -166,6 +166,8 @@ class Association:
             await self._close()
 
     async def _send(self, data: bytes) -> None:
+        if self.writer.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
         try:
             self.writer.write(data)
             if self.writer.transport.get_write_buffer_size():  # the socket is full: wait, but not forever
