@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 MAX_COMMAND_BYTES = 65536
 
 # The abstract syntaxes each query or retrieve may come on.
-_QUERY_MODELS = {
+_QUERY_MODELS: dict[int, tuple[str, ...]] = {
     CommandField.C_FIND_RQ: (*FIND_MODELS, MODALITY_WORKLIST_FIND),
     CommandField.C_MOVE_RQ: MOVE_MODELS,
     CommandField.C_GET_RQ: GET_MODELS,
@@ -330,11 +330,12 @@ class Association:
             await self._respond(message, status, error_comment=reason)
             return
         dataset, message.dataset = message.dataset, None
-        operation = {
+        operations: dict[int, Callable[[_Message, bytes], Coroutine[Any, Any, None]]] = {
             CommandField.C_FIND_RQ: self._find,
             CommandField.C_MOVE_RQ: self._retrieve,
             CommandField.C_GET_RQ: self._retrieve,
-        }.get(int(message.command.CommandField))
+        }
+        operation = operations.get(int(message.command.CommandField))
         if operation is not None:
             task = asyncio.create_task(operation(message, bytes(dataset)))
             self._operations.add(task)
@@ -475,9 +476,9 @@ class Association:
             raise ValueError(f"no presentation context accepted for {target.sop_class_uid}")
         same = [cid for cid, cx in candidates.items() if cx.transfer_syntax == target.transfer_syntax_uid]
         plain = [cid for cid, cx in candidates.items() if cx.transfer_syntax in UNCOMPRESSED]
-        context_id = (same or plain or [None])[0]
-        if context_id is None:
+        if not (same or plain):
             raise ValueError(f"the peer accepted no transfer syntax {target.sop_class_uid} can be sent in")
+        context_id = (same or plain)[0]
         wanted = candidates[context_id].transfer_syntax
         dataset = await asyncio.to_thread(dataset_bytes, stored, target.transfer_syntax_uid, wanted)
         message_id = self._next_message_id

@@ -141,7 +141,7 @@ def _negotiate(request: A_ASSOCIATE, supported: list[PresentationContext], *, ma
     roles = {
         item.sop_class_uid: (item.scu_role, item.scp_role)
         for item in request.user_information
-        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid is not None
     }
     results, role_replies = negotiate_as_acceptor(request.presentation_context_definition_list, supported, roles)
     accepted = {

@@ -24,6 +24,7 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
     MPEGTransferSyntaxes,
     RLETransferSyntaxes,
+    UID,
     UncompressedTransferSyntaxes,
 )
 from pynetdicom import AllStoragePresentationContexts
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 VERIFICATION = "1.2.840.10008.1.1"
 
 # Accepted exactly as the sender proposes them: the gateway never transcodes on receipt.
-ACCEPTED_TRANSFER_SYNTAXES = [
+ACCEPTED_TRANSFER_SYNTAXES: list[str | UID] = [
     *UncompressedTransferSyntaxes,
     *JPEGTransferSyntaxes,
     *JPEGLSTransferSyntaxes,
@@ -65,6 +66,7 @@ def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
     query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS, *workflow)
     contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in query_models]
     for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
         storage = build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
         # A C-GET requester proposes to act as storage SCP for what it retrieves; accept either role.
         storage.scu_role = storage.scp_role = True

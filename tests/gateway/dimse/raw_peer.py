@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
@@ -13,7 +13,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import CTImageStorage
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway.dimse import pdu
 from gateway.dimse.commands import encode_command
@@ -23,7 +23,7 @@ VERIFICATION = "1.2.840.10008.1.1"
 
 
 def request(
-    contexts: list[tuple[str, str]], calling: str = "RAW", called: str = "PACSGW", *, scp_roles: tuple[str, ...] = ()
+    contexts: Sequence[tuple[str, str]], calling: str = "RAW", called: str = "PACSGW", *, scp_roles: tuple[str, ...] = ()
 ) -> bytes:
     """An A-ASSOCIATE-RQ proposing each (abstract syntax, transfer syntax) as contexts 1, 3, 5...
 
@@ -102,7 +102,7 @@ class RawPeer:
             out += chunk
         return out
 
-    def associate(self, contexts: list[tuple[str, str]] | None = None, calling: str = "RAW") -> None:
+    def associate(self, contexts: Sequence[tuple[str, str]] | None = None, calling: str = "RAW") -> None:
         self.send(request(contexts or [(CTImageStorage, ExplicitVRLittleEndian)], calling=calling))
         assert self.receive()[0] == pdu.A_ASSOCIATE_AC
 
