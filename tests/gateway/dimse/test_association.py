@@ -7,7 +7,6 @@ import os
 import struct
 import subprocess
 import threading
-import time
 
 import pytest
 from pydicom import dcmread
@@ -21,7 +20,7 @@ from gateway.dimse import pdu
 from gateway.dimse.commands import encode_command
 from gateway.dimse.part10 import file_meta
 from tests.factory import ct_series, to_bytes, write_files
-from tests.gateway.dimse.raw_peer import RawPeer, request
+from tests.gateway.dimse.raw_peer import RawPeer, request, wait_settled
 from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary
 
 
@@ -107,7 +106,7 @@ def test_unsupported_contexts_are_refused_one_by_one(gateway) -> None:
 
 
 def test_association_limit_refuses_transiently(gateway) -> None:
-    time.sleep(0.2)  # connections of earlier tests in this module are gone by now
+    wait_settled(gateway)  # connections of earlier tests in this module are gone
     holders = [RawPeer(gateway.dicom_port) for _ in range(3)]
     for holder in holders:
         holder.associate()
@@ -119,7 +118,7 @@ def test_association_limit_refuses_transiently(gateway) -> None:
     finally:
         for holder in holders:
             holder.sock.close()
-    time.sleep(0.2)  # let the gateway see the holders go before the next test associates
+    wait_settled(gateway)  # the gateway has seen the holders go before the next test associates
 
 
 def test_small_pdus_from_the_sender_reassemble(gateway, tmp_path) -> None:
@@ -136,6 +135,7 @@ def test_small_pdus_from_the_sender_reassemble(gateway, tmp_path) -> None:
 
 
 def test_concurrent_associations_are_all_served(gateway) -> None:
+    wait_settled(gateway)  # as many slots free as there are senders below
     series = ct_series(24, size=32)
     statuses: list[int] = []
     lock = threading.Lock()
