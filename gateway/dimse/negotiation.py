@@ -72,8 +72,8 @@ class _Mute(logging.Filter):
 _MUTE = _Mute()
 # pynetdicom's codecs log each malformed field at ERROR (with a traceback for
 # undecodable bytes), pydicom warns about each invalid UID.
-_CODEC_LOGGERS = ("pynetdicom.utils", "pynetdicom.pdu", "pynetdicom.pdu_items", "pynetdicom.pdu_primitives",
-                  "pynetdicom.presentation", "pydicom")  # fmt: skip
+_CODEC_LOGGERS = ("pynetdicom.utils", "pynetdicom._validators", "pynetdicom.pdu", "pynetdicom.pdu_items",
+                  "pynetdicom.pdu_primitives", "pynetdicom.presentation", "pydicom")  # fmt: skip
 
 
 @contextmanager

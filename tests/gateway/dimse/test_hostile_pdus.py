@@ -3,6 +3,7 @@ traceback, memory stays bounded, and the gateway goes on serving."""
 
 from __future__ import annotations
 
+import logging
 import random
 import struct
 import threading
@@ -18,6 +19,9 @@ from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway.dimse import pdu
+from gateway.dimse.negotiation import AssociationRejected, decode_request, negotiate
+from gateway.dimse.pdu import PDUError
+from gateway.dimse.scp import supported_contexts
 from tests.gateway.dimse.raw_peer import (
     VERIFICATION,
     LogWindow,
@@ -147,6 +151,28 @@ def test_an_invalid_uid_in_a_proposed_context_refuses_that_context(gateway: Gate
     results = {cx.context_id: cx.result for cx in ac.to_primitive().presentation_context_definition_results_list}
     assert results == {1: 0x03, 3: 0x00}  # abstract syntax not supported; the other one accepted
     assert log.faults() == [] and not [line for line in log.lines() if "Warning" in line]
+
+
+def test_mangled_association_requests_decode_to_a_refusal_or_an_abort(caplog: pytest.LogCaptureFixture) -> None:
+    """In process, many more requests than over sockets: the codecs raise only our two refusals, and say nothing."""
+    caplog.set_level(logging.DEBUG)
+    seed = request([(CTImageStorage, ExplicitVRLittleEndian), (VERIFICATION, ImplicitVRLittleEndian),
+                    (STUDY_ROOT_GET, ImplicitVRLittleEndian)], calling="CT01", scp_roles=(CTImageStorage,))  # fmt: skip
+    supported, rng = supported_contexts(worklist=True), random.Random(8)
+    outcomes: set[str] = set()
+    for _ in range(1500):
+        data = bytearray(seed)
+        for _ in range(rng.randint(1, 4)):
+            data[rng.randrange(6, len(data))] = rng.randrange(256)
+        if rng.random() < 0.25:
+            data = bytearray(_sized(data[: rng.randrange(6, len(data))]))
+        try:
+            negotiate(decode_request(bytes(data)), supported, max_pdu=16384)
+            outcomes.add("accepted")
+        except (PDUError, AssociationRejected) as refused:
+            outcomes.add(type(refused).__name__)
+    assert outcomes == {"accepted", "PDUError", "AssociationRejected"}
+    assert [record.getMessage() for record in caplog.records] == []
 
 
 def _vm_rss(pid: int) -> int:
