@@ -253,7 +253,8 @@ class Association:
                     message.size += len(fragment)
                     if message.size > self._max_message:
                         message.dataset = None  # freed now, not when the abort has been sent
-                        self.server.metrics.rejected.labels("message larger than dicom.max_message_bytes").inc()
+                        if int(message.command.CommandField) == CommandField.C_STORE_RQ:
+                            self.server.metrics.rejected.labels("message larger than dicom.max_message_bytes").inc()
                         raise _Abort(f"message longer than {self._max_message} bytes (dicom.max_message_bytes)")
                     if message.dataset is not None:
                         message.dataset += fragment
