@@ -55,6 +55,15 @@ class GatewayMetrics:
         self.spool_backlog = Gauge("pacsgw_spool_backlog_instances", "Instances in the spool not yet stored.", registry=r)
         self.spool_backlog_bytes = Gauge("pacsgw_spool_backlog_bytes", "Bytes in the spool not yet stored.", registry=r)
         self.associations = Gauge("pacsgw_dicom_associations", "Open DICOM associations.", registry=r)
+        self.dicom_waiting = Gauge(
+            "pacsgw_dicom_connections_waiting", "Connections to the DICOM SCP waiting for their A-ASSOCIATE-RQ.", registry=r
+        )
+        self.dicom_refused = Counter(
+            "pacsgw_dicom_connections_refused",
+            "DICOM connections closed or associations rejected by a limit: peer_limit, waiting_limit, request_timeout, "
+            "association_limit.",
+            ["reason"], registry=r,
+        )
         self.reports_finalized = Counter(
             "pacsgw_reports_finalized", "Radiology reports signed final (each queued for the EMR link).", registry=r
         )

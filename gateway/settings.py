@@ -40,16 +40,50 @@ class DicomSettings:
     host: str = opt("0.0.0.0", "Address the DICOM SCP listens on.")
     port: int = opt(11112, "TCP port of the DICOM SCP.")
     allowed_calling_aets: list[str] = opt(
-        [], "Calling AE titles allowed to associate; empty allows any."
+        [],
+        "Calling AE titles allowed to associate; empty allows any. With `*` in the list any other title is allowed "
+        "too, but the last `dicom.reserved_associations` slots are kept for the titles listed.",
     )
     allowed_peers: list[str] = opt(
         [], "Peer addresses or CIDR networks allowed to associate; empty allows any."
     )
-    max_associations: int = opt(32, "Most associations served at once; more are rejected (transient).")
-    max_pdu_size: int = opt(
-        4_194_304, "Largest P-DATA PDU we accept, in bytes (0 = unlimited). Large PDUs ingest faster."
+    max_associations: int = opt(
+        32,
+        "Most associations served at once; more are rejected (transient). Connections still waiting for their "
+        "A-ASSOCIATE-RQ do not count.",
     )
-    network_timeout: float = opt(60.0, "Seconds without network activity before an association is aborted.")
+    reserved_associations: int = opt(
+        4,
+        "Association slots only the calling AE titles named in `dicom.allowed_calling_aets` may take, when that list "
+        "also has `*` (any other caller); at most `dicom.max_associations` - 1.",
+    )
+    association_request_timeout: float = opt(
+        5.0, "Seconds a new connection has to send its A-ASSOCIATE-RQ; then it is closed."
+    )
+    max_connections_per_peer: int = opt(
+        16,
+        "Most connections one peer address holds at once, associated or waiting for its request; more are closed at "
+        "once. 0: no limit.",
+    )
+    max_waiting_connections: int = opt(
+        64,
+        "Most connections waiting for their A-ASSOCIATE-RQ at once; one more closes the one that has waited longest.",
+    )
+    max_pdu_size: int = opt(
+        4_194_304,
+        "Largest P-DATA PDU we accept, in bytes (0 = unlimited, up to `dicom.max_message_bytes`). Large PDUs ingest "
+        "faster; a longer PDU aborts the association.",
+    )
+    max_message_bytes: int = opt(
+        2_147_483_648,
+        "Largest DIMSE message (a C-STORE dataset, a query identifier) reassembled in memory, in bytes; a larger one "
+        "aborts the association (nothing of it is stored). Allow about twice the largest object in RAM per association.",
+    )
+    network_timeout: float = opt(
+        60.0,
+        "Seconds without network activity (a PDU not complete, a response the peer does not read) before an "
+        "association is aborted.",
+    )
     query_aets: list[str] = opt(
         [],
         "Calling AE titles allowed to query and retrieve (C-FIND, C-MOVE, C-GET); everyone else is answered "
@@ -433,13 +467,25 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("storage.backend is 's3' but s3.endpoint is empty")
     if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
         raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
-    settings.dicom.destinations()
+    _validate_dicom(settings.dicom)
     if not settings.http.share_max_hours > 0:
         raise SettingsError("http.share_max_hours must be positive")
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+
+
+def _validate_dicom(dicom: DicomSettings) -> None:
+    dicom.destinations()
+    if dicom.max_associations < 1 or dicom.max_waiting_connections < 1:
+        raise SettingsError("dicom.max_associations and dicom.max_waiting_connections must be at least 1")
+    if dicom.max_connections_per_peer < 0 or dicom.reserved_associations < 0:
+        raise SettingsError("dicom.max_connections_per_peer and dicom.reserved_associations must not be negative")
+    if not dicom.association_request_timeout > 0 or not dicom.network_timeout > 0:
+        raise SettingsError("dicom.association_request_timeout and dicom.network_timeout must be positive")
+    if dicom.max_message_bytes < 65536 or dicom.max_pdu_size < 0:
+        raise SettingsError("dicom.max_message_bytes must be at least 65536 and dicom.max_pdu_size not negative")
 
 
 def _validate_fhir(fhir: FhirSettings) -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
 from gateway.dimse import pdu
+from gateway.dimse.admission import ANY_CALLER, Connection
 from gateway.dimse.commands import (
     NO_DATASET,
     UNRECOGNIZED_OPERATION,
@@ -27,9 +30,9 @@ from gateway.dimse.negotiation import (
     decode_request,
     negotiate,
 )
-from gateway.dimse.find import FindRefused, encode_identifier, identifier_summary
+from gateway.dimse.find import FIND_MODELS, FindRefused, encode_identifier, identifier_summary
 from gateway.dimse.part10 import file_meta
-from gateway.dimse.retrieve import UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
+from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
 from gateway.dimse.status import StoreStatus
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
 from storage.uids import is_valid_uid
@@ -38,6 +41,16 @@ if TYPE_CHECKING:
     from gateway.dimse.scp import DicomServer
 
 log = logging.getLogger(__name__)
+
+# A command set is a few hundred bytes; one that keeps growing is an attack.
+MAX_COMMAND_BYTES = 65536
+
+# The abstract syntaxes each query or retrieve may come on.
+_QUERY_MODELS: dict[int, tuple[str, ...]] = {
+    CommandField.C_FIND_RQ: (*FIND_MODELS, MODALITY_WORKLIST_FIND),
+    CommandField.C_MOVE_RQ: MOVE_MODELS,
+    CommandField.C_GET_RQ: GET_MODELS,
+}
 
 
 class _Abort(Exception):
@@ -57,6 +70,22 @@ class _Message:
     command: Dataset | None = None
     dataset: bytearray | None = None
     refusal: tuple[StoreStatus, str] | None = None
+    size: int = 0  # dataset bytes received, kept or not
+
+
+def _quietly(build: Callable[..., bytes], *args: Any, **kwargs: Any) -> bytes:
+    """A response built with pydicom's warnings off: they quote the peer's invalid values copied into it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build(*args, **kwargs)
+
+
+def _operation(field_value: int) -> str:
+    """The DIMSE operation of a command field, as logs name it (C-STORE...)."""
+    try:
+        return CommandField(field_value).name.removesuffix("_RQ").replace("_", "-")
+    except ValueError:
+        return f"command 0x{field_value:04x}"
 
 
 def _counts(progress: Progress) -> dict[str, int]:
@@ -69,12 +98,27 @@ def _counts(progress: Progress) -> dict[str, int]:
 
 
 class Association:
-    def __init__(self, server: DicomServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One connection to the SCP, as acceptor, from its A-ASSOCIATE-RQ to release or abort.
+
+    Every wait on the peer is bounded: the request by
+    ``dicom.association_request_timeout``, each later PDU and each response the
+    peer must read by ``dicom.network_timeout``; every buffer too: PDUs by
+    ``dicom.max_pdu_size``, a command set by ``MAX_COMMAND_BYTES``, a message by
+    ``dicom.max_message_bytes``.
+    """
+
+    def __init__(
+        self, server: DicomServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: Connection
+    ) -> None:
         self.server = server
         self.reader = reader
         self.writer = writer
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        self.peer = str(peer[0])
+        self.connection = connection
+        self.peer = connection.peer
+        settings = server.settings
+        self._max_message = settings.max_message_bytes
+        # 0 offers the peer PDUs of any length; a message bounds them all the same.
+        self._max_pdu = settings.max_pdu_size or settings.max_message_bytes + MAX_COMMAND_BYTES + 64
         self.negotiated: Negotiated | None = None
         # Queries run beside the read loop, so that a C-CANCEL can reach them.
         self._cancels: dict[int, asyncio.Event] = {}
@@ -88,42 +132,67 @@ class Association:
         return self.negotiated.calling_ae if self.negotiated else ""
 
     async def run(self) -> None:
-        settings = self.server.settings
+        admission = self.server.admission
         try:
-            pdu_type, raw = await asyncio.wait_for(
-                pdu.read_pdu(self.reader, settings.max_pdu_size), min(30.0, settings.network_timeout)
-            )
-            if pdu_type != pdu.A_ASSOCIATE_RQ:
-                raise _Abort("association did not start with A-ASSOCIATE-RQ", pdu.REASON_UNEXPECTED_PDU)
+            try:
+                _, raw = await asyncio.wait_for(
+                    pdu.read_pdu(self.reader, self._max_pdu, expect=pdu.A_ASSOCIATE_RQ),
+                    self.server.settings.association_request_timeout,
+                )
+            except TimeoutError:
+                admission.timed_out(self.connection)
+                return  # the ARTIM timer expired: close the connection, no A-ABORT (PS3.8 9.2, AA-2)
+            finally:
+                admission.requested(self.connection)
             if not await self._associate(raw):
                 return
-            self.server.metrics.associations.inc()
             try:
                 await self._serve()
             finally:
                 for task in self._operations:
                     task.cancel()
-                self.server.metrics.associations.dec()
-        except _Abort as abort:
+        except (_Abort, pdu.PDUError) as abort:
             log.warning("association with %s (%s) aborted: %s", self.calling_ae or "?", self.peer, abort)
-            await self._send(pdu.abort(pdu.ABORT_BY_PROVIDER, abort.reason))
-        except pdu.PDUError as bad:
-            log.warning("association with %s (%s) aborted: %s", self.calling_ae or "?", self.peer, bad)
-            await self._send(pdu.abort(pdu.ABORT_BY_PROVIDER, bad.reason))
+            self._send_last(pdu.abort(pdu.ABORT_BY_PROVIDER, abort.reason))
         except TimeoutError:
             log.warning("association with %s (%s) aborted: network timeout", self.calling_ae or "?", self.peer)
-            await self._send(pdu.abort())
+            self._send_last(pdu.abort())
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the peer went away; nothing it sent without a response is lost
+        except Exception:  # a fault of the gateway's own: abort rather than leave the peer waiting
+            log.exception("association with %s (%s) failed", self.calling_ae or "?", self.peer)
+            self._send_last(pdu.abort())
         finally:
-            self.writer.close()
+            await self._close()
 
     async def _send(self, data: bytes) -> None:
+        if self.writer.transport.is_closing():
+            raise ConnectionResetError("the connection is closed")
         try:
             self.writer.write(data)
-            await self.writer.drain()
+            if self.writer.transport.get_write_buffer_size():  # the socket is full: wait, but not forever
+                await asyncio.wait_for(self.writer.drain(), self.server.settings.network_timeout)
+        except TimeoutError:
+            log.warning("association with %s (%s) aborted: the peer stopped reading", self.calling_ae or "?", self.peer)
+            self.writer.transport.abort()
+            raise ConnectionAbortedError("the peer stopped reading") from None
         except (ConnectionError, RuntimeError):
             pass
+
+    def _send_last(self, data: bytes) -> None:
+        """Queue the association's last PDU; closing sends it."""
+        if not self.writer.transport.is_closing():
+            self.writer.write(data)
+
+    async def _close(self) -> None:
+        """Close the connection once what is queued is sent; a peer that does not read it gets the socket closed."""
+        transport = self.writer.transport
+        self.writer.close()
+        if transport.get_write_buffer_size():
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), min(10.0, self.server.settings.network_timeout))
+            except Exception:
+                transport.abort()
 
     async def _associate(self, raw: bytes) -> bool:
         server = self.server
@@ -132,11 +201,14 @@ class Association:
             calling = str(request.calling_ae_title).strip()
             if not server.peers.allows(self.peer):
                 raise AssociationRejected("address not allowed", 0x01, 0x01, 0x01)
-            if server.settings.allowed_calling_aets and calling not in server.settings.allowed_calling_aets:
+            listed = server.settings.allowed_calling_aets
+            if listed and calling not in listed and ANY_CALLER not in listed:
                 raise AssociationRejected("calling AE title not allowed", 0x01, 0x01, 0x03)
-            if server.active > server.settings.max_associations:  # this one included
-                raise AssociationRejected("too many associations", 0x02, 0x03, 0x02)
-            self.negotiated = negotiate(request, server.supported_contexts, max_pdu=server.settings.max_pdu_size)
+            negotiated = negotiate(request, server.supported_contexts, max_pdu=server.settings.max_pdu_size)
+            full = server.admission.associate(self.connection, calling)
+            if full is not None:
+                raise AssociationRejected(full, 0x02, 0x03, 0x02)  # transient, local limit exceeded
+            self.negotiated = negotiated
         except AssociationRejected as rejected:
             log.warning("association from %s refused: %s", self.peer, rejected)
             await self._send(pdu.associate_rj(rejected.result, rejected.source, rejected.reason))
@@ -149,7 +221,7 @@ class Association:
         timeout = self.server.settings.network_timeout
         message: _Message | None = None
         while True:
-            pdu_type, raw = await asyncio.wait_for(pdu.read_pdu(self.reader, self.server.settings.max_pdu_size), timeout)
+            pdu_type, raw = await asyncio.wait_for(pdu.read_pdu(self.reader, self._max_pdu), timeout)
             if pdu_type == pdu.A_RELEASE_RQ:
                 if self._operations:  # answer what was asked before releasing
                     await asyncio.wait(self._operations, timeout=timeout)
@@ -170,12 +242,20 @@ class Association:
                     if message.command is not None:
                         raise _Abort("command fragment after a complete command", pdu.REASON_UNEXPECTED_PDU)
                     message.command_bytes += fragment
+                    if len(message.command_bytes) > MAX_COMMAND_BYTES:
+                        raise _Abort(f"command set longer than {MAX_COMMAND_BYTES} bytes", pdu.REASON_INVALID_PARAMETER)
                     if control & pdu.LAST_FRAGMENT:
                         if await self._command_complete(message):
                             message = None
                 else:
                     if message.command is None:
                         raise _Abort("dataset fragment before its command", pdu.REASON_UNEXPECTED_PDU)
+                    message.size += len(fragment)
+                    if message.size > self._max_message:
+                        message.dataset = None  # freed now, not when the abort has been sent
+                        if int(message.command.CommandField) == CommandField.C_STORE_RQ:
+                            self.server.metrics.rejected.labels("message larger than dicom.max_message_bytes").inc()
+                        raise _Abort(f"message longer than {self._max_message} bytes (dicom.max_message_bytes)")
                     if message.dataset is not None:
                         message.dataset += fragment
                     if control & pdu.LAST_FRAGMENT:
@@ -185,7 +265,11 @@ class Association:
     async def _command_complete(self, message: _Message) -> bool:
         """Handle a complete command; returns True when the message is finished (no dataset follows)."""
         try:
-            command = decode_command(bytes(message.command_bytes))
+            with warnings.catch_warnings():  # pydicom warns, quoting it, about each invalid value
+                warnings.simplefilter("ignore")
+                command = decode_command(bytes(message.command_bytes))
+                for _ in command:  # every element decoded now, while warnings are off
+                    pass
             field_value = int(command.CommandField)
             has_dataset = int(command.CommandDataSetType) != NO_DATASET
             # Responses and C-CANCEL-RQ name the message they concern; other requests carry their own ID.
@@ -210,8 +294,12 @@ class Association:
                     file_meta(sop_class, sop_instance, context.transfer_syntax, self.calling_ae)
                 )
             return False
-        if field_value in (CommandField.C_FIND_RQ, CommandField.C_MOVE_RQ, CommandField.C_GET_RQ) and has_dataset:
-            message.dataset = bytearray()
+        if field_value in _QUERY_MODELS and has_dataset:
+            context = self.negotiated.contexts[message.context_id]  # type: ignore[union-attr]
+            if context.abstract_syntax in _QUERY_MODELS[field_value]:
+                message.dataset = bytearray()
+            else:
+                message.refusal = (StoreStatus.REFUSED_SOP_CLASS, "operation not on a presentation context for it")
             return False
         if field_value in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ) and has_dataset:
             message.dataset = bytearray()
@@ -236,20 +324,23 @@ class Association:
         assert message.command is not None
         if message.refusal is not None or message.dataset is None:
             status, reason = message.refusal or (StoreStatus.PROCESSING_FAILURE, "operation not supported")
-            log.warning("C-STORE from %s (%s) refused: %s", self.calling_ae, self.peer, reason)
-            self.server.metrics.rejected.labels(reason).inc()
+            field_value = int(message.command.CommandField)
+            log.warning("%s from %s (%s) refused: %s", _operation(field_value), self.calling_ae, self.peer, reason)
+            if field_value == CommandField.C_STORE_RQ:
+                self.server.metrics.rejected.labels(reason).inc()
             await self._respond(message, status, error_comment=reason)
             return
         dataset, message.dataset = message.dataset, None
-        operation = {
+        operations: dict[int, Callable[[_Message, bytes], Coroutine[Any, Any, None]]] = {
             CommandField.C_FIND_RQ: self._find,
             CommandField.C_MOVE_RQ: self._retrieve,
             CommandField.C_GET_RQ: self._retrieve,
-        }.get(int(message.command.CommandField))
+        }
+        operation = operations.get(int(message.command.CommandField))
         if operation is not None:
             task = asyncio.create_task(operation(message, bytes(dataset)))
             self._operations.add(task)
-            task.add_done_callback(self._operations.discard)
+            task.add_done_callback(self._operation_done)
             return
         if int(message.command.CommandField) in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ):
             await self._performed_step(message, bytes(dataset))  # in order: an N-SET may follow its N-CREATE at once
@@ -263,6 +354,12 @@ class Association:
         )
         await self._respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
 
+    def _operation_done(self, task: asyncio.Task[None]) -> None:
+        self._operations.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, ConnectionError):  # the peer going away is no fault
+            log.error("operation for %s (%s) failed", self.calling_ae, self.peer, exc_info=error)
+
     async def _find(self, message: _Message, identifier: bytes) -> None:
         assert message.command is not None and self.negotiated is not None
         context = self.negotiated.contexts[message.context_id]
@@ -272,7 +369,7 @@ class Association:
         async def emit(status: int, dataset: bytes) -> None:
             assert message.command is not None and self.negotiated is not None
             max_pdu = self.negotiated.peer_max_pdu
-            command = response(message.command, status, with_dataset=True)
+            command = _quietly(response, message.command, status, with_dataset=True)
             await self._send(
                 pdu.p_data(message.context_id, command, command=True, max_pdu=max_pdu)
                 + pdu.p_data(message.context_id, dataset, command=False, max_pdu=max_pdu)
@@ -308,7 +405,8 @@ class Association:
             result = await service.create(command, attributes, context.transfer_syntax, calling_ae=self.calling_ae)
         else:
             result = await service.set(command, attributes, context.transfer_syntax, calling_ae=self.calling_ae)
-        payload = n_response(
+        payload = _quietly(
+            n_response,
             command, result.status, sop_class=MODALITY_PERFORMED_PROCEDURE_STEP, sop_instance=result.sop_instance,
             error_comment=result.comment,
         )  # fmt: skip
@@ -380,9 +478,9 @@ class Association:
             raise ValueError(f"no presentation context accepted for {target.sop_class_uid}")
         same = [cid for cid, cx in candidates.items() if cx.transfer_syntax == target.transfer_syntax_uid]
         plain = [cid for cid, cx in candidates.items() if cx.transfer_syntax in UNCOMPRESSED]
-        context_id = (same or plain or [None])[0]
-        if context_id is None:
+        if not (same or plain):
             raise ValueError(f"the peer accepted no transfer syntax {target.sop_class_uid} can be sent in")
+        context_id = (same or plain)[0]
         wanted = candidates[context_id].transfer_syntax
         dataset = await asyncio.to_thread(dataset_bytes, stored, target.transfer_syntax_uid, wanted)
         message_id = self._next_message_id
@@ -412,8 +510,8 @@ class Association:
     ) -> None:
         assert message.command is not None and self.negotiated is not None
         max_pdu = self.negotiated.peer_max_pdu
-        payload = response(
-            message.command, status, error_comment=error_comment, offending_element=offending_element,
+        payload = _quietly(
+            response, message.command, status, error_comment=error_comment, offending_element=offending_element,
             extra=extra, with_dataset=bool(failed_uids),
         )  # fmt: skip
         data = pdu.p_data(message.context_id, payload, command=True, max_pdu=max_pdu)

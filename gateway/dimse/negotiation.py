@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pydicom.uid import UID
@@ -75,13 +80,79 @@ def _extended_negotiation(
     return replies, frozenset(fuzzy)
 
 
-def decode_request(pdu: bytes) -> A_ASSOCIATE:
-    rq = A_ASSOCIATE_RQ()
+# PDU header, protocol version, reserved, called and calling AE titles, reserved (PS3.8 table 9-11).
+_FIXED_FIELDS = 74
+_CALLED_AE, _CALLING_AE = slice(10, 26), slice(26, 42)
+# A-ASSOCIATE-RJ reasons, source service-user (PS3.8 table 9-21).
+CALLING_AE_NOT_RECOGNIZED = 0x03
+CALLED_AE_NOT_RECOGNIZED = 0x07
+
+
+class _Mute(logging.Filter):
+    """Drops the records of the thread that is decoding a peer's request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "on", False)
+
+
+_MUTE = _Mute()
+# pynetdicom's codecs log each malformed field at ERROR (with a traceback for
+# undecodable bytes), pydicom warns about each invalid UID.
+_CODEC_LOGGERS = ("pynetdicom.utils", "pynetdicom._validators", "pynetdicom.pdu", "pynetdicom.pdu_items",
+                  "pynetdicom.pdu_primitives", "pynetdicom.presentation", "pydicom")  # fmt: skip
+
+
+@contextmanager
+def _quiet(what: str) -> Iterator[None]:
+    """Decode a peer's bytes with the codecs silent; any failure becomes one PDUError naming it."""
+    for name in _CODEC_LOGGERS:
+        logger = logging.getLogger(name)
+        if _MUTE not in logger.filters:
+            logger.addFilter(_MUTE)
+    _MUTE.local.on = True
     try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    except (PDUError, AssociationRejected):
+        raise
+    except Exception as exc:  # pynetdicom raises assorted errors on malformed items
+        raise PDUError(f"malformed {what} ({type(exc).__name__}: {loggable(str(exc))})") from None
+    finally:
+        _MUTE.local.on = False
+
+
+def loggable(text: str, limit: int = 100) -> str:
+    """A peer's text fit for one log line: control and non-ASCII characters escaped, cut to ``limit``."""
+    escaped = text.encode("ascii", "backslashreplace").decode("ascii")
+    escaped = "".join(c if " " <= c <= "~" else f"\\x{ord(c):02x}" for c in escaped)
+    return escaped if len(escaped) <= limit else escaped[: limit - 3] + "..."
+
+
+def _check_title(field: bytes, which: str, reason: int) -> None:
+    """AE titles are 1 to 16 characters of the Default Character Repertoire, no backslash (PS3.5 6.2, PS3.8 9.3.2)."""
+    title = field.strip(b" ")
+    if not title or any(byte < 0x20 or byte > 0x7E or byte == 0x5C for byte in title):
+        raise AssociationRejected(
+            f"{which} AE title '{loggable(title.decode('latin-1'), 40)}' is not in the default character repertoire"
+            if title else f"{which} AE title is empty",
+            0x01, 0x01, reason,
+        )  # fmt: skip
+
+
+def decode_request(pdu: bytes) -> A_ASSOCIATE:
+    if len(pdu) < _FIXED_FIELDS:
+        raise PDUError("A-ASSOCIATE-RQ shorter than its fixed fields")
+    _check_title(pdu[_CALLED_AE], "called", CALLED_AE_NOT_RECOGNIZED)
+    _check_title(pdu[_CALLING_AE], "calling", CALLING_AE_NOT_RECOGNIZED)
+    rq = A_ASSOCIATE_RQ()
+    with _quiet("A-ASSOCIATE-RQ"):
         rq.decode(pdu)
         primitive = rq.to_primitive()
-    except Exception as exc:  # pynetdicom raises assorted errors on malformed items
-        raise PDUError(f"malformed A-ASSOCIATE-RQ ({type(exc).__name__})") from None
     if rq.protocol_version != 0x0001:
         raise AssociationRejected("protocol version not supported", 0x01, 0x02, 0x02)
     if str(primitive.application_context_name) != APPLICATION_CONTEXT:
@@ -92,10 +163,15 @@ def decode_request(pdu: bytes) -> A_ASSOCIATE:
 def negotiate(
     request: A_ASSOCIATE, supported: list[PresentationContext], *, max_pdu: int
 ) -> Negotiated:
+    with _quiet("A-ASSOCIATE-RQ"):
+        return _negotiate(request, supported, max_pdu=max_pdu)
+
+
+def _negotiate(request: A_ASSOCIATE, supported: list[PresentationContext], *, max_pdu: int) -> Negotiated:
     roles = {
         item.sop_class_uid: (item.scu_role, item.scp_role)
         for item in request.user_information
-        if isinstance(item, SCP_SCU_RoleSelectionNegotiation)
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.sop_class_uid is not None
     }
     results, role_replies = negotiate_as_acceptor(request.presentation_context_definition_list, supported, roles)
     accepted = {

@@ -38,13 +38,19 @@ class PDUError(Exception):
         self.reason = reason
 
 
-async def read_pdu(reader: asyncio.StreamReader, max_length: int) -> tuple[int, bytes]:
-    """The next PDU as (type, whole PDU bytes). Raises IncompleteReadError when the peer closes."""
+async def read_pdu(reader: asyncio.StreamReader, max_length: int, *, expect: int | None = None) -> tuple[int, bytes]:
+    """The next PDU as (type, whole PDU bytes). Raises IncompleteReadError when the peer closes.
+
+    The header is checked before the body is read: a PDU of an unknown or
+    unexpected type, or longer than ``max_length``, is never buffered.
+    """
     header = await reader.readexactly(_PDU_HEADER.size)
     pdu_type, length = _PDU_HEADER.unpack(header)
     if pdu_type not in range(A_ASSOCIATE_RQ, A_ABORT + 1):
         raise PDUError(f"unknown PDU type 0x{pdu_type:02x}", REASON_UNRECOGNISED_PDU)
-    limit = max_length + 6 if max_length else 1 << 31
+    if expect is not None and pdu_type != expect:
+        raise PDUError(f"PDU type 0x{pdu_type:02x} where 0x{expect:02x} was expected", REASON_UNEXPECTED_PDU)
+    limit = max_length + 6
     if pdu_type != P_DATA_TF:
         limit = 1 << 20  # association and release PDUs are small
     if length > limit:

@@ -24,12 +24,14 @@ from pydicom.uid import (
     JPEGTransferSyntaxes,
     MPEGTransferSyntaxes,
     RLETransferSyntaxes,
+    UID,
     UncompressedTransferSyntaxes,
 )
 from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 
 from gateway.audit import AuditWriter
+from gateway.dimse.admission import Admission
 from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 VERIFICATION = "1.2.840.10008.1.1"
 
 # Accepted exactly as the sender proposes them: the gateway never transcodes on receipt.
-ACCEPTED_TRANSFER_SYNTAXES = [
+ACCEPTED_TRANSFER_SYNTAXES: list[str | UID] = [
     *UncompressedTransferSyntaxes,
     *JPEGTransferSyntaxes,
     *JPEGLSTransferSyntaxes,
@@ -64,6 +66,7 @@ def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
     query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS, *workflow)
     contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in query_models]
     for cx in AllStoragePresentationContexts:
+        assert cx.abstract_syntax is not None
         storage = build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
         # A C-GET requester proposes to act as storage SCP for what it retrieves; accept either role.
         storage.scu_role = storage.scp_role = True
@@ -119,10 +122,15 @@ class DicomServer:
         self.mpps = mpps  # Modality Performed Procedure Step N-CREATE and N-SET, with the worklist
         self.peers = PeerAllowList(settings.allowed_peers)
         self.supported_contexts = supported_contexts(worklist=worklist is not None)
-        self.active = 0
+        self.admission = Admission(settings, metrics)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._pool = ThreadPoolExecutor(max_workers=max(4, min(settings.max_associations, 16)), thread_name_prefix="ingest")
+
+    @property
+    def active(self) -> int:
+        """Associations open now (connections still waiting for their request not included)."""
+        return self.admission.associations
 
     @property
     def port(self) -> int:
@@ -158,14 +166,18 @@ class DicomServer:
             # DIMSE is request/response: without NODELAY each small response
             # waits for Nagle and delayed ACKs (up to 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = str((writer.get_extra_info("peername") or ("?", 0))[0])
+        connection = self.admission.open(peer, writer.transport.abort)
+        if connection is None:
+            writer.close()
+            return
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        self.active += 1
         try:
-            await Association(self, reader, writer).run()
+            await Association(self, reader, writer, connection).run()
         finally:
-            self.active -= 1
+            self.admission.close(connection)
             self._tasks.discard(task)
 
     async def store(

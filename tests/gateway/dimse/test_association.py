@@ -4,26 +4,23 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import struct
 import subprocess
 import threading
-import time
 
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
-from pynetdicom.presentation import build_context
+from pynetdicom.pdu import A_ASSOCIATE_AC
 from pynetdicom.sop_class import CTImageStorage, UnifiedProcedureStepPull
 
 from gateway.dimse import pdu
 from gateway.dimse.commands import encode_command
 from gateway.dimse.part10 import file_meta
 from tests.factory import ct_series, to_bytes, write_files
+from tests.gateway.dimse.raw_peer import RawPeer, request, wait_settled
 from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary
 
 
@@ -35,63 +32,6 @@ def gateway(tmp_path_factory):
     gw.start()
     yield gw
     gw.kill()
-
-
-def _request(contexts: list[tuple[str, str]], calling: str = "RAW") -> bytes:
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = "PACSGW"
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = 16384
-    primitive.user_information = [max_length]
-    items = []
-    for number, (abstract, transfer) in enumerate(contexts):
-        cx = build_context(abstract, [transfer])
-        cx.context_id = 2 * number + 1
-        items.append(cx)
-    primitive.presentation_context_definition_list = items
-    rq = A_ASSOCIATE_RQ()
-    rq.from_primitive(primitive)
-    return rq.encode()
-
-
-class RawPeer:
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def receive(self) -> tuple[int, bytes]:
-        header = self._exactly(6)
-        pdu_type, length = struct.unpack(">BxI", header)
-        return pdu_type, self._exactly(length)
-
-    def _exactly(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("closed")
-            out += chunk
-        return out
-
-    def associate(self) -> None:
-        self.send(_request([(CTImageStorage, ExplicitVRLittleEndian)]))
-        assert self.receive()[0] == pdu.A_ASSOCIATE_AC
-
-    def __enter__(self) -> RawPeer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
-
-    def closed(self) -> bool:
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionError:
-            return True
 
 
 def test_garbage_instead_of_a_request_is_aborted(gateway) -> None:
@@ -149,7 +89,7 @@ def test_peer_vanishing_mid_dataset_stores_nothing(gateway) -> None:
 def test_unsupported_contexts_are_refused_one_by_one(gateway) -> None:
     with RawPeer(gateway.dicom_port) as peer:
         peer.send(
-            _request(
+            request(
                 [
                     (UnifiedProcedureStepPull, ImplicitVRLittleEndian),  # a service the gateway does not offer
                     (CTImageStorage, "1.2.3.4.999"),  # a transfer syntax nobody knows
@@ -166,19 +106,19 @@ def test_unsupported_contexts_are_refused_one_by_one(gateway) -> None:
 
 
 def test_association_limit_refuses_transiently(gateway) -> None:
-    time.sleep(0.2)  # connections of earlier tests in this module are gone by now
+    wait_settled(gateway)  # connections of earlier tests in this module are gone
     holders = [RawPeer(gateway.dicom_port) for _ in range(3)]
     for holder in holders:
         holder.associate()
     try:
         with RawPeer(gateway.dicom_port) as extra:
-            extra.send(_request([(CTImageStorage, ExplicitVRLittleEndian)]))
+            extra.send(request([(CTImageStorage, ExplicitVRLittleEndian)]))
             pdu_type, body = extra.receive()
             assert pdu_type == pdu.A_ASSOCIATE_RJ and tuple(body[1:4]) == (0x02, 0x03, 0x02)
     finally:
         for holder in holders:
             holder.sock.close()
-    time.sleep(0.2)  # let the gateway see the holders go before the next test associates
+    wait_settled(gateway)  # the gateway has seen the holders go before the next test associates
 
 
 def test_small_pdus_from_the_sender_reassemble(gateway, tmp_path) -> None:
@@ -195,6 +135,7 @@ def test_small_pdus_from_the_sender_reassemble(gateway, tmp_path) -> None:
 
 
 def test_concurrent_associations_are_all_served(gateway) -> None:
+    wait_settled(gateway)  # as many slots free as there are senders below
     series = ct_series(24, size=32)
     statuses: list[int] = []
     lock = threading.Lock()
