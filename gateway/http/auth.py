@@ -30,7 +30,7 @@ from storage.index.shares import ShareExpired, ShareStore, is_share_token
 log = logging.getLogger(__name__)
 
 USER = "user"  # request key of the authenticated User
-PUBLIC_PATHS = frozenset({"/health", "/auth/login"})
+PUBLIC_PATHS = frozenset({"/health", "/auth/login", "/favicon.ico"})
 LOGIN_TOKEN_HOURS = 12.0
 TOKEN_CACHE_SECONDS = 5.0
 
