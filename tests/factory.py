@@ -3,6 +3,8 @@
 - ``ct_series``: a CT series of 16-bit 512x512 (or smaller) slices with a
   Vietnamese patient name in UTF-8 (ISO_IR 192), a hospital MRN, a 12-digit
   citizen ID and a health-insurance number in Other Patient IDs Sequence.
+- ``distinct_slices``: a CT series whose every slice is a flat level of its own,
+  so that a test can tell from the pixels alone which slice is on screen.
 - ``latin1_instance``: an MR slice whose name is encoded in ISO_IR 100.
 - ``write_files``: writes datasets as DICOM Part 10 files.
 - Bad inputs (``truncated``, ``without``, ``with_bad_uid``) derive from a good
@@ -15,6 +17,7 @@ import io
 from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -105,6 +108,17 @@ def ct_series(
         ds.PixelData = pixels
         out.append(_with_meta(ds))
     return out
+
+
+def distinct_slices(count: int, *, first_hu: int = -135, step: int = 15, **series: Any) -> list[Dataset]:
+    """A CT series (``ct_series`` options) whose slice n is flat at HU ``first_hu + step * (n - 1)``, with a window
+    of 40/400 in its header: under that window every slice has a grey level of its own."""
+    datasets = ct_series(count, **series)
+    for number, ds in enumerate(datasets, start=1):
+        stored = first_hu + step * (number - 1) - int(ds.RescaleIntercept)
+        ds.PixelData = np.full((ds.Rows, ds.Columns), stored, dtype=np.uint16).tobytes()
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+    return datasets
 
 
 def latin1_instance(name: str = "Müller^Jürgen", patient_id: str = "MRN-LATIN") -> Dataset:

@@ -1,6 +1,8 @@
 // The images of one series as a stack of frames (every frame of every instance, in order): the middle one at
 // once as a rendered JPEG, then, on a slow link, every frame as a JPEG so the stack scrolls early, then every
-// frame's raw pixels so that scrolling and window/level run locally without a round trip.
+// frame's raw pixels so that scrolling and window/level run locally without a round trip. Frames are fetched
+// nearest the one on screen first; a frame is drawn only from its own pixels, and a JPEG stand-in is known for
+// what it is: lossy, and rendered at one window, which may not be the one chosen since.
 import { imageBitmap, rawFrame, value } from "./api.js";
 
 export const PRESETS = {
@@ -26,7 +28,9 @@ export class Stack {
     }
     this.multiframe = this.items.length > instances.length;
     this.raw = new Array(this.items.length);
-    this.rendered = new Array(this.items.length);
+    this.rendered = new Array(this.items.length); // {picture, key}: a JPEG stand-in and the window it shows
+    this.asked = new Map(); // "index|window query" -> the stand-in request under way
+    this.failed = new Map(); // index -> the error that kept its pixels away
     this.index = Math.floor(this.items.length / 2);
     this.invert = false;
     const first = this.items[this.index].meta;
@@ -62,43 +66,130 @@ export class Stack {
   }
 
   async first() {
-    if (!this.raw[this.index] && !this.rendered[this.index]) {
-      this.rendered[this.index] = await imageBitmap(`${this.path(this.index)}/rendered`);
-    }
+    if (!this.raw[this.index] && !this.rendered[this.index]) await this.standIn(this.index, "");
     performance.mark("pacsgw:first-image");
   }
 
-  cancel() { this.generation += 1; }
-
-  // Nearest slices first, so the neighbourhood of the slice on screen is ready first.
-  order() {
-    return [...this.items.keys()].sort((a, b) => Math.abs(a - this.index) - Math.abs(b - this.index));
+  // Windows as "center,width", or "auto" for one taken from the pixels' own range, not yet known here.
+  // The reader's: "auto" while it is the default of a series without one in its header, until a raw frame gives it.
+  chosenWindow() {
+    const [center, width] = this.window;
+    return this.autoWindow && center === this.defaultWindow[0] && width === this.defaultWindow[1] ? "auto" : `${center},${width}`;
   }
+
+  // The one the server renders frame i at when asked for none: its header's, else its own range.
+  headerWindowOf(i) {
+    const meta = this.items[i].meta;
+    if (value(meta, "00281050") === undefined || value(meta, "00281051") === undefined) return "auto";
+    return `${number(meta, "00281050", 0)},${number(meta, "00281051", 0)}`;
+  }
+
+  // What to ask the server for to render frame i at the chosen window: nothing (so the first image's request
+  // stays the plain one) when its default is that window.
+  windowQuery(i) {
+    const chosen = this.chosenWindow();
+    return chosen === "auto" || chosen === this.headerWindowOf(i) ? "" : chosen;
+  }
+
+  // Whether asking again would bring frame i's stand-in nearer the chosen window than the one it has.
+  betterRendering(i) {
+    const standIn = this.rendered[i];
+    return Boolean(standIn) && (this.windowQuery(i) || this.headerWindowOf(i)) !== standIn.key;
+  }
+
+  // What drawing frame i would show: its raw pixels, a JPEG stand-in (with the window it was rendered at), or nothing.
+  picture(i = this.index) {
+    if (this.raw[i]) return { fidelity: "raw" };
+    const standIn = this.rendered[i];
+    return standIn ? { fidelity: "preview", key: standIn.key } : null;
+  }
+
+  // The frame on screen wants its pixels now, ahead of the queue: on a fast link its raw pixels, else a stand-in.
+  // One such request at a time, then the latest frame wanted: scrolling fast does not ask for every frame passed.
+  want(i) {
+    this.wanted = i;
+    if (this.wanting) return;
+    const ask = () => {
+      const j = this.wanted;
+      this.wanting = null;
+      const needed = !this.raw[j] && !this.fetching.has(j) && !this.failed.has(j)
+        && (this.slow === false || (!this.rendered[j] && !this.asking(j)));
+      if (j !== this.index || !needed) return;
+      this.wanting = (this.slow === false ? this.fetchRaw(j) : this.standIn(j, this.windowQuery(j)))
+        .catch((error) => this.fail(j, error)).finally(ask);
+    };
+    ask();
+  }
+
+  fail(i, error) {
+    this.failed.set(i, error);
+    this.onArrive(i);
+  }
+
+  cancel() { this.generation += 1; }
 
   async loadAll() {
     const generation = this.generation;
     if (this.slow === undefined) {
       const started = performance.now();
-      await this.fetchRaw(this.index);
+      await this.fetchRaw(this.index).catch((error) => this.fail(this.index, error));
       this.slow = this.raw[this.index]?.byteLength / Math.max(1, performance.now() - started) < SLOW_LINK_BYTES_PER_MS;
     }
-    if (this.slow) await this.pool(this.order().filter((i) => !this.raw[i] && !this.rendered[i]), (i) => this.fetchRendered(i), generation);
-    await this.pool(this.order().filter((i) => !this.raw[i]), (i) => this.fetchRaw(i), generation);
-    if (generation === this.generation && this.complete) performance.mark("pacsgw:full-fidelity");
+    await this.pool(generation);
+    if (generation !== this.generation) return;
+    if (this.failed.size) throw this.failed.values().next().value;
+    if (this.complete) performance.mark("pacsgw:full-fidelity");
   }
 
-  async pool(queue, work, generation) {
-    const next = async () => {
-      while (queue.length && generation === this.generation) await work(queue.shift());
+  // IN_FLIGHT requests at a time, each for the frame nearest the one on screen that still needs something: on a
+  // slow link its stand-in while any frame lacks one, then its raw pixels. Scrolling or jumping away brings the new
+  // neighbourhood first; a frame slow to come holds up one request, not the others. One that fails is not asked again.
+  async pool(generation) {
+    const untried = (i) => !this.raw[i] && !this.fetching.has(i) && !this.failed.has(i);
+    const job = () => {
+      const bare = this.slow ? this.nearest((i) => untried(i) && !this.rendered[i] && !this.asking(i)) : -1;
+      if (bare >= 0) return [bare, () => this.standIn(bare, this.windowQuery(bare))];
+      const next = this.nearest(untried);
+      return next >= 0 ? [next, () => this.fetchRaw(next)] : null;
     };
-    await Promise.all(Array.from({ length: IN_FLIGHT }, next));
+    const worker = async () => {
+      for (let found = job(); found && generation === this.generation; found = job()) {
+        try { await found[1](); } catch (error) { this.fail(found[0], error); }
+      }
+    };
+    await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
   }
 
-  async fetchRendered(i) {
-    const picture = await imageBitmap(`${this.path(i)}/rendered?quality=75`); // a stand-in until the raw pixels come
-    if (this.raw[i]) return;
-    this.rendered[i] = picture;
-    this.onArrive(i);
+  nearest(needed) {
+    let best = -1;
+    for (let i = 0; i < this.items.length; i++) {
+      if (needed(i) && (best < 0 || Math.abs(i - this.index) < Math.abs(best - this.index))) best = i;
+    }
+    return best;
+  }
+
+  asking(i) {
+    for (const key of this.asked.keys()) if (key.startsWith(`${i}|`)) return true;
+    return false;
+  }
+
+  // Frame i rendered by the server (at a window, see windowQuery), kept as its stand-in until its raw pixels come;
+  // one request per frame and window however many ask.
+  standIn(i, window, quality = "quality=75") {
+    const ask = `${i}|${window}`;
+    const key = window || this.headerWindowOf(i);
+    if (!this.asked.has(ask)) {
+      const query = [window && `window=${window}`, quality].filter(Boolean).join("&");
+      const request = imageBitmap(`${this.path(i)}/rendered${query ? `?${query}` : ""}`).then((picture) => {
+        if (this.raw[i]) { picture.close(); return; }
+        this.rendered[i]?.picture.close();
+        this.rendered[i] = { picture, key };
+        this.failed.delete(i);
+        this.onArrive(i);
+      }).finally(() => this.asked.delete(ask));
+      this.asked.set(ask, request);
+    }
+    return this.asked.get(ask);
   }
 
   async fetchRaw(i) {
@@ -121,10 +212,13 @@ export class Stack {
       const slope = number(meta, "00281053", 1);
       const intercept = number(meta, "00281052", 0);
       [low, high] = [low * slope + intercept, high * slope + intercept].sort((a, b) => a - b);
-      this.window = [(low + high) / 2, Math.max(1, high - low)];
-      this.defaultWindow = [...this.window];
+      const untouched = this.window[0] === this.defaultWindow[0] && this.window[1] === this.defaultWindow[1];
+      this.defaultWindow = [(low + high) / 2, Math.max(1, high - low)];
+      if (untouched) this.window = [...this.defaultWindow]; // a window the reader chose meanwhile stays
     }
-    this.rendered[i] = null; // the raw pixels supersede the JPEG
+    this.rendered[i]?.picture.close(); // the raw pixels supersede the JPEG
+    this.rendered[i] = null;
+    this.failed.delete(i);
     this.loaded += 1;
     this.onArrive(i);
     this.onProgress();
@@ -134,11 +228,11 @@ export class Stack {
 
   setWindow(center, width) { this.window = [center, Math.max(1, width)]; }
 
-  // Modality values of the current frame (raw * slope + intercept), or null until its raw pixels arrive.
-  modalityValues() {
-    const raw = this.raw[this.index];
+  // Modality values of a frame (raw * slope + intercept), or null until its raw pixels arrive.
+  modalityValues(i = this.index) {
+    const raw = this.raw[i];
     if (!raw) return null;
-    const meta = this.current.meta;
+    const meta = this.items[i].meta;
     return { raw, slope: number(meta, "00281053", 1), intercept: number(meta, "00281052", 0), columns: number(meta, "00280011", 0) };
   }
 
@@ -166,22 +260,25 @@ export class Stack {
     return this.lut;
   }
 
-  // Draws the current frame on the canvas at its own size; false when nothing of it has arrived yet.
+  // Draws the current frame on the canvas at its own size, from its own pixels only: with nothing of it arrived
+  // yet, the canvas is cleared. Answers what was drawn, as picture() does.
   draw(canvas) {
     const context = canvas.getContext("2d");
     const raw = this.raw[this.index];
     const meta = this.current.meta;
+    const columns = number(meta, "00280011", 0);
+    const rows = number(meta, "00280010", 0);
     if (!raw) {
-      const picture = this.rendered[this.index];
-      if (!picture) return false;
-      if (canvas.width !== picture.width || canvas.height !== picture.height) [canvas.width, canvas.height] = [picture.width, picture.height];
+      const picture = this.rendered[this.index]?.picture;
+      const [width, height] = picture ? [picture.width, picture.height] : [columns, rows];
+      if (canvas.width !== width || canvas.height !== height) [canvas.width, canvas.height] = [width, height];
+      context.clearRect(0, 0, canvas.width, canvas.height);
+      if (!picture) return null;
       context.filter = this.invert ? "invert(1)" : "none";
       context.drawImage(picture, 0, 0);
       context.filter = "none";
-      return true;
+      return this.picture();
     }
-    const columns = number(meta, "00280011", 0);
-    const rows = number(meta, "00280010", 0);
     if (canvas.width !== columns || canvas.height !== rows) [canvas.width, canvas.height] = [columns, rows];
     if (this.out?.width !== columns || this.out?.height !== rows) {
       this.out = context.createImageData(columns, rows); // reused from frame to frame: no allocation while scrolling
@@ -202,6 +299,6 @@ export class Stack {
       for (let i = 0; i < pixels.length; i++) pixels[i] = lut[raw[i] + offset];
     }
     context.putImageData(out, 0, 0);
-    return true;
+    return this.picture();
   }
 }

@@ -1,5 +1,7 @@
 // One viewport of the reading layout: a series' stack on a canvas, its overlay and orientation markers, the
 // pointer and touch interactions (tools, pinch and two-finger pan), measurements per frame, and cine.
+// The canvas only ever shows the pixels of the frame the overlay names: until they arrive it is cleared and says
+// it is loading; a lossy JPEG stand-in carries a badge, and is rendered again at the window chosen.
 import { seriesMetadata, value } from "./api.js";
 import { date, element, personName } from "./dom.js";
 import { t } from "./i18n.js";
@@ -9,6 +11,7 @@ import { Stack } from "./stack.js";
 import { View } from "./view.js";
 
 const KEEP_STACKS = 3; // a 300-slice CT is 150 MiB of raw pixels
+const RERENDER_MS = 150; // a stand-in is rendered again at a new window once the window rests this long
 const list = (meta, tag) => (meta?.[tag]?.Value || []).join("\\");
 
 export class Viewport {
@@ -21,7 +24,10 @@ export class Viewport {
     this.canvas = element("canvas", { id: `viewport${suffix}`, class: "viewport" });
     this.corners = Object.fromEntries(["tl", "tr", "bl", "br"].map((c) => [c, element("div", { class: `corner ${c}` })]));
     this.edges = Object.fromEntries(["top", "bottom", "left", "right"].map((e) => [e, element("span", { class: `marker ${e}` })]));
-    this.frame = element("div", { id: `frame${suffix}`, class: "frame" }, this.canvas, Object.values(this.corners), Object.values(this.edges));
+    this.loading = element("div", { id: `loading${suffix}`, class: "loading", role: "status", hidden: true });
+    this.lossy = element("span", { id: `lossy${suffix}`, class: "lossy", hidden: true }, t("lossyPreview"));
+    this.frame = element("div", { id: `frame${suffix}`, class: "frame" }, this.canvas, Object.values(this.corners), Object.values(this.edges),
+      this.loading, this.lossy);
     this.status = element("p", { id: `status${suffix}`, class: "status", "aria-live": "polite" });
     this.slider = element("input", { id: `slice${suffix}`, class: "slice", type: "range", min: "0", value: "0", "aria-label": t("slice") });
     this.play = element("button", { type: "button", class: "play", onclick: () => this.toggleCine() }, "▶");
@@ -38,6 +44,7 @@ export class Viewport {
     this.angleArm = null;
     this.overlay = true;
     this.cine = null;
+    this.loads = 0; // the latest load(): an earlier one still under way gives way
     this.listen();
   }
 
@@ -45,6 +52,7 @@ export class Viewport {
   get currentMeasurements() { return this.measurements.get(this.key) || []; }
 
   async load(study, seriesItem, { prior = false } = {}) {
+    const ticket = ++this.loads;
     const studyUid = value(study, "0020000D");
     const seriesUid = value(seriesItem, "0020000E");
     this.stopCine();
@@ -52,31 +60,43 @@ export class Viewport {
       this.positions.set(this.stack.series, this.stack.index);
       this.stack.cancel();
     }
-    let stack = this.recent.get(seriesUid);
-    if (!stack) {
-      const metadata = await seriesMetadata(studyUid, seriesUid);
-      metadata.sort((a, b) => Number(value(a, "00200013") ?? 0) - Number(value(b, "00200013") ?? 0));
-      stack = new Stack(studyUid, seriesUid, metadata);
+    // The previous series leaves the screen at once: nothing of it stays under the new series' overlay.
+    Object.assign(this, { stack: null, study, seriesItem, prior, angleArm: null, preview: null });
+    this.paint();
+    this.onMeasure();
+    try {
+      let stack = this.recent.get(seriesUid);
+      if (!stack) {
+        const metadata = await seriesMetadata(studyUid, seriesUid);
+        if (ticket !== this.loads) return;
+        metadata.sort((a, b) => Number(value(a, "00200013") ?? 0) - Number(value(b, "00200013") ?? 0));
+        stack = new Stack(studyUid, seriesUid, metadata);
+      }
+      this.recent.delete(seriesUid);
+      this.recent.set(seriesUid, stack); // most recent last; the oldest beyond KEEP_STACKS is let go
+      while (this.recent.size > KEEP_STACKS) this.recent.delete(this.recent.keys().next().value);
+      this.stack = stack;
+      stack.failed.clear(); // opened again: what failed is asked for again
+      if (this.positions.has(seriesUid)) stack.show(this.positions.get(seriesUid));
+      stack.onArrive = (i) => {
+        this.settle(stack, i);
+        if (this.stack === stack && i === stack.index) this.draw();
+      };
+      stack.onProgress = () => { if (this.stack === stack) this.decorate(); this.onProgress(stack); };
+      stack.items.forEach((_, i) => this.settle(stack, i));
+      this.slider.max = String(stack.length - 1);
+      this.fps.value = String(stack.frameRate);
+      this.cineBar.hidden = !stack.multiframe;
+      this.view.reset();
+      this.draw();
+      await stack.first();
+      if (this.stack !== stack) return;
+      this.draw();
+      stack.loadAll().catch((error) => { this.status.textContent = `${t("loadFailed")}: ${error.message}`; });
+    } catch (error) {
+      if (ticket === this.loads) this.loading.textContent = `${t("loadFailed")}: ${error.message}`;
+      throw error;
     }
-    this.recent.delete(seriesUid);
-    this.recent.set(seriesUid, stack); // most recent last; the oldest beyond KEEP_STACKS is let go
-    while (this.recent.size > KEEP_STACKS) this.recent.delete(this.recent.keys().next().value);
-    this.stack = stack;
-    this.study = study;
-    this.seriesItem = seriesItem;
-    this.prior = prior;
-    this.angleArm = null;
-    if (this.positions.has(seriesUid)) stack.show(this.positions.get(seriesUid));
-    stack.onArrive = (i) => { if (this.stack === stack && i === stack.index) this.draw(); };
-    stack.onProgress = () => { if (this.stack === stack) this.decorate(); this.onProgress(stack); };
-    this.slider.max = String(stack.length - 1);
-    this.fps.value = String(stack.frameRate);
-    this.cineBar.hidden = !stack.multiframe;
-    this.view.reset();
-    await stack.first();
-    if (this.stack !== stack) return;
-    this.draw();
-    stack.loadAll().catch((error) => { this.status.textContent = `${t("loadFailed")}: ${error.message}`; });
   }
 
   show(index) {
@@ -108,19 +128,70 @@ export class Viewport {
     if (!this.painting) this.painting = requestAnimationFrame(() => this.paint());
   }
 
+  // The current frame from its own pixels, or a cleared canvas saying it is loading. data-slice names the frame
+  // whose pixels are on the canvas ("" for none), data-fidelity says whether they are the raw pixels or a preview.
   paint() {
     this.painting = 0;
-    if (this.stack?.draw(this.canvas)) {
-      drawMeasurements(this.canvas.getContext("2d"), this.preview ? [...this.currentMeasurements, this.preview] : this.currentMeasurements);
+    const stack = this.stack;
+    const drawn = stack ? stack.draw(this.canvas) : null;
+    if (!stack) this.canvas.getContext("2d").clearRect(0, 0, this.canvas.width, this.canvas.height);
+    this.canvas.dataset.slice = drawn ? `${stack.series}:${stack.index}` : "";
+    this.canvas.dataset.fidelity = drawn?.fidelity ?? "";
+    this.lossy.hidden = drawn?.fidelity !== "preview";
+    this.loading.hidden = Boolean(drawn);
+    this.decorate();
+    if (!drawn) {
+      const failed = stack?.failed.get(stack.index);
+      this.loading.textContent = failed ? `${t("loadFailed")}: ${failed.message}` : t("loadingSlice");
+      stack?.want(stack.index);
+      return;
     }
+    drawMeasurements(this.canvas.getContext("2d"), this.preview ? [...this.currentMeasurements, this.preview] : this.currentMeasurements);
+    if (drawn.fidelity === "preview" && stack.betterRendering(stack.index)) this.rerender();
+  }
+
+  // The stand-in on screen is rendered again at the chosen window once the window rests; it is drawn when it
+  // comes only if its frame is still the one on screen (see onArrive).
+  rerender() {
+    clearTimeout(this.rerendering);
+    const stack = this.stack;
+    const index = stack.index;
+    const window = stack.windowQuery(index);
+    this.rerendering = setTimeout(() => {
+      if (this.stack !== stack || stack.index !== index || stack.windowQuery(index) !== window || stack.raw[index]) return;
+      stack.standIn(index, window, "").catch(() => {}); // the stand-in at the old window stays, marked as such
+    }, RERENDER_MS);
+  }
+
+  // ROI statistics measured before the raw pixels came are computed now, from the raw pixels (never the JPEG).
+  settle(stack, i) {
+    const key = `${stack.series}:${i}`;
+    const values = stack.modalityValues(i);
+    const measured = this.measurements.get(key);
+    if (!values || !measured?.some((m) => m.pending)) return;
+    const meta = stack.items[i].meta;
+    this.measurements.set(key, measured.map((m) => {
+      if (!m.pending) return m;
+      const stats = roiStatistics(m.a, m.b, values, meta);
+      return { ...m, pending: false, label: stats ? stats.label : "—" };
+    }));
+    if (this.stack === stack) this.onMeasure();
+  }
+
+  // The window as the pixels on screen show it: marked "preview" while they are a stand-in rendered at another
+  // window than the one named (or at the server's own choice from the pixels' range).
+  windowText(stack) {
+    const shown = stack.picture();
+    if (shown?.fidelity === "preview" && shown.key === "auto") return `W/L ${t("auto")} (${t("preview")})`;
+    const stale = shown?.fidelity === "preview" && shown.key !== stack.chosenWindow();
+    return `W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}${stale ? ` (${t("preview")})` : ""}`;
   }
 
   // The text around the image: overlay corners, orientation markers, slice and loading status, slider.
   decorate() {
     const stack = this.stack;
-    if (!stack) return;
-    const meta = stack.current.meta;
     const study = this.study;
+    if (!study) return;
     const fill = (corner, lines) => {
       const text = lines.filter(Boolean).join("\n"); // shown with white-space: pre-line; rewritten only when it changes
       if (this.corners[corner].textContent !== text) this.corners[corner].textContent = text;
@@ -129,13 +200,21 @@ export class Viewport {
     fill("tl", [personName(value(study, "00100010")), value(study, "00100020"),
       [date(value(study, "00100030")), value(study, "00100040")].filter(Boolean).join(" · ")]);
     fill("tr", [this.prior ? t("prior") : "", date(value(study, "00080020")), value(study, "00081030"), value(study, "00080050")]);
+    const seriesLine = `${t("series")} ${value(this.seriesItem, "00200011") ?? ""} ${value(this.seriesItem, "0008103E") ?? ""}`;
+    if (!stack) { // the series' metadata is on its way
+      fill("bl", [seriesLine]);
+      fill("br", []);
+      Object.values(this.edges).forEach((span) => { span.textContent = ""; });
+      this.status.textContent = t("loadingSlice");
+      return;
+    }
+    const meta = stack.current.meta;
     const location = value(meta, "00201041");
     const thickness = value(meta, "00180050");
-    fill("bl", [`${t("series")} ${value(this.seriesItem, "00200011") ?? ""} ${value(this.seriesItem, "0008103E") ?? ""}`,
-      `${t("image")} ${stack.index + 1}/${stack.length}`,
+    fill("bl", [seriesLine, `${t("image")} ${stack.index + 1}/${stack.length}`,
       location !== undefined ? `${t("location")} ${Number(location).toFixed(1)} mm` : "",
       thickness !== undefined ? `${t("thickness")} ${thickness} mm` : ""]);
-    fill("br", [`W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}`, `${t("zoom")} ${Math.round(this.view.zoom * 100)}%`,
+    fill("br", [this.windowText(stack), `${t("zoom")} ${Math.round(this.view.zoom * 100)}%`,
       list(meta, "00280030") ? `${list(meta, "00280030")} mm/px` : ""]);
     const found = markers(meta, this.view);
     for (const [edge, span] of Object.entries(this.edges)) {
@@ -143,8 +222,9 @@ export class Viewport {
       if (span.textContent !== letter) span.textContent = letter;
     }
     this.slider.value = String(stack.index);
-    this.status.textContent = `${t("slice")} ${stack.index + 1}/${stack.length} · W ${Math.round(stack.window[1])} L ${Math.round(stack.window[0])}`
-      + (stack.complete ? "" : ` · ${t("loading")} ${stack.loaded}/${stack.length}`);
+    this.status.textContent = `${t("slice")} ${stack.index + 1}/${stack.length} · ${this.windowText(stack)}`
+      + (stack.complete ? "" : ` · ${t("loading")} ${stack.loaded}/${stack.length}`)
+      + (stack.failed.size ? ` · ${t("loadFailed")} ${stack.failed.size}` : "");
   }
 
   toggleCine() { this.cine ? this.stopCine() : this.startCine(); }
@@ -260,8 +340,10 @@ export class Viewport {
       const meta = this.stack.current.meta;
       if (drag.tool === "length" && moved) this.addMeasurement({ kind: "length", a: drag.from, b: to, label: describe(drag.from, to, meta) });
       if (drag.tool === "roi" && moved) {
-        const stats = roiStatistics(drag.from, to, this.stack.modalityValues(), meta);
-        this.addMeasurement({ kind: "roi", a: drag.from, b: to, label: stats ? stats.label : t("roiWaiting") });
+        // Never from a JPEG stand-in's grey levels: until the raw pixels come, no value, and the reason why.
+        const values = this.stack.modalityValues();
+        const stats = roiStatistics(drag.from, to, values, meta);
+        this.addMeasurement({ kind: "roi", a: drag.from, b: to, pending: !values, label: stats ? stats.label : values ? "—" : `— (${t("roiWaiting")})` });
       }
       if (drag.tool === "angle") {
         if (this.angleArm) {

@@ -1,6 +1,6 @@
 """Authentication, role checks and the audit trail of the HTTP server.
 
-Every endpoint but ``/health`` and ``/auth/login`` needs ``Authorization:
+Every endpoint but ``/health``, ``/auth/login``, ``/favicon.ico`` and the viewer's files needs ``Authorization:
 Bearer <token>``. Roles: ``admin`` (everything), ``radiologist`` (query,
 retrieve, store, report, share), ``referring`` (query and retrieve the
 studies of patients linked to them or granted to them, and their final
@@ -30,7 +30,7 @@ from storage.index.shares import ShareExpired
 log = logging.getLogger(__name__)
 
 USER = "user"  # request key of the authenticated User
-PUBLIC_PATHS = frozenset({"/health", "/auth/login"})
+PUBLIC_PATHS = frozenset({"/health", "/auth/login", "/favicon.ico"})
 
 
 async def bearer_user(request: web.Request) -> User | None:

@@ -4,7 +4,9 @@ The archive holds, all synthetic:
 - MRN-0001 (Nguyễn Văn An): a CT phantom of 60 slices, 128x128 at 0.7 mm, a disc of soft tissue (HU 40) on
   air (HU -1000) whose radius is 10 + the slice number, axial orientation; and a prior CT of 2023 (4 slices);
 - MRN-XSS: one slice whose PatientName is markup, to prove names are shown as text;
-- MRN-US: an ultrasound clip, one instance of 12 frames at a Frame Time of 100 ms (10 frames/s).
+- MRN-US: an ultrasound clip, one instance of 12 frames at a Frame Time of 100 ms (10 frames/s);
+- MRN-STEP (Hoàng Văn Minh, ACC-STEP): a CT of two series whose slices are each flat at a level of their own
+  (see ``distinct``), to tell from the pixels alone which slice a viewport shows.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from PIL import Image
 from pydicom.uid import UltrasoundMultiFrameImageStorage
 
 from tests.conftest import storescu
-from tests.factory import Patient, ct_series, write_files
+from tests.factory import Patient, ct_series, distinct_slices, write_files
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"]
 PASSWORD = "a long enough password"
 SLICES = 60
 US_FRAMES = 12
+STEP_SLICES, STEP_OTHER_SLICES = 20, 6
 
 
 def phantom(slices: int = SLICES) -> list:
@@ -56,8 +59,25 @@ def ultrasound_clip() -> list:
     return [ds]
 
 
+def step_hu(series: int, number: int) -> int:
+    """The HU of slice ``number`` (from 1) of series 1 or 2 of the MRN-STEP study."""
+    return 15 * number - (150 if series == 1 else 142)
+
+
 @pytest.fixture(scope="package")
-def archive(tmp_path_factory: pytest.TempPathFactory):
+def distinct() -> tuple[list, list]:
+    """The MRN-STEP study's two series: 20 slices at HU 15n - 150, and 6 at HU 15n - 142."""
+    patient = Patient(patient_id="MRN-STEP", name="Hoàng^Văn Minh", citizen_id="001000000555")
+    first = distinct_slices(STEP_SLICES, patient=patient, accession="ACC-STEP", study_date="20240401", size=64)
+    second = distinct_slices(STEP_OTHER_SLICES, first_hu=step_hu(2, 1), patient=patient, accession="ACC-STEP",
+                             study_date="20240401", size=64, study_uid=first[0].StudyInstanceUID)  # fmt: skip
+    for ds in second:
+        ds.SeriesNumber, ds.SeriesDescription = 2, "Axial 2mm"
+    return first, second
+
+
+@pytest.fixture(scope="package")
+def archive(tmp_path_factory: pytest.TempPathFactory, distinct: tuple[list, list]):
     from tests.gateway_process import GatewayProcess
 
     tmp = tmp_path_factory.mktemp("viewer")
@@ -68,7 +88,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory):
     prior = ct_series(4, size=128, accession="ACC-2023", study_date="20230110", seed=3)
     hostile = ct_series(1, size=32, accession="ACC-XSS",
                         patient=Patient(patient_id="MRN-XSS", name="<img src=x onerror=alert(1)>", citizen_id="001000000999"))
-    files = write_files(series + prior + hostile + ultrasound_clip(), tmp / "files")
+    files = write_files(series + prior + hostile + ultrasound_clip() + distinct[0] + distinct[1], tmp / "files")
     assert storescu(gateway.dicom_port, files).returncode == 0
     gateway.wait_idle()
     yield gateway, series

@@ -73,7 +73,7 @@ def test_worklist_sorts_by_column_and_pages(archive, page) -> None:
     gateway, _ = archive
     log_in(page, gateway.base_url)
     page.locator("#search").wait_for()
-    expect(page.locator("tr.study")).to_have_count(4)
+    expect(page.locator("tr.study")).to_have_count(5)
     page.click("button[data-sort=PatientName]")
     expect(page.locator("th[aria-sort=ascending]")).to_have_count(1)
     names = page.locator("tr.study td:nth-child(2)").all_inner_texts()

@@ -133,3 +133,25 @@ def test_length_in_millimetres(archive, page, artifacts: Path) -> None:
     page.mouse.up()
     expect(page.locator("#measurements li")).to_have_text("44.8 mm")
     page.screenshot(path=str(artifacts / "length.png"))
+
+
+def test_favicon_is_public_and_no_page_load_is_refused(archive, page) -> None:
+    """Browsers ask for /favicon.ico unprompted, without a token: it is served, and the viewer links its icon."""
+    import urllib.request
+
+    gateway, _ = archive
+    with urllib.request.urlopen(gateway.base_url + "/favicon.ico", timeout=10) as response:
+        assert response.status == 200 and response.headers["Content-Type"].startswith("image/svg+xml")
+        assert b"<svg" in response.read()
+    refused: list[str] = []
+    page.on("response", lambda r: refused.append(f"{r.request.method} {r.url}") if r.status == 401 else None)
+    page.goto(gateway.base_url + "/viewer")
+    assert page.locator("link[rel=icon]").count() == 1
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    answer = page.request.get(gateway.base_url + icon)  # as the browser fetches it: no Authorization header
+    assert answer.status == 200 and answer.headers["content-type"].startswith("image/")
+    _log_in(page, gateway.base_url)
+    open_study(page, "ACC0001")
+    page.reload()  # a page load with a session
+    page.locator("#search").wait_for()
+    assert refused == [], refused
