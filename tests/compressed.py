@@ -15,6 +15,8 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, RLELossless, generate_uid
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from tests.factory import ct_series
 
@@ -61,3 +63,17 @@ def four_syntaxes(size: int = 64) -> list[Dataset]:
     """One study of four CT instances: uncompressed, JPEG Baseline, JPEG 2000 Lossless and RLE Lossless."""
     series = ct_series(4, size=size)
     return [series[0], *(compressed(ds, s) for ds, s in zip(series[1:], (JPEGBaseline8Bit, JPEG2000Lossless, RLELossless)))]
+
+
+def store_as_encoded(port: int, datasets: list[Dataset]) -> None:
+    """C-STORE each CT dataset to the gateway in the transfer syntax it is encoded in (one context per syntax)."""
+    ae = AE(ae_title="MODALITY")
+    for syntax in sorted({str(ds.file_meta.TransferSyntaxUID) for ds in datasets}):
+        ae.add_requested_context(CTImageStorage, [syntax])
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSGW")
+    assert assoc.is_established
+    try:
+        for ds in datasets:
+            assert assoc.send_c_store(ds).Status == 0x0000
+    finally:
+        assoc.release()

@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
+from gateway.http.dicom_json import DICOM_JSON
+from gateway.http.dicom_xml import DICOM_XML
+from gateway.http.errors import http_error
+
 
 @dataclass(frozen=True)
 class MediaRange:
@@ -55,3 +61,15 @@ def media_ranges(header: str | None, default: str = "*/*") -> list[MediaRange]:
         if quality > 0:
             ranked.append((-quality, position, MediaRange(pieces[0].lower(), params)))
     return [media for _, _, media in sorted(ranked, key=lambda r: (r[0], r[1]))]
+
+
+def dicom_documents_type(request: web.Request, what: str) -> str:
+    """DICOM_JSON, or DICOM_XML (a multipart/related of one Native DICOM Model document each), as Accept prefers.
+
+    406 naming what ``what`` (e.g. "QIDO-RS") is offered as, when Accept allows neither."""
+    for accepted in media_ranges(request.headers.get("Accept")):
+        if accepted.media_type in (DICOM_JSON, "application/json", "application/*", "*/*"):
+            return DICOM_JSON
+        if accepted.media_type in ("multipart/related", "multipart/*") and accepted.params.get("type", DICOM_XML) == DICOM_XML:
+            return DICOM_XML
+    raise http_error(web.HTTPNotAcceptable, f'{what} is offered as {DICOM_JSON} or multipart/related; type="{DICOM_XML}"')

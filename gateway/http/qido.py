@@ -18,7 +18,7 @@ from aiohttp import web
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dicom_rules.vault import PATIENT, VaultSealError
-from gateway.http.accept import media_ranges
+from gateway.http.accept import dicom_documents_type
 from gateway.http.dicom_json import DICOM_JSON, element, json_response
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
@@ -126,16 +126,6 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
     return HierarchyQuery(level, matches, limit=limit, offset=offset, order=order, fuzzy_names=fuzzy), include
 
 
-def _response_type(request: web.Request) -> str:
-    """DICOM_JSON or DICOM_XML (a multipart/related of one document per match), as Accept prefers."""
-    for accepted in media_ranges(request.headers.get("Accept")):
-        if accepted.media_type in (DICOM_JSON, "application/json", "application/*", "*/*"):
-            return DICOM_JSON
-        if accepted.media_type in ("multipart/related", "multipart/*") and accepted.params.get("type", DICOM_XML) == DICOM_XML:
-            return DICOM_XML
-    raise http_error(web.HTTPNotAcceptable, f'QIDO-RS answers in {DICOM_JSON} or multipart/related; type="{DICOM_XML}"')
-
-
 def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[str, str]]:
     found = {}
     for pseudonym in vault.patient_pseudonyms(patient_id):
@@ -175,7 +165,7 @@ def attributes(row: dict[str, Any], level: Level, include: set[str], retrieve_ur
 
 def _route(level: Level) -> Any:
     async def handler(request: web.Request) -> web.StreamResponse:
-        response_type = _response_type(request)
+        response_type = dicom_documents_type(request, "QIDO-RS")
         fixed = {}
         if "study" in request.match_info:
             fixed["StudyInstanceUID"] = request.match_info["study"]

@@ -22,7 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from gateway.dimse.transcode import ConversionError, part10_in
-from gateway.http.accept import media_ranges
+from gateway.http.accept import dicom_documents_type, media_ranges
 from gateway.http.auth import scope_of
 from gateway.http.dicom_json import DICOM_JSON, json_response
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
@@ -110,20 +110,8 @@ def load_dataset(data: bytes) -> Dataset:
         return dcmread(io.BytesIO(data))
 
 
-def metadata_format(request: web.Request) -> str:
-    """DICOM_JSON or DICOM_XML, as the Accept header prefers; 406 when it allows neither."""
-    for accepted in media_ranges(request.headers.get("Accept")):
-        if accepted.media_type in (DICOM_JSON, "application/json", "application/*", "*/*"):
-            return DICOM_JSON
-        if accepted.media_type in ("multipart/related", "multipart/*") and accepted.params.get("type", DICOM_XML) == DICOM_XML:
-            return DICOM_XML
-    raise http_error(
-        web.HTTPNotAcceptable, f'metadata is offered as {DICOM_JSON} or multipart/related; type="{DICOM_XML}"'
-    )
-
-
 async def metadata(request: web.Request) -> web.StreamResponse:
-    wanted = metadata_format(request)
+    wanted = dicom_documents_type(request, "metadata")
     rows = await documents(request)
     out = []
     for row in rows:

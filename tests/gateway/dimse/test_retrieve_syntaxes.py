@@ -28,7 +28,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from tests.compressed import four_syntaxes
+from tests.compressed import four_syntaxes, store_as_encoded
 from tests.factory import ct_series
 from tests.gateway.dimse.test_retrieve import movescu
 from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary
@@ -38,19 +38,6 @@ from tests.peers.process import stop_group
 GET = StudyRootQueryRetrieveInformationModelGet
 MOVE = StudyRootQueryRetrieveInformationModelMove
 DESTINATIONS = {"IMPLICIT": ("+xi",), "DEFAULT": (), "BIGENDIAN": ("+xb",)}
-
-
-def _store(port: int, datasets: list[Dataset]) -> None:
-    ae = AE(ae_title="MODALITY")
-    for syntax in sorted({str(ds.file_meta.TransferSyntaxUID) for ds in datasets}):
-        ae.add_requested_context(CTImageStorage, [syntax])
-    assoc = ae.associate("127.0.0.1", port, ae_title="PACSGW")
-    assert assoc.is_established
-    try:
-        for ds in datasets:
-            assert assoc.send_c_store(ds).Status == 0x0000
-    finally:
-        assoc.release()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +55,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory):
     )
     gateway.start()
     study = four_syntaxes()
-    _store(gateway.dicom_port, study)
+    store_as_encoded(gateway.dicom_port, study)
     gateway.wait_idle()
     expected = {ds.SOPInstanceUID: ds.pixel_array for ds in study}
     yield gateway, study, expected, ports
@@ -171,7 +158,7 @@ def _failed_uids(final: Dataset) -> set[str]:
 def test_objects_gone_or_corrupt_in_the_store_fail_their_sub_operations_only(archive, tmp_path: Path) -> None:
     gateway, _, _, ports = archive
     study = four_syntaxes()[:3]
-    _store(gateway.dicom_port, study)
+    store_as_encoded(gateway.dicom_port, study)
     gateway.wait_idle()
     index, store = gateway.open_index(), gateway.open_store()
     try:
@@ -221,7 +208,7 @@ def test_big_endian_sources_arrive_with_their_words_swapped(archive, tmp_path: P
     expected = ds.pixel_array.copy()
     ds.PixelData = expected.astype(">u2").tobytes()  # what a big endian sender puts on the wire
     ds.file_meta.TransferSyntaxUID = ExplicitVRBigEndian
-    _store(gateway.dicom_port, [ds])
+    store_as_encoded(gateway.dicom_port, [ds])
     gateway.wait_idle()
     with storescp(ports["IMPLICIT"], "IMPLICIT", DESTINATIONS["IMPLICIT"], tmp_path):
         responses = _move_with_pynetdicom(gateway.dicom_port, ds.StudyInstanceUID, "IMPLICIT")

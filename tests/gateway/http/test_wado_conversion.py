@@ -18,26 +18,11 @@ from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.uid import JPEG2000Lossless, JPEGExtended12Bit, generate_uid
-from pynetdicom import AE
-from pynetdicom.sop_class import CTImageStorage
 
-from tests.compressed import compressed, undecodable
+from tests.compressed import compressed, store_as_encoded, undecodable
 from tests.factory import ct_series
 
 NS = {"d": "http://dicom.nema.org/PS3.19/models/NativeDICOM"}
-
-
-def _store(port: int, datasets: list[Dataset]) -> None:
-    ae = AE(ae_title="MODALITY")
-    for syntax in sorted({str(ds.file_meta.TransferSyntaxUID) for ds in datasets}):
-        ae.add_requested_context(CTImageStorage, [syntax])
-    assoc = ae.associate("127.0.0.1", port, ae_title="PACSGW")
-    assert assoc.is_established
-    try:
-        for ds in datasets:
-            assert assoc.send_c_store(ds).Status == 0x0000
-    finally:
-        assoc.release()
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +39,7 @@ def archive(tmp_path_factory: pytest.TempPathFactory):
     broken = [undecodable(plain), undecodable(plain)]
     for ds in broken:
         ds.SeriesInstanceUID = broken[0].SeriesInstanceUID if ds is not broken[0] else generate_uid()
-    _store(gateway.dicom_port, [*mixed, alone, *broken])
+    store_as_encoded(gateway.dicom_port, [*mixed, alone, *broken])
     gateway.wait_idle()
     yield gateway, mixed, alone, broken
     gateway.kill()
