@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from storage.index.schema import audit_events, audit_keys, patients, tokens, user_patient_ids, user_patients, user_studies, users
 from storage.index.times import utc_now
+from storage.uids import is_valid_uid
 
 
 class Role(str, Enum):
@@ -220,9 +221,7 @@ class AccountStore:
 
         Without an issuer, the one the index holds the ID under; refused (AmbiguousPatient) when it holds the
         ID under several; when it holds none yet, a link naming no issuer (see storage.index.scope)."""
-        user = self.user(username)
-        if user is None:
-            raise AccountError(f"no user {username!r}")
+        user = self._referring(username)
         if not 0 < len(patient_id) <= 64 or (issuer is not None and len(issuer) > 64):
             raise AccountError("a patient ID is 1 to 64 characters, an issuer at most 64")
         with self.engine.begin() as conn:
@@ -245,12 +244,21 @@ class AccountStore:
         return PatientLink(patient_id, issuer)
 
     def grant_study(self, username: str, study_uid: str) -> None:
-        user = self.user(username)
-        if user is None:
-            raise AccountError(f"no user {username!r}")
+        user = self._referring(username)
+        if not is_valid_uid(study_uid):
+            raise AccountError(f"{study_uid!r} is not a DICOM UID (a Study Instance UID such as 1.2.840.113619.2.55.3)")
         with self.engine.begin() as conn:
             conn.execute(delete(user_studies).where(user_studies.c.user_pk == user.pk, user_studies.c.study_uid == study_uid))
             conn.execute(insert(user_studies).values(user_pk=user.pk, study_uid=study_uid))
+
+    def _referring(self, username: str) -> User:
+        """The referring physician named: links and grants narrow what they see; every other role sees all or none."""
+        user = self.user(username)
+        if user is None:
+            raise AccountError(f"no user {username!r}")
+        if user.role is not Role.REFERRING:
+            raise AccountError(f"user {username!r} is {user.role.value}: only referring physicians are given patients or studies")
+        return user
 
     def links(self, user: User) -> tuple[list[PatientLink], list[str]]:
         """The patients linked to a user (sorted) and the study UIDs granted to them."""

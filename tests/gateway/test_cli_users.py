@@ -72,3 +72,14 @@ def test_tokens_expire_after_90_days_unless_asked_otherwise(data_dir: Path) -> N
     for bad in (["--hours", "2", "--no-expiry"], ["--hours", "0"]):
         refused = user(data_dir, "token", "svc-ris", *bad)
         assert refused.returncode == 1 and not refused.stdout, bad
+
+
+def test_link_and_grant_refuse_what_would_change_nothing(data_dir: Path) -> None:
+    assert user(data_dir, "add", "bs.radiology", "--role", "radiologist", "--no-password").returncode == 0
+    assert user(data_dir, "add", "bs.referring", "--role", "referring", "--no-password").returncode == 0
+    for command in (("link", "bs.radiology", "MRN-1"), ("grant", "bs.radiology", "1.2.3.4")):
+        refused = user(data_dir, *command)
+        assert refused.returncode == 1 and "only referring physicians" in refused.stderr, refused
+    refused = user(data_dir, "grant", "bs.referring", "MRN-1")  # a patient ID where the study's UID belongs
+    assert refused.returncode == 1 and "not a DICOM UID" in refused.stderr, refused
+    assert user(data_dir, "grant", "bs.referring", "1.2.3.4").returncode == 0
