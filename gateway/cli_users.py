@@ -35,6 +35,8 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     password = actions.add_parser("password", help="set a user's password (asks for it, or --password-stdin)")
     password.add_argument("username")
     password.add_argument("--password-stdin", action="store_true")
+    unlock = actions.add_parser("unlock", help="lift every login lockout of a user name, from any address")
+    unlock.add_argument("username")
     link = actions.add_parser("link", help="let a referring physician see a patient's studies")
     link.add_argument("username")
     link.add_argument("patient_id")
@@ -44,7 +46,7 @@ def add_commands(sub: argparse._SubParsersAction, common: Callable[[argparse.Arg
     grant.add_argument("study_uid")
     digest = actions.add_parser("audit-digest", help="the digest under which the audit trail records an identifying value")
     digest.add_argument("value")
-    for action in (add, token, revoke, password, link, grant, digest):
+    for action in (add, token, revoke, password, unlock, link, grant, digest):
         common(action)
 
 
@@ -91,7 +93,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         elif command == "revoke":
             print(f"{accounts.revoke_tokens(args.username)} token(s) revoked")
         elif command == "password":
-            accounts.set_password(args.username, _password(args.password_stdin))
+            revoked = accounts.set_password(args.username, _password(args.password_stdin))
+            print(f"password of {args.username} set; {revoked} token(s) revoked")
+        elif command == "unlock":
+            from storage.index.login_throttle import LoginThrottle
+
+            if accounts.user(args.username) is None:
+                raise AccountError(f"no user {args.username!r}")
+            held = LoginThrottle(index.engine).unlock(args.username)
+            print(f"{args.username}: logins unlocked ({held} count(s) cleared)")
         elif command == "link":
             linked = accounts.link_patient(args.username, args.patient_id, args.issuer)
             if linked.issuer is None:

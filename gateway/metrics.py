@@ -98,7 +98,7 @@ class GatewayMetrics:
             registry=r,
         )
         self.logins_locked = Counter(
-            "pacsgw_login_lockouts", "Logins locked after repeated failures, by what was locked (account, address).",
+            "pacsgw_login_lockouts", "Logins locked after repeated failures, by what was locked (pair: a name from an address; address; account: a name from anywhere).",
             ["scope"], registry=r,
         )
 

@@ -53,6 +53,13 @@ export async function login(username, password) {
 }
 
 export const me = () => json("GET", "/auth/me");
+// Revokes the session's token on the gateway, so that it stops working there too (a shared reading room).
+export async function logout() {
+  if (session.token && session.role !== "share") {
+    try { await call("/auth/logout", { method: "POST" }); } catch { /* the token is forgotten here either way */ }
+  }
+  session.clear();
+}
 export async function report(study) {
   try { return await json("GET", `/studies/${study}/report`); } catch (error) {
     if (error instanceof RequestFailed && error.status === 404) return null;

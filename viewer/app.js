@@ -1,6 +1,6 @@
 // The viewer: log in, find a study in the worklist, read and report it; or open one shared study read-only.
 // Every DICOM string is shown as text (dom.js), never as markup.
-import { RequestFailed, Unauthorized, auditTrail, login, me, searchStudies, session, value } from "./api.js";
+import { RequestFailed, Unauthorized, auditTrail, login, logout, me, searchStudies, session, value } from "./api.js";
 import { date, element, personName } from "./dom.js";
 import { t, toggleLanguage } from "./i18n.js";
 import { openReader } from "./reader.js";
@@ -169,9 +169,9 @@ document.getElementById("language").addEventListener("click", () => {
   toggleLanguage();
   if (session.role === "share") guarded(startShare); else session.token ? home() : showLogin();
 });
-document.getElementById("logout").addEventListener("click", () => {
+document.getElementById("logout").addEventListener("click", async () => {
   const wasShare = session.role === "share";
-  session.clear();
+  await logout();
   wasShare ? showShareEnded("") : showLogin();
 });
 window.addEventListener("hashchange", start);

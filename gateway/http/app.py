@@ -91,6 +91,7 @@ def create_http_app(
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_post("/auth/login", login.login)
+    app.router.add_post("/auth/logout", login.logout)
     app.router.add_get("/auth/me", auth.me)
     app.router.add_get("/audit", auth.audit_trail)
     qido.add_routes(app)

@@ -37,6 +37,13 @@ def _locked_out(lockout: Lockout) -> web.HTTPTooManyRequests:
     )
 
 
+async def logout(request: web.Request) -> web.Response:
+    """Revoke the token the request is made with: it stops working at once, in every gateway process."""
+    token = request.headers.get("Authorization", "")[7:].strip()
+    await asyncio.to_thread(request.app[ACCOUNTS].revoke_token, token)
+    return web.Response(status=204)
+
+
 async def login(request: web.Request) -> web.Response:
     try:
         body = await request.json()
@@ -46,24 +53,27 @@ async def login(request: web.Request) -> web.Response:
     accounts, audit, throttle = request.app[ACCOUNTS], request.app[AUDIT], request.app[THROTTLE]
     address = request.remote or ""
 
-    def record(action: str, outcome: int, role: str = "", target: str = "/auth/login") -> None:
-        audit.record(username=username[:64], role=role, action=action, target=target, source=address, outcome=outcome)
+    # A name no account has is kept as a digest: a password typed into the name field stays out of the trail.
+    known = await asyncio.to_thread(accounts.user, username) is not None
+    shown = username[:64] if known else audit.digest(username)
 
-    lockout = await asyncio.to_thread(throttle.locked, username, address)
-    if lockout is not None:
+    def record(action: str, outcome: int, role: str = "", target: str = "/auth/login") -> None:
+        audit.record(username=shown, role=role, action=action, target=target, source=address, outcome=outcome)
+
+    attempt = await asyncio.to_thread(throttle.attempt, username, address)  # counted before the password is checked
+    for lock in attempt.started:
+        record("login-lockout", 429, target=f"/auth/login {lock.scope} locked {lock.seconds:g} s")
+        request.app[METRICS].logins_locked.labels(lock.scope).inc()
+        where = {"pair": f"to one account name from {address}", "address": f"from {address}"}.get(lock.scope, "to one account name")
+        log.warning("logins %s locked for %g s after repeated failures (see the audit trail)", where, lock.seconds)
+    if attempt.refused is not None:
         record("login", 429)
-        raise _locked_out(lockout)
+        raise _locked_out(attempt.refused)
     user = await asyncio.to_thread(accounts.authenticate, username, password)
     if user is None:
-        started = await asyncio.to_thread(throttle.failed, username, address)
         record("login", 401)
-        for lock in started:
-            record("login-lockout", 429, target=f"/auth/login {lock.scope} locked {lock.seconds:g} s")
-            request.app[METRICS].logins_locked.labels(lock.scope).inc()
-            where = f"from {address}" if lock.scope == "address" else "to one account name"
-            log.warning("logins %s locked for %g s after repeated failures (see the audit trail)", where, lock.seconds)
         raise http_error(web.HTTPUnauthorized, "unknown user or wrong password")
-    await asyncio.to_thread(throttle.succeeded, username)
+    await asyncio.to_thread(throttle.succeeded, username, address)
     record("login", 200, role=user.role.value)
     token = await asyncio.to_thread(accounts.issue_token, user, hours=LOGIN_TOKEN_HOURS, label="login")
     answer = {"token": token, "expires_in": int(LOGIN_TOKEN_HOURS * 3600), "role": user.role.value, "display_name": user.display_name}

@@ -157,12 +157,18 @@ class AccountStore:
             row = conn.execute(select(users).where(users.c.username == username, users.c.disabled == 0)).first()
         return None if row is None else User(row.pk, row.username, Role(row.role), row.display_name)
 
-    def set_password(self, username: str, password: str) -> None:
+    def set_password(self, username: str, password: str) -> int:
+        """Set a user's password and revoke their tokens in the same transaction (a reset after a leak must shut out
+        whoever holds one); how many were revoked."""
         _check_password(username, password)
         with self.engine.begin() as conn:
-            done = conn.execute(update(users).where(users.c.username == username).values(password_hash=hash_password(password)))
-        if not done.rowcount:
-            raise AccountError(f"no user {username!r}")
+            row = conn.execute(
+                update(users).where(users.c.username == username).values(password_hash=hash_password(password)).returning(users.c.pk)
+            ).first()
+            if row is None:
+                raise AccountError(f"no user {username!r}")
+            revoked = conn.execute(update(tokens).where(tokens.c.user_pk == row.pk, tokens.c.revoked == 0).values(revoked=1))
+        return int(revoked.rowcount or 0)
 
     def authenticate(self, username: str, password: str) -> User | None:
         """The user if the password is theirs; None otherwise, after the same work whether the user exists or not.
@@ -197,6 +203,12 @@ class AccountStore:
             raise AccountError(f"no user {username!r}")
         with self.engine.begin() as conn:
             return conn.execute(update(tokens).where(tokens.c.user_pk == user.pk).values(revoked=1)).rowcount
+
+    def revoke_token(self, token: str) -> bool:
+        """Revoke one token (a logout); whether it was valid."""
+        with self.engine.begin() as conn:
+            done = conn.execute(update(tokens).where(tokens.c.digest == token_digest(token), tokens.c.revoked == 0).values(revoked=1))
+        return bool(done.rowcount)
 
     def token_user(self, token: str) -> User | None:
         stmt = (

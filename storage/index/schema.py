@@ -211,18 +211,20 @@ user_studies = Table(
     Column("study_uid", String(64), primary_key=True),
 )
 
-# Failed logins, per account name and per address (each key a SHA-256 digest: no typed name kept in clear),
-# shared by every gateway process using the index (storage.index.login_throttle).
+# Login attempts, per account name and address, per address, per account name (each key a SHA-256 digest:
+# no typed name kept in clear), shared by every gateway process using the index (storage.index.login_throttle).
 login_throttle = Table(
     "login_throttle",
     metadata,
     Column("key", String(64), primary_key=True),
-    Column("failures", Integer, nullable=False),  # within the window that started at window_start
+    Column("account", String(64), nullable=False, server_default=""),  # the name's digest ('' for an address): unlock
+    Column("failures", Integer, nullable=False),  # attempts within the window that started at window_start
     Column("window_start", DateTime(timezone=True), nullable=False),
-    Column("last_failure", DateTime(timezone=True), nullable=False),
+    Column("last_failure", DateTime(timezone=True), nullable=False),  # the last attempt
     Column("lockouts", Integer, nullable=False),  # in a row: each one lasts twice as long as the one before
     Column("locked_until", DateTime(timezone=True)),
     Index("ix_login_throttle_last_failure", "last_failure"),
+    Index("ix_login_throttle_account", "account"),
 )
 
 # The key the audit trail digests values with when the gateway holds no de-identification secret: one row,

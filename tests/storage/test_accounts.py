@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from storage.index.accounts import AccountError, AccountStore, PasswordRejected, Role, hash_password
 from storage.index.database import IndexDatabase
-from storage.index.login_throttle import Limit, LoginThrottle
+from storage.index.login_throttle import Limit, Lockout, LoginThrottle
 from storage.index.schema import users
 
 
@@ -89,42 +89,79 @@ T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.timezone.utc)
 LIMIT = Limit(3, dt.timedelta(minutes=15), dt.timedelta(minutes=1), dt.timedelta(minutes=10))
 
 
-def test_failures_lock_an_account_name_for_longer_each_time(index: IndexDatabase) -> None:
-    throttle = LoginThrottle(index.engine, account=LIMIT, address=Limit(100, LIMIT.window, LIMIT.first_lock, LIMIT.longest_lock))
-    assert throttle.failed("dr.an", "10.0.0.1", T0) == [] and throttle.failed("dr.an", "10.0.0.2", T0) == []
-    assert throttle.locked("dr.an", "10.0.0.3", T0) is None
-    [lock] = throttle.failed("dr.an", "10.0.0.3", T0)  # the third, from anywhere
-    assert (lock.scope, lock.seconds) == ("account", 60)
-    other = LoginThrottle(index.engine, account=LIMIT)  # another process sharing the index
-    assert other.locked("dr.an", "10.9.9.9", T0 + dt.timedelta(seconds=59)).scope == "account"
-    assert other.locked("dr.an", "10.9.9.9", T0 + dt.timedelta(seconds=60)) is None
-    assert other.locked("dr.binh", "10.0.0.1", T0) is None  # only that name
+WIDE = Limit(100, LIMIT.window, LIMIT.first_lock, LIMIT.longest_lock)
+
+
+def test_attempts_lock_a_name_from_an_address_for_longer_each_time(index: IndexDatabase) -> None:
+    throttle = LoginThrottle(index.engine, pair=LIMIT, address=WIDE, account=WIDE)
+    assert [throttle.attempt("dr.an", "10.0.0.1", T0).refused for _ in range(3)] == [None] * 3  # three checked
+    fourth = throttle.attempt("dr.an", "10.0.0.1", T0)
+    assert fourth.refused == Lockout("pair", 60) and fourth.started == (Lockout("pair", 60),)
+    other = LoginThrottle(index.engine, pair=LIMIT, address=WIDE, account=WIDE)  # another process sharing the index
+    assert other.attempt("dr.an", "10.0.0.1", T0 + dt.timedelta(seconds=59)).refused.scope == "pair"
+    assert other.attempt("dr.an", "10.0.0.2", T0).refused is None  # from elsewhere the name is still heard
+    assert other.attempt("dr.binh", "10.0.0.1", T0).refused is None  # and other names from there
     seconds = []
     now = T0 + dt.timedelta(seconds=60)
     for _ in range(4):
         for _ in range(LIMIT.failures):
-            started = throttle.failed("dr.an", "10.0.0.1", now)
-        seconds.append(started[0].seconds)
-        now += dt.timedelta(seconds=started[0].seconds)
+            assert throttle.attempt("dr.an", "10.0.0.1", now).refused is None
+        [lock] = throttle.attempt("dr.an", "10.0.0.1", now).started
+        seconds.append(lock.seconds)
+        now += dt.timedelta(seconds=lock.seconds)
     assert seconds == [120, 240, 480, 600]  # doubling, up to the longest
-    throttle.succeeded("dr.an")
-    assert [throttle.failed("dr.an", "10.0.0.1", now) for _ in range(2)] == [[], []]  # afresh
+    throttle.succeeded("dr.an", "10.0.0.1")
+    assert [throttle.attempt("dr.an", "10.0.0.1", now).refused for _ in range(3)] == [None] * 3  # afresh
 
 
-def test_failures_spread_out_do_not_lock(index: IndexDatabase) -> None:
-    throttle = LoginThrottle(index.engine, account=LIMIT)
+def test_attempts_while_locked_are_not_counted(index: IndexDatabase) -> None:
+    throttle = LoginThrottle(index.engine, pair=LIMIT, address=WIDE, account=WIDE)
+    for _ in range(LIMIT.failures + 1):
+        throttle.attempt("dr.an", "10.0.0.1", T0)
+    for n in range(20):  # a client retrying all through its lockout
+        assert throttle.attempt("dr.an", "10.0.0.1", T0 + dt.timedelta(seconds=n)).refused is not None
+    later = T0 + dt.timedelta(seconds=61)
+    assert [throttle.attempt("dr.an", "10.0.0.1", later).refused for _ in range(3)] == [None] * 3
+
+
+def test_a_name_from_everywhere_locks_for_a_short_while_and_unlock_lifts_it(index: IndexDatabase) -> None:
+    short = Limit(3, dt.timedelta(minutes=15), dt.timedelta(minutes=1), dt.timedelta(minutes=2))
+    throttle = LoginThrottle(index.engine, pair=WIDE, address=WIDE, account=short)
+    assert [throttle.attempt("admin", f"10.0.0.{n}", T0).refused for n in range(3)] == [None] * 3
+    assert throttle.attempt("admin", "10.0.0.9", T0).refused == Lockout("account", 60)
+    now = T0
+    for _ in range(3):  # kept up, the lock grows only to the account's longest
+        now += dt.timedelta(minutes=2)
+        for n in range(3):
+            throttle.attempt("admin", f"10.0.1.{n}", now)
+        lock = throttle.attempt("admin", "10.0.1.9", now).refused
+    assert lock == Lockout("account", 120)
+    assert throttle.unlock("admin") >= 1
+    assert throttle.attempt("admin", "10.0.0.1", now).refused is None
+    assert throttle.unlock("nobody") == 0
+
+
+def test_attempts_spread_out_do_not_lock(index: IndexDatabase) -> None:
+    throttle = LoginThrottle(index.engine, pair=LIMIT, address=LIMIT, account=LIMIT)
     now = T0
     for _ in range(10):
-        assert throttle.failed("dr.slow", "10.0.0.1", now) == []
+        assert throttle.attempt("dr.slow", "10.0.0.1", now).refused is None
         now += dt.timedelta(minutes=8)  # two a window at most
 
 
-def test_failures_from_one_address_lock_it_for_every_name(index: IndexDatabase) -> None:
-    throttle = LoginThrottle(index.engine, account=LIMIT, address=LIMIT)
-    assert throttle.failed("a", "2001:db8::1", T0) == [] and throttle.failed("b", "2001:db8::2", T0) == []
-    [lock] = throttle.failed("c", "2001:db8::3", T0)  # one /64, three names
-    assert lock.scope == "address"
-    assert throttle.locked("dr.any", "2001:db8::ffff", T0).scope == "address"
-    assert throttle.locked("dr.any", "2001:db8:1::1", T0) is None
-    throttle.failed("d", "::ffff:10.1.1.1", T0), throttle.failed("e", "10.1.1.1", T0), throttle.failed("f", "10.1.1.1", T0)
-    assert throttle.locked("g", "10.1.1.1", T0).scope == "address"  # an IPv4 peer of a dual-stack socket is that IPv4 address
+def test_a_success_gives_the_address_its_attempt_back(index: IndexDatabase) -> None:
+    throttle = LoginThrottle(index.engine, pair=WIDE, address=LIMIT, account=WIDE)
+    for n in range(10):  # ten people behind one NAT logging in, each at the first try
+        assert throttle.attempt(f"user-{n}", "10.2.2.2", T0).refused is None
+        throttle.succeeded(f"user-{n}", "10.2.2.2")
+
+
+def test_attempts_from_one_address_lock_it_for_every_name(index: IndexDatabase) -> None:
+    throttle = LoginThrottle(index.engine, pair=WIDE, address=LIMIT, account=WIDE)
+    for name, address in (("a", "2001:db8::1"), ("b", "2001:db8::2"), ("c", "2001:db8::3")):  # one /64, three names
+        assert throttle.attempt(name, address, T0).refused is None
+    assert throttle.attempt("dr.any", "2001:db8::ffff", T0).refused.scope == "address"
+    assert throttle.attempt("dr.any", "2001:db8:1::1", T0).refused is None
+    for name, address in (("d", "::ffff:10.1.1.1"), ("e", "10.1.1.1"), ("f", "10.1.1.1")):
+        throttle.attempt(name, address, T0)
+    assert throttle.attempt("g", "10.1.1.1", T0).refused.scope == "address"  # an IPv4 peer of a dual-stack socket is that IPv4 address
