@@ -11,11 +11,12 @@ import datetime as dt
 import hashlib
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator, Iterable
 
 from aiohttp import web
 
-from gateway.audit_redaction import clear_key, clear_segment, clear_value
+from gateway.audit_redaction import clear_key, clear_segment, clear_value, clear_word
 from storage.index.accounts import AccountStore
 
 
@@ -33,6 +34,7 @@ def audit_digest(key: bytes, value: str) -> str:
 
 
 GATHER_SECONDS = 0.1
+_PARAMETER = re.compile(r"\{(\w+)\}")  # a route parameter in a route's canonical path
 
 
 class AuditWriter:
@@ -54,12 +56,23 @@ class AuditWriter:
             for key, value in pairs
         )
 
-    def path(self, path: str) -> str:
-        """A request's path, each segment that is not the API's own word, a UID or a number as a keyed digest."""
-        return "/".join(segment if not segment or clear_segment(segment) else self.digest(segment) for segment in path.split("/"))
+    def path(self, request: web.Request) -> str:
+        """A request's path as the server routed it: the route's own words, and each route parameter's value when it
+        has that parameter's strict form (a UID where ``{study}`` is), else a keyed digest. A path that matched no
+        route keeps only the API's own words."""
+        info = request.match_info
+        resource = info.route.resource
+        if resource is None:  # no route: a 404 or 405 before any handler
+            return "/".join(s if not s or clear_word(s) else self.digest(s) for s in request.path.split("/"))
+
+        def value(parameter: re.Match[str]) -> str:
+            name, text = parameter[1], info.get(parameter[1], "")
+            return text if not text or clear_segment(name, text) else self.digest(text)
+
+        return _PARAMETER.sub(value, resource.canonical)
 
     def target(self, request: web.Request) -> str:
-        target = self.path(request.path) + ("?" + self.values(request.query.items()) if request.query else "")
+        target = self.path(request) + ("?" + self.values(request.query.items()) if request.query else "")
         return target if len(target) <= 512 else target[:509] + "..."
 
     def record(self, **event: object) -> None:

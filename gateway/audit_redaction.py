@@ -4,9 +4,11 @@ People type query values, and a patient number typed into the wrong field is
 still a patient number. So every value is kept as a keyed digest, except the
 value of a parameter whose values cannot identify anyone when it has that
 parameter's strict form: a UID, a small number, a DICOM keyword, one of an
-enumeration. Parameter names and path segments are kept when they are the
-API's own words, DICOM keywords or tags, UIDs, small numbers or pseudonyms,
-and digested otherwise.
+enumeration. Parameter names are kept when they are the API's own words or
+DICOM keywords or tags. A path is read the way the server routes it: the
+route's own words are kept, and each route parameter (a study UID, a frame
+list, a share's number...) is held to its parameter's strict form the same
+way, wherever in the path it stands; the rest is digested.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from pydicom.datadict import dictionary_has_tag, tag_for_keyword
 
+from gateway.vault import KINDS
 from storage.uids import is_valid_uid
 
 # Modality defined terms (PS3.3 C.7.3.1.1.1).
@@ -31,7 +34,8 @@ _MEDIA_TYPES = frozenset(
 )  # fmt: skip
 _INTEGER = re.compile(r"\d{1,6}")
 _NUMBER = re.compile(r"-?\d{1,6}(\.\d{1,6})?")
-_FRAMES = re.compile(r"\d{1,6}(,\d{1,6})*")
+_FRAMES = re.compile(r"[1-9]\d{0,5}(,[1-9]\d{0,5})*")  # no leading zero: a frame number is never written 004512
+_ROW_NUMBER = re.compile(r"[1-9]\d{0,9}")  # a share's or an outbox message's number, as the API gives them
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _PSEUDONYM = re.compile(r"PGW[A-Z2-7]{17}")  # a pseudonymous patient ID (dicom_rules.pseudonyms)
 _ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:?\d{2})?")
@@ -46,8 +50,18 @@ def dicom_attribute(name: str) -> bool:
 
 
 def uid(value: str) -> bool:
-    """A UID as UIDs are made (root 0, 1 or 2, three components at least): not a number that happens to be one."""
-    return is_valid_uid(value) and value.split(".", 1)[0] in ("0", "1", "2") and value.count(".") >= 2
+    """A UID as UIDs are made: not a number, nor a date, that happens to follow the UID grammar.
+
+    Dotted dates (1.12.1985, 2.10.85) follow the grammar, and people type them where UIDs go. A date has three
+    components. A UID an organisation makes is its root (1.2.840.x, 1.3.6.1.4.1.x, 1.2.392.x...: three components
+    or more) and arcs of its own below it: four components at least. The one shorter form in use is 2.25.<a UUID
+    as an integer> (PS3.5 B.2), whose integer has more than 20 digits for any UUID with its version bits set, and
+    that no date, patient number or citizen ID has: at least 17 are asked for.
+    """
+    if not is_valid_uid(value) or value.split(".", 1)[0] not in ("0", "1", "2"):
+        return False
+    components = value.split(".")
+    return len(components) >= 4 or (len(components) == 3 and value.startswith("2.25.") and len(components[2]) >= 17)
 
 
 def _each(check: Callable[[str], bool]) -> Callable[[str], bool]:
@@ -109,11 +123,24 @@ def clear_value(key: str, value: str) -> bool:
     return rule is not None and rule(value)
 
 
-def clear_segment(segment: str) -> bool:
-    return (
-        segment in _PATH_WORDS
-        or uid(segment)
-        or _FRAMES.fullmatch(segment) is not None
-        or _PSEUDONYM.fullmatch(segment) is not None
-        or (_TAG.fullmatch(segment) is not None and dicom_attribute(segment))
-    )
+# What each route parameter's value must be to be kept in clear in a path (see gateway.http routes).
+_CLEAR_SEGMENTS: dict[str, Callable[[str], bool]] = {
+    **dict.fromkeys(("study", "series", "instance"), uid),
+    "frames": _matches(_FRAMES),
+    "frame": _matches(_FRAMES),
+    "id": _matches(_ROW_NUMBER),
+    "tag": lambda value: _TAG.fullmatch(value) is not None and dicom_attribute(value),
+    "kind": lambda value: value in KINDS,
+    "pseudonym": lambda value: _PSEUDONYM.fullmatch(value) is not None or uid(value),
+}
+
+
+def clear_segment(parameter: str, value: str) -> bool:
+    """The value of a route parameter (``{study}``, ``{frames}``...) has its parameter's strict form."""
+    rule = _CLEAR_SEGMENTS.get(parameter)
+    return rule is not None and rule(value)
+
+
+def clear_word(segment: str) -> bool:
+    """One of the API's own words: what is kept of a path that matched no route."""
+    return segment in _PATH_WORDS
