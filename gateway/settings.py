@@ -128,6 +128,11 @@ class HttpSettings:
         "(empty: the request's Host) and in share links, which are made only when it is set.",
     )
     share_max_hours: float = opt(720.0, "Longest a share link may stay valid, in hours (asked for when it is made; default 72).")
+    max_rendered_instances: int = opt(
+        500,
+        "Most instances a study's or series' WADO-RS /rendered renders in one answer (each is decoded and rendered "
+        "before the answer starts); more answer 413, asking for a series or its instances one by one.",
+    )
 
 
 @dataclass
@@ -470,6 +475,8 @@ def _validate(settings: Settings) -> None:
     _validate_dicom(settings.dicom)
     if not settings.http.share_max_hours > 0:
         raise SettingsError("http.share_max_hours must be positive")
+    if settings.http.max_rendered_instances < 1:
+        raise SettingsError("http.max_rendered_instances must be at least 1")
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,10 +70,14 @@ class PreparedParts:
         self.spool.write(body)
         self.places.append((extra, start, len(body)))
 
-    def __iter__(self) -> Iterator[tuple[bytes, Any]]:
+    def _read(self, start: int, length: int) -> bytes:
+        self.spool.seek(start)
+        return self.spool.read(length)
+
+    async def __aiter__(self) -> AsyncIterator[tuple[bytes, Any]]:
+        """Each part and its extra, in order; read off the event loop (past SPOOL_IN_MEMORY the parts are on disk)."""
         for extra, start, length in self.places:
-            self.spool.seek(start)
-            yield self.spool.read(length), extra
+            yield await asyncio.to_thread(self._read, start, length), extra
 
     def close(self) -> None:
         self.spool.close()

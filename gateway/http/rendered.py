@@ -4,12 +4,17 @@ Query parameters: ``window=center,width[,function]``, ``viewport=columns,rows``,
 ``quality=1..100``; ``Accept: image/jpeg`` (default) or ``image/png``. An
 instance or frame renders to one image; a study or series to a
 multipart/related of one image per instance (its first frame), those that
-cannot be rendered left out and named in a ``Warning`` header.
+cannot be rendered left out and named in a ``Warning`` header. Each instance is
+read and rendered in a worker thread, never on the event loop; a study or
+series of more than ``http.max_rendered_instances`` answers 413 (PS3.18 allows
+413 for a response too large), so that one request cannot have thousands of
+images rendered before its first byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -18,12 +23,14 @@ from aiohttp import web
 from gateway.dimse.transcode import ConversionError
 from gateway.http.accept import media_ranges
 from gateway.http.errors import http_error
+from gateway.dimse.transcode import part10_in
+from gateway.http.keys import SETTINGS
 from gateway.http.parts import Multipart, prepare, warning
 from gateway.http.rendering import JPEG, PNG, RenderError, RenderRequest, render
-from gateway.http.wado import EXPLICIT_LE, as_part10_in, documents, documents_for, load_dataset, read_object
+from gateway.http.wado import EXPLICIT_LE, documents, documents_for, load_dataset, read_object
+from storage.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
-from storage.uids import is_valid_uid
 
 THUMBNAIL = (128, 128)
 
@@ -74,14 +81,38 @@ def parse_render_request(request: web.Request, *, frame: int = 1, thumbnail: boo
     return RenderRequest(frame, window, viewport, _media_type(request), quality)
 
 
-async def render_row(request: web.Request, row: dict, wanted: RenderRequest) -> web.Response:
-    ds = load_dataset(await read_object(request, row["object_key"]))
+class _NotRendered(Exception):
+    """An instance that cannot be rendered: no such frame, no pixel data, or (_Undecodable) a damaged object or
+    pixel data that cannot be decoded."""
+
+
+class _Undecodable(_NotRendered):
+    pass
+
+
+def _render_stored(stored: bytes, wanted: RenderRequest, sop_instance_uid: str) -> bytes:
+    """Read a stored object and render it (in a worker thread: both decode the whole object)."""
     try:
-        image = await asyncio.to_thread(render, ds, wanted)
+        return render(load_dataset(stored), wanted)
     except RenderError as exc:
+        raise _NotRendered(str(exc)) from None
+    except Exception as exc:  # a damaged object, or a codec that cannot decode its pixel data: each raises its own kind
+        log.warning("rendered: instance %s not rendered: %s", sop_instance_uid, type(exc).__name__)
+        raise _Undecodable("the object cannot be read or its pixel data cannot be decoded") from None
+
+
+async def _render(request: web.Request, row: dict[str, Any], wanted: RenderRequest) -> bytes:
+    stored = await read_object(request, row["object_key"])
+    return await asyncio.to_thread(_render_stored, stored, wanted, row["sop_instance_uid"])
+
+
+async def render_row(request: web.Request, row: dict[str, Any], wanted: RenderRequest) -> web.Response:
+    try:
+        image = await _render(request, row, wanted)
+    except _Undecodable as exc:
+        raise http_error(web.HTTPNotAcceptable, f"this instance cannot be rendered: {exc}") from None
+    except _NotRendered as exc:
         raise http_error(web.HTTPNotFound, str(exc)) from None
-    except Exception:  # a codec that cannot decode this pixel data
-        raise http_error(web.HTTPNotAcceptable, "this instance's pixel data cannot be rendered") from None
     return web.Response(body=image, content_type=wanted.media_type)  # not cached: see app.response_headers
 
 
@@ -93,28 +124,28 @@ async def rendered(request: web.Request) -> web.Response:
         except ValueError:
             raise http_error(web.HTTPBadRequest, "a frame number is a whole number") from None
     wanted = parse_render_request(request, frame=frame)
-    [row] = await documents(request)
+    [row] = await documents(request, with_metadata=False)
     return await render_row(request, row, wanted)
-
-
-class _NotRendered(Exception):
-    pass
 
 
 async def rendered_many(request: web.Request) -> web.StreamResponse:
     """A study or series rendered: one image per instance, in the order of the series and instance numbers."""
     wanted = parse_render_request(request)
-    rows = await documents(request)
+    rows = await documents(request, with_metadata=False)
+    most = request.app[SETTINGS].http.max_rendered_instances
+    if len(rows) > most:
+        what = "series" if "series" in request.match_info else "study"
+        reason = (
+            f"this {what} has {len(rows)} instances and at most {most} are rendered in one answer "
+            f"(http.max_rendered_instances): ask for {'its series or ' if what == 'study' else ''}its instances one by one"
+        )
+        raise web.HTTPRequestEntityTooLarge(most, len(rows), text=json.dumps({"error": reason}), content_type="application/json")
 
     async def make(row: dict[str, Any]) -> tuple[bytes, Any]:
-        ds = load_dataset(await read_object(request, row["object_key"]))
         try:
-            return await asyncio.to_thread(render, ds, wanted), None
-        except RenderError as exc:
+            return await _render(request, row, wanted), None
+        except _NotRendered as exc:
             raise _NotRendered(f"instance {row['sop_instance_uid']}: {exc}") from None
-        except Exception as exc:  # a codec that cannot decode this pixel data
-            log.warning("rendered: instance %s not rendered: %s", row["sop_instance_uid"], type(exc).__name__)
-            raise _NotRendered(f"instance {row['sop_instance_uid']}: its pixel data cannot be decoded") from None
 
     images = await prepare(rows, make, _NotRendered)
     try:
@@ -126,7 +157,7 @@ async def rendered_many(request: web.Request) -> web.StreamResponse:
             headers["Warning"] = warning(request, f"{len(images.failures)} of {len(rows)} instances cannot be rendered and are left out")
         multipart = Multipart(request, wanted.media_type)
         await multipart.start(headers)
-        for image, _ in images:
+        async for image, _ in images:
             await multipart.part(image)
         return await multipart.finish()
     finally:
@@ -135,7 +166,7 @@ async def rendered_many(request: web.Request) -> web.StreamResponse:
 
 async def thumbnail(request: web.Request) -> web.Response:
     wanted = parse_render_request(request, thumbnail=True)
-    rows = await documents(request)
+    rows = await documents(request, with_metadata=False)
     if "instance" not in request.match_info:  # a series or study: its middle image
         series_uid = rows[0]["series_uid"]
         rows = [r for r in rows if r["series_uid"] == series_uid]
@@ -151,14 +182,14 @@ async def wado_uri(request: web.Request) -> web.Response:
     for uid in uids:
         if not is_valid_uid(uid):
             raise http_error(web.HTTPBadRequest, "studyUID, seriesUID and objectUID must be valid DICOM UIDs")
-    [row] = await documents_for(request, *uids)
+    [row] = await documents_for(request, *uids, with_metadata=False)
     content_type = query.get("contentType", JPEG).split(",")[0].strip()
     if content_type == "application/dicom":
         syntax = query.get("transferSyntax", EXPLICIT_LE)
         stored = await read_object(request, row["object_key"])
         try:
             body, _ = await asyncio.to_thread(
-                as_part10_in, stored, row["transfer_syntax_uid"], syntax, row["sop_class_uid"], row["sop_instance_uid"]
+                part10_in, stored, row["transfer_syntax_uid"], syntax, row["sop_class_uid"], row["sop_instance_uid"]
             )
         except ConversionError as exc:
             raise http_error(

@@ -131,10 +131,6 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     return await multipart.finish()
 
 
-def as_part10_in(stored: bytes, stored_syntax: str, wanted: str, sop_class: str, sop_instance: str) -> tuple[bytes, str]:
-    return part10_in(stored, stored_syntax, wanted, sop_class, sop_instance)
-
-
 def _as_stored_hint(syntax: str) -> str:
     return f"cannot be sent as {syntax}; ask with transfer-syntax=* to have it as stored"
 
@@ -173,13 +169,13 @@ async def instances(request: web.Request) -> web.StreamResponse:
             )
         multipart = Multipart(request, "application/dicom", syntax)
         await multipart.start(headers)
-        ready = iter(converted)
+        ready = aiter(converted)
         made = {uid for (uid, _), _, _ in converted.places}
         for row in rows:
             if row["sop_instance_uid"] in converting:
                 if row["sop_instance_uid"] not in made:
                     continue
-                body, (_, part_syntax) = next(ready)
+                body, (_, part_syntax) = await anext(ready)
             else:
                 body, part_syntax = await read_object(request, row["object_key"]), row["transfer_syntax_uid"]
             await multipart.part(body, transfer_syntax=part_syntax)
