@@ -40,13 +40,14 @@ from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
 
 
-VIEWER_FILES = ("/viewer", "/viewer/")  # and /viewer/<file>: the viewer's own code, which holds no patient data
+# The viewer's own code (and /viewer/<file>) and its icon: no patient data, so they set their own Cache-Control.
+VIEWER_FILES = ("/viewer", "/viewer/", "/favicon.ico")
 
 
 async def response_headers(request: web.Request, response: web.StreamResponse) -> None:
     """Headers every response gets, errors and streamed ones included, before they are sent.
 
-    Anything but the viewer's own files may carry patient data (DICOMweb, renderings, reports, the
+    Anything but the viewer's own files and icon may carry patient data (DICOMweb, renderings, reports, the
     audit trail, share links, even an error naming a study): no browser or proxy may keep a copy. No
     response is sniffed into another type, nor sends where it came from (share tokens, study UIDs)
     to another site."""

@@ -194,6 +194,8 @@ def test_no_response_is_kept_by_a_cache_nor_sniffed(gateway) -> None:
         status, headers = _headers(gw, path)
         assert status == expected, path
         assert (headers["Referrer-Policy"], headers["X-Content-Type-Options"]) == ("no-referrer", "nosniff"), path
+    status, headers = _headers(gw, "/favicon.ico")  # asked for by browsers on every page: it holds no patient data
+    assert status == 200 and headers["Cache-Control"] == "max-age=86400" and headers["X-Content-Type-Options"] == "nosniff"
 
 
 def test_anonymous_health_tells_liveness_and_readiness_only(gateway) -> None:
