@@ -185,7 +185,7 @@ def _route(level: Level) -> Any:
             reidentified = await asyncio.to_thread(_vault_patients, vault, patient_id)
             query = dataclasses.replace(query, patient_pseudonyms=tuple(reidentified))
             log.info("re-identifying query by %s: %d pseudonymous patient(s)", user.username, len(reidentified))
-        query = dataclasses.replace(query, scope=await asyncio.to_thread(scope_of, request))
+        query = dataclasses.replace(query, scope=scope_of(request))
         index = request.app[INDEX]
         rows = await asyncio.to_thread(index.search_hierarchy, query)
         total = await asyncio.to_thread(index.count_hierarchy, query)
@@ -208,7 +208,7 @@ def _route(level: Level) -> Any:
         multipart = Multipart(request, DICOM_XML)
         await multipart.start(headers)
         for document in body:
-            await multipart.part(native_dicom_model(document), part_type=f"{DICOM_XML}; charset=utf-8")
+            await multipart.part(await asyncio.to_thread(native_dicom_model, document), part_type=f"{DICOM_XML}; charset=utf-8")
         return await multipart.finish()
 
     return handler

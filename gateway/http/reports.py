@@ -58,7 +58,7 @@ def _writer(request: web.Request) -> User:
 
 
 async def _visible(request: web.Request, study: str) -> bool:
-    scope = await asyncio.to_thread(scope_of, request)
+    scope = scope_of(request)
     if scope is None:
         return True
     query = HierarchyQuery(Level.STUDY, {"StudyInstanceUID": study}, scope=scope)
