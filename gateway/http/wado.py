@@ -116,7 +116,7 @@ async def metadata(request: web.Request) -> web.StreamResponse:
     out = []
     for row in rows:
         if row["metadata"] is None:  # stored before metadata was kept: made from the object once
-            document = metadata_dict(load_dataset(await read_object(request, row["object_key"])))
+            document = metadata_dict(await asyncio.to_thread(load_dataset, await read_object(request, row["object_key"])))
         else:
             document = json.loads(row["metadata"])
         url = f"{dicomweb_base(request)}/studies/{row['study_uid']}/series/{row['series_uid']}/instances/{row['sop_instance_uid']}"
@@ -261,12 +261,12 @@ async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamRes
 
 async def bulkdata(request: web.Request) -> web.StreamResponse:
     negotiate(request, "application/octet-stream")
-    [row] = await documents(request)
+    [row] = await documents(request, with_metadata=False)
     try:
         tag = int(request.match_info["tag"], 16)
     except ValueError:
         raise http_error(web.HTTPBadRequest, "bulk data is named by its tag, 8 hex digits") from None
-    ds = load_dataset(await read_object(request, row["object_key"]))
+    ds = await asyncio.to_thread(load_dataset, await read_object(request, row["object_key"]))
     if tag not in ds:
         raise http_error(web.HTTPNotFound, "the instance has no such attribute")
     if tag == 0x7FE00010 and ds.file_meta.TransferSyntaxUID.is_encapsulated:
