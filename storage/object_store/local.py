@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,20 +20,27 @@ _TMP_DIR = ".incoming"
 class LocalObjectStore:
     """Objects are files named by their key below ``root``.
 
-    ``put`` writes to a temporary file in ``root/.incoming``; ``flush`` fsyncs
-    the batch's files together (the file system commits them in one journal
-    transaction), renames them into place and syncs each directory once. So
-    an object appears under its key only complete and on disk, and a batch
-    costs a few syncs instead of two per object.
+    ``put`` writes to a temporary file in ``root/.incoming/<store>/``, a
+    folder of this store's own; ``flush`` fsyncs the batch's files together
+    (the file system commits them in one journal transaction), renames them
+    into place and syncs each directory once. So an object appears under its
+    key only complete and on disk, and a batch costs a few syncs instead of
+    two per object. Each store holds a lock on its folder while it lives;
+    opening a store removes the folders no live store holds (writes of a
+    process that stopped before its flush), never another process's.
     """
 
     def __init__(self, root: Path, sync_threads: int = 8) -> None:
         self.root = root.resolve()
         self.description = f"local directory {self.root}"
-        self._tmp = self.root / _TMP_DIR
-        self._tmp.mkdir(parents=True, exist_ok=True)
-        for leftover in self._tmp.iterdir():  # writes of a process that crashed before its flush
-            leftover.unlink(missing_ok=True)
+        incoming = self.root / _TMP_DIR
+        self._tmp = incoming / uuid.uuid4().hex
+        self._tmp.mkdir(parents=True)
+        self._owner = os.open(self._tmp / ".owner", os.O_CREAT | os.O_RDWR, 0o600)  # held until the process ends
+        fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for leftover in incoming.iterdir():
+            if leftover != self._tmp:
+                _remove_if_abandoned(leftover)
         self._pending: dict[Path, Path] = {}  # final path -> temporary file
         self._lock = threading.Lock()
         self._sync_pool = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="local-sync")
@@ -101,7 +111,7 @@ class LocalObjectStore:
     def list_keys(self, prefix: str = "") -> list[str]:
         keys = []
         for path in self.root.rglob("*"):
-            if path.is_file() and not path.is_relative_to(self._tmp):
+            if path.is_file() and not path.is_relative_to(self.root / _TMP_DIR):
                 key = path.relative_to(self.root).as_posix()
                 if key.startswith(prefix):
                     keys.append(key)
@@ -110,6 +120,30 @@ class LocalObjectStore:
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise ObjectStoreError(f"{self.root} is not writable")
+
+
+_SETTLE_SECONDS = 60.0  # a store just being made may not hold its lock yet: its folder is left alone that long
+
+
+def _remove_if_abandoned(path: Path) -> None:
+    """Remove a temporary folder whose store is gone (its lock is free), or a file an earlier release left."""
+    try:
+        if not path.is_dir():
+            path.unlink(missing_ok=True)
+            return
+        if time.time() - path.stat().st_mtime < _SETTLE_SECONDS:
+            return
+        fd = os.open(path / ".owner", os.O_RDWR)
+    except FileNotFoundError:
+        shutil.rmtree(path, ignore_errors=True)  # never locked: made by a store stopped at once
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # a live store's: its writes are waiting for their flush
+    finally:
+        os.close(fd)  # closing releases the lock taken just above, if it was taken
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _fsync_file(path: Path) -> None:

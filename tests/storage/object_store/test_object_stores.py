@@ -50,7 +50,7 @@ def test_local_store_leaves_no_partial_object(tmp_path: Path) -> None:
     assert store.list_keys() == []  # nothing under a key before it is durable
     (root / ".incoming" / "crashed-write").write_bytes(b"half")
     LocalObjectStore(root)  # a restart clears what a crash left before its flush
-    assert list((root / ".incoming").iterdir()) == []
+    assert not (root / ".incoming" / "crashed-write").exists()
     assert store.list_keys() == []
     with pytest.raises(ObjectStoreError):
         store.put("../escape.dcm", b"x")
@@ -62,3 +62,26 @@ def test_wrong_credentials_are_an_error_not_a_success(s3_server) -> None:
         bad.check()
     with pytest.raises(ObjectStoreError):
         bad.put("k", b"x")
+
+
+def test_opening_a_local_store_never_removes_a_live_stores_writes(tmp_path: Path) -> None:
+    """A command (import, anonymise) opening the store while the gateway runs must leave its batch alone."""
+    import os
+    import time
+
+    from storage.object_store.local import LocalObjectStore
+
+    running = LocalObjectStore(tmp_path)
+    running.put("studies/1.2.3.4/series/1.2.3.4.5/instances/1.2.3.4.5.6.dcm", b"DICM" * 100)
+    long_ago = time.time() - 3600
+    for folder in (tmp_path / ".incoming").iterdir():
+        os.utime(folder, (long_ago, long_ago))  # past the settling time: only the lock protects it
+    abandoned = tmp_path / ".incoming" / "from-a-process-that-stopped"
+    abandoned.mkdir()
+    (abandoned / "half-written").write_bytes(b"x")
+    os.utime(abandoned, (long_ago, long_ago))
+    other = LocalObjectStore(tmp_path)  # a second process opening the same store
+    running.flush()
+    assert running.get("studies/1.2.3.4/series/1.2.3.4.5/instances/1.2.3.4.5.6.dcm") == b"DICM" * 100
+    assert not abandoned.exists()
+    assert other.list_keys() == ["studies/1.2.3.4/series/1.2.3.4.5/instances/1.2.3.4.5.6.dcm"]
