@@ -125,6 +125,9 @@ class RuleSet:
     def select(self, *, calling_ae: str, source: str, destination: str) -> Rule:
         return next((r for r in self.rules if r.matches(calling_ae, source, destination)), self.default)
 
+    def mode_for(self, *, calling_ae: str, source: str = "", destination: str) -> Mode:
+        return self.select(calling_ae=calling_ae, source=source, destination=destination).policy.mode
+
     @property
     def needs_key(self) -> bool:
         return any(r.policy.mode is not Mode.IDENTIFIED for r in (*self.rules, self.default))

@@ -100,7 +100,7 @@ def run_anonymise(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         rules = _rules(settings, args.rules)
-        mode = rules.select(calling_ae=args.calling_ae, source="", destination=args.destination).policy.mode
+        mode = rules.mode_for(calling_ae=args.calling_ae, destination=args.destination)
         if mode is Mode.IDENTIFIED:
             raise SettingsError("the rules keep these instances identified; nothing would be de-identified")
         secret = _secret(settings, args.secret_file, mode)

@@ -70,7 +70,7 @@ class RulesStage:
                 self._engines[id(rule)] = Deidentifier(rule.policy, self.keys[rule.policy.mode])
 
     def mode_for(self, *, source_ae: str, peer: str = "", destination: str = ARCHIVE) -> Mode:
-        return self.rules.select(calling_ae=source_ae, source=peer, destination=destination).policy.mode
+        return self.rules.mode_for(calling_ae=source_ae, source=peer, destination=destination)
 
     def receive(
         self,
