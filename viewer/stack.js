@@ -3,7 +3,7 @@
 // frame's raw pixels so that scrolling and window/level run locally without a round trip. Frames are fetched
 // nearest the one on screen first; a frame is drawn only from its own pixels, and a JPEG stand-in is known for
 // what it is: lossy, and rendered at one window, which may not be the one chosen since.
-import { imageBitmap, rawFrame, value } from "./api.js";
+import { Unauthorized, imageBitmap, rawFrame, value } from "./api.js";
 
 export const PRESETS = {
   brain: [40, 80], lung: [-600, 1500], bone: [300, 1500], abdomen: [40, 400], mediastinum: [50, 350],
@@ -11,6 +11,7 @@ export const PRESETS = {
 
 const IN_FLIGHT = 6;
 const SLOW_LINK_BYTES_PER_MS = 2000; // under about 16 Mbit/s for the first raw frame: send the JPEGs first
+const RAW_RETRY_MS = 700; // a raw frame that fails is asked again once, this long after
 
 function number(meta, tag, fallback) {
   const found = Number(value(meta, tag));
@@ -30,7 +31,11 @@ export class Stack {
     this.raw = new Array(this.items.length);
     this.rendered = new Array(this.items.length); // {picture, key}: a JPEG stand-in and the window it shows
     this.asked = new Map(); // "index|window query" -> the stand-in request under way
-    this.failed = new Map(); // index -> the error that kept its pixels away
+    // Failures by kind. A stand-in that failed is not asked again, but its frame's raw pixels still are; a raw
+    // frame is asked again once (see loadRaw) before it counts as failed.
+    this.failed = new Map(); // index -> the error that kept its raw pixels away
+    this.standInFailed = new Map(); // index -> the error that kept its stand-in away
+    this.retrying = new Set(); // frames waiting to ask for their raw pixels again
     this.index = Math.floor(this.items.length / 2);
     this.invert = false;
     const first = this.items[this.index].meta;
@@ -66,7 +71,12 @@ export class Stack {
   }
 
   async first() {
-    if (!this.raw[this.index] && !this.rendered[this.index]) await this.standIn(this.index, "");
+    if (!this.raw[this.index] && !this.rendered[this.index]) {
+      await this.standIn(this.index, "").catch((error) => {
+        if (error instanceof Unauthorized) throw error;
+        this.failStandIn(this.index, error); // its raw pixels come next all the same
+      });
+    }
     performance.mark("pacsgw:first-image");
   }
 
@@ -104,21 +114,26 @@ export class Stack {
     return standIn ? { fidelity: "preview", key: standIn.key } : null;
   }
 
-  // The frame on screen wants its pixels now, ahead of the queue: on a fast link its raw pixels, else a stand-in.
-  // One such request at a time, then the latest frame wanted: scrolling fast does not ask for every frame passed.
+  // The frame on screen wants its pixels now, ahead of the queue: on a fast link (or when its stand-in failed) its
+  // raw pixels, else a stand-in. One such request at a time, then the latest frame wanted: scrolling fast does not
+  // ask for every frame passed.
   want(i) {
     this.wanted = i;
     if (this.wanting) return;
     const ask = () => {
       const j = this.wanted;
       this.wanting = null;
-      const needed = !this.raw[j] && !this.fetching.has(j) && !this.failed.has(j)
-        && (this.slow === false || (!this.rendered[j] && !this.asking(j)));
-      if (j !== this.index || !needed) return;
-      this.wanting = (this.slow === false ? this.fetchRaw(j) : this.standIn(j, this.windowQuery(j)))
-        .catch((error) => this.fail(j, error)).finally(ask);
+      if (j !== this.index || !this.rawNeeded(j)) return;
+      if (this.slow === false || this.standInFailed.has(j)) this.wanting = this.loadRaw(j);
+      else if (!this.rendered[j] && !this.asking(j)) this.wanting = this.askStandIn(j);
+      this.wanting?.finally(ask);
     };
     ask();
+  }
+
+  // Whether frame i's raw pixels are still to be asked for: not here, not on their way, not failed.
+  rawNeeded(i) {
+    return !this.raw[i] && !this.fetching.has(i) && !this.retrying.has(i) && !this.failed.has(i);
   }
 
   fail(i, error) {
@@ -126,14 +141,24 @@ export class Stack {
     this.onArrive(i);
   }
 
+  failStandIn(i, error) {
+    this.standInFailed.set(i, error);
+    this.onArrive(i);
+  }
+
+  // Opened again: whatever failed is asked for again.
+  forgetFailures() {
+    this.failed.clear();
+    this.standInFailed.clear();
+  }
+
   cancel() { this.generation += 1; }
 
   async loadAll() {
     const generation = this.generation;
     if (this.slow === undefined) {
-      const started = performance.now();
-      await this.fetchRaw(this.index).catch((error) => this.fail(this.index, error));
-      this.slow = this.raw[this.index]?.byteLength / Math.max(1, performance.now() - started) < SLOW_LINK_BYTES_PER_MS;
+      const took = await this.loadRaw(this.index);
+      this.slow = this.raw[this.index]?.byteLength / Math.max(1, took) < SLOW_LINK_BYTES_PER_MS;
     }
     await this.pool(generation);
     if (generation !== this.generation) return;
@@ -143,19 +168,18 @@ export class Stack {
 
   // IN_FLIGHT requests at a time, each for the frame nearest the one on screen that still needs something: on a
   // slow link its stand-in while any frame lacks one, then its raw pixels. Scrolling or jumping away brings the new
-  // neighbourhood first; a frame slow to come holds up one request, not the others. One that fails is not asked again.
+  // neighbourhood first; a frame slow to come holds up one request, not the others. A stand-in that fails is not
+  // asked again (the raw pixels still are); a raw frame that fails is asked again once (see loadRaw).
   async pool(generation) {
-    const untried = (i) => !this.raw[i] && !this.fetching.has(i) && !this.failed.has(i);
+    const bare = (i) => this.rawNeeded(i) && !this.rendered[i] && !this.asking(i) && !this.standInFailed.has(i);
     const job = () => {
-      const bare = this.slow ? this.nearest((i) => untried(i) && !this.rendered[i] && !this.asking(i)) : -1;
-      if (bare >= 0) return [bare, () => this.standIn(bare, this.windowQuery(bare))];
-      const next = this.nearest(untried);
-      return next >= 0 ? [next, () => this.fetchRaw(next)] : null;
+      const standIn = this.slow ? this.nearest(bare) : -1;
+      if (standIn >= 0) return () => this.askStandIn(standIn);
+      const next = this.nearest((i) => this.rawNeeded(i));
+      return next >= 0 ? () => this.loadRaw(next) : null;
     };
     const worker = async () => {
-      for (let found = job(); found && generation === this.generation; found = job()) {
-        try { await found[1](); } catch (error) { this.fail(found[0], error); }
-      }
+      for (let found = job(); found && generation === this.generation; found = job()) await found();
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
   }
@@ -184,12 +208,34 @@ export class Stack {
         if (this.raw[i]) { picture.close(); return; }
         this.rendered[i]?.picture.close();
         this.rendered[i] = { picture, key };
-        this.failed.delete(i);
+        this.standInFailed.delete(i);
         this.onArrive(i);
       }).finally(() => this.asked.delete(ask));
       this.asked.set(ask, request);
     }
     return this.asked.get(ask);
+  }
+
+  // Frame i's stand-in at the chosen window; a failure is recorded as the stand-in's, never thrown.
+  askStandIn(i) {
+    return this.standIn(i, this.windowQuery(i)).catch((error) => this.failStandIn(i, error));
+  }
+
+  // Frame i's raw pixels, asked again once after RAW_RETRY_MS if they fail (a transient error on a poor link),
+  // then recorded as failed; never throws. Answers how long the request that brought them took, in ms.
+  async loadRaw(i) {
+    for (let attempt = 1; ; attempt++) {
+      const started = performance.now();
+      try {
+        await this.fetchRaw(i);
+        return performance.now() - started;
+      } catch (error) {
+        if (attempt > 1 || error instanceof Unauthorized) { this.fail(i, error); return undefined; }
+      }
+      this.retrying.add(i);
+      await new Promise((resolve) => setTimeout(resolve, RAW_RETRY_MS));
+      this.retrying.delete(i);
+    }
   }
 
   async fetchRaw(i) {
@@ -219,6 +265,7 @@ export class Stack {
     this.rendered[i]?.picture.close(); // the raw pixels supersede the JPEG
     this.rendered[i] = null;
     this.failed.delete(i);
+    this.standInFailed.delete(i);
     this.loaded += 1;
     this.onArrive(i);
     this.onProgress();

@@ -76,7 +76,7 @@ export class Viewport {
       this.recent.set(seriesUid, stack); // most recent last; the oldest beyond KEEP_STACKS is let go
       while (this.recent.size > KEEP_STACKS) this.recent.delete(this.recent.keys().next().value);
       this.stack = stack;
-      stack.failed.clear(); // opened again: what failed is asked for again
+      stack.forgetFailures(); // opened again: what failed is asked for again
       if (this.positions.has(seriesUid)) stack.show(this.positions.get(seriesUid));
       stack.onArrive = (i) => {
         this.settle(stack, i);

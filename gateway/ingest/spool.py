@@ -20,7 +20,9 @@ CRC-32 of meta and data and a CRC-32 of itself (see spool_format).  A record
 from a segment's previous life carries an older segment number, zero fill has
 no magic: either marks the end of the data.  A record torn by a crash (never
 acknowledged: its sync had not returned) fails its checksum and nothing valid
-follows it.  A record that fails its checksum with valid records after it was
+follows it; it can only be the last record of the newest segment, since a
+segment is fdatasync'd before the next one is begun.  A record that fails its
+checksum with valid records after it, or at the end of an older segment, was
 damaged on disk: only it is set aside, the search for the next record resumes
 at the magic, and the segment is kept until every valid record in it is filed.
 
@@ -84,6 +86,10 @@ class SpoolRecord:
 
 def _segment_name(seq: int) -> str:
     return f"seg-{seq:016d}.log"
+
+
+def _quarantine_name(seq: int, offset: int, kind: str) -> str:
+    return f"{_segment_name(seq)}.{offset}{kind}.bin"
 
 
 def _pwrite_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> None:
@@ -153,7 +159,7 @@ class SpoolLog:
             checkpoint = Position(segments[0], 0)
         for seq in segments:
             start = checkpoint.offset if seq == checkpoint.segment else 0
-            self._sizes[seq] = self._recover_segment(seq, start)
+            self._sizes[seq] = self._recover_segment(seq, start, newest=seq == segments[-1])
         # Above every number a segment ever had, recycled ones included, so that a
         # stale record can never carry the number of the segment it sits in.
         recycled = [int(p.stem.split("-")[1]) for p in self._spares.glob("recycled-*.log")]
@@ -188,12 +194,13 @@ class SpoolLog:
         if self._preallocator is not None:
             self._preallocator.join()
 
-    def _recover_segment(self, seq: int, start: int) -> int:
+    def _recover_segment(self, seq: int, start: int, *, newest: bool) -> int:
         """Validate records from ``start``; returns the end of the valid data.
 
         A damaged record with valid ones after it is set aside and skipped. What
         ends the data is zero fill, stale bytes of a recycled segment or a record
-        torn by a crash; a torn record of this segment's own life is set aside too.
+        torn by a crash (in the ``newest`` segment only); a torn or damaged last
+        record of this segment's own life is set aside too.
         """
         path = self.directory / _segment_name(seq)
         offset = start
@@ -210,19 +217,24 @@ class SpoolLog:
                     continue
                 resume = next_record(buf, seq, offset, size, header)
                 if resume is None:
-                    self._set_aside_tail(buf, seq, offset, header)
+                    self._set_aside_tail(buf, seq, offset, header, newest)
                     break
                 self._set_aside_damage(buf, seq, offset, resume)
                 offset = resume
         return offset
 
-    def _set_aside_tail(self, buf: Buffer, seq: int, offset: int, header: Header | None) -> None:
+    def _set_aside_tail(self, buf: Buffer, seq: int, offset: int, header: Header | None, newest: bool) -> None:
         tail = tail_extent(buf, seq, offset, header)
         if tail is None:
             return
         end, damaged = tail
-        if damaged:
-            self._set_aside_damage(buf, seq, offset, end)
+        # Only the newest segment can end in a write cut short by a crash: a segment
+        # is fdatasync'd before the next one is begun.  The tail of an older one is
+        # damage to a record that was acknowledged, unless an earlier start, when this
+        # segment was still the newest, already set it aside as a torn write.
+        known_torn = (self.directory / "quarantine" / _quarantine_name(seq, offset, "")).exists()
+        if damaged or not (newest or known_torn):
+            self._set_aside_damage(buf, seq, offset, end, last=True)
             return
         name = self._quarantine(seq, offset, buf[offset:end], "")
         log.warning(
@@ -231,14 +243,15 @@ class SpoolLog:
             seq, offset, name,
         )
 
-    def _set_aside_damage(self, buf: Buffer, seq: int, offset: int, resume: int) -> None:
+    def _set_aside_damage(self, buf: Buffer, seq: int, offset: int, resume: int, *, last: bool = False) -> None:
         name = self._quarantine(seq, offset, buf[offset:resume], ".damaged")  # first: skip only what is kept
         self._skips.setdefault(seq, {})[offset] = resume
         self._damaged_records += 1
         log.error(
             "spool segment %d: damaged record at offset %d (%d bytes, checksum mismatch) set aside as "
-            "quarantine/%s; the records after it are kept",
+            "quarantine/%s; %s",
             seq, offset, resume - offset, name,
+            "it was the segment's last record" if last else "the records after it are kept",
         )
 
     def _quarantine(self, seq: int, offset: int, data: bytes, kind: str) -> str:
@@ -246,7 +259,7 @@ class SpoolLog:
         if not folder.exists():
             folder.mkdir()
             fsync_dir(self.directory)
-        name = f"{_segment_name(seq)}.{offset}{kind}.bin"
+        name = _quarantine_name(seq, offset, kind)
         with open(folder / name, "wb") as fh:
             fh.write(data)
             fh.flush()

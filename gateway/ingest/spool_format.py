@@ -129,8 +129,10 @@ def tail_extent(buf: Buffer, segment: int, offset: int, header: Header | None) -
 
     ``damaged`` marks a whole record whose header alone is damaged; otherwise it
     is a record of this segment cut short, by a crash (never acknowledged) or by
-    damage to its lengths or content, which cannot be told apart.  None: zero
-    fill, a stale record of a recycled segment, or too few bytes to hold anything.
+    damage to its lengths or content, which its bytes cannot tell apart: the
+    caller can (only the newest segment can end in a crash's torn write).  None:
+    zero fill, a stale record of a recycled segment, or too few bytes to hold
+    anything.
     """
     size = len(buf)
     if header is None:
@@ -139,4 +141,18 @@ def tail_extent(buf: Buffer, segment: int, offset: int, header: Header | None) -
     if not header.legacy and body_verifies(buf, header, size):  # its header checksum is what is damaged
         return header.end, True
     fits = header.meta_len <= MAX_META and header.data_len <= MAX_DATA and header.end <= size
-    return (header.end if fits else size), False
+    if header.checked and fits:
+        return header.end, False
+    # Its lengths may be wrong, shorter as well as longer: keep every byte written after it.
+    return max(header.end if fits else 0, _written_end(buf, offset, size)), False
+
+
+def _written_end(buf: Buffer, start: int, end: int, chunk: int = 1 << 20) -> int:
+    """Just past the last non-zero byte in ``buf[start:end]`` (``start`` if there is none)."""
+    while end > start:
+        low = max(start, end - chunk)
+        kept = len(bytes(buf[low:end]).rstrip(b"\0"))
+        if kept:
+            return low + kept
+        end = low
+    return start

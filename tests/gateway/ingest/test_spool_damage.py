@@ -229,6 +229,95 @@ def test_damage_after_the_data_changes_nothing(tmp_path: Path) -> None:
     assert spool.damaged_records == 0 and quarantined(tmp_path) == []
 
 
+# ------------------------------------------- the last record of an older segment
+
+SMALL = 4096  # three or four records a segment: large objects fill a segment with one or two
+
+
+def fill_segments(path: Path, payloads: list[bytes]) -> list[tuple[int, int, int]]:
+    """Append one record per payload over several segments; each record's (segment, start, end)."""
+    spool = open_spool(path, segment_bytes=SMALL)
+    for i, data in enumerate(payloads):
+        spool.append({"n": i}, data)
+    batch = spool.read_batch(len(payloads), 1 << 30)  # read, never filed: they stay waiting
+    spool.close()
+    assert len(batch) == len(payloads)
+    return [(r.start.segment, r.start.offset, r.end.offset) for r in batch]
+
+
+def segment_file(path: Path, seq: int) -> Path:
+    return path / f"seg-{seq:016d}.log"
+
+
+OLDER_SEGMENT_TAIL = {  # name: (position in the record as a function of (start, end), bit mask)
+    "magic": (lambda s, e: s + 1, 0x01),
+    "meta length": (lambda s, e: s + 12, 0x04),
+    "data length, shorter": (lambda s, e: s + 16, 0x20),
+    "data length, past the segment": (lambda s, e: s + 19, 0x04),
+    "body checksum": (lambda s, e: s + 25, 0x10),
+    "header checksum": (lambda s, e: s + 29, 0x01),
+    "meta": (lambda s, e: s + 40, 0x01),
+    "data": (lambda s, e: (s + e) // 2, 0x01),
+    "last byte": (lambda s, e: e - 1, 0x80),
+}
+
+
+@pytest.mark.parametrize("where", OLDER_SEGMENT_TAIL)
+def test_damaged_last_record_of_an_older_segment_is_damage_not_a_torn_write(
+    tmp_path: Path, where: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    payloads = [payload(i) * 3 for i in range(12)]
+    extents = fill_segments(tmp_path, payloads)
+    segments = sorted({seq for seq, _, _ in extents})
+    assert len(segments) >= 3
+    # The last record of the first segment: rotation synced it whole, and later segments hold records.
+    damaged = max(i for i, (seq, _, _) in enumerate(extents) if seq == segments[0])
+    seq, start, end = extents[damaged]
+    segment = segment_file(tmp_path, seq)
+    assert segment.stat().st_size == end  # nothing follows it in its segment
+    position, mask = OLDER_SEGMENT_TAIL[where]
+    flip(segment, position(start, end), mask)
+    record_bytes = segment.read_bytes()[start:end]
+
+    with caplog.at_level(logging.WARNING, logger="gateway.ingest.spool"):
+        spool = open_spool(tmp_path, segment_bytes=SMALL)
+    assert spool.damaged_records == 1  # counted: pacsgw_spool_damaged_records_total moves
+    [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert f"segment {seq}" in error.getMessage() and f"offset {start}" in error.getMessage()
+    assert not [r for r in caplog.records if "never acknowledged" in r.getMessage()]
+    assert spool.backlog_records == len(payloads) - 1
+    got = drain(spool)
+    expected = [i for i in range(len(payloads)) if i != damaged]
+    assert [m["n"] for m, _ in got] == expected
+    assert [d for _, d in got] == [payloads[i] for i in expected]
+    [kept] = quarantined(tmp_path)
+    assert kept.name == f"{segment.name}.{start}.damaged.bin" and kept.read_bytes() == record_bytes
+    spool.close()
+
+    again = open_spool(tmp_path, segment_bytes=SMALL)  # all filed: nothing comes back, nothing set aside twice
+    assert again.backlog_records == 0 and drain(again) == [] and again.damaged_records == 0
+    assert len(quarantined(tmp_path)) == 1
+
+
+def test_torn_write_stays_a_torn_write_once_later_segments_follow(tmp_path: Path) -> None:
+    payloads = [payload(i) * 3 for i in range(8)]
+    extents = fill_segments(tmp_path, payloads)
+    seq, start, end = extents[-1]
+    segment = segment_file(tmp_path, seq)
+    with open(segment, "r+b") as fh:  # the last append was cut short by a crash
+        fh.truncate((start + end) // 2)
+    spool = open_spool(tmp_path, segment_bytes=SMALL)  # its segment is the newest: a torn write
+    assert spool.damaged_records == 0
+    for i in range(8, 14):  # acknowledged into later segments, then the gateway stops again before filing
+        spool.append({"n": i}, payload(i) * 3)
+    spool.close()
+
+    again = open_spool(tmp_path, segment_bytes=SMALL)
+    assert [m["n"] for m, _ in drain(again)] == [*range(7), *range(8, 14)]
+    assert again.damaged_records == 0
+    assert [p.name for p in quarantined(tmp_path)] == [f"{segment.name}.{start}.bin"]
+
+
 # ------------------------------------------------------------ older format
 
 
