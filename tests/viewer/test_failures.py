@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from tests.viewer.conftest import STEP_SLICES, log_in, open_study, step_hu
-from tests.viewer.test_fidelity import LOADING, Holder, _frames, _set_slider, assert_shows
+from tests.viewer.canvas_probe import LOADING, Holder, assert_shows, frames_of, set_slider
 
 FAILED = re.compile(r"Không tải được|Could not load")
 
@@ -61,7 +61,7 @@ def test_a_failed_stand_in_on_a_slow_link_still_lets_the_raw_pixels_load(archive
     middle = STEP_SLICES // 2 + 1
     third = series[2]
     holder = Holder(page)
-    others = holder.hold(_frames(uid, rendered=False))  # every raw frame held: the link is slow
+    others = holder.hold(frames_of(uid, rendered=False))  # every raw frame held: the link is slow
     first_raw = holder.hold(_raw(series[middle - 1]))
     failer = Failer(page, _rendered(third), times=1_000)  # slice 3 cannot be rendered as a JPEG
     log_in(page, gateway.base_url)
@@ -73,7 +73,7 @@ def test_a_failed_stand_in_on_a_slow_link_still_lets_the_raw_pixels_load(archive
     holder.release(first_raw)  # the first raw frame, late: stand-ins for every slice come next
     _wait_until(page, lambda: failer.seen >= 1)
 
-    _set_slider(page, 2)
+    set_slider(page, 2)
     expect(page.locator("#viewport")).to_have_attribute("data-slice", "")
     expect(page.locator("#loading")).to_have_text(LOADING)  # not "could not load": its raw pixels are on their way
     holder.release(others)
@@ -105,7 +105,7 @@ def test_a_raw_frame_that_fails_once_is_asked_again_and_drawn(archive, distinct,
     open_study(page, "ACC-STEP", loaded=False)
     middle = STEP_SLICES // 2 + 1
     expect(page.locator("#viewport")).to_have_attribute("data-slice", f"{series[0].SeriesInstanceUID}:{middle - 1}")
-    _set_slider(page, 3)
+    set_slider(page, 3)
     assert_shows(page, series[0].SeriesInstanceUID, 4, step_hu(1, 4))
     assert failer.seen == 2
     expect(page.locator("#status")).not_to_contain_text(re.compile("Đang tải|Loading"))  # every slice loaded
@@ -123,7 +123,7 @@ def test_a_raw_frame_that_fails_again_says_so(archive, distinct, page) -> None:
     open_study(page, "ACC-STEP", loaded=False)
     middle = STEP_SLICES // 2 + 1
     expect(page.locator("#viewport")).to_have_attribute("data-slice", f"{series[0].SeriesInstanceUID}:{middle - 1}")
-    _set_slider(page, 3)
+    set_slider(page, 3)
     expect(page.locator("#loading")).to_contain_text(FAILED)
     expect(page.locator("#status")).to_contain_text(re.compile(r"(Không tải được|Could not load) 1"))
     assert failer.seen == 2  # asked once more, then given up on
