@@ -237,10 +237,9 @@ class MoveAssociation:
         part10, _ = part10_in(stored, target.transfer_syntax_uid, wanted, target.sop_class_uid, target.sop_instance_uid)
         ds = read_part10(part10)  # read in the syntax it is now in, so pynetdicom sends it as it is
         status: Dataset = self.assoc.send_c_store(ds)
-        if not self.assoc.is_established and (not status or "Status" not in status):
-            raise DestinationGone(f"the association with {self.destination} has ended")
-        if not status or "Status" not in status:
-            raise RuntimeError(f"destination {self.destination} did not answer the C-STORE")
+        if not status or "Status" not in status:  # aborted, timed out or answered nonsense: the association is done
+            self.assoc.abort()
+            raise DestinationGone(f"destination {self.destination} did not answer the C-STORE")
         return int(status.Status)
 
     def close(self) -> None:
