@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 import traceback
 import warnings
 from collections.abc import Callable, Coroutine
@@ -125,6 +128,15 @@ class Association:
         self.store_responses: dict[int, asyncio.Future[int]] = {}
         self._next_message_id = 1
 
+    def unsent(self) -> int:
+        """Bytes sent but not yet taken by the peer: our buffer and the kernel's (Linux), so a slow reader is seen reading."""
+        queued = self.writer.transport.get_write_buffer_size()
+        sock = self.writer.get_extra_info("socket")
+        try:
+            return queued + struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (AttributeError, OSError, ValueError):
+            return queued
+
     def next_message_id(self) -> int:
         """The Message ID for the next request the gateway sends on this association (C-GET sub-operations)."""
         message_id = self._next_message_id
@@ -234,7 +246,8 @@ class Association:
         timeout = self.server.settings.network_timeout
         message: Message | None = None
         while True:
-            pdu_type, raw = await pdu.read_pdu(self.reader, self._max_pdu, idle=timeout)
+            # While a retrieve sends, the peer may rightly say nothing; the sending has timeouts of its own.
+            pdu_type, raw = await pdu.read_pdu(self.reader, self._max_pdu, idle=timeout, busy=lambda: bool(self._operations))
             if pdu_type == pdu.A_RELEASE_RQ:
                 if self._operations:  # answer what was asked before releasing
                     await asyncio.wait(self._operations, timeout=timeout)
@@ -374,7 +387,9 @@ class Association:
         """Run one operation; whatever it raises, the peer gets a final failure response, never silence."""
         try:
             await operation(message, dataset)
-        except (asyncio.CancelledError, ConnectionError, _Abort):
+        except ConnectionError:
+            return  # the peer went away: no one to answer, and no fault
+        except (asyncio.CancelledError, _Abort):
             raise
         except Exception as exc:  # a fault of the gateway's own: the type and where, never the message (it may quote values)
             assert message.command is not None

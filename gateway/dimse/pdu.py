@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
@@ -39,17 +39,27 @@ class PDUError(Exception):
 
 
 async def read_pdu(
-    reader: asyncio.StreamReader, max_length: int, *, expect: int | None = None, idle: float | None = None
+    reader: asyncio.StreamReader, max_length: int, *, expect: int | None = None, idle: float | None = None,
+    busy: Callable[[], bool] | None = None,
 ) -> tuple[int, bytes | bytearray]:
     """The next PDU as (type, whole PDU bytes). Raises IncompleteReadError when the peer closes.
 
     The header is checked before the body is read: a PDU of an unknown or
     unexpected type, or longer than ``max_length``, is never buffered.
     ``idle``: seconds the peer may stay silent (TimeoutError), however long
-    the whole PDU takes to arrive.
+    the whole PDU takes to arrive; before a PDU begins, silence is no fault
+    while ``busy()`` holds (the peer waits for what we are sending it).
     """
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                first = await reader.readexactly(1)
+            break
+        except TimeoutError:
+            if busy is None or not busy():
+                raise
     async with asyncio.timeout(idle):
-        header = await reader.readexactly(_PDU_HEADER.size)
+        header = first + await reader.readexactly(_PDU_HEADER.size - 1)
     pdu_type, length = _PDU_HEADER.unpack(header)
     if pdu_type not in range(A_ASSOCIATE_RQ, A_ABORT + 1):
         raise PDUError(f"unknown PDU type 0x{pdu_type:02x}", REASON_UNRECOGNISED_PDU)

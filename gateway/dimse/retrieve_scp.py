@@ -105,6 +105,13 @@ async def get_sub_operation(assoc: Association, target: Target, stored: bytes) -
             pdu.p_data(context_id, request, command=True, max_pdu=max_pdu)
             + pdu.p_data(context_id, dataset, command=False, max_pdu=max_pdu)
         )
-        return await asyncio.wait_for(answer, assoc.server.settings.network_timeout)
+        left = assoc.unsent()
+        while True:  # the response comes once the peer has read it all: wait while it is still reading
+            try:
+                return await asyncio.wait_for(asyncio.shield(answer), assoc.server.settings.network_timeout)
+            except TimeoutError:
+                if not 0 < assoc.unsent() < left:
+                    raise
+                left = assoc.unsent()
     finally:
         assoc.store_responses.pop(message_id, None)

@@ -81,7 +81,7 @@ class RawPeer:
         pace: tuple[int, float] | None = None,
     ) -> None:
         """``pace``: read at most that many bytes, then pause that many seconds (a slow link)."""
-        self.pace = pace
+        self.pace, self._unpaced = pace, 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer:  # before connecting, so that the window offered stays small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -101,12 +101,15 @@ class RawPeer:
     def _exactly(self, n: int) -> bytes:
         out = bytearray()
         while len(out) < n:
-            chunk = self.sock.recv(min(n - len(out), self.pace[0] if self.pace else n))
+            chunk = self.sock.recv(min(n - len(out), self.pace[0] - self._unpaced if self.pace else n))
             if not chunk:
                 raise ConnectionError("closed")
             out += chunk
             if self.pace:
-                time.sleep(self.pace[1])
+                self._unpaced += len(chunk)
+                if self._unpaced >= self.pace[0]:
+                    self._unpaced = 0
+                    time.sleep(self.pace[1])
         return bytes(out)
 
     def message(self) -> tuple[Dataset, bytes | None]:
