@@ -77,6 +77,10 @@ class Admission:
         self._per_peer[peer] += 1
         return connection
 
+    def not_allowed(self, peer: str) -> None:
+        """A connection from an address outside ``dicom.allowed_peers``, closed at once."""
+        self._refused("peer_not_allowed", "connection from %s closed: address not in dicom.allowed_peers", peer)
+
     def requested(self, connection: Connection) -> None:
         """The connection's A-ASSOCIATE-RQ has arrived (or it never will)."""
         self._waiting.pop(connection, None)

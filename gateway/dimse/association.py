@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
+import traceback
 import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -20,7 +24,6 @@ from gateway.dimse.commands import (
     decode_command,
     n_response,
     response,
-    store_request,
 )
 from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, NResult
 from gateway.dimse.negotiation import (
@@ -30,9 +33,10 @@ from gateway.dimse.negotiation import (
     decode_request,
     negotiate,
 )
-from gateway.dimse.find import FIND_MODELS, FindRefused, encode_identifier, identifier_summary
+from gateway.dimse.find import FIND_MODELS, encode_identifier, identifier_summary
 from gateway.dimse.part10 import file_meta
-from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, UNCOMPRESSED, Progress, RetrieveStatus, Target, dataset_bytes
+from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS
+from gateway.dimse.retrieve_scp import retrieve
 from gateway.dimse.status import StoreStatus
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
 from storage.uids import is_valid_uid
@@ -53,6 +57,11 @@ _QUERY_MODELS: dict[int, tuple[str, ...]] = {
 }
 
 
+_PENDING = frozenset({0xFF00, 0xFF01})
+# The failure an operation answers when the gateway itself fails: Processing Failure for N- services (PS3.7 C.4).
+_UNABLE_TO_PROCESS = {"N-CREATE": 0x0110, "N-SET": 0x0110}
+
+
 class _Abort(Exception):
     """Stop the association with an A-ABORT (provider-initiated, with a reason)."""
 
@@ -62,7 +71,7 @@ class _Abort(Exception):
 
 
 @dataclass
-class _Message:
+class Message:
     """A DIMSE message being reassembled from its fragments."""
 
     context_id: int
@@ -71,6 +80,7 @@ class _Message:
     dataset: bytearray | None = None
     refusal: tuple[StoreStatus, str] | None = None
     size: int = 0  # dataset bytes received, kept or not
+    answered: bool = False  # its final response has been sent
 
 
 def _quietly(build: Callable[..., bytes], *args: Any, **kwargs: Any) -> bytes:
@@ -86,15 +96,6 @@ def _operation(field_value: int) -> str:
         return CommandField(field_value).name.removesuffix("_RQ").replace("_", "-")
     except ValueError:
         return f"command 0x{field_value:04x}"
-
-
-def _counts(progress: Progress) -> dict[str, int]:
-    return {
-        "NumberOfRemainingSuboperations": progress.remaining,
-        "NumberOfCompletedSuboperations": progress.completed,
-        "NumberOfFailedSuboperations": progress.failed,
-        "NumberOfWarningSuboperations": progress.warning,
-    }
 
 
 class Association:
@@ -121,11 +122,26 @@ class Association:
         self._max_pdu = settings.max_pdu_size or settings.max_message_bytes + MAX_COMMAND_BYTES + 64
         self.negotiated: Negotiated | None = None
         # Queries run beside the read loop, so that a C-CANCEL can reach them.
-        self._cancels: dict[int, asyncio.Event] = {}
+        self.cancels: dict[int, asyncio.Event] = {}
         self._operations: set[asyncio.Task[None]] = set()
         # C-GET sub-operations waiting for the peer's C-STORE response, by message ID.
-        self._store_responses: dict[int, asyncio.Future[int]] = {}
+        self.store_responses: dict[int, asyncio.Future[int]] = {}
         self._next_message_id = 1
+
+    def unsent(self) -> int:
+        """Bytes sent but not yet taken by the peer: our buffer and the kernel's (Linux), so a slow reader is seen reading."""
+        queued = self.writer.transport.get_write_buffer_size()
+        sock = self.writer.get_extra_info("socket")
+        try:
+            return queued + struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except (AttributeError, OSError, ValueError):
+            return queued
+
+    def next_message_id(self) -> int:
+        """The Message ID for the next request the gateway sends on this association (C-GET sub-operations)."""
+        message_id = self._next_message_id
+        self._next_message_id = (self._next_message_id % 0xFFFF) + 1
+        return message_id
 
     @property
     def calling_ae(self) -> str:
@@ -165,16 +181,27 @@ class Association:
         finally:
             await self._close()
 
-    async def _send(self, data: bytes) -> None:
+    async def send(self, data: bytes) -> None:
         if self.writer.transport.is_closing():
             raise ConnectionResetError("the connection is closed")
+        transport = self.writer.transport
         try:
             self.writer.write(data)
-            if self.writer.transport.get_write_buffer_size():  # the socket is full: wait, but not forever
-                await asyncio.wait_for(self.writer.drain(), self.server.settings.network_timeout)
+            # The socket is full: wait while the peer reads, however long a large instance takes to go,
+            # but not once it has read nothing for network_timeout.
+            left = transport.get_write_buffer_size()
+            while left:
+                try:
+                    async with asyncio.timeout(self.server.settings.network_timeout):
+                        await self.writer.drain()
+                    return
+                except TimeoutError:
+                    if transport.get_write_buffer_size() >= left:
+                        raise
+                    left = transport.get_write_buffer_size()
         except TimeoutError:
             log.warning("association with %s (%s) aborted: the peer stopped reading", self.calling_ae or "?", self.peer)
-            self.writer.transport.abort()
+            transport.abort()
             raise ConnectionAbortedError("the peer stopped reading") from None
         except (ConnectionError, RuntimeError):
             pass
@@ -194,13 +221,11 @@ class Association:
             except Exception:
                 transport.abort()
 
-    async def _associate(self, raw: bytes) -> bool:
+    async def _associate(self, raw: bytes | bytearray) -> bool:
         server = self.server
         try:
-            request = decode_request(raw)
+            request = decode_request(bytes(raw))
             calling = str(request.calling_ae_title).strip()
-            if not server.peers.allows(self.peer):
-                raise AssociationRejected("address not allowed", 0x01, 0x01, 0x01)
             listed = server.settings.allowed_calling_aets
             if listed and calling not in listed and ANY_CALLER not in listed:
                 raise AssociationRejected("calling AE title not allowed", 0x01, 0x01, 0x03)
@@ -211,21 +236,22 @@ class Association:
             self.negotiated = negotiated
         except AssociationRejected as rejected:
             log.warning("association from %s refused: %s", self.peer, rejected)
-            await self._send(pdu.associate_rj(rejected.result, rejected.source, rejected.reason))
+            await self.send(pdu.associate_rj(rejected.result, rejected.source, rejected.reason))
             return False
-        await self._send(self.negotiated.accept_pdu)
+        await self.send(self.negotiated.accept_pdu)
         return True
 
     async def _serve(self) -> None:
         assert self.negotiated is not None
         timeout = self.server.settings.network_timeout
-        message: _Message | None = None
+        message: Message | None = None
         while True:
-            pdu_type, raw = await asyncio.wait_for(pdu.read_pdu(self.reader, self._max_pdu), timeout)
+            # While a retrieve sends, the peer may rightly say nothing; the sending has timeouts of its own.
+            pdu_type, raw = await pdu.read_pdu(self.reader, self._max_pdu, idle=timeout, busy=lambda: bool(self._operations))
             if pdu_type == pdu.A_RELEASE_RQ:
                 if self._operations:  # answer what was asked before releasing
                     await asyncio.wait(self._operations, timeout=timeout)
-                await self._send(pdu.release_rp())
+                await self.send(pdu.release_rp())
                 return
             if pdu_type == pdu.A_ABORT:
                 return
@@ -235,7 +261,7 @@ class Association:
                 if context_id not in self.negotiated.contexts:
                     raise _Abort("data on a presentation context that was not accepted", pdu.REASON_INVALID_PARAMETER)
                 if message is None:
-                    message = _Message(context_id)
+                    message = Message(context_id)
                 elif message.context_id != context_id:
                     raise _Abort("fragments of one message on two presentation contexts", pdu.REASON_INVALID_PARAMETER)
                 if control & pdu.COMMAND:
@@ -262,7 +288,7 @@ class Association:
                         await self._dataset_complete(message)
                         message = None
 
-    async def _command_complete(self, message: _Message) -> bool:
+    async def _command_complete(self, message: Message) -> bool:
         """Handle a complete command; returns True when the message is finished (no dataset follows)."""
         try:
             with warnings.catch_warnings():  # pydicom warns, quoting it, about each invalid value
@@ -279,7 +305,7 @@ class Association:
             raise _Abort("undecodable DIMSE command", pdu.REASON_INVALID_PARAMETER) from None
         message.command = command
         if field_value == CommandField.C_ECHO_RQ and not has_dataset:
-            await self._respond(message, 0x0000)
+            await self.respond(message, 0x0000)
             return True
         if field_value == CommandField.C_STORE_RQ and has_dataset:
             context = self.negotiated.contexts[message.context_id]  # type: ignore[union-attr]
@@ -305,22 +331,22 @@ class Association:
             message.dataset = bytearray()
             return False
         if field_value == CommandField.C_STORE_RSP:
-            waiting = self._store_responses.pop(int(command.get("MessageIDBeingRespondedTo", -1)), None)
+            waiting = self.store_responses.pop(int(command.get("MessageIDBeingRespondedTo", -1)), None)
             if waiting is not None and not waiting.done():
                 waiting.set_result(int(command.get("Status", 0xC000)))
             return not has_dataset
         if field_value == CommandField.C_CANCEL_RQ:
-            cancel = self._cancels.get(int(command.get("MessageIDBeingRespondedTo", -1)))
+            cancel = self.cancels.get(int(command.get("MessageIDBeingRespondedTo", -1)))
             if cancel is not None:
                 cancel.set()
             return True  # C-CANCEL has no response of its own
         if has_dataset:  # drain the dataset, then refuse
             message.refusal = (StoreStatus.PROCESSING_FAILURE, "operation not supported")
             return False
-        await self._respond(message, UNRECOGNIZED_OPERATION, error_comment="operation not supported")
+        await self.respond(message, UNRECOGNIZED_OPERATION, error_comment="operation not supported")
         return True
 
-    async def _dataset_complete(self, message: _Message) -> None:
+    async def _dataset_complete(self, message: Message) -> None:
         assert message.command is not None
         if message.refusal is not None or message.dataset is None:
             status, reason = message.refusal or (StoreStatus.PROCESSING_FAILURE, "operation not supported")
@@ -328,22 +354,23 @@ class Association:
             log.warning("%s from %s (%s) refused: %s", _operation(field_value), self.calling_ae, self.peer, reason)
             if field_value == CommandField.C_STORE_RQ:
                 self.server.metrics.rejected.labels(reason).inc()
-            await self._respond(message, status, error_comment=reason)
+            await self.respond(message, status, error_comment=reason)
             return
         dataset, message.dataset = message.dataset, None
-        operations: dict[int, Callable[[_Message, bytes], Coroutine[Any, Any, None]]] = {
+        operations: dict[int, Callable[[Message, bytes], Coroutine[Any, Any, None]]] = {
             CommandField.C_FIND_RQ: self._find,
-            CommandField.C_MOVE_RQ: self._retrieve,
-            CommandField.C_GET_RQ: self._retrieve,
+            CommandField.C_MOVE_RQ: lambda message, identifier: retrieve(self, message, identifier),
+            CommandField.C_GET_RQ: lambda message, identifier: retrieve(self, message, identifier),
         }
         operation = operations.get(int(message.command.CommandField))
         if operation is not None:
-            task = asyncio.create_task(operation(message, bytes(dataset)))
+            task = asyncio.create_task(self._answered(operation, message, bytes(dataset)))
             self._operations.add(task)
-            task.add_done_callback(self._operation_done)
+            task.add_done_callback(self._operations.discard)
             return
         if int(message.command.CommandField) in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ):
-            await self._performed_step(message, bytes(dataset))  # in order: an N-SET may follow its N-CREATE at once
+            # in order: an N-SET may follow its N-CREATE at once
+            await self._answered(self._performed_step, message, bytes(dataset))
             return
         outcome = await self.server.store(
             dataset,
@@ -352,25 +379,38 @@ class Association:
             sop_class=str(message.command.AffectedSOPClassUID),
             sop_instance=str(message.command.AffectedSOPInstanceUID),
         )
-        await self._respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
+        await self.respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
 
-    def _operation_done(self, task: asyncio.Task[None]) -> None:
-        self._operations.discard(task)
-        error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, ConnectionError):  # the peer going away is no fault
-            log.error("operation for %s (%s) failed", self.calling_ae, self.peer, exc_info=error)
+    async def _answered(
+        self, operation: Callable[[Message, bytes], Coroutine[Any, Any, None]], message: Message, dataset: bytes
+    ) -> None:
+        """Run one operation; whatever it raises, the peer gets a final failure response, never silence."""
+        try:
+            await operation(message, dataset)
+        except ConnectionError:
+            return  # the peer went away: no one to answer, and no fault
+        except (asyncio.CancelledError, _Abort):
+            raise
+        except Exception as exc:  # a fault of the gateway's own: the type and where, never the message (it may quote values)
+            assert message.command is not None
+            name = _operation(int(message.command.CommandField))
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+            log.error("%s from %s (%s) failed: %s at %s", name, self.calling_ae, self.peer, type(exc).__name__, where)
+            if not message.answered:
+                await self.respond(message, _UNABLE_TO_PROCESS.get(name, 0xC000), error_comment="unable to process")
 
-    async def _find(self, message: _Message, identifier: bytes) -> None:
+    async def _find(self, message: Message, identifier: bytes) -> None:
         assert message.command is not None and self.negotiated is not None
         context = self.negotiated.contexts[message.context_id]
         message_id = int(message.command.MessageID)
-        cancel = self._cancels[message_id] = asyncio.Event()
+        cancel = self.cancels[message_id] = asyncio.Event()
 
         async def emit(status: int, dataset: bytes) -> None:
             assert message.command is not None and self.negotiated is not None
             max_pdu = self.negotiated.peer_max_pdu
             command = _quietly(response, message.command, status, with_dataset=True)
-            await self._send(
+            await self.send(
                 pdu.p_data(message.context_id, command, command=True, max_pdu=max_pdu)
                 + pdu.p_data(message.context_id, dataset, command=False, max_pdu=max_pdu)
             )
@@ -387,12 +427,12 @@ class Association:
                 emit=emit,
                 fuzzy=context.abstract_syntax in self.negotiated.fuzzy_names,
             )
-            await self._respond(message, status, error_comment=comment)
-            self._audit("query", "C-FIND MWL" if worklist else "C-FIND", identifier, context.transfer_syntax, status)
+            await self.respond(message, status, error_comment=comment)
+            self.audit("query", "C-FIND MWL" if worklist else "C-FIND", identifier, context.transfer_syntax, status)
         finally:
-            self._cancels.pop(message_id, None)
+            self.cancels.pop(message_id, None)
 
-    async def _performed_step(self, message: _Message, attributes: bytes) -> None:
+    async def _performed_step(self, message: Message, attributes: bytes) -> None:
         assert message.command is not None and self.negotiated is not None
         command = message.command
         context = self.negotiated.contexts[message.context_id]
@@ -410,96 +450,23 @@ class Association:
             command, result.status, sop_class=MODALITY_PERFORMED_PROCEDURE_STEP, sop_instance=result.sop_instance,
             error_comment=result.comment,
         )  # fmt: skip
-        await self._send(pdu.p_data(message.context_id, payload, command=True, max_pdu=self.negotiated.peer_max_pdu))
+        message.answered = True
+        await self.send(pdu.p_data(message.context_id, payload, command=True, max_pdu=self.negotiated.peer_max_pdu))
         self.server.audit.record(
             username=self.calling_ae, role="dicom", action="performed-step", target=f"MPPS {operation} {result.sop_instance}",
             source=self.peer, outcome=int(result.status),
         )  # fmt: skip
 
-    def _audit(self, action: str, operation: str, identifier: bytes, transfer_syntax: str, status: int) -> None:
+    def audit(self, action: str, operation: str, identifier: bytes, transfer_syntax: str, status: int) -> None:
         pairs = identifier_summary(identifier, transfer_syntax)
         target = f"{operation} " + self.server.audit.values(pairs)
         self.server.audit.record(
             username=self.calling_ae, role="dicom", action=action, target=target, source=self.peer, outcome=int(status)
         )
 
-    async def _retrieve(self, message: _Message, identifier: bytes) -> None:
-        assert message.command is not None and self.negotiated is not None
-        command = message.command
-        context = self.negotiated.contexts[message.context_id]
-        is_move = int(command.CommandField) == CommandField.C_MOVE_RQ
-        message_id = int(command.MessageID)
-        cancel = self._cancels[message_id] = asyncio.Event()
-        service = self.server.retrieve
-        mover = None
-        status: int = RetrieveStatus.UNABLE_TO_PROCESS  # until an answer is sent
-        try:
-            targets = await service.targets(context.abstract_syntax, identifier, context.transfer_syntax, self.calling_ae)
-            if is_move:
-                mover = service.move_association(str(command.get("MoveDestination", "")).strip(), targets)
-                if targets:
-                    await asyncio.to_thread(mover.open)
-                send = lambda target, stored: asyncio.to_thread(mover.send, target, stored)  # noqa: E731
-            else:
-                send = self._get_sub_operation
-
-            async def emit(progress: Progress) -> None:
-                await self._respond(message, RetrieveStatus.PENDING, extra=_counts(progress))
-
-            progress, cancelled = await service.send_all(targets, send, emit, cancel)
-            status = progress.final_status(cancelled)
-            extra = _counts(progress)
-            log.info(
-                "%s from %s: %d completed, %d failed, %d warning%s",
-                "C-MOVE" if is_move else "C-GET", self.calling_ae, progress.completed, progress.failed,
-                progress.warning, " (cancelled)" if cancelled else "",
-            )  # fmt: skip
-            await self._respond(message, status, extra=extra, failed_uids=progress.failed_uids, context=context)
-        except FindRefused as refused:
-            log.warning("retrieve from %s refused: %s", self.calling_ae, refused.loggable)
-            status = refused.status
-            await self._respond(message, status, error_comment=refused.reason)
-        except RuntimeError as exc:  # the move destination cannot be reached
-            log.warning("C-MOVE from %s failed: %s", self.calling_ae, exc)
-            status = RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS
-            await self._respond(message, status, error_comment=str(exc)[:64])
-        finally:
-            self._cancels.pop(message_id, None)
-            if mover is not None:
-                await asyncio.to_thread(mover.close)
-            operation = f"C-MOVE to {command.get('MoveDestination', '')}".strip() if is_move else "C-GET"
-            self._audit("retrieve", operation, identifier, context.transfer_syntax, status)
-
-    async def _get_sub_operation(self, target: Target, stored: bytes) -> int:
-        """Send one instance back on this association (C-GET) and wait for the peer's C-STORE response."""
-        assert self.negotiated is not None
-        candidates = {cid: cx for cid, cx in self.negotiated.contexts.items() if cx.abstract_syntax == target.sop_class_uid}
-        if not candidates:
-            raise ValueError(f"no presentation context accepted for {target.sop_class_uid}")
-        same = [cid for cid, cx in candidates.items() if cx.transfer_syntax == target.transfer_syntax_uid]
-        plain = [cid for cid, cx in candidates.items() if cx.transfer_syntax in UNCOMPRESSED]
-        if not (same or plain):
-            raise ValueError(f"the peer accepted no transfer syntax {target.sop_class_uid} can be sent in")
-        context_id = (same or plain)[0]
-        wanted = candidates[context_id].transfer_syntax
-        dataset = await asyncio.to_thread(dataset_bytes, stored, target.transfer_syntax_uid, wanted)
-        message_id = self._next_message_id
-        self._next_message_id = (self._next_message_id % 0xFFFF) + 1
-        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._store_responses[message_id] = answer
-        max_pdu = self.negotiated.peer_max_pdu
-        await self._send(
-            pdu.p_data(context_id, store_request(message_id, target.sop_class_uid, target.sop_instance_uid), command=True, max_pdu=max_pdu)
-            + pdu.p_data(context_id, dataset, command=False, max_pdu=max_pdu)
-        )
-        try:
-            return await asyncio.wait_for(answer, self.server.settings.network_timeout)
-        finally:
-            self._store_responses.pop(message_id, None)
-
-    async def _respond(
+    async def respond(
         self,
-        message: _Message,
+        message: Message,
         status: int,
         *,
         error_comment: str | None = None,
@@ -510,6 +477,7 @@ class Association:
     ) -> None:
         assert message.command is not None and self.negotiated is not None
         max_pdu = self.negotiated.peer_max_pdu
+        message.answered = status not in _PENDING
         payload = _quietly(
             response, message.command, status, error_comment=error_comment, offending_element=offending_element,
             extra=extra, with_dataset=bool(failed_uids),
@@ -519,4 +487,4 @@ class Association:
             identifier = Dataset()
             identifier.FailedSOPInstanceUIDList = failed_uids
             data += pdu.p_data(message.context_id, encode_identifier(identifier, context.transfer_syntax), command=False, max_pdu=max_pdu)
-        await self._send(data)
+        await self.send(data)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -65,12 +66,28 @@ class FindRequest:
     unsupported: bool  # some requested keys are not known to the index (returned empty)
 
 
+UNDECODABLE = "identifier cannot be decoded"
+
+
+def _decode_all(ds: Dataset) -> None:
+    """Convert every element now: pydicom converts values lazily, where a bad one would raise far from here."""
+    for element in ds:
+        if element.VR == "SQ":
+            for item in element.value or ():
+                _decode_all(item)
+
+
 def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
+    """The identifier with every value decoded; raises FindRefused (0xC000) when any of it does not decode."""
     syntax = UID(transfer_syntax)
     try:
-        return read_dataset(io.BytesIO(data), is_implicit_VR=syntax.is_implicit_VR, is_little_endian=syntax.is_little_endian)
+        with warnings.catch_warnings():  # pydicom's warnings quote the values
+            warnings.simplefilter("ignore")
+            ds = read_dataset(io.BytesIO(data), is_implicit_VR=syntax.is_implicit_VR, is_little_endian=syntax.is_little_endian)
+            _decode_all(ds)
+        return ds
     except Exception:  # hostile input raises many kinds of errors
-        raise FindRefused(FindStatus.UNABLE_TO_PROCESS, "undecodable identifier") from None
+        raise FindRefused(FindStatus.UNABLE_TO_PROCESS, UNDECODABLE) from None
 
 
 def encode_identifier(ds: Dataset, transfer_syntax: str) -> bytes:
@@ -190,6 +207,9 @@ class FindService:
         except FindRefused as refused:
             log.warning("C-FIND from %s refused: %s", calling_ae, refused.loggable)
             return refused.status, refused.reason
+        except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
+            log.warning("C-FIND from %s refused: %s (%s)", calling_ae, UNDECODABLE, type(exc).__name__)
+            return FindStatus.UNABLE_TO_PROCESS, UNDECODABLE
         try:
             rows = await asyncio.to_thread(self.index.search_hierarchy, request.query)
         except IndexDatabaseError as exc:

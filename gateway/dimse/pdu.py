@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
@@ -38,13 +38,28 @@ class PDUError(Exception):
         self.reason = reason
 
 
-async def read_pdu(reader: asyncio.StreamReader, max_length: int, *, expect: int | None = None) -> tuple[int, bytes]:
+async def read_pdu(
+    reader: asyncio.StreamReader, max_length: int, *, expect: int | None = None, idle: float | None = None,
+    busy: Callable[[], bool] | None = None,
+) -> tuple[int, bytes | bytearray]:
     """The next PDU as (type, whole PDU bytes). Raises IncompleteReadError when the peer closes.
 
     The header is checked before the body is read: a PDU of an unknown or
     unexpected type, or longer than ``max_length``, is never buffered.
+    ``idle``: seconds the peer may stay silent (TimeoutError), however long
+    the whole PDU takes to arrive; before a PDU begins, silence is no fault
+    while ``busy()`` holds (the peer waits for what we are sending it).
     """
-    header = await reader.readexactly(_PDU_HEADER.size)
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                first = await reader.readexactly(1)
+            break
+        except TimeoutError:
+            if busy is None or not busy():
+                raise
+    async with asyncio.timeout(idle):
+        header = first + await reader.readexactly(_PDU_HEADER.size - 1)
     pdu_type, length = _PDU_HEADER.unpack(header)
     if pdu_type not in range(A_ASSOCIATE_RQ, A_ABORT + 1):
         raise PDUError(f"unknown PDU type 0x{pdu_type:02x}", REASON_UNRECOGNISED_PDU)
@@ -55,10 +70,20 @@ async def read_pdu(reader: asyncio.StreamReader, max_length: int, *, expect: int
         limit = 1 << 20  # association and release PDUs are small
     if length > limit:
         raise PDUError(f"PDU of {length} bytes exceeds the negotiated maximum")
-    return pdu_type, header + await reader.readexactly(length)
+    if idle is None:
+        return pdu_type, header + await reader.readexactly(length)
+    whole = bytearray(header)
+    end = len(header) + length
+    while len(whole) < end:
+        async with asyncio.timeout(idle):  # restarted by every piece: what times out is silence
+            piece = await reader.read(end - len(whole))
+        if not piece:
+            raise asyncio.IncompleteReadError(bytes(whole), end)
+        whole += piece
+    return pdu_type, whole
 
 
-def iter_pdvs(pdu: bytes) -> Iterator[tuple[int, int, memoryview]]:
+def iter_pdvs(pdu: bytes | bytearray) -> Iterator[tuple[int, int, memoryview]]:
     """Presentation data values of a P-DATA-TF PDU: (context ID, control header, fragment)."""
     view = memoryview(pdu)
     offset, end = _PDU_HEADER.size, len(pdu)

@@ -22,9 +22,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from gateway.dimse.find import FindRefused, FindStatus, decode_identifier, parse_request, validate_query
+from gateway.dimse.find import UNDECODABLE, FindRefused, FindStatus, decode_identifier, parse_request, validate_query
 from gateway.dimse.transcode import UNCOMPRESSED, ConversionError, part10_in, read_part10
-from gateway.dimse.transcode import dataset_bytes  # noqa: F401  (the C-GET sub-operations re-encode with it)
 from storage.index.database import IndexDatabase, IndexDatabaseError
 from storage.index.hierarchy import HierarchyQuery, Level
 from storage.object_store.base import ObjectStore, ObjectStoreError
@@ -112,13 +111,20 @@ class RetrieveService:
         except FindRefused:
             raise
         except Exception as exc:  # whatever goes wrong, the requester gets a final answer
-            log.exception("retrieve: cannot list the instances to send")
+            log.error("retrieve from %s: cannot list the instances to send (%s)", calling_ae, type(exc).__name__)
             raise FindRefused(RetrieveStatus.UNABLE_TO_PROCESS, f"cannot list the instances ({type(exc).__name__})") from None
 
     async def _targets(self, model: str, identifier: bytes, transfer_syntax: str, calling_ae: str) -> list[Target]:
         if calling_ae not in self.allowed_aets:
             raise FindRefused(FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to retrieve")
-        request = parse_request(_FIND_MODEL_OF[model], decode_identifier(identifier, transfer_syntax), limit=self.max_instances)
+        decoded = decode_identifier(identifier, transfer_syntax)
+        try:
+            request = parse_request(_FIND_MODEL_OF[model], decoded, limit=self.max_instances)
+        except FindRefused:
+            raise
+        except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
+            log.warning("retrieve from %s refused: %s (%s)", calling_ae, UNDECODABLE, type(exc).__name__)
+            raise FindRefused(RetrieveStatus.UNABLE_TO_PROCESS, UNDECODABLE) from None
         validate_query(request)
         unique = {k: v for k, v in request.query.matches.items() if v.strip("*")}
         if not unique:
@@ -136,9 +142,11 @@ class RetrieveService:
         self, targets: list[Target], send: SendStore, emit: EmitProgress, cancel: asyncio.Event
     ) -> tuple[Progress, bool]:
         """Send every target, counting outcomes. A sub-operation that fails for any reason is counted failed,
-        with its UID, and the others still go: the requester always gets the final response with the counts."""
+        with its UID, and the others still go: the requester always gets the final response with the counts.
+        When the receiving association is gone (``send`` raises ConnectionError), the rest are counted failed
+        unread: no object is fetched for a peer that cannot take it."""
         progress = Progress(remaining=len(targets))
-        for target in targets:
+        for number, target in enumerate(targets):
             if cancel.is_set():
                 return progress, True
             try:
@@ -146,6 +154,12 @@ class RetrieveService:
                 status = await send(target, stored)
             except asyncio.CancelledError:
                 raise
+            except ConnectionError as exc:  # the receiving association is gone: nothing more can be sent on it
+                log.warning("retrieve stopped after %d of %d instances: %s", number, len(targets), exc)
+                progress.remaining = 0
+                progress.failed += len(targets) - number
+                progress.failed_uids += [t.sop_instance_uid for t in targets[number:]]
+                return progress, False
             except (ObjectStoreError, ConversionError) as exc:
                 log.warning("retrieve sub-operation for %s failed: %s", target.sop_instance_uid, exc)
                 status = RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS
@@ -182,6 +196,10 @@ def requested_contexts(targets: list[Target]) -> list[tuple[str, list[str]]]:
     return plain + [(sop_class, [syntax]) for sop_class, syntax in stored][: MAX_CONTEXTS - len(plain)]
 
 
+class DestinationGone(ConnectionError):
+    """The move destination's association ended (aborted, released or dropped): nothing more can go on it."""
+
+
 class MoveAssociation:
     """The outbound association of a C-MOVE (pynetdicom as SCU, in a thread)."""
 
@@ -204,7 +222,7 @@ class MoveAssociation:
 
     def send(self, target: Target, stored: bytes) -> int:
         if self.assoc is None or not self.assoc.is_established:
-            raise RuntimeError(f"the association with {self.destination} has ended")
+            raise DestinationGone(f"the association with {self.destination} has ended")
         accepted = {str(cx.transfer_syntax[0]) for cx in self.assoc.accepted_contexts if cx.abstract_syntax == target.sop_class_uid}
         if not accepted:
             raise ConversionError(f"destination accepted no context for {target.sop_class_uid}")
@@ -219,8 +237,9 @@ class MoveAssociation:
         part10, _ = part10_in(stored, target.transfer_syntax_uid, wanted, target.sop_class_uid, target.sop_instance_uid)
         ds = read_part10(part10)  # read in the syntax it is now in, so pynetdicom sends it as it is
         status: Dataset = self.assoc.send_c_store(ds)
-        if not status or "Status" not in status:
-            raise RuntimeError(f"destination {self.destination} did not answer the C-STORE")
+        if not status or "Status" not in status:  # aborted, timed out or answered nonsense: the association is done
+            self.assoc.abort()
+            raise DestinationGone(f"destination {self.destination} did not answer the C-STORE")
         return int(status.Status)
 
     def close(self) -> None:

@@ -167,6 +167,10 @@ class DicomServer:
             # waits for Nagle and delayed ACKs (up to 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         peer = str((writer.get_extra_info("peername") or ("?", 0))[0])
+        if not self.peers.allows(peer):  # before admission: it neither waits nor takes a place of one that may
+            self.admission.not_allowed(peer)
+            writer.transport.abort()
+            return
         connection = self.admission.open(peer, writer.transport.abort)
         if connection is None:
             writer.close()

@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.dimse.find import (
     RESPONSE_CHARSET,
+    UNDECODABLE,
     Emit,
     FindRefused,
     FindStatus,
@@ -244,6 +245,9 @@ class WorklistService:
         except FindRefused as refused:
             log.warning("MWL C-FIND from %s refused: %s", calling_ae, refused.loggable)
             return FindStatus(refused.status), refused.reason
+        except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
+            log.warning("MWL C-FIND from %s refused: %s (%s)", calling_ae, UNDECODABLE, type(exc).__name__)
+            return FindStatus.UNABLE_TO_PROCESS, UNDECODABLE
         rows: list[dict[str, Any]] = []
         if not request.status or fnmatch.fnmatchcase(SCHEDULED, request.status.replace("[", "[[]")):  # only steps to do
             try:

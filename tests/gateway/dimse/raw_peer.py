@@ -16,7 +16,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway.dimse import pdu
-from gateway.dimse.commands import encode_command
+from gateway.dimse.commands import decode_command, encode_command
 from tests.gateway_process import GatewayProcess
 
 VERIFICATION = "1.2.840.10008.1.1"
@@ -76,7 +76,12 @@ def fragment(context_id: int, data: bytes, *, command: bool, last: bool) -> byte
 class RawPeer:
     """A TCP connection to the gateway's SCP, from ``source`` (any 127/8 address) when given."""
 
-    def __init__(self, port: int, source: str | None = None, timeout: float = 10, receive_buffer: int = 0) -> None:
+    def __init__(
+        self, port: int, source: str | None = None, timeout: float = 10, receive_buffer: int = 0,
+        pace: tuple[int, float] | None = None,
+    ) -> None:
+        """``pace``: read at most that many bytes, then pause that many seconds (a slow link)."""
+        self.pace, self._unpaced = pace, 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if receive_buffer:  # before connecting, so that the window offered stays small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
@@ -94,13 +99,41 @@ class RawPeer:
         return pdu_type, self._exactly(length)
 
     def _exactly(self, n: int) -> bytes:
-        out = b""
+        out = bytearray()
         while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
+            chunk = self.sock.recv(min(n - len(out), self.pace[0] - self._unpaced if self.pace else n))
             if not chunk:
                 raise ConnectionError("closed")
             out += chunk
-        return out
+            if self.pace:
+                self._unpaced += len(chunk)
+                if self._unpaced >= self.pace[0]:
+                    self._unpaced = 0
+                    time.sleep(self.pace[1])
+        return bytes(out)
+
+    def message(self) -> tuple[Dataset, bytes | None]:
+        """The next whole DIMSE message: its command, and its dataset when one follows."""
+        command_bytes, dataset = bytearray(), bytearray()
+        while True:
+            pdu_type, body = self.receive()
+            if pdu_type != pdu.P_DATA_TF:
+                raise ConnectionError(f"PDU type 0x{pdu_type:02x} instead of a message")
+            for _, control, data in pdu.iter_pdvs(struct.pack(">BxI", pdu_type, len(body)) + body):
+                (command_bytes if control & pdu.COMMAND else dataset).extend(data)
+                if control & pdu.LAST_FRAGMENT:
+                    if not control & pdu.COMMAND:
+                        return decode_command(bytes(command_bytes)), bytes(dataset)
+                    ds = decode_command(bytes(command_bytes))
+                    if int(ds.CommandDataSetType) == 0x0101:
+                        return ds, None
+
+    def final_response(self) -> Dataset:
+        """Read responses until one that is not pending (0xFF00, 0xFF01): that one's command."""
+        while True:
+            ds, _ = self.message()
+            if int(ds.Status) not in (0xFF00, 0xFF01):
+                return ds
 
     def associate(self, contexts: Sequence[tuple[str, str]] | None = None, calling: str = "RAW") -> None:
         self.send(request(contexts or [(CTImageStorage, ExplicitVRLittleEndian)], calling=calling))

@@ -29,6 +29,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
             "PACSGW_DICOM_MAX_WAITING_CONNECTIONS": str(WAITING),
             "PACSGW_DICOM_ASSOCIATION_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
             "PACSGW_DICOM_NETWORK_TIMEOUT": "6",
+            "PACSGW_DICOM_ALLOWED_PEERS": "127.0.0.0/28",  # the addresses the tests send from; 127.0.0.20 and up are not
         },
     )
     gw.start()
@@ -95,6 +96,22 @@ def test_waiting_connections_are_bounded_across_addresses(gateway: GatewayProces
     finally:
         _close(flood)
     assert any("dicom.max_waiting_connections" in line for line in log.warnings())
+
+
+def test_peers_not_allowed_are_closed_at_once_and_push_no_one_out(gateway: GatewayProcess) -> None:
+    log = LogWindow(gateway)
+    waiting = RawPeer(gateway.dicom_port)  # allowed, slow to send its request
+    # From addresses outside dicom.allowed_peers, each under its share, together more than may wait.
+    strangers = _open(gateway.dicom_port, 2 * WAITING, source=lambda i: f"127.0.0.{20 + i % 8}")
+    try:
+        assert until(lambda: not any(peer.is_open() for peer in strangers), timeout=0.5)  # not after the request timeout
+        assert waiting.is_open()
+        waiting.associate([(VERIFICATION, "1.2.840.10008.1.2")], calling="CT01")
+    finally:
+        _close(strangers)
+        waiting.close()
+    assert any("dicom.allowed_peers" in line for line in log.warnings())
+    assert not any("dicom.max_waiting_connections" in line for line in log.warnings())
 
 
 def test_a_request_sent_byte_by_byte_is_cut_off_at_the_request_timeout(gateway: GatewayProcess) -> None:

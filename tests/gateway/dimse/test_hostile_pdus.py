@@ -323,3 +323,74 @@ def test_mangled_dimse_messages_never_cause_a_traceback(gateway: GatewayProcess)
     wait_settled(gateway, timeout=NETWORK_TIMEOUT + 5)
     assert log.faults() == [], "\n".join(log.lines()[-40:])
     assert echo(gateway.dicom_port) == 0
+
+
+def _explicit_query() -> bytes:
+    """A valid Study Root identifier in Explicit VR Little Endian (every VR of it with a 2-byte length)."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "STUDY"
+    ds.PatientName = "DOE^J*"
+    ds.StudyDate = "20200101-"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.NumberOfStudyRelatedInstances = None
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, False
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _vr_offsets() -> list[int]:
+    data, offsets, offset = _explicit_query(), [], 0
+    while offset < len(data):
+        offsets.append(offset + 4)
+        offset += 8 + struct.unpack_from("<H", data, offset + 6)[0]
+    return offsets
+
+
+def _flipped(offset: int, value: int) -> bytes:
+    out = bytearray(_explicit_query())
+    out[offset] = value
+    return bytes(out)
+
+
+# (0010,0020) Patient ID with a VR no standard has: it reads, and fails only once its value is converted.
+UNKNOWN_VR = _explicit_query() + b"\x10\x00\x20\x00QQ\x04\x00ABCD"
+IDENTIFIER_CONTEXTS = [(STUDY_ROOT_FIND, ExplicitVRLittleEndian), (WORKLIST_FIND, ExplicitVRLittleEndian),
+                       (STUDY_ROOT_MOVE, ExplicitVRLittleEndian), (STUDY_ROOT_GET, ExplicitVRLittleEndian),
+                       (MPPS, ExplicitVRLittleEndian), (VERIFICATION, ImplicitVRLittleEndian)]  # fmt: skip
+# operation -> (context ID, command field, status of the final response)
+OPERATIONS = {"C-FIND": (1, 0x0020, 0xC000), "MWL C-FIND": (3, 0x0020, 0xC000), "C-MOVE": (5, 0x0021, 0xC000),
+              "C-GET": (7, 0x0010, 0xC000), "MPPS N-CREATE": (9, 0x0140, None)}  # fmt: skip
+BAD_IDENTIFIERS = {
+    # No VR starts or ends with Z, nor has a byte 00 or FF.
+    **{f"C-FIND, VR byte {offset} set to {value:#04x}": ("C-FIND", _flipped(offset, value))
+       for n, vr in enumerate(_vr_offsets()) for offset, value in ((vr, 0x5A), (vr + 1, (0x5A, 0x00, 0xFF)[n % 3]))},
+    **{f"{operation}, an element of unknown VR": (operation, UNKNOWN_VR) for operation in OPERATIONS},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", BAD_IDENTIFIERS, ids=list(BAD_IDENTIFIERS))
+def test_an_undecodable_identifier_gets_a_final_response(gateway: GatewayProcess, case: str) -> None:
+    operation, identifier = BAD_IDENTIFIERS[case]
+    context_id, field, expected = OPERATIONS[operation]
+    attributes = {"AffectedSOPClassUID": IDENTIFIER_CONTEXTS[context_id // 2][0], "Priority": 0}
+    if operation == "C-MOVE":
+        attributes["MoveDestination"] = "NOWHERE"
+    if operation == "MPPS N-CREATE":
+        attributes = {"AffectedSOPClassUID": MPPS, "AffectedSOPInstanceUID": "1.2.826.0.1.3680043.10.1337.97"}
+    log = LogWindow(gateway)
+    with RawPeer(gateway.dicom_port, timeout=3) as peer:  # promptly: not after a timeout
+        peer.associate(IDENTIFIER_CONTEXTS)
+        rq = command(field, 7, with_dataset=True, **attributes)
+        peer.send(fragment(context_id, rq, command=True, last=True) + fragment(context_id, identifier, command=False, last=True))
+        final = peer.final_response()
+        assert int(final.MessageIDBeingRespondedTo) == 7
+        if expected is None:
+            assert int(final.Status) != 0x0000
+        else:
+            assert int(final.Status) == expected and final.ErrorComment == "identifier cannot be decoded"
+        # The association goes on serving.
+        peer.send(pdu.p_data(11, command(0x0030, 8, AffectedSOPClassUID=VERIFICATION), command=True, max_pdu=0))
+        echoed, _ = peer.message()
+        assert (int(echoed.MessageIDBeingRespondedTo), int(echoed.Status)) == (8, 0x0000)
+    assert log.faults() == [], "\n".join(log.lines())

@@ -196,6 +196,9 @@ def test_a_destination_that_aborts_midway_gets_the_rest_counted_failed(archive) 
     finally:
         server.shutdown()
     final = responses[-1]
+    # One pending response, after the instance that went: once the destination is gone, nothing more is
+    # fetched or reported pending; the rest are counted failed at once.
+    assert [r.Status for r in responses[:-1]] == [0xFF00], responses
     assert final.Status == 0xB000, final
     assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (1, 3)
     assert _failed_uids(final) == {ds.SOPInstanceUID for ds in study} - set(received)
