@@ -8,7 +8,6 @@ run in a pool of threads of their own.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import time
@@ -39,6 +38,7 @@ from gateway.dimse.status import StoreStatus
 from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, MppsService
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND, WorklistService
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance
+from gateway.peers import PeerAllowList
 from gateway.ingest.rules_stage import Quarantined
 from gateway.ingest.spool import SpoolFull, SpoolLog
 from gateway.metrics import GatewayMetrics
@@ -74,22 +74,6 @@ def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
     return contexts
 
 
-class PeerAllowList:
-    """Peer addresses allowed to associate; an empty list allows everyone."""
-
-    def __init__(self, entries: list[str]) -> None:
-        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
-
-    def allows(self, address: str) -> bool:
-        if not self.networks:
-            return True
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.networks)
-
-
 @dataclass(frozen=True)
 class StoreOutcome:
     status: int
@@ -120,7 +104,7 @@ class DicomServer:
         self.audit = audit  # queries and retrieves are recorded in the audit trail
         self.worklist = worklist  # Modality Worklist C-FIND, when served
         self.mpps = mpps  # Modality Performed Procedure Step N-CREATE and N-SET, with the worklist
-        self.peers = PeerAllowList(settings.allowed_peers)
+        self.peers = PeerAllowList(settings.allowed_peers, when_empty="anyone")
         self.supported_contexts = supported_contexts(worklist=worklist is not None)
         self.admission = Admission(settings, metrics)
         self._server: asyncio.Server | None = None

@@ -12,7 +12,6 @@ type, control ID and ACK code, never a value.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import time
@@ -26,6 +25,7 @@ from gateway.audit import AuditWriter
 from gateway.emr.hl7 import adt
 from gateway.emr.hl7.handler import Handled, Hl7Handler
 from gateway.metrics import GatewayMetrics
+from gateway.peers import PeerAllowList
 from gateway.settings import Hl7Settings
 
 log = logging.getLogger(__name__)
@@ -35,32 +35,6 @@ MAX_BATCH = 64  # messages a sender that does not wait for each ACK gets applied
 _PATIENT_KINDS = tuple(f"ADT^{event}" for event in sorted(adt.DEMOGRAPHIC_EVENTS))
 _AUDITED = {**dict.fromkeys(_PATIENT_KINDS, "patient-record"), "ORM^O01": "order-record", "OMI^O23": "order-record"}  # A40: per merge
 _COUNTED_KINDS = frozenset({*_PATIENT_KINDS, "ADT^A40", "ORM^O01", "OMI^O23"})
-
-
-class Hl7Peers:
-    """Who may send HL7 messages: the networks of ``hl7.allowed_peers``; when none are set, this host only.
-
-    Loopback is 127.0.0.0/8 and ::1, where no other host's connection can come from. An empty list
-    does not mean "anyone": ADT rewrites patients' records, so a remote EMR must be named."""
-
-    def __init__(self, entries: list[str]) -> None:
-        self.networks = [ipaddress.ip_network(entry, strict=False) for entry in entries]
-
-    def allows(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address.split("%", 1)[0])  # without an IPv6 zone
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:  # a dual-stack socket's IPv4 peer
-            ip = ip.ipv4_mapped
-        if not self.networks:
-            return ip.is_loopback
-        return any(ip in network for network in self.networks)
-
-    def describe(self) -> str:
-        if not self.networks:
-            return "loopback peers only (hl7.allowed_peers is empty)"
-        return "peers in " + ", ".join(str(n) for n in self.networks)
 
 
 @dataclass(frozen=True)
@@ -103,7 +77,8 @@ class Hl7Listener:
         self.handler = handler
         self.metrics = metrics
         self.audit = audit
-        self.peers = Hl7Peers(settings.allowed_peers)
+        # ADT rewrites patients' records: an empty list does not mean "anyone", a remote EMR must be named.
+        self.peers = PeerAllowList(settings.allowed_peers, when_empty="loopback")
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
@@ -125,7 +100,7 @@ class Hl7Listener:
         # Listening beyond this host yet hearing only it is safe, and likely not what was meant: say so louder.
         local_only = not self.peers.networks and self.settings.host not in ("127.0.0.1", "::1", "localhost")
         log.log(logging.WARNING if local_only else logging.INFO, "HL7 MLLP listener on port %d, accepting %s",
-                self.port, self.peers.describe())  # fmt: skip
+                self.port, self.peers.describe() + (" (hl7.allowed_peers is empty)" if not self.peers.networks else ""))  # fmt: skip
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -271,10 +271,13 @@ def test_without_allowed_peers_only_this_host_is_heard(gateway, tmp_path: Path) 
 
 
 def test_peer_rules_apply_to_ipv4_peers_of_a_dual_stack_socket() -> None:
-    from gateway.emr.hl7.listener import Hl7Peers
+    from gateway.peers import PeerAllowList
 
-    local = Hl7Peers([])
+    local = PeerAllowList([], when_empty="loopback")
     assert local.allows("127.0.0.1") and local.allows("127.3.4.5") and local.allows("::1") and local.allows("::ffff:127.0.0.1")
     assert not any(local.allows(a) for a in ("10.1.2.3", "::ffff:10.1.2.3", "fd00::2", "192.0.2.2", "not an address"))
-    named = Hl7Peers(["10.0.0.0/8"])
+    named = PeerAllowList(["10.0.0.0/8"], when_empty="loopback")
     assert named.allows("10.1.2.3") and named.allows("::ffff:10.1.2.3") and not named.allows("127.0.0.1")
+    dicom = PeerAllowList(["10.0.0.0/8"], when_empty="anyone")  # the DICOM SCP's: the same rules once networks are named
+    assert dicom.allows("::ffff:10.1.2.3") and dicom.allows("10.9.9.9%eth0") and not dicom.allows("192.0.2.2")
+    assert PeerAllowList([], when_empty="anyone").allows("192.0.2.2")
