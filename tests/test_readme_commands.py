@@ -40,7 +40,7 @@ PASSWORD = "correct horse battery staple 7"
 # The command forms the synopsis shows, each run by a test below.
 TESTED_FORMS = {
     "serve", "import", "anonymise", "vault find", "vault reveal", "quarantine list", "quarantine export",
-    "user add", "user token", "user revoke", "user password", "user link", "user grant", "user audit-digest",
+    "user add", "user token", "user revoke", "user password", "user unlock", "user link", "user grant", "user audit-digest",
     "config", "python -m gateway",
 }  # fmt: skip
 
@@ -363,9 +363,21 @@ def test_user_subcommands_change_what_the_http_api_allows(home: Path, config_fil
         assert visible(token) == {"MRN-MINE", "MRN-OTHER"}
 
         changed = _run("user", "password", "doctor", "--password-stdin", cwd=home, stdin=PASSWORD + " new\n")
-        assert changed.returncode == 0, changed.stderr
-        login = json.dumps({"username": "doctor", "password": PASSWORD + " new"}).encode()
-        assert _http(served.url + "/auth/login", data=login, headers={"Content-Type": "application/json"})[0] == 200
+        assert changed.returncode == 0 and "1 token(s) revoked" in changed.stdout, changed.stderr
+        assert _http(served.url + "/dicom-web/studies", token)[0] == 401  # a reset shuts out whoever held a token
+        token = _run("user", "token", "doctor", cwd=home).stdout.strip()
+
+        def log_in(password: str) -> int:
+            body = json.dumps({"username": "doctor", "password": password}).encode()
+            return _http(served.url + "/auth/login", data=body, headers={"Content-Type": "application/json"})[0]
+
+        assert log_in(PASSWORD + " new") == 200
+        answers = [log_in("a wrong guess") for _ in range(6)]
+        assert answers == [401] * 5 + [429], answers  # locked after five
+        assert log_in(PASSWORD + " new") == 429
+        unlocked = _run("user", "unlock", "doctor", cwd=home)
+        assert unlocked.returncode == 0 and "unlocked" in unlocked.stdout, unlocked.stderr
+        assert log_in(PASSWORD + " new") == 200
 
         revoked = _run("user", "revoke", "doctor", cwd=home)
         assert revoked.returncode == 0 and "revoked" in revoked.stdout
