@@ -34,6 +34,7 @@ from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
+from storage.index.commit_watch import CommitWatch
 from storage.index.login_throttle import LoginThrottle
 from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
@@ -77,7 +78,13 @@ def create_http_app(
     app[ACCOUNTS] = accounts
     app[login.THROTTLE] = LoginThrottle(index.engine)
     app[SHARES] = ShareStore(index.engine)
-    app[TOKENS] = Tokens(accounts, app[SHARES])
+    watch = CommitWatch(index.engine)
+    app[TOKENS] = Tokens(accounts, app[SHARES], watch)
+
+    async def close_watch(_app: web.Application) -> None:
+        watch.close()
+
+    app.on_cleanup.append(close_watch)
     app[REPORTS] = ReportStore(index.engine)
     app[AUDIT] = audit
     app.cleanup_ctx.append(cleanup_context(audit))

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.dimse import pdu
 from gateway.settings import SettingsError, load_settings
-from tests.gateway.dimse.raw_peer import VERIFICATION, LogWindow, RawPeer, echo, request, until, wait_settled
+from tests.gateway.dimse.raw_peer import VERIFICATION, LogWindow, RawPeer, echo, request, until
 from tests.gateway_process import GatewayProcess
 
 REQUEST_TIMEOUT = 1.5
@@ -37,12 +37,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     gw.kill()
 
 
-@pytest.fixture(autouse=True)
-def settled(gateway: GatewayProcess):
-    """Each test starts and leaves the gateway with no connection of its own."""
-    wait_settled(gateway)
-    yield
-    wait_settled(gateway)
+pytestmark = pytest.mark.usefixtures("settled")
 
 
 def _open(port: int, count: int, source=lambda i: "127.0.0.1") -> list[RawPeer]:

@@ -62,11 +62,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     gw.kill()
 
 
-@pytest.fixture(autouse=True)
-def settled(gateway: GatewayProcess):
-    wait_settled(gateway)
-    yield
-    wait_settled(gateway)
+pytestmark = pytest.mark.usefixtures("settled")
 
 
 GOOD = request([(CTImageStorage, ExplicitVRLittleEndian)], calling="RAW")

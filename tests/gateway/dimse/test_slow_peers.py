@@ -13,7 +13,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from gateway.dimse import pdu
 from gateway.dimse.find import encode_identifier
 from tests.factory import ct_series
-from tests.gateway.dimse.raw_peer import LogWindow, RawPeer, command, fragment, wait_settled
+from tests.gateway.dimse.raw_peer import LogWindow, RawPeer, command, fragment
 from tests.gateway_process import GatewayProcess
 
 NETWORK_TIMEOUT = 1.5
@@ -31,11 +31,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     gw.kill()
 
 
-@pytest.fixture(autouse=True)
-def settled(gateway: GatewayProcess):
-    wait_settled(gateway)
-    yield
-    wait_settled(gateway)
+pytestmark = pytest.mark.usefixtures("settled")
 
 
 def _store_command(ds: Dataset) -> bytes:
