@@ -1,0 +1,300 @@
+"""The sections of the gateway's settings, one dataclass each, with every option's default and documentation.
+
+``gateway.settings`` reads them (TOML, then environment, then flags) into one ``Settings`` object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+class SettingsError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type."""
+
+
+def opt(default: Any, doc: str, *, secret: bool = False) -> Any:
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"doc": doc, "secret": secret})
+    return field(default=default, metadata={"doc": doc, "secret": secret})
+
+
+@dataclass
+class DicomSettings:
+    ae_title: str = opt("PACSGW", "AE title of the DICOM SCP.")
+    host: str = opt("0.0.0.0", "Address the DICOM SCP listens on.")
+    port: int = opt(11112, "TCP port of the DICOM SCP.")
+    allowed_calling_aets: list[str] = opt(
+        [],
+        "Calling AE titles allowed to associate; empty allows any. With `*` in the list any other title is allowed "
+        "too, but the last `dicom.reserved_associations` slots are kept for the titles listed.",
+    )
+    allowed_peers: list[str] = opt(
+        [], "Peer addresses or CIDR networks allowed to associate; empty allows any."
+    )
+    max_associations: int = opt(
+        32,
+        "Most associations served at once; more are rejected (transient). Connections still waiting for their "
+        "A-ASSOCIATE-RQ do not count.",
+    )
+    reserved_associations: int = opt(
+        4,
+        "Association slots only the calling AE titles named in `dicom.allowed_calling_aets` may take, when that list "
+        "also has `*` (any other caller); at most `dicom.max_associations` - 1.",
+    )
+    association_request_timeout: float = opt(
+        5.0, "Seconds a new connection has to send its A-ASSOCIATE-RQ; then it is closed."
+    )
+    max_connections_per_peer: int = opt(
+        16,
+        "Most connections one peer address holds at once, associated or waiting for its request; more are closed at "
+        "once. 0: no limit.",
+    )
+    max_waiting_connections: int = opt(
+        64,
+        "Most connections waiting for their A-ASSOCIATE-RQ at once; one more closes the one that has waited longest.",
+    )
+    max_pdu_size: int = opt(
+        4_194_304,
+        "Largest P-DATA PDU we accept, in bytes (0 = unlimited, up to `dicom.max_message_bytes`). Large PDUs ingest "
+        "faster; a longer PDU aborts the association.",
+    )
+    max_message_bytes: int = opt(
+        2_147_483_648,
+        "Largest DIMSE message (a C-STORE dataset, a query identifier) reassembled in memory, in bytes; a larger one "
+        "aborts the association (nothing of it is stored). Allow about twice the largest object in RAM per association.",
+    )
+    network_timeout: float = opt(
+        60.0,
+        "Seconds without network activity (a PDU not complete, a response the peer does not read) before an "
+        "association is aborted.",
+    )
+    query_aets: list[str] = opt(
+        [],
+        "Calling AE titles allowed to query and retrieve (C-FIND, C-MOVE, C-GET); everyone else is answered "
+        "'not authorized'. Empty: nobody.",
+    )
+    move_destinations: list[str] = opt(
+        [], "C-MOVE destinations as AE=host:port (e.g. WORKSTATION1=10.1.2.3:104); other destinations get 0xA801."
+    )
+    max_retrieve_instances: int = opt(100_000, "Most instances one C-MOVE or C-GET sends.")
+
+    def destinations(self) -> dict[str, tuple[str, int]]:
+        """``move_destinations`` as AE title -> (host, port)."""
+        out = {}
+        for entry in self.move_destinations:
+            ae, _, address = entry.partition("=")
+            host, _, port = address.rpartition(":")
+            if not ae.strip() or not host or not port.isdigit():
+                raise SettingsError(f"dicom.move_destinations: {entry!r} is not AE=host:port")
+            out[ae.strip()] = (host, int(port))
+        return out
+    max_find_results: int = opt(10_000, "Most matches one C-FIND returns; a broader query fails with a request to narrow it.")
+    worklist_aets: list[str] = opt(
+        [],
+        "Calling AE titles allowed to query the modality worklist (C-FIND, MWL) and to report performed procedure "
+        "steps (MPPS), usually the modalities; `*` allows any. Empty: nobody (a worklist lists patients' names and IDs).",
+    )
+    default_issuer_of_patient_id: str = opt(
+        "",
+        "Issuer of Patient ID given in the index to identified instances that arrive without one (usually the "
+        "hospital's MRN authority, as the EMR names it in PID-3.4), so a modality's images and the EMR's patient "
+        "are one patient. Empty: none. The stored object is kept as received.",
+    )
+
+
+@dataclass
+class HttpSettings:
+    host: str = opt("0.0.0.0", "Address the HTTP server (health, metrics, DICOMweb) listens on.")
+    port: int = opt(8042, "TCP port of the HTTP server.")
+    public_url: str = opt(
+        "",
+        "URL clients reach the gateway at (e.g. https://pacs.example.vn); used in Retrieve URLs and BulkDataURIs "
+        "(empty: the request's Host) and in share links, which are made only when it is set.",
+    )
+    share_max_hours: float = opt(720.0, "Longest a share link may stay valid, in hours (asked for when it is made; default 72).")
+    max_rendered_instances: int = opt(
+        500,
+        "Most instances a study's or series' WADO-RS /rendered renders in one answer (each is decoded and rendered "
+        "before the answer starts); more answer 413, asking for a series or its instances one by one.",
+    )
+
+
+@dataclass
+class StorageSettings:
+    backend: Literal["local", "s3"] = opt(
+        "local", "Object store: 'local' (a directory under the data dir) or 's3' (any S3-compatible server)."
+    )
+    local_path: str = opt("", "Directory of the local object store; empty means <data_dir>/objects.")
+
+
+@dataclass
+class S3Settings:
+    endpoint: str = opt("", "S3 endpoint as host:port, without scheme (e.g. minio:9000).")
+    bucket: str = opt("pacs", "Bucket holding the DICOM objects; created if missing.")
+    access_key: str = opt("", "S3 access key.", secret=True)
+    secret_key: str = opt("", "S3 secret key.", secret=True)
+    secure: bool = opt(True, "Use TLS (https) to reach the S3 endpoint.")
+    region: str = opt("", "S3 region; empty lets the client discover it.")
+    connect_timeout: float = opt(5.0, "Seconds to wait for a connection to the S3 endpoint.")
+    read_timeout: float = opt(60.0, "Seconds to wait for an S3 response.")
+
+
+@dataclass
+class IndexSettings:
+    url: str = opt(
+        "",
+        "SQLAlchemy URL of the index database; empty means SQLite at <data_dir>/index.sqlite. "
+        "PostgreSQL: postgresql+psycopg://user:password@host/dbname.",
+        secret=True,
+    )
+
+
+@dataclass
+class SpoolSettings:
+    max_bytes: int = opt(
+        21_474_836_480, "Largest spool backlog in bytes; beyond it C-STORE answers 0xA700 (out of resources)."
+    )
+    min_free_bytes: int = opt(
+        1_073_741_824, "Disk space always left free on the spool's file system; below it C-STORE answers 0xA700."
+    )
+    segment_bytes: int = opt(67_108_864, "Size at which a spool log segment is closed and a new one begun.")
+    preallocated_segments: int = opt(
+        2, "Spool segments zero-filled ahead of need (at most 4); writing into allocated blocks is faster."
+    )
+    batch_instances: int = opt(64, "Most instances the spool worker moves to storage and index in one batch.")
+    upload_concurrency: int = opt(8, "Uploads to the object store running at once.")
+    retry_initial_seconds: float = opt(0.5, "First wait after a failed batch; doubles on each failure.")
+    retry_max_seconds: float = opt(30.0, "Longest wait between retries of a failed batch.")
+
+
+@dataclass
+class IngestSettings:
+    on_duplicate: Literal["keep_first", "replace"] = opt(
+        "keep_first",
+        "What a re-sent SOP Instance UID does: 'keep_first' keeps the stored object, 'replace' overwrites it.",
+    )
+
+
+@dataclass
+class DeidSettings:
+    rules_file: str = opt(
+        "",
+        "De-identification rules file (TOML; see the README). Empty: every instance is stored as received.",
+    )
+    secret: str = opt(
+        "",
+        "Secret (at least 32 characters) from which pseudonyms, date shifts and the vault key derive. "
+        "Required when a rule pseudonymises or anonymises. Changing it changes every new pseudonym and "
+        "leaves the vault unreadable: keep it in a secrets store.",
+        secret=True,
+    )
+    secret_file: str = opt("", "File whose first line is the secret, read when `deid.secret` is empty.")
+    date_shift_max_days: int = opt(
+        365, "Largest per-patient date shift, in days, under the Modified Dates option (shifts are 1..N days back)."
+    )
+
+
+@dataclass
+class FhirSettings:
+    base_url: str = opt(
+        "",
+        "FHIR R4 base URL of the EMR (e.g. https://emr.example.vn/fhir/R4). Empty: no FHIR link (signed reports wait "
+        "in the outbox; studies are announced once it is set).",
+    )
+    token: str = opt("", "Bearer token sent to the FHIR server; empty: no Authorization header.", secret=True)
+    token_file: str = opt("", "File whose first line is the bearer token, read when `fhir.token` is empty.")
+    timeout_seconds: float = opt(10.0, "Seconds one FHIR request may take before it counts as failed.")
+    stable_seconds: float = opt(
+        60.0,
+        "A study is published (ImagingStudy) once no new instance arrived for this long; later instances publish it "
+        "again.",
+    )
+    retry_initial_seconds: float = opt(5.0, "First wait after a failed delivery; doubles (with jitter) on each failure.")
+    retry_max_seconds: float = opt(
+        600.0, "Longest wait between attempts; refusals that will not succeed by themselves (HTTP 4xx) wait this long."
+    )
+    patient_identifier_systems: list[str] = opt(
+        ["*=http://fhir.ehealth.gov.vn/core/sid/patient-internal-id"],
+        "FHIR identifier system of the hospital MRN (PatientID) per Issuer of Patient ID, as ISSUER=SYSTEM "
+        "(e.g. BV-CHORAY=urn:oid:1.2.3); `*` for any other issuer. Default: the Ministry of Health IG's "
+        "patient-internal-id system.",
+    )
+    citizen_id_system: str = opt(
+        "http://fhir.hl7.org.vn/core/sid/cccd",
+        "FHIR identifier system of the 12-digit national citizen ID (CCCD), as in HL7 Vietnam's VN Core IG.",
+    )
+    insurance_number_system: str = opt(
+        "http://fhir.hl7.org.vn/core/sid/bhyt",
+        "FHIR identifier system of the health-insurance (BHYT) card number, as in HL7 Vietnam's VN Core IG.",
+    )
+    accession_system: str = opt(
+        "",
+        "FHIR identifier system of accession numbers (the RIS's, e.g. urn:oid:...), for ImagingStudy and the "
+        "ServiceRequest search; empty matches an accession number in any system.",
+    )
+    public_wado_url: str = opt(
+        "",
+        "DICOMweb base URL the EMR's users reach (the Endpoint's address); empty: http.public_url + /dicom-web.",
+    )
+    timezone: str = opt(
+        "Asia/Ho_Chi_Minh", "Time zone of DICOM dates and times (they carry none), for FHIR dateTime values."
+    )
+
+    def bearer_token(self) -> str:
+        """The bearer token, from the setting or its file; "" when neither is set."""
+        if self.token or not self.token_file:
+            return self.token
+        try:
+            lines = Path(self.token_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise SettingsError(f"fhir.token_file: cannot read it ({exc.strerror or exc})") from None
+        return lines[0].strip() if lines else ""
+
+    def mrn_systems(self) -> dict[str, str]:
+        """``patient_identifier_systems`` as issuer -> system (``*`` for any other issuer)."""
+        out = {}
+        for entry in self.patient_identifier_systems:
+            issuer, sep, system = entry.partition("=")
+            if not sep or not system.strip():
+                raise SettingsError(f"fhir.patient_identifier_systems: {entry!r} is not ISSUER=SYSTEM")
+            out[issuer.strip()] = system.strip()
+        return out
+
+
+@dataclass
+class Hl7Settings:
+    port: int = opt(
+        2575, "TCP port of the HL7 v2 MLLP listener (ADT, ORM^O01 and OMI^O23 from the EMR or RIS); 0 turns it off."
+    )
+    host: str = opt("0.0.0.0", "Address the HL7 v2 MLLP listener listens on.")
+    allowed_peers: list[str] = opt(
+        [],
+        "Addresses or CIDR networks of the EMR and RIS allowed to send HL7 messages. Empty: loopback peers only "
+        "(127.0.0.0/8, ::1), so an EMR on another host is refused until it is named here.",
+    )
+    application: str = opt("PACSGW", "Our application name in the HL7 messages we send (MSH-3 of ACKs and ORU^R01).")
+    facility: str = opt("RADIOLOGY", "Our facility name in the HL7 messages we send (MSH-4).")
+    encoding: str = opt(
+        "UTF-8", "Character encoding of the HL7 messages received and of their ACKs (a Python codec name); ORU^R01 is UTF-8."
+    )
+    outbound_host: str = opt("", "Host of the EMR's MLLP listener that takes final reports as ORU^R01; empty: no ORU.")
+    outbound_port: int = opt(0, "TCP port of the EMR's MLLP listener for ORU^R01; 0: no ORU.")
+    outbound_timeout_seconds: float = opt(
+        10.0, "Seconds to wait for the EMR's ACK to one ORU^R01 (connecting included) before it counts as failed."
+    )
+    station_aets: list[str] = opt(
+        [],
+        "Scheduled Station AE Title of ORM^O01 orders by modality, as MODALITY=AE (e.g. CT=CT01), for orders whose "
+        "OBR-21 names no station. OMI^O23 orders carry theirs in IPC-9.",
+    )
+
+    def station_map(self) -> dict[str, str]:
+        """``station_aets`` as modality -> AE title."""
+        out = {}
+        for entry in self.station_aets:
+            modality, sep, ae = entry.partition("=")
+            if not sep or not modality.strip() or not 1 <= len(ae.strip()) <= 16:
+                raise SettingsError(f"hl7.station_aets: {entry!r} is not MODALITY=AE (AE title of 1 to 16 characters)")
+            out[modality.strip().upper()] = ae.strip()
+        return out
