@@ -78,8 +78,8 @@ class Admission:
         return connection
 
     def not_allowed(self, peer: str) -> None:
-        """A connection from an address outside ``dicom.allowed_peers``, closed at once."""
-        self._refused("peer_not_allowed", "connection from %s closed: address not in dicom.allowed_peers", peer)
+        """A connection from an address outside ``dicom.allowed_peers``: refused before it takes any place."""
+        self._refused("peer_not_allowed", "association from %s refused: address not allowed (dicom.allowed_peers)", peer)
 
     def requested(self, connection: Connection) -> None:
         """The connection's A-ASSOCIATE-RQ has arrived (or it never will)."""

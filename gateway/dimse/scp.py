@@ -30,6 +30,7 @@ from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 
 from gateway.audit import AuditWriter
+from gateway.dimse import pdu
 from gateway.dimse.admission import Admission
 from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
@@ -46,6 +47,11 @@ from gateway.settings import DicomSettings
 from storage.index.records import InstanceRecord
 
 log = logging.getLogger(__name__)
+
+# Peers outside dicom.allowed_peers are answered A-ASSOCIATE-RJ, this many at once and within this long; others,
+# and those whose request is not there by then, have their connection closed.
+_MOST_REFUSING = 8
+_REFUSE_WITHIN_SECONDS = 0.25
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -109,6 +115,7 @@ class DicomServer:
         self.admission = Admission(settings, metrics)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._refusing = 0  # connections from addresses not allowed, being answered
         self._pool = ThreadPoolExecutor(max_workers=max(4, min(settings.max_associations, 16)), thread_name_prefix="ingest")
 
     @property
@@ -153,7 +160,7 @@ class DicomServer:
         peer = str((writer.get_extra_info("peername") or ("?", 0))[0])
         if not self.peers.allows(peer):  # before admission: it neither waits nor takes a place of one that may
             self.admission.not_allowed(peer)
-            writer.transport.abort()
+            await self._refuse_peer(reader, writer)
             return
         connection = self.admission.open(peer, writer.transport.abort)
         if connection is None:
@@ -167,6 +174,24 @@ class DicomServer:
         finally:
             self.admission.close(connection)
             self._tasks.discard(task)
+
+    async def _refuse_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer a peer outside ``dicom.allowed_peers`` with A-ASSOCIATE-RJ (permanent), so that its operator sees
+        a refusal rather than a network fault; only a few at once and only for a moment, so a flood holds nothing."""
+        if self._refusing >= _MOST_REFUSING:
+            writer.transport.abort()
+            return
+        self._refusing += 1
+        try:
+            async with asyncio.timeout(_REFUSE_WITHIN_SECONDS):  # a modality sends its request as it connects
+                await pdu.read_pdu(reader, 1 << 16, expect=pdu.A_ASSOCIATE_RQ)
+                writer.write(pdu.associate_rj(0x01, 0x01, 0x01))  # rejected-permanent, by the service user
+                await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, pdu.PDUError):
+            pass
+        finally:
+            self._refusing -= 1
+            writer.transport.abort() if writer.transport.get_write_buffer_size() else writer.close()
 
     async def store(
         self,
