@@ -48,10 +48,10 @@ from storage.index.records import InstanceRecord
 
 log = logging.getLogger(__name__)
 
-# Peers outside dicom.allowed_peers are answered A-ASSOCIATE-RJ, this many at once and within this long; others,
-# and those whose request is not there by then, have their connection closed.
+# Peers outside dicom.allowed_peers are answered A-ASSOCIATE-RJ, this many at once and within this long (at most
+# half the association request timeout); others, and those whose request is not there by then, are closed.
 _MOST_REFUSING = 8
-_REFUSE_WITHIN_SECONDS = 0.25
+_REFUSE_WITHIN_SECONDS = 1.0
 
 VERIFICATION = "1.2.840.10008.1.1"
 
@@ -183,7 +183,8 @@ class DicomServer:
             return
         self._refusing += 1
         try:
-            async with asyncio.timeout(_REFUSE_WITHIN_SECONDS):  # a modality sends its request as it connects
+            # A modality sends its request as it connects; a loaded machine may take a moment to.
+            async with asyncio.timeout(min(_REFUSE_WITHIN_SECONDS, self.settings.association_request_timeout / 2)):
                 await pdu.read_pdu(reader, 1 << 16, expect=pdu.A_ASSOCIATE_RQ)
                 writer.write(pdu.associate_rj(0x01, 0x01, 0x01))  # rejected-permanent, by the service user
                 await writer.drain()
