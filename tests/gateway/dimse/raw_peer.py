@@ -247,3 +247,20 @@ class LogWindow:
 
     def warnings(self) -> list[str]:
         return [line for line in self.lines() if " WARNING " in line]
+
+
+def stored_large_study(gateway: GatewayProcess) -> Dataset:
+    """An 8 MiB CT instance stored through the gateway and filed; the identifier that retrieves its study."""
+    from tests.factory import ct_series
+
+    (large,) = ct_series(1, size=2048)
+    ae = AE(ae_title="RAW")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", gateway.dicom_port, ae_title="PACSGW")
+    assert assoc.is_established and assoc.send_c_store(large).Status == 0
+    assoc.release()
+    gateway.wait_idle()
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.StudyInstanceUID = large.StudyInstanceUID
+    return identifier

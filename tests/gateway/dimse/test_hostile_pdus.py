@@ -15,7 +15,6 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway.dimse import pdu
@@ -24,17 +23,17 @@ from gateway.dimse.pdu import PDUError
 from gateway.dimse.scp import supported_contexts
 from tests.gateway.dimse.raw_peer import (
     VERIFICATION,
-    LogWindow,
-    RawPeer,
     command,
     echo,
     echo_rq,
     fragment,
+    LogWindow,
+    RawPeer,
     request,
+    stored_large_study,
     until,
     wait_settled,
 )
-from tests.factory import ct_series
 from tests.gateway_process import GatewayProcess
 
 MAX_MESSAGE = 16 << 20
@@ -253,16 +252,7 @@ def _established(local_port: int, remote_port: int) -> bool:
 
 def test_a_peer_that_never_reads_is_let_go(gateway: GatewayProcess) -> None:
     """A C-GET requester that never reads the instance it asked for: the gateway closes its end after the timeout."""
-    (large,) = ct_series(1, size=2048)  # 8 MiB: far more than the sockets between us hold
-    ae = AE(ae_title="RAW")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", gateway.dicom_port, ae_title="PACSGW")
-    assert assoc.is_established and assoc.send_c_store(large).Status == 0
-    assoc.release()
-    gateway.wait_idle()
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = large.StudyInstanceUID
+    identifier = stored_large_study(gateway)  # 8 MiB: far more than the sockets between us hold
     log = LogWindow(gateway)
     with RawPeer(gateway.dicom_port, receive_buffer=4096) as peer:
         contexts = [(STUDY_ROOT_GET, ImplicitVRLittleEndian), (CTImageStorage, ExplicitVRLittleEndian)]

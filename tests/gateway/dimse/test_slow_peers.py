@@ -7,13 +7,12 @@ import time
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
 from gateway.dimse import pdu
 from gateway.dimse.find import encode_identifier
 from tests.factory import ct_series
-from tests.gateway.dimse.raw_peer import LogWindow, RawPeer, command, fragment
+from tests.gateway.dimse.raw_peer import LogWindow, RawPeer, command, fragment, stored_large_study
 from tests.gateway_process import GatewayProcess
 
 NETWORK_TIMEOUT = 1.5
@@ -71,16 +70,7 @@ def test_a_sender_silent_mid_pdu_is_aborted_after_the_timeout(gateway: GatewayPr
 
 
 def test_a_get_requester_reading_slowly_but_steadily_gets_a_large_instance(gateway: GatewayProcess) -> None:
-    (large,) = ct_series(1, size=2048)  # 8 MiB: longer to read at this pace than the timeout, many times over
-    ae = AE(ae_title="RAW")
-    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
-    assoc = ae.associate("127.0.0.1", gateway.dicom_port, ae_title="PACSGW")
-    assert assoc.is_established and assoc.send_c_store(large).Status == 0
-    assoc.release()
-    gateway.wait_idle()
-    identifier = Dataset()
-    identifier.QueryRetrieveLevel = "STUDY"
-    identifier.StudyInstanceUID = large.StudyInstanceUID
+    identifier = stored_large_study(gateway)  # 8 MiB: longer to read at this pace than the timeout, many times over
     log = LogWindow(gateway)
     with RawPeer(gateway.dicom_port, receive_buffer=65536, pace=(128 << 10, 0.05)) as peer:  # about 2.5 MB/s
         peer.associate([(STUDY_ROOT_GET, ImplicitVRLittleEndian), (CTImageStorage, ExplicitVRLittleEndian)])
@@ -91,7 +81,7 @@ def test_a_get_requester_reading_slowly_but_steadily_gets_a_large_instance(gatew
         store, dataset = peer.message()
         assert time.monotonic() - started > NETWORK_TIMEOUT
         assert int(store.CommandField) == 0x0001 and dataset is not None and len(dataset) > 8 << 20
-        rsp = command(0x8001, 0, AffectedSOPClassUID=CTImageStorage, AffectedSOPInstanceUID=large.SOPInstanceUID,
+        rsp = command(0x8001, 0, AffectedSOPClassUID=CTImageStorage, AffectedSOPInstanceUID=store.AffectedSOPInstanceUID,
                       MessageIDBeingRespondedTo=int(store.MessageID), Status=0)  # fmt: skip
         peer.send(fragment(3, rsp, command=True, last=True))
         final = peer.final_response()
