@@ -6,6 +6,7 @@ short by a crash or an outage is simply done again.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -16,9 +17,11 @@ from typing import Literal
 from gateway.ingest.instance import ReceivedInstance
 from gateway.metrics import GatewayMetrics
 from storage.index.database import IndexDatabase
-from storage.object_store.base import ObjectStore, ObjectStoreError
+from storage.object_store.base import ObjectExists, ObjectStore, ObjectStoreError, sha256_hex
 
 log = logging.getLogger(__name__)
+
+_VERIFY_ROUNDS = 3
 
 
 class Outcome(str, Enum):
@@ -28,6 +31,20 @@ class Outcome(str, Enum):
 
 
 class Committer:
+    """Files instances so that two nodes filing the same SOP Instance UID at once never leave a torn or mixed object.
+
+    A new instance is put create-only (``if_absent``). If another writer
+    placed the key first, the stored object is compared by size and SHA-256:
+    the same bytes are a duplicate (indexed, so a writer that died before its
+    index commit is covered); different bytes follow ``on_duplicate`` —
+    ``keep_first`` leaves the stored object and its index entry alone,
+    ``replace`` overwrites. The index records each object's SHA-256. Where a
+    write was not atomic against another writer (a backend without
+    conditional PUT, or a replacement), the object is checked after the index
+    commit: the writer whose checksum the index holds puts its bytes again
+    until the object matches, so object and index agree whoever wins.
+    """
+
     def __init__(
         self,
         store: ObjectStore,
@@ -59,7 +76,8 @@ class Committer:
                 outcomes[chosen[uid]] = Outcome.DUPLICATE
             chosen[uid] = i
         existing = self.index.stored_instances(chosen)
-        to_store: list[int] = []
+        create: list[int] = []  # new to the index: put create-only
+        overwrite: list[int] = []  # replacements: put over what is there
         stale_keys: list[str] = []
         for uid, i in chosen.items():
             if uid in existing:
@@ -67,19 +85,43 @@ class Committer:
                     outcomes[i] = Outcome.DUPLICATE
                     continue
                 outcomes[i] = Outcome.REPLACED
+                overwrite.append(i)
                 if existing[uid].object_key != batch[i].record.object_key:
                     stale_keys.append(existing[uid].object_key)
             else:
                 outcomes[i] = Outcome.STORED
-            to_store.append(i)
+                create.append(i)
 
-        list(self._pool.map(self._put, [batch[i] for i in to_store]))
-        self.store.flush()  # the index may only name durable objects
+        digests = dict(zip(create + overwrite, self._pool.map(lambda i: sha256_hex(batch[i].data), create + overwrite)))
+        refused = set(
+            i for i, taken in zip(create, self._pool.map(lambda i: self._put(batch[i], digests[i], True), create)) if taken
+        )
+        list(self._pool.map(lambda i: self._put(batch[i], digests[i], False), overwrite))
+        refused_keys = self.store.flush()  # the index may only name durable objects
+        refused |= {i for i in create if batch[i].record.object_key in refused_keys}
+        to_index = [i for i in create + overwrite if i not in refused]
+        unsure = list(overwrite) if self.store.create_only else [i for i in to_index]
+        for i in sorted(refused):
+            if self._resolve_conflict(batch[i], digests[i]):
+                outcomes[i] = Outcome.DUPLICATE
+                to_index.append(i)  # the same bytes: make sure the index names them
+            elif self.on_duplicate == "keep_first":
+                outcomes[i] = Outcome.DUPLICATE
+            else:
+                self._put(batch[i], digests[i], False)
+                self.store.flush()
+                outcomes[i] = Outcome.REPLACED
+                to_index.append(i)
+                unsure.append(i)
+
         started = time.perf_counter()
+        records = [dataclasses.replace(batch[i].record, checksum=digests[i]) for i in to_index]
         # Vault entries go in even for duplicates: the same pseudonyms, so nothing changes if already there.
-        self.index.commit([batch[i].record for i in to_store], [entry for item in batch for entry in item.vault])
+        self.index.commit(records, [entry for item in batch for entry in item.vault])
         if self.metrics:
             self.metrics.index_latency.observe(time.perf_counter() - started)
+        if unsure:
+            self._verify([batch[i] for i in unsure], [digests[i] for i in unsure])
         for key in stale_keys:  # a replacement moved to another study or series
             try:
                 self.store.delete(key)
@@ -87,8 +129,48 @@ class Committer:
                 log.warning("could not delete a replaced object: %s", exc)
         return [o if o is not None else Outcome.DUPLICATE for o in outcomes]
 
-    def _put(self, item: ReceivedInstance) -> None:
+    def _put(self, item: ReceivedInstance, digest: str, if_absent: bool) -> bool:
+        """Put the object; True when a create-only put found the key taken."""
         started = time.perf_counter()
-        self.store.put(item.record.object_key, item.data)
+        try:
+            self.store.put(item.record.object_key, item.data, sha256=digest, if_absent=if_absent)
+        except ObjectExists:
+            return True
         if self.metrics:
             self.metrics.store_latency.observe(time.perf_counter() - started)
+        return False
+
+    def _resolve_conflict(self, item: ReceivedInstance, digest: str) -> bool:
+        """Another writer placed the key first: True if it holds the same bytes as ours."""
+        info = self.store.info(item.record.object_key)
+        if info is None:  # removed since (a replacement that moved it): have the batch retried
+            raise ObjectStoreError("an object refused as present is gone; retrying")
+        if info.size == len(item.data) and info.sha256 == digest:
+            return True
+        log.warning(
+            "instance %s already stored with other bytes (%d against %d bytes); %s",
+            item.record.sop_instance_uid, info.size, len(item.data),
+            "kept the stored one" if self.on_duplicate == "keep_first" else "replacing it",
+        )  # fmt: skip
+        return False
+
+    def _verify(self, items: list[ReceivedInstance], digests: list[str]) -> None:
+        """Writes that were not atomic: whoever the index names makes sure the object holds its bytes."""
+        pending = list(zip(items, digests))
+        for _ in range(_VERIFY_ROUNDS):
+            indexed = self.index.stored_instances(item.record.sop_instance_uid for item, _ in pending)
+            again = []
+            for item, digest in pending:
+                row = indexed.get(item.record.sop_instance_uid)
+                if row is None or row.checksum != digest or row.object_key != item.record.object_key:
+                    continue  # another writer's index commit came last: the object is its to keep whole
+                info = self.store.info(item.record.object_key)
+                if info is None or info.sha256 != digest:
+                    log.warning("instance %s was overwritten by another writer; writing it again", item.record.sop_instance_uid)
+                    self._put(item, digest, False)
+                    again.append((item, digest))
+            if not again:
+                return
+            self.store.flush()
+            pending = again
+        raise ObjectStoreError("an object kept being overwritten by another writer; retrying the batch")
