@@ -16,6 +16,7 @@ from typing import Literal
 
 from gateway.ingest.instance import ReceivedInstance
 from gateway.metrics import GatewayMetrics
+from storage.index.records import InstanceRecord
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectExists, ObjectStore, ObjectStoreError, sha256_hex
 
@@ -40,9 +41,9 @@ class Committer:
     ``keep_first`` leaves the stored object and its index entry alone,
     ``replace`` overwrites. The index records each object's SHA-256. Where a
     write was not atomic against another writer (a backend without
-    conditional PUT, or a replacement), the object is checked after the index
-    commit: the writer whose checksum the index holds puts its bytes again
-    until the object matches, so object and index agree whoever wins.
+    conditional PUT, or a replacement), object and index are compared after
+    the index commit and a writer whose bytes are on one side only fixes the
+    other (``_verify``), so they agree whoever wins.
     """
 
     def __init__(
@@ -100,7 +101,8 @@ class Committer:
         refused_keys = self.store.flush()  # the index may only name durable objects
         refused |= {i for i in create if batch[i].record.object_key in refused_keys}
         to_index = [i for i in create + overwrite if i not in refused]
-        unsure = list(overwrite) if self.store.create_only else [i for i in to_index]
+        # A create-only put that succeeded is safe from writers that keep the first; not from one that replaces.
+        atomic = self.store.create_only and self.on_duplicate == "keep_first"
         for i in sorted(refused):
             if self._resolve_conflict(batch[i], digests[i]):
                 outcomes[i] = Outcome.DUPLICATE
@@ -112,7 +114,6 @@ class Committer:
                 self.store.flush()
                 outcomes[i] = Outcome.REPLACED
                 to_index.append(i)
-                unsure.append(i)
 
         started = time.perf_counter()
         records = [dataclasses.replace(batch[i].record, checksum=digests[i]) for i in to_index]
@@ -120,8 +121,8 @@ class Committer:
         self.index.commit(records, [entry for item in batch for entry in item.vault])
         if self.metrics:
             self.metrics.index_latency.observe(time.perf_counter() - started)
-        if unsure:
-            self._verify([batch[i] for i in unsure], [digests[i] for i in unsure])
+        if not atomic and records:
+            self._verify(records, [batch[i] for i in to_index])
         for key in stale_keys:  # a replacement moved to another study or series
             try:
                 self.store.delete(key)
@@ -154,23 +155,38 @@ class Committer:
         )  # fmt: skip
         return False
 
-    def _verify(self, items: list[ReceivedInstance], digests: list[str]) -> None:
-        """Writes that were not atomic: whoever the index names makes sure the object holds its bytes."""
-        pending = list(zip(items, digests))
+    def _verify(self, records: list[InstanceRecord], items: list[ReceivedInstance]) -> None:
+        """Writes that were not atomic against another writer: make object and index agree before reporting.
+
+        Whoever's bytes are on one side and not the other fixes it (the index
+        names ours: put ours again; the object holds ours: index ours again),
+        and looks again. The last writer always has its bytes on one side and
+        checks after its last write, so the last look of all sees them agree.
+        """
+        pending = list(zip(records, items))
         for _ in range(_VERIFY_ROUNDS):
-            indexed = self.index.stored_instances(item.record.sop_instance_uid for item, _ in pending)
-            again = []
-            for item, digest in pending:
-                row = indexed.get(item.record.sop_instance_uid)
-                if row is None or row.checksum != digest or row.object_key != item.record.object_key:
-                    continue  # another writer's index commit came last: the object is its to keep whole
-                info = self.store.info(item.record.object_key)
-                if info is None or info.sha256 != digest:
-                    log.warning("instance %s was overwritten by another writer; writing it again", item.record.sop_instance_uid)
-                    self._put(item, digest, False)
-                    again.append((item, digest))
+            indexed = self.index.stored_instances(record.sop_instance_uid for record, _ in pending)
+            again, reindex = [], []
+            for record, item in pending:
+                row = indexed.get(record.sop_instance_uid)
+                if row is None or row.object_key != record.object_key:
+                    continue  # removed or moved since, by a later filing that checks on its own
+                info = self.store.info(record.object_key)
+                current = info.sha256 if info is not None else ""
+                if current == row.checksum:
+                    continue
+                if current == record.checksum:
+                    reindex.append(record)
+                elif row.checksum == record.checksum:
+                    log.warning("instance %s was overwritten by another writer; writing it again", record.sop_instance_uid)
+                    self._put(item, record.checksum, False)
+                else:
+                    continue  # neither side is ours: the writer of one of them checks after its write
+                again.append((record, item))
             if not again:
                 return
             self.store.flush()
+            if reindex:
+                self.index.commit(reindex)
             pending = again
-        raise ObjectStoreError("an object kept being overwritten by another writer; retrying the batch")
+        raise ObjectStoreError("an object and its index entry kept being changed by another writer; retrying the batch")

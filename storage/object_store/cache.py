@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from typing import Protocol
 
 from storage.object_store.base import ObjectInfo, ObjectStore
 
 _Entry = tuple[str, str, int, int]  # key, version, offset, length (-1: the whole object)
+
+
+class FetchingStore(ObjectStore, Protocol):
+    def fetch(self, key: str, offset: int = 0, length: int = 0) -> tuple[bytes, str]:
+        """The bytes read and the SHA-256 the object carries."""
+        ...
 
 
 class CachedObjectStore:
@@ -17,7 +24,10 @@ class CachedObjectStore:
     under a key at any time. An entry is therefore found only by key *and*
     version, the SHA-256 the index names for the object (``version=``): a
     replacement has another checksum in the index, so a stale entry can
-    never be served, whoever replaced the object. A read without a version
+    never be served, whoever replaced the object. What is read goes in only
+    if the SHA-256 the object carries (a header of the same GET) is the
+    version asked for, so a read racing a replacement cannot file the new
+    bytes under the old version either. A read without a version
     (an index row from before checksums were kept) bypasses the cache.
     Objects this process writes go in once durable (a viewer opens a study
     just received); those it replaces or deletes are dropped at once.
@@ -25,7 +35,7 @@ class CachedObjectStore:
     the bound is never kept. ``max_bytes`` 0 disables the cache.
     """
 
-    def __init__(self, inner: ObjectStore, max_bytes: int) -> None:
+    def __init__(self, inner: FetchingStore, max_bytes: int) -> None:
         self.inner = inner
         self.max_bytes = max_bytes
         self.description = inner.description
@@ -86,8 +96,9 @@ class CachedObjectStore:
         whole = self._lookup((key, version, 0, -1))
         if whole is not None:
             return whole
-        data = self.inner.get(key)
-        self._add((key, version, 0, -1), data)
+        data, carried = self.inner.fetch(key)
+        if carried == version:
+            self._add((key, version, 0, -1), data)
         return data
 
     def get_range(self, key: str, offset: int, length: int, *, version: str = "") -> bytes:
@@ -102,8 +113,9 @@ class CachedObjectStore:
         part = self._lookup(entry)
         if part is not None:
             return part
-        part = self.inner.get_range(key, offset, length)
-        self._add(entry, part)
+        part, carried = self.inner.fetch(key, offset, length)
+        if carried == version:
+            self._add(entry, part)
         return part
 
     def info(self, key: str) -> ObjectInfo | None:

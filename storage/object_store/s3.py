@@ -46,6 +46,7 @@ class S3ObjectStore:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_connections: int = 16,
+        conditional_put: bool | None = None,
     ) -> None:
         # No client-side retries: the spool worker owns retrying, with backoff,
         # and health checks must notice an unreachable server quickly.
@@ -55,9 +56,10 @@ class S3ObjectStore:
             maxsize=max_connections,
         )
         self.bucket = bucket
-        self._conditional: bool | None = None  # found out by the probe; None until it could run
+        # found out by the probe (None until it could run), unless the caller says
+        self._conditional: bool | None = conditional_put
         self._probe_lock = threading.Lock()
-        self.conformance = "not probed yet"
+        self.conformance = "not probed yet" if conditional_put is None else f"set to {conditional_put} by configuration"
         self.description = f"s3 bucket {bucket!r} at {endpoint}"
         self._client = Minio(
             endpoint,
@@ -176,10 +178,14 @@ class S3ObjectStore:
         return self._read(key, offset=offset, length=length)
 
     def _read(self, key: str, offset: int = 0, length: int = 0) -> bytes:
+        return self.fetch(key, offset, length)[0]
+
+    def fetch(self, key: str, offset: int = 0, length: int = 0) -> tuple[bytes, str]:
+        """The bytes (``length`` 0: to the end) and the SHA-256 the object carries ('' if written without one)."""
         response = None
         try:
             response = self._client.get_object(self.bucket, key, offset=offset, length=length)
-            return response.read()
+            return response.read(), response.headers.get(_SHA256_META, "")
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
                 raise ObjectNotFound(key) from None
