@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import logging
+import uuid
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -227,13 +228,15 @@ async def frames(request: web.Request) -> web.StreamResponse:
         if max(numbers) > count:
             raise http_error(web.HTTPNotFound, f"the instance has {count} frame(s)")
         store, size, version = request.app[OBJECT_STORE], int(row["frame_length"]), row.get("checksum") or ""
+        cached = getattr(store, "cached_range", None)  # a read cache answers from memory, without a thread
         try:
-            parts = [
-                await asyncio.to_thread(
-                    functools.partial(store.get_range, row["object_key"], int(row["data_offset"]) + (n - 1) * size, size, version=version)
-                )
-                for n in numbers
-            ]
+            parts: list[bytes] = []
+            for n in numbers:
+                offset = int(row["data_offset"]) + (n - 1) * size
+                part: bytes | None = cached(row["object_key"], offset, size, version) if cached is not None else None
+                if part is None:
+                    part = await asyncio.to_thread(functools.partial(store.get_range, row["object_key"], offset, size, version=version))
+                parts.append(part)
         except ObjectStoreError as exc:
             raise http_error(web.HTTPServiceUnavailable, f"object store unavailable: {exc}") from None
         return await _send_parts(request, parts)
@@ -256,11 +259,15 @@ def _undecodable(row: dict[str, Any]) -> str:
 
 
 async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamResponse:
-    multipart = Multipart(request, "application/octet-stream")
-    await multipart.start()
+    """Frames already in memory: one body joined once (one copy, a Content-Length, no chunked writes)."""
+    boundary = uuid.uuid4().hex
+    head = f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
+    pieces: list[bytes] = []
     for part in parts:
-        await multipart.part(part)
-    return await multipart.finish()
+        pieces += (head, part, b"\r\n")
+    pieces.append(f"--{boundary}--\r\n".encode())
+    content_type = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+    return web.Response(body=b"".join(pieces), headers={"Content-Type": content_type})
 
 
 async def bulkdata(request: web.Request) -> web.StreamResponse:

@@ -118,6 +118,23 @@ class CachedObjectStore:
             self._add(entry, part)
         return part
 
+    def cached_range(self, key: str, offset: int, length: int, version: str) -> bytes | None:
+        """The range if in memory, else None: never reads the store, so an event loop may ask it directly."""
+        if not version or not self.max_bytes:
+            return None
+        whole = self._lookup((key, version, 0, -1), count=False)
+        if whole is not None:
+            with self._lock:
+                self.hits += 1
+            return whole[offset : offset + length]
+        entry = (key, version, offset, length)
+        with self._lock:
+            part = self._entries.get(entry)
+            if part is not None:
+                self._entries.move_to_end(entry)
+                self.hits += 1
+        return part
+
     def info(self, key: str) -> ObjectInfo | None:
         return self.inner.info(key)
 
