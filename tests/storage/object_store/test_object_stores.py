@@ -126,3 +126,13 @@ def test_without_conditional_put_a_create_only_put_checks_first(s3_server) -> No
     with pytest.raises(ObjectExists):
         s3.put("a.dcm", b"second", if_absent=True)
     assert s3.get("a.dcm") == b"first"
+
+
+def test_local_store_answers_a_range_from_the_page_cache_or_not_at_all(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    data = bytes(range(256)) * 64
+    store.put("a.dcm", data)
+    store.flush()
+    store.get("a.dcm")  # just written and read: in the page cache
+    assert store.cached_range("a.dcm", 100, 1000) == data[100:1100]
+    assert store.cached_range("missing.dcm", 0, 10) is None  # the threaded read raises ObjectNotFound for it
