@@ -26,8 +26,9 @@ from pydicom.uid import UID
 
 from gateway.dimse.errors import DimseFailure, IdentifierMismatch, IndexUnavailable, NotAuthorized, OutOfResources, Undecodable
 from gateway.dimse.status import FindStatus
-from storage.index.hierarchy import ATTRIBUTES, PATIENT_COUNTS, UNIQUE_KEYS, HierarchyQuery, Kind, Level, condition
+from gateway.query.service import QueryService
 from storage.index.database import IndexDatabase, IndexDatabaseError
+from storage.index.hierarchy import ATTRIBUTES, PATIENT_COUNTS, UNIQUE_KEYS, HierarchyQuery, Kind, Level
 from storage.index.matching import InvalidQuery
 
 log = logging.getLogger(__name__)
@@ -150,24 +151,22 @@ def response_identifier(request: FindRequest, row: dict[str, Any], retrieve_ae: 
     return ds
 
 
-def validate_query(request: FindRequest) -> None:
-    """Build the SQL conditions once, so that a bad matching value is refused before any response."""
-    for keyword, value in request.query.matches.items():
-        if value.strip("*"):
-            try:
-                condition(ATTRIBUTES[keyword], value)
-            except InvalidQuery as exc:
-                raise IdentifierMismatch(str(exc), loggable=exc.loggable) from None
+def validate_query(queries: QueryService, request: FindRequest) -> None:
+    """Refuse a matching value the index cannot use, before any response."""
+    try:
+        queries.validate(request.query)
+    except InvalidQuery as exc:
+        raise IdentifierMismatch(str(exc), loggable=exc.loggable) from None
 
 
 Emit = Callable[[int, bytes], Awaitable[None]]
 
 
 class FindService:
-    """Runs C-FIND requests against the index, in a thread, answering match by match."""
+    """Runs C-FIND requests through the query service, answering match by match."""
 
     def __init__(self, index: IndexDatabase, *, ae_title: str, allowed_aets: list[str], max_results: int) -> None:
-        self.index = index
+        self.queries = QueryService(index)
         self.ae_title = ae_title
         self.allowed_aets = set(allowed_aets)
         self.max_results = max_results
@@ -182,13 +181,13 @@ class FindService:
             raise NotAuthorized("calling AE title not allowed to query")
         try:
             request = parse_request(model, decode_identifier(identifier, transfer_syntax), limit=self.max_results, fuzzy=fuzzy)
-            validate_query(request)
+            validate_query(self.queries, request)
         except DimseFailure:
             raise
         except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
             raise Undecodable(UNDECODABLE, loggable=f"{UNDECODABLE} ({type(exc).__name__})") from None
         try:
-            rows = await asyncio.to_thread(self.index.search_hierarchy, request.query)
+            rows = await self.queries.search(request.query)
         except IndexDatabaseError as exc:
             raise IndexUnavailable("index unavailable", loggable=str(exc)) from None
         status, comment = await answer_matches(

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.dimse.errors import (
     DuplicateInstance,
@@ -28,7 +27,7 @@ from gateway.dimse.errors import (
 )
 from gateway.dimse.find import decode_identifier
 from gateway.dimse.status import NStatus
-from storage.index.database import IndexDatabase
+from storage.index.database import IndexDatabase, IndexDatabaseError
 from storage.index.performed_steps import (
     DISCONTINUED,
     DuplicateStep,
@@ -97,8 +96,8 @@ class MppsService:
             moved = await asyncio.to_thread(self.steps.create, uid, refs, calling_ae=calling_ae)
         except DuplicateStep:
             raise DuplicateInstance("step exists already", sop_instance=uid) from None
-        except SQLAlchemyError as exc:
-            raise IndexUnavailable("index unavailable", loggable=f"not recorded: index error {type(exc).__name__}",
+        except IndexDatabaseError as exc:
+            raise IndexUnavailable("index unavailable", loggable=str(exc),
                                    sop_instance=uid) from None  # fmt: skip
         log.info("MPPS N-CREATE from %s: IN PROGRESS, %d worklist step(s) started", calling_ae, moved)
         return NResult(NStatus.SUCCESS, uid)
@@ -120,8 +119,8 @@ class MppsService:
             raise NoSuchInstance("no such performed procedure step", sop_instance=uid) from None
         except StepFinal:
             raise MayNoLongerBeUpdated("step completed or discontinued", sop_instance=uid) from None
-        except SQLAlchemyError as exc:
-            raise IndexUnavailable("index unavailable", loggable=f"not recorded: index error {type(exc).__name__}",
+        except IndexDatabaseError as exc:
+            raise IndexUnavailable("index unavailable", loggable=str(exc),
                                    sop_instance=uid) from None  # fmt: skip
         log.info("MPPS N-SET from %s: %s, %d worklist step(s) changed", calling_ae, status or "attributes only", moved)
         return NResult(NStatus.SUCCESS, uid)

@@ -34,6 +34,7 @@ from gateway.dimse.errors import (
 from gateway.dimse.find import UNDECODABLE, decode_identifier, parse_request, validate_query
 from gateway.dimse.status import RetrieveStatus, StoreStatus, is_warning
 from gateway.dimse.transcode import UNCOMPRESSED, ConversionError, part10_in, read_part10
+from gateway.query.service import QueryService
 from storage.index.database import IndexDatabase, IndexDatabaseError
 from storage.index.hierarchy import HierarchyQuery, Level
 from storage.object_store.base import ObjectStore, ObjectStoreError
@@ -95,7 +96,7 @@ class RetrieveService:
         destinations: dict[str, tuple[str, int]],
         max_instances: int,
     ) -> None:
-        self.index = index
+        self.queries = QueryService(index)
         self.store = store
         self.ae_title = ae_title
         self.allowed_aets = set(allowed_aets)
@@ -113,13 +114,13 @@ class RetrieveService:
             raise
         except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
             raise Undecodable(UNDECODABLE, loggable=f"{UNDECODABLE} ({type(exc).__name__})") from None
-        validate_query(request)
+        validate_query(self.queries, request)
         unique = {k: v for k, v in request.query.matches.items() if v.strip("*")}
         if not unique:
             raise IdentifierMismatch("no unique key to retrieve by")
         query = HierarchyQuery(Level.IMAGE, unique, limit=self.max_instances + 1)
         try:
-            rows = await asyncio.to_thread(self.index.search_hierarchy, query)
+            rows = await self.queries.search(query)
         except IndexDatabaseError as exc:
             raise IndexUnavailable("index unavailable", loggable=str(exc)) from None
         if len(rows) > self.max_instances:
