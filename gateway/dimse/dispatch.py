@@ -88,6 +88,9 @@ async def serve(service: Service, assoc: AssociationPort, message: Message, data
         outcome = await service.handle(assoc, message, dataset)
     except ConnectionError:
         outcome = Outcome(fallback(service.name).code)  # the peer went away: no one to answer, and no fault
+    except asyncio.CancelledError:  # the association ended under it: the attempt is still on the record
+        service.audit(assoc, message, dataset, Outcome(fallback(service.name).code))
+        raise
     except Exception as exc:
         answer = failure(service.name, exc)
         verb = "refused" if answer.level < logging.ERROR else "failed"
