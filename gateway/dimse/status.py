@@ -72,9 +72,14 @@ def for_error(service: str, names: Iterable[str]) -> StatusEntry | None:
     return None
 
 
+@cache
+def _pending() -> frozenset[int]:
+    return frozenset(row.code for row in table() if row.category == "pending")
+
+
 def is_pending(code: int) -> bool:
     """A pending response: a final one follows."""
-    return any(row.code == code and row.category == "pending" for row in table())
+    return code in _pending()
 
 
 def is_warning(code: int) -> bool:
