@@ -109,6 +109,12 @@ class Committer:
                 to_index.append(i)  # the same bytes: make sure the index names them
             elif self.on_duplicate == "keep_first":
                 outcomes[i] = Outcome.DUPLICATE
+                uid = batch[i].record.sop_instance_uid
+                if uid not in self.index.stored_instances([uid]):  # its writer is filing it, or died and its spool will
+                    log.warning(
+                        "instance %s: the stored object with other bytes is not indexed yet; if no node's spool holds "
+                        "it, re-send the instance with ingest.on_duplicate = replace", uid,
+                    )  # fmt: skip
             else:
                 self._put(batch[i], digests[i], False)
                 self.store.flush()
