@@ -8,8 +8,8 @@
 // "Authorization: Bearer TOKEN" (401 otherwise). Created and updated resources
 // are checked against the R4 structure definitions (400 when invalid) unless
 // --no-validate / FHIR_NO_VALIDATE=1. POST /admin/reset empties the repository. GET /admin/requests
-// answers the journal of every write (POST/PUT/PATCH/DELETE) received since the start: method, path, query,
-// status, the resource answered (type, id, version) and the body sent, so that a test can count deliveries. Data lives only in memory and is gone when the process ends.
+// answers the journal of every write (POST/PUT/PATCH/DELETE) received since the start: when (ms since the epoch),
+// method, path, query, status, the resource answered (type, id, version) and the body sent, so that a test can count deliveries. Data lives only in memory and is gone when the process ends.
 
 import http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -254,7 +254,7 @@ async function handle(req, res) {
   const status = getStatus(outcome);
   if (method !== 'GET' && method !== 'HEAD' && !searching) {
     journal.push({
-      method, path: relative, query: url.search, status, body: body ?? null,
+      at: Date.now(), method, path: relative, query: url.search, status, body: body ?? null,
       resourceType: resource?.resourceType ?? null, id: resource?.id ?? null, versionId: resource?.meta?.versionId ?? null,
     });
   }
