@@ -28,6 +28,10 @@ from tests.gateway_process import GatewayProcess
 from tests.peers.haproxy import HAProxy, Node, run_haproxy
 
 
+# Every node serves DICOM and HTTP; HL7 MLLP may be served by one node per site at a time.
+NODE_BACKENDS = ("dicom", "http")
+
+
 @dataclass
 class Site:
     """The nodes, the balancer in front of them and what they share."""
@@ -59,7 +63,7 @@ class Site:
     def restart(self, index: int) -> None:
         """Start a killed node again on its data dir (its spool is filed) and wait until the balancer has it back."""
         self.nodes[index].start()
-        self.lb.wait_state({node_name(index)}, "UP")
+        self.lb.wait_state({node_name(index)}, "UP", backends=NODE_BACKENDS)
 
     def wait_idle(self, timeout: float = 120.0) -> None:
         """Every running node's spool empty: every acknowledged instance stored and indexed."""
@@ -113,7 +117,8 @@ def run_site(workdir: Path, count: int, env: dict[str, str], *, product_defaults
                 # Names take effect once the gateway reads [cluster] node_name; one receiver per node on 2 cores.
                 node.env.update({**shared, "PACSGW_CLUSTER_NODE_NAME": node_name(i), "PACSGW_SERVE_WORKERS": "1"})
                 node.start()
-            lb.wait_state([m.name for m in members], "UP")
+            lb.wait_state([m.name for m in members], "UP", backends=NODE_BACKENDS)
+            lb.wait_any_up("mllp")
             yield Site(nodes, lb, shared)
         finally:
             for node in nodes:

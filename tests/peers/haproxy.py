@@ -156,6 +156,18 @@ class HAProxy:
             time.sleep(0.05)
         raise TimeoutError(f"not all of {sorted(wanted)} {state} within {timeout} s: {seen}")
 
+    def wait_any_up(self, backend: str, timeout: float = 30.0) -> str:
+        """Block until some node is UP in ``backend`` (e.g. MLLP, where one node per site may listen); its name."""
+        deadline = time.monotonic() + timeout
+        seen: dict[tuple[str, str], str] = {}
+        while time.monotonic() < deadline:
+            seen = self.states()
+            up = [name for (where, name), state in sorted(seen.items()) if where == backend and state == "UP"]
+            if up:
+                return up[0]
+            time.sleep(0.05)
+        raise TimeoutError(f"no node UP in {backend} within {timeout} s: {seen}")
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
