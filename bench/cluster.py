@@ -14,7 +14,8 @@ Measured per N:
   index holds every instance;
 - CPU ms per instance: utime+stime (``/proc/<pid>/stat``, children included) of
   every node's processes over the run, summed and divided by the instances, and
-  each node's share; the same for HAProxy.
+  each node's share; the same for HAProxy, PostgreSQL (the postmaster and its
+  children) and SeaweedFS, for sizing the machines they would get of their own.
 
 On a 2-core machine the aggregate cannot grow with N; what must hold is that every
 instance is stored once and that the cost per instance does not grow with N.
@@ -80,6 +81,27 @@ def index_bytes(url: str) -> dict[str, Any]:
     }
 
 
+def postgres_pids(pg: PostgresServer) -> list[int]:
+    """The postmaster (from its pid file) and its children: backends that exit are counted in its cutime."""
+    with pg.connect() as conn:
+        row = conn.execute("SHOW data_directory").fetchone()
+    assert row is not None
+    postmaster = int((Path(row[0]) / "postmaster.pid").read_text().split()[0])
+    return descendants(postmaster)
+
+
+def descendants(pid: int) -> list[int]:
+    pids, frontier = [], [pid]
+    while frontier:
+        current = frontier.pop()
+        pids.append(current)
+        try:
+            frontier.extend(int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
 def run_nodes(count: int, pg: PostgresServer, s3: S3Server, files: list[Path], parallel: int, work: Path,
               timeout: float) -> tuple[dict[str, Any], str]:  # fmt: skip
     bucket = f"bench-cluster-{uuid.uuid4().hex[:10]}"
@@ -92,6 +114,8 @@ def run_nodes(count: int, pg: PostgresServer, s3: S3Server, files: list[Path], p
             pids = [node_pids(node) for node in site.nodes]
             before = [cpu_seconds(p) for p in pids]
             lb_before = cpu_seconds([site.lb.proc.pid])
+            pg_before = cpu_seconds(postgres_pids(pg))
+            s3_before = cpu_seconds(descendants(s3._process.pid)) if s3._process else 0.0
             start, ack_seconds = send(site.lb.dicom_port, site.nodes[0].ae_title, files, parallel, work / f"logs-{count}", timeout)
 
             def indexed() -> bool:
@@ -104,6 +128,8 @@ def run_nodes(count: int, pg: PostgresServer, s3: S3Server, files: list[Path], p
             # Descendants started since (a supervisor's workers) count too.
             after = [cpu_seconds(node_pids(node)) for node in site.nodes]
             lb_cpu = cpu_seconds([site.lb.proc.pid]) - lb_before
+            pg_cpu = cpu_seconds(postgres_pids(pg)) - pg_before
+            s3_cpu = (cpu_seconds(descendants(s3._process.pid)) if s3._process else 0.0) - s3_before
             objects = sum(1 for _ in s3.client().list_objects(bucket, recursive=True))
             if objects != len(files):
                 raise BenchError(f"{count} nodes: {objects} objects in the bucket for {len(files)} instances")
@@ -119,6 +145,8 @@ def run_nodes(count: int, pg: PostgresServer, s3: S3Server, files: list[Path], p
         "cpu_ms_per_instance": round(sum(per_node), 2),
         "cpu_ms_per_instance_by_node": per_node,
         "haproxy_cpu_ms_per_instance": round(lb_cpu * 1000 / len(files), 3),
+        "postgres_cpu_ms_per_instance": round(pg_cpu * 1000 / len(files), 2),
+        "seaweedfs_cpu_ms_per_instance": round(s3_cpu * 1000 / len(files), 2),
     }, url
 
 

@@ -17,8 +17,8 @@ import json
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pydicom
@@ -63,8 +63,8 @@ def journey(site: dict[str, Any]) -> dict[str, Any]:
     for n in range(STUDIES):
         emr_patient(site["fhir"], mrn=f"MRN-CL-{n}", citizen=f"07920300{n:04d}", insurance=f"DN47900000{n:05d}")
     sender = Sender(cluster.lb.dicom_port, cluster.nodes[0].ae_title)
-    half = PER_STUDY // 2
-    threads = sender.send_all([study[i : i + half] for study in studies for i in (0, half)])
+    part = PER_STUDY * STUDIES // ASSOCIATIONS  # each association sends part of one study
+    threads = sender.send_all([study[i : i + part] for study in studies for i in range(0, PER_STUDY, part)])
     wait_for("first instances acknowledged", lambda: len(sender.acked) >= KILL_AT, timeout=120, interval=0.05)
     busiest = max(range(1, NODES), key=lambda i: int(cluster.lb.servers()[("dicom", node_name(i))]["scur"] or 0))
     assert int(cluster.lb.servers()[("dicom", node_name(busiest))]["scur"] or 0) > 0  # it holds associations
