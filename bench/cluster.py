@@ -14,7 +14,8 @@ Measured per N:
   index holds every instance;
 - CPU ms per instance: utime+stime (``/proc/<pid>/stat``, children included) of
   every node's processes over the run, summed and divided by the instances, and
-  each node's share; the same for HAProxy, PostgreSQL (the postmaster and its
+  each node's share; also less what the node burns idle (measured over 5 s
+  before sending: timers, the balancer's health checks); the same for HAProxy, PostgreSQL (the postmaster and its
   children) and SeaweedFS, for sizing the machines they would get of their own.
 
 On a 2-core machine the aggregate cannot grow with N; what must hold is that every
@@ -50,6 +51,9 @@ from tests.conftest import s3_env  # noqa: E402
 from tests.factory import ct_series, write_files  # noqa: E402
 from tests.peers.postgres import PostgresServer, run_postgres  # noqa: E402
 from tests.peers.seaweedfs import S3Server, run_seaweedfs  # noqa: E402
+
+
+IDLE_SECONDS = 5.0
 
 
 def index_bytes(url: str) -> dict[str, Any]:
@@ -112,6 +116,10 @@ def run_nodes(count: int, pg: PostgresServer, s3: S3Server, files: list[Path], p
     try:
         with run_site(work / f"n{count}", count, env, product_defaults=True) as site:
             pids = [node_pids(node) for node in site.nodes]
+            # What a node costs doing nothing (timers, the balancer's checks), over a fixed idle window.
+            idle_start, idle_t0 = [cpu_seconds(p) for p in pids], time.perf_counter()
+            time.sleep(IDLE_SECONDS)
+            idle_rates = [(cpu_seconds(p) - b) / (time.perf_counter() - idle_t0) for p, b in zip(pids, idle_start)]
             before = [cpu_seconds(p) for p in pids]
             lb_before = cpu_seconds([site.lb.proc.pid])
             pg_before = cpu_seconds(postgres_pids(pg))
@@ -136,6 +144,7 @@ def run_nodes(count: int, pg: PostgresServer, s3: S3Server, files: list[Path], p
     finally:
         engine.dispose()
     per_node = [round((a - b) * 1000 / len(files), 2) for a, b in zip(after, before)]
+    busy = [(a - b - rate * e2e_seconds) * 1000 / len(files) for a, b, rate in zip(after, before, idle_rates)]
     return {
         "nodes": count,
         "instances": len(files),
@@ -144,6 +153,8 @@ def run_nodes(count: int, pg: PostgresServer, s3: S3Server, files: list[Path], p
         "e2e_rate": round(len(files) / e2e_seconds, 1),
         "cpu_ms_per_instance": round(sum(per_node), 2),
         "cpu_ms_per_instance_by_node": per_node,
+        "cpu_ms_per_instance_less_idle": round(sum(busy), 2),
+        "idle_cpu_ms_per_second_by_node": [round(rate * 1000, 1) for rate in idle_rates],
         "haproxy_cpu_ms_per_instance": round(lb_cpu * 1000 / len(files), 3),
         "postgres_cpu_ms_per_instance": round(pg_cpu * 1000 / len(files), 2),
         "seaweedfs_cpu_ms_per_instance": round(s3_cpu * 1000 / len(files), 2),
