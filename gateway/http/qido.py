@@ -18,6 +18,7 @@ from aiohttp import web
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from dicom_rules.vault import PATIENT, VaultSealError
+from gateway.http.access import Permission, route
 from gateway.http.accept import dicom_documents_type
 from gateway.http.dicom_json import DICOM_JSON, element, json_response
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
@@ -216,9 +217,12 @@ def _route(level: Level) -> Any:
 
 def add_routes(app: web.Application) -> None:
     base = "/dicom-web"
-    app.router.add_get(f"{base}/studies", _route(Level.STUDY))
-    app.router.add_get(f"{base}/series", _route(Level.SERIES))
-    app.router.add_get(f"{base}/studies/{{study}}/series", _route(Level.SERIES))
-    app.router.add_get(f"{base}/instances", _route(Level.IMAGE))
-    app.router.add_get(f"{base}/studies/{{study}}/instances", _route(Level.IMAGE))
-    app.router.add_get(f"{base}/studies/{{study}}/series/{{series}}/instances", _route(Level.IMAGE))
+    for path, level in (
+        (f"{base}/studies", Level.STUDY),
+        (f"{base}/series", Level.SERIES),
+        (f"{base}/studies/{{study}}/series", Level.SERIES),
+        (f"{base}/instances", Level.IMAGE),
+        (f"{base}/studies/{{study}}/instances", Level.IMAGE),
+        (f"{base}/studies/{{study}}/series/{{series}}/instances", Level.IMAGE),
+    ):
+        route(app, "GET", path, _route(level), permission=Permission.QUERY, audit="query")

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.http.access import Permission, route
 from gateway.http.auth import USER, scope_of
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX, METRICS, REPORTS
@@ -132,7 +133,7 @@ async def report_templates(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/studies/{study}/report", get_report)
-    app.router.add_put("/studies/{study}/report", put_report)
-    app.router.add_post("/studies/{study}/report/final", finalize_report)
-    app.router.add_get("/report-templates", report_templates)
+    route(app, "GET", "/studies/{study}/report", get_report, permission=Permission.READ_REPORT, audit="read-report")
+    route(app, "PUT", "/studies/{study}/report", put_report, permission=Permission.WRITE_REPORT, audit="write-report")
+    route(app, "POST", "/studies/{study}/report/final", finalize_report, permission=Permission.WRITE_REPORT, audit="finalize-report")
+    route(app, "GET", "/report-templates", report_templates, permission=Permission.REPORT_TEMPLATES)
