@@ -12,6 +12,7 @@ from gateway.dimse.scp import DicomServer
 from gateway.http.tokens import Tokens
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
+from gateway.query.qido import QidoService
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
@@ -35,3 +36,4 @@ AUDIT = web.AppKey("audit", AuditWriter)
 TOKENS = web.AppKey("tokens", Tokens)
 REPORTS = web.AppKey("reports", ReportStore)
 SHARES = web.AppKey("shares", ShareStore)
+QUERIES = web.AppKey("queries", QidoService)
