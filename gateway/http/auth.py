@@ -55,6 +55,7 @@ def _unauthorized(reason: str) -> web.HTTPUnauthorized:
 
 
 SHARE_ACCESS = "share-access"  # what a share principal's request is recorded as when nothing more specific fits
+NO_ROUTE = "no-route"  # what a request matching no route (a 404 or 405 before any handler) is recorded as
 
 
 @web.middleware
@@ -81,7 +82,9 @@ async def auth_middleware(
             raise _unauthorized(str(exc)) from None
     if user is None:
         raise _unauthorized("a valid bearer token is required")
-    if action is None and user.role is Role.SHARE:
+    if access is None:  # no route: recorded all the same, whatever the path was aimed at
+        action = SHARE_ACCESS if user.role is Role.SHARE else NO_ROUTE
+    elif action is None and user.role is Role.SHARE:
         action = SHARE_ACCESS
     status = 500
     try:
