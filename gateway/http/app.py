@@ -22,7 +22,7 @@ from gateway.http.keys import (
     METRICS,
     OBJECT_STORE,
     QUERIES,
-    REPORTS,
+    REPORTING,
     SETTINGS,
     SHARES,
     SPOOL,
@@ -33,6 +33,7 @@ from gateway.http.keys import (
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.query.qido import QidoService
+from gateway.reporting.service import ReportingService
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
@@ -89,7 +90,7 @@ def create_http_app(
         watch.close()
 
     app.on_cleanup.append(close_watch)
-    app[REPORTS] = ReportStore(index.engine)
+    app[REPORTING] = ReportingService(ReportStore(index.engine), index, metrics)
     app[AUDIT] = audit
     app.cleanup_ctx.append(cleanup_context(audit))
     app[SETTINGS] = settings
