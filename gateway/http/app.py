@@ -33,6 +33,7 @@ from gateway.http.keys import (
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.query.qido import QidoService
+from gateway.query.service import QueryService
 from gateway.reporting.service import ReportingService
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
@@ -40,7 +41,6 @@ from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.index.commit_watch import CommitWatch
 from storage.index.login_throttle import LoginThrottle
-from storage.index.qido_query import QidoQueries
 from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
@@ -101,7 +101,7 @@ def create_http_app(
     app[METRICS] = metrics
     app[WORKER_ERROR] = worker_error
     app[VAULT] = vault
-    app[QUERIES] = QidoService(QidoQueries(index.engine), vault)
+    app[QUERIES] = QidoService(QueryService(index), vault)
     add_routes(app)
     app.on_startup.append(access.refuse_undeclared)
     return app

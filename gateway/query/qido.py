@@ -5,15 +5,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from typing import Any
 
 from dicom_rules.vault import PATIENT, VaultSealError
+from gateway.query.service import QueryService
 from gateway.vault import PseudonymVault
 from storage.index.accounts import Role, User
 from storage.index.hierarchy import HierarchyQuery
-from storage.index.qido_query import Page, QidoQueries
 from storage.index.scope import Scope
 
 log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    """One page of matches (``limit``/``offset`` of the query) and how many there are in all."""
+
+    rows: list[dict[str, Any]]
+    total: int
 
 
 class QidoService:
@@ -22,7 +31,7 @@ class QidoService:
     An administrator's query for one exact patient ID also finds that patient's pseudonymous studies (through the
     vault), and sees them under the original identity; everyone else sees what the index holds."""
 
-    def __init__(self, queries: QidoQueries, vault: PseudonymVault | None) -> None:
+    def __init__(self, queries: QueryService, vault: PseudonymVault | None) -> None:
         self.queries = queries
         self.vault = vault
 
@@ -34,7 +43,8 @@ class QidoService:
             reidentified = await asyncio.to_thread(_vault_patients, self.vault, patient_id)
             query = dataclasses.replace(query, patient_pseudonyms=tuple(reidentified))
             log.info("re-identifying query by %s: %d pseudonymous patient(s)", user.username, len(reidentified))
-        page = await asyncio.to_thread(self.queries.page, dataclasses.replace(query, scope=scope))
+        query = dataclasses.replace(query, scope=scope)
+        page = Page(await self.queries.search(query), await self.queries.count(query))
         for row in page.rows:
             original = reidentified.get(row.get("PatientID", ""))
             if original:

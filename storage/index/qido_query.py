@@ -1,20 +1,14 @@
-"""The index side of QIDO-RS: which attributes are matching keys, whether a value can be matched, and a page of
-matches with the total the page is taken from.
+"""The index side of QIDO-RS's query parameters: which attributes are matching keys, at which level, and whether a
+value can be matched at all, so that a bad request is refused with its reason before any search.
 
-The SQL itself is the C-FIND matching of ``storage.index.hierarchy``, so that the two protocols answer alike;
-this module keeps its SQL expressions and columns out of the HTTP adapter.
+Searching is ``storage.index.study_query``'s (the C-FIND matching of ``storage.index.hierarchy``, so that the two
+protocols answer alike); this module keeps the attribute table's SQL columns and expressions out of the adapter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
-
-from storage.index.database import IndexDatabaseError
-from storage.index.hierarchy import ATTRIBUTES, HierarchyQuery, Kind, Level, condition, count, search
+from storage.index.hierarchy import ATTRIBUTES, Kind, Level, condition
 
 
 @dataclass(frozen=True)
@@ -35,34 +29,12 @@ def matching_key(keyword: str) -> MatchingKey | None:
 
 
 def check_value(keyword: str, value: str) -> None:
-    """Refuse a value the attribute cannot be matched with (InvalidQuery, with the reason), before any search."""
+    """Refuse a value the attribute cannot be matched with (InvalidQuery, with the reason), before any search.
+
+    Unlike ``StudyQueries.check`` it checks a lone ``*`` too, as QIDO-RS always has (``StudyInstanceUID=*`` is refused)."""
     condition(ATTRIBUTES[keyword], value)
 
 
 def keywords_at(level: Level) -> set[str]:
     """Every attribute the index keeps at the level and above (``includefield=all``)."""
     return {keyword for keyword, attribute in ATTRIBUTES.items() if attribute.level.depth <= level.depth}
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of matches (``limit``/``offset`` of the query) and how many there are in all."""
-
-    rows: list[dict[str, Any]]
-    total: int
-
-
-class QidoQueries:
-    """Pages of matches at one level of the information model, for QIDO-RS."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    def page(self, query: HierarchyQuery) -> Page:
-        """The page and the total, read on one connection; raises IndexDatabaseError."""
-        try:
-            with self.engine.connect() as conn:
-                rows = list(search(conn, query))
-                return Page(rows, count(conn, query))
-        except SQLAlchemyError as exc:
-            raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
