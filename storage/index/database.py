@@ -61,6 +61,7 @@ _ALIAS_OWNERS = (
 class StoredInstance:
     sop_instance_uid: str
     object_key: str
+    checksum: str = ""  # SHA-256 of the object; '' when filed by an older release
 
 
 class IndexDatabase:
@@ -128,12 +129,12 @@ class IndexDatabase:
             with self.engine.connect() as conn:
                 for start in range(0, len(uids), 500):
                     rows = conn.execute(
-                        select(instances.c.sop_instance_uid, instances.c.object_key).where(
+                        select(instances.c.sop_instance_uid, instances.c.object_key, instances.c.checksum).where(
                             instances.c.sop_instance_uid.in_(uids[start : start + 500])
                         )
                     )
-                    for uid, key in rows:
-                        found[uid] = StoredInstance(uid, key)
+                    for uid, key, checksum in rows:
+                        found[uid] = StoredInstance(uid, key, checksum)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index lookup failed: {type(exc).__name__}") from exc
         return found
@@ -292,6 +293,7 @@ class IndexDatabase:
                 "number_of_frames": rec.number_of_frames,
                 "size": rec.size,
                 "object_key": rec.object_key,
+                "checksum": rec.checksum,
                 "source_ae": rec.source_ae,
                 "received_at": now,
             },
@@ -357,6 +359,7 @@ class IndexDatabase:
                 instances.c.sop_class_uid,
                 instances.c.transfer_syntax_uid,
                 instances.c.object_key,
+                instances.c.checksum,
                 instances.c.number_of_frames,
                 instance_pixels.c.data_offset,
                 instance_pixels.c.frame_length,
@@ -390,6 +393,7 @@ class IndexDatabase:
             select(
                 instances.c.sop_instance_uid,
                 instances.c.object_key,
+                instances.c.checksum,
                 instances.c.size,
                 instances.c.transfer_syntax_uid,
                 series.c.series_uid,

@@ -55,6 +55,7 @@ class InstanceRecord:
     metadata_json: str = ""  # WADO-RS metadata (DICOM JSON, bulk data as tag markers); "" when not made
     pixel_offset: int | None = None  # where uncompressed pixel data starts in the stored object
     frame_length: int | None = None  # bytes per uncompressed frame
+    checksum: str = ""  # SHA-256 (hex) of the stored object, set when filed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
