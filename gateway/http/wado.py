@@ -30,7 +30,7 @@ from gateway.http.auth import scope_of
 from gateway.http.dicom_json import DICOM_JSON, json_response
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
-from gateway.http.keys import INDEX, OBJECT_STORE
+from gateway.http.keys import INDEX, LOCATIONS, OBJECT_STORE
 from gateway.http.parts import Multipart, prepare, warning
 from gateway.http.urls import dicomweb_base
 from gateway.ingest.metadata import metadata_dict
@@ -220,10 +220,27 @@ def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
     return [pixel_array(ds, index=n - 1).tobytes() if count > 1 else ds.pixel_array.tobytes() for n in numbers]
 
 
+async def _instance_row(request: web.Request) -> dict[str, Any]:
+    """The one instance's location row: from the series kept in memory while the index is unchanged
+    (storage.index.instance_locations), else one query for the whole series, as a viewer reads it frame by frame."""
+    study, series, instance = _uids(request)
+    if scope_of(request) is not None or series is None or instance is None:
+        [row] = await documents_for(request, study, series, instance, with_metadata=False)
+        return row
+    locations = request.app[LOCATIONS]
+    rows = locations.cached(study, series)
+    if rows is None:
+        rows = await asyncio.to_thread(locations.load, study, series)
+    found = rows.get(instance)
+    if found is None:
+        raise http_error(web.HTTPNotFound, "no such study, series or instance")
+    return found
+
+
 async def frames(request: web.Request) -> web.StreamResponse:
     negotiate(request, "application/octet-stream")
     numbers = _frame_numbers(request.match_info["frames"])
-    [row] = await documents(request, with_metadata=False)
+    row = await _instance_row(request)
     if row["data_offset"] is not None and row["frame_length"]:  # uncompressed: read just the frames asked for
         count = int(row["number_of_frames"] or 1)
         if max(numbers) > count:
