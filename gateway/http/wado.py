@@ -16,6 +16,7 @@ import json
 import logging
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -248,10 +249,10 @@ async def frames(request: web.Request) -> web.StreamResponse:
         store, size, version = request.app[OBJECT_STORE], int(row["frame_length"]), row.get("checksum") or ""
         cached = getattr(store, "cached_range", None)  # a read cache answers from memory, without a thread
         try:
-            parts: list[bytes] = []
+            parts: list[bytes | bytearray] = []
             for n in numbers:
                 offset = int(row["data_offset"]) + (n - 1) * size
-                part: bytes | None = cached(row["object_key"], offset, size, version) if cached is not None else None
+                part: bytes | bytearray | None = cached(row["object_key"], offset, size, version) if cached is not None else None
                 if part is None:
                     part = await asyncio.to_thread(functools.partial(store.get_range, row["object_key"], offset, size, version=version))
                 parts.append(part)
@@ -260,13 +261,13 @@ async def frames(request: web.Request) -> web.StreamResponse:
         return await _send_parts(request, parts)
     stored = await read_object(request, row["object_key"], row.get("checksum") or "")
     try:
-        parts = await asyncio.to_thread(_frames, stored, numbers)
+        decoded = await asyncio.to_thread(_frames, stored, numbers)
     except NoSuchFrame as exc:
         raise http_error(web.HTTPNotFound, str(exc)) from None
     except Exception as exc:  # each codec raises its own kind
         log.warning("WADO-RS: frames of %s not decoded: %s", row["sop_instance_uid"], type(exc).__name__)
         raise http_error(web.HTTPNotAcceptable, _undecodable(row)) from None
-    return await _send_parts(request, parts)
+    return await _send_parts(request, decoded)
 
 
 def _undecodable(row: dict[str, Any]) -> str:
@@ -276,11 +277,11 @@ def _undecodable(row: dict[str, Any]) -> str:
     )
 
 
-async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamResponse:
+async def _send_parts(request: web.Request, parts: Sequence[bytes | bytearray]) -> web.StreamResponse:
     """Frames already in memory: one body joined once (one copy, a Content-Length, no chunked writes)."""
     boundary = uuid.uuid4().hex
     head = f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
-    pieces: list[bytes] = []
+    pieces: list[bytes | bytearray] = []
     for part in parts:
         pieces += (head, part, b"\r\n")
     pieces.append(f"--{boundary}--\r\n".encode())
