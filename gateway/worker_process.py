@@ -26,7 +26,7 @@ from gateway.worker_board import BOARD, Publisher, WorkerBoard, board_path
 log = logging.getLogger(__name__)
 
 EXIT_START_FAILED = 3  # the supervisor does not restart a child that could not start the first time
-_HEARTBEAT_SECONDS = 1.0
+_HEARTBEAT_SECONDS = 0.5
 
 
 def parse_role(text: str, workers: int) -> Role:

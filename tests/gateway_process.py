@@ -110,7 +110,8 @@ class GatewayProcess:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + _START_TIMEOUT
+        timeout = _START_TIMEOUT * (1 if self.workers == 1 else 3)  # each process imports everything at once
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
@@ -121,7 +122,7 @@ class GatewayProcess:
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"gateway not ready within {_START_TIMEOUT} s:\n{self.log_tail()}")
+        raise RuntimeError(f"gateway not ready within {timeout} s:\n{self.log_tail()}")
 
     def _all_workers(self, body: dict[str, Any]) -> bool:
         return self.workers == 1 or sum(w["alive"] for w in body.get("workers", ())) == self.workers
@@ -132,7 +133,7 @@ class GatewayProcess:
         assert "workers" in body, body
         return body["workers"]
 
-    def kill_worker(self, index: int, *, wait_restart: bool = True, timeout: float = _START_TIMEOUT) -> int:
+    def kill_worker(self, index: int, *, wait_restart: bool = True, timeout: float = 3 * _START_TIMEOUT) -> int:
         """SIGKILL one worker process (not the supervisor); return its pid once its successor is serving."""
         [old] = [w["pid"] for w in self.workers_view() if w["worker"] == index]
         os.kill(old, signal.SIGKILL)

@@ -9,6 +9,7 @@ failure) go to administrators and auditors, who also read the metrics.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,7 @@ async def health(request: web.Request) -> web.Response:
     }
     if workers is not None:
         body["workers"] = workers
+        body["answered_by"] = os.getpid()  # which worker took this request
     return web.json_response(body, status=status)
 
 
