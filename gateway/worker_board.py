@@ -136,10 +136,13 @@ class WorkerBoard:
 class Publisher:
     """Writes one worker's slot: its backlog (from ``backlog()``, summed over its spools) whenever told."""
 
-    def __init__(self, board: WorkerBoard, slot: int, backlog: Callable[[], tuple[int, int]]) -> None:
+    def __init__(
+        self, board: WorkerBoard, slot: int, backlog: Callable[[], tuple[int, int]], also: Callable[[], None] = lambda: None
+    ) -> None:
         self.board = board
         self.slot = slot
         self._backlog = backlog
+        self._also = also  # the gauges of the metrics, written with the board
         self._lock = threading.Lock()
 
     def changed(self) -> None:
@@ -147,6 +150,7 @@ class Publisher:
         with self._lock:
             records, size = self._backlog()
             self.board.publish(self.slot, records, size)
+            self._also()
 
 
 BOARD = web.AppKey("worker_board", WorkerBoard)  # set on a supervised worker's HTTP app only

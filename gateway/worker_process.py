@@ -70,7 +70,7 @@ async def _run(settings: Settings, role: Role, board: WorkerBoard | None) -> Non
     if board is not None and role.receives:
         board.begin(role.index)
         spool = gateway.spool
-        publisher = Publisher(board, role.index, gateway.backlog)
+        publisher = Publisher(board, role.index, gateway.backlog, gateway.metrics.sample)
         assert isinstance(spool, PublishedSpool)
         spool.publisher = publisher
         publisher.changed()

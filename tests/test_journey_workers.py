@@ -7,6 +7,9 @@ against what senders were told Success for.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -149,3 +152,38 @@ def test_fewer_workers_file_the_spools_of_the_ones_gone(start_gateway, s3_server
     gateway.start()
     gateway.wait_idle(timeout=60)
     _assert_exactly_stored(gateway, acked)
+
+
+def test_a_port_in_use_fails_the_start_with_its_name(tmp_path) -> None:
+    gateway = GatewayProcess(tmp_path / "gw", {}, workers=2)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", gateway.http_port))
+    holder.listen()
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve"], env=gateway._environment(), capture_output=True, text=True,
+            timeout=120,
+        )
+    finally:
+        holder.close()
+    assert result.returncode == 1
+    assert f"cannot start: HTTP port 127.0.0.1:{gateway.http_port}: in use" in result.stderr
+    assert "started (pid" not in result.stderr  # refused before any child, no restart loop
+
+
+def test_metrics_add_up_every_worker(start_gateway) -> None:
+    gateway: GatewayProcess = start_gateway(workers=2)
+    _send_all(gateway, ct_series(12, size=32)[:6])
+    for i in range(6):  # several associations: both workers receive some
+        _send_all(gateway, ct_series(1, size=32, seed=100 + i))
+    gateway.wait_idle()
+    status, text = gateway.get("/metrics")
+    assert status == 200
+    received = sum(
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("pacsgw_instances_received_total")
+    )
+    stored = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("pacsgw_instances_stored_total")]
+    assert received == 12 and stored == [12.0], text
+    assert [line for line in text.splitlines() if line.startswith("pacsgw_spool_backlog_instances ")] == [
+        "pacsgw_spool_backlog_instances 0.0"
+    ]
