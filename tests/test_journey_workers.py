@@ -86,12 +86,13 @@ def test_receiver_killed_mid_load_keeps_every_acknowledged_instance_exactly_once
     series = ct_series(600, size=128)
     recorders = [AckRecorder(gateway.dicom_port) for _ in range(4)]
     threads = [  # paced: the associations are still sending when the board shows where they are
-        threading.Thread(target=r.send, args=(series[i * 150 : (i + 1) * 150], 0.01)) for i, r in enumerate(recorders)
+        threading.Thread(target=r.send, args=(series[i * 150 : (i + 1) * 150], 0.05)) for i, r in enumerate(recorders)
     ]
     for thread in threads:
         thread.start()
 
     def busy_worker() -> int | None:
+        assert any(t.is_alive() for t in threads), "the load ended before a worker was seen busy"
         acked = sum(len(r.acked) for r in recorders)
         view = gateway.workers_view()
         busiest = max(view, key=lambda w: w["associations"])
@@ -187,3 +188,17 @@ def test_metrics_add_up_every_worker(start_gateway) -> None:
     assert [line for line in text.splitlines() if line.startswith("pacsgw_spool_backlog_instances ")] == [
         "pacsgw_spool_backlog_instances 0.0"
     ]
+
+
+def test_a_revoked_token_stops_working_on_every_worker_at_once(start_gateway) -> None:
+    from storage.index.accounts import AccountStore
+
+    gateway: GatewayProcess = start_gateway(workers=2)
+    token = gateway.add_user("leaver", "radiologist")
+    bearer = {"Authorization": f"Bearer {token}"}
+    # Each request on a connection of its own: both workers check the token, and trust it a moment.
+    assert {gateway.get("/dicom-web/studies", bearer, auth=False)[0] for _ in range(16)} == {200}
+    index = gateway.open_index()  # another process than the workers, as the `user revoke` command is
+    AccountStore(index.engine).revoke_tokens("leaver")
+    index.close()
+    assert {gateway.get("/dicom-web/studies", bearer, auth=False)[0] for _ in range(16)} == {401}
