@@ -61,7 +61,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     started: list[GatewayProcess] = []
 
     def start(
-        env: dict[str, str] | None = None, name: str = "gw", wait_ready: bool = True, workers: int = 1
+        env: dict[str, str] | None = None, name: str = "gw", wait_ready: bool = True, workers: int | None = None
     ) -> GatewayProcess:
         gateway = GatewayProcess(tmp_path / name, dict(env or {}), workers=workers)
         started.append(gateway)

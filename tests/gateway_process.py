@@ -3,10 +3,11 @@
 Tests start it on free ports, stop it gracefully or with SIGKILL, and start it
 again on the same data directory.
 
-``workers`` is ``serve.workers``: 1 (one process, no supervisor) for the bulk of the
-suite, which is faster to start on a small machine; the product's default is one
-worker per CPU, and the no-loss and fault tests also run with 2 workers under the
-supervisor (``kill_worker`` SIGKILLs one of its children).
+``workers`` is ``serve.workers``: unless given, 1 (one process, no supervisor) for
+the bulk of the suite, which is faster to start on a small machine, and the
+product's default (one worker per CPU) with ``product_defaults`` (benchmarks). The
+no-loss and fault tests also run with 2 workers under the supervisor
+(``kill_worker`` SIGKILLs one of its children).
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class GatewayProcess:
     hl7_port: int = field(default_factory=free_port)
     ae_title: str = "PACSGW"
     product_defaults: bool = False  # True: no test speed-ups (benchmarks)
-    workers: int = 1  # serve.workers; 1 for the bulk of the suite (the product's default is the CPU count)
+    # serve.workers; None: 1 for the bulk of the suite, the product's default (one per CPU) with product_defaults
+    workers: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     token: str | None = None  # an administrator's bearer token, made before the first start
 
@@ -85,7 +87,7 @@ class GatewayProcess:
                 "PACSGW_HL7_PORT": str(self.hl7_port),
                 "PACSGW_HL7_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",
-                "PACSGW_SERVE_WORKERS": str(self.workers),
+                "PACSGW_SERVE_WORKERS": str(self.worker_count),
             }
         )
         if not self.product_defaults:
@@ -93,6 +95,12 @@ class GatewayProcess:
             env.update({"PACSGW_SPOOL_SEGMENT_BYTES": str(8 << 20), "PACSGW_SPOOL_PREALLOCATED_SEGMENTS": "1"})
         env.update(self.env)
         return env
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return (os.cpu_count() or 1) if self.product_defaults else 1
 
     def settings(self):  # the same settings the process reads
         return load_settings(environ=self._environment())
@@ -110,7 +118,7 @@ class GatewayProcess:
             start_new_session=True,
         )
         log.close()
-        timeout = _START_TIMEOUT * (1 if self.workers == 1 else 3)  # each process imports everything at once
+        timeout = _START_TIMEOUT * (1 if self.worker_count == 1 else 3)  # each process imports everything at once
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -125,7 +133,7 @@ class GatewayProcess:
         raise RuntimeError(f"gateway not ready within {timeout} s:\n{self.log_tail()}")
 
     def _all_workers(self, body: dict[str, Any]) -> bool:
-        return self.workers == 1 or sum(w["alive"] for w in body.get("workers", ())) == self.workers
+        return self.worker_count == 1 or sum(w["alive"] for w in body.get("workers", ())) == self.worker_count
 
     def workers_view(self) -> list[dict[str, Any]]:
         """Every worker's entry in the administrator's /health (supervised gateways only)."""
