@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--secret", default="bench-secret-bench-secret-bench-secret", help="de-identification secret")
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median per stage is reported (default: 3)")
     parser.add_argument("--profile", choices=STAGES, help="print the cProfile of this stage (last run)")
+    parser.add_argument("--sort", default="cumulative", help="cProfile sort key (default: cumulative)")
     args = parser.parse_args(argv)
     blobs = [to_bytes(ds) for ds in ct_series(args.count, size=512)]
     rules = load_rules(args.rules) if args.rules else RuleSet(())
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             spool.close()
             index.engine.dispose()
             if args.profile:
-                pstats.Stats(profiles[args.profile]).sort_stats("cumulative").print_stats(45)
+                pstats.Stats(profiles[args.profile]).sort_stats(args.sort).print_stats(45)
     print(f"{args.count} instances, {args.repeat} runs; CPU ms per instance (median, all runs):")
     for name in STAGES:
         values = sorted(results[name])
