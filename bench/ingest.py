@@ -121,7 +121,7 @@ class Profiler:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         spy = Path(sys.executable).with_name("py-spy")
         self.proc = subprocess.Popen(
-            [str(spy), "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--threads",
+            [str(spy), "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--gil",
              "--output", str(self.out_dir / f"{name}.txt")],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # let it attach before the first instance
@@ -326,7 +326,7 @@ def report(info: dict[str, Any], runs: list[Run], memory: list[Run]) -> list[dic
               f"{r.idle_rss_mib:>7.0f}Mi {r.peak_rss_mib:>7.0f}Mi")
     ratios = []
     print(f"\ngateway/Orthanc  assoc  ack (target >= {TARGET_ACK_RATIO}x)  e2e (target >= {TARGET_E2E_RATIO}x)")
-    for p in sorted({r.associations for r in runs}):
+    for p in sorted({r.associations for r in runs if r.target == "orthanc"}):
         gw, orth = (next(r for r in runs if r.target == t and r.associations == p) for t in ("gateway", "orthanc"))
         ack, e2e = gw.ack_rate / orth.ack_rate, gw.e2e_rate / orth.e2e_rate
         ratios.append({"associations": p, "ack_ratio": ack, "e2e_ratio": e2e,
@@ -338,8 +338,7 @@ def report(info: dict[str, Any], runs: list[Run], memory: list[Run]) -> list[dic
     for limit in scp:
         gw = next(r for r in runs if r.target == "gateway" and r.associations == limit.associations)
         ack, e2e = gw.ack_rate / limit.ack_rate, gw.e2e_rate / limit.e2e_rate
-        next(x for x in ratios if x["associations"] == limit.associations).update(
-            storescp_ack_ratio=ack, storescp_e2e_ratio=e2e)
+        ratios.append({"associations": limit.associations, "storescp_ack_ratio": ack, "storescp_e2e_ratio": e2e})
         print(f"{'':<16} {limit.associations:>5}  {ack:5.2f}x{'':<21} {e2e:5.2f}x")
     print("\nGateway memory while receiving (1 association; VmHWM = peak resident set of the process)")
     print(f"{'instances':>9} {'MiB sent':>9} {'idle RSS':>9} {'peak RSS':>9} {'peak-idle':>10}")
@@ -375,6 +374,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the gateway's object store: S3 on a SeaweedFS started here (default; the product "
                              "target), or the local object store (both sides then write to this machine's disk)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--orthanc", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure Orthanc in the same run (default: on; --no-orthanc for a profile only)")
     parser.add_argument("--storescp", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure DCMTK storescp (--fork, writing files to a temp dir) in the same run, "
                              "the limit of this machine (default: on)")
@@ -421,10 +422,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"gateway, {p} association(s), {args.count} instances ...", flush=True)
                 runs.append(bench_gateway(s3, files[:args.count], study_uid, p, work, args.timeout,
                                           Profiler(args.profile)))
-                print(f"Orthanc, {p} association(s), {args.count} instances ...", flush=True)
-                run, info["software"]["Orthanc"] = bench_orthanc(files[:args.count], p, work, args.timeout)
-                info["software"]["Orthanc"] += " (SQLite index + filesystem storage)"
-                runs.append(run)
+                if args.orthanc:
+                    print(f"Orthanc, {p} association(s), {args.count} instances ...", flush=True)
+                    run, info["software"]["Orthanc"] = bench_orthanc(files[:args.count], p, work, args.timeout)
+                    info["software"]["Orthanc"] += " (SQLite index + filesystem storage)"
+                    runs.append(run)
                 if args.storescp:
                     print(f"storescp, {p} association(s), {args.count} instances ...", flush=True)
                     runs.append(bench_storescp(files[:args.count], p, work, args.timeout))
