@@ -37,10 +37,6 @@ class CommandField(IntEnum):
 DATASET_PRESENT = 0x0000  # any value other than NO_DATASET
 
 
-# Status for a command this gateway does not perform (PS3.7 C.4.2: Unrecognized Operation).
-UNRECOGNIZED_OPERATION = 0x0211
-
-
 def decode_command(data: bytes) -> Dataset:
     return read_dataset(io.BytesIO(data), is_implicit_VR=True, is_little_endian=True)
 
@@ -83,7 +79,10 @@ def _encode(ds: Dataset) -> bytes:
     parts: list[bytes] = []
     for tag in sorted(ds.keys()):
         element = ds[tag]
-        value = _value_bytes(element.VR, element.value)
+        try:
+            value = _value_bytes(element.VR, element.value)
+        except struct.error:  # out of range for its VR: pydicom's own error, as before
+            value = None
         if value is None:
             return _pydicom_encode(ds)
         parts.append(struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)))
