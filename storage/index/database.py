@@ -6,19 +6,17 @@ callers run them in worker threads.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
-import time
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, create_engine, event, exists, func, literal_column, null, select, update
+from sqlalchemy import Engine, bindparam, case, create_engine, exists, func, literal_column, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index import schema
 from storage.index.errors import IndexDatabaseError
@@ -27,6 +25,7 @@ from storage.index.patients import ID_TYPE, patient_json, with_identity
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
 from storage.index.study_query import StudyQueries
+from storage.index.sqlite_engine import retry_busy, sqlite_engine
 from storage.index.schema_evolution import SchemaEvolutionError, add_missing
 from storage.index.schema import (
     instance_metadata,
@@ -59,49 +58,11 @@ _ALIAS_OWNERS = (
 )
 
 
-_BUSY_TIMEOUT_SECONDS = 30.0
-_BUSY_RETRIES = 4
-
-
-class _SqliteEngine(Engine):
-    """An SQLite engine whose ``begin()`` (every write transaction) starts with ``BEGIN IMMEDIATE``.
-
-    SQLite has one writer at a time, across the gateway's processes. A deferred transaction
-    that reads and then writes may find, when it comes to write, that another process
-    committed since its read began: SQLite then answers SQLITE_BUSY at once, without waiting
-    (the busy timeout cannot help it). ``BEGIN IMMEDIATE`` takes the write lock first,
-    waiting up to the busy timeout for it. Reads (``connect()``) stay as they were.
-    """
-
-    @contextlib.contextmanager
-    def begin(self) -> Iterator[Connection]:
-        with self.connect() as conn:
-            conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                yield conn
-
-
-def _locked(exc: BaseException) -> bool:
-    return isinstance(exc, OperationalError) and "locked" in str(exc.orig)
-
-
-def retry_busy(action: Callable[[], None], what: str) -> None:
-    """Run ``action``, again when SQLite was locked longer than its busy timeout (another process's long write)."""
-    for attempt in range(_BUSY_RETRIES):
-        try:
-            action()
-            return
-        except OperationalError as exc:
-            if not _locked(exc) or attempt == _BUSY_RETRIES - 1:
-                raise
-            log.warning("index busy (%s); trying again", what)
-            time.sleep(0.1 * (attempt + 1))
-
-
 @dataclass(frozen=True)
 class StoredInstance:
     sop_instance_uid: str
     object_key: str
+    checksum: str = ""  # SHA-256 of the object; '' when filed by an older release
 
 
 class IndexDatabase:
@@ -109,33 +70,12 @@ class IndexDatabase:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self._upsert_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
 
     @classmethod
     def open(cls, url: str) -> IndexDatabase:
         if url.startswith("sqlite"):
-            # hide_parameters: bound values (patient names, IDs) never appear in errors or logs.
-            engine = create_engine(
-                url,
-                connect_args={"timeout": _BUSY_TIMEOUT_SECONDS, "check_same_thread": False},  # the busy timeout
-                hide_parameters=True,
-            )
-            engine.__class__ = _SqliteEngine
-
-            @event.listens_for(engine, "connect")
-            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cursor = dbapi_conn.cursor()
-                # WAL lets readers run beside the writer (of any of the gateway's processes);
-                # FULL makes each commit durable before the spool forgets the instances it holds.
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=FULL")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
-
-            @event.listens_for(engine, "begin")
-            def _sqlite_begin(conn: Connection) -> None:
-                # The driver begins a deferred transaction only before its first write, unless one is open.
-                if conn.get_execution_options().get("sqlite_immediate"):
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+            engine = sqlite_engine(url)
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8, hide_parameters=True)
         index = cls(engine)
@@ -181,12 +121,12 @@ class IndexDatabase:
             with self.engine.connect() as conn:
                 for start in range(0, len(uids), 500):
                     rows = conn.execute(
-                        select(instances.c.sop_instance_uid, instances.c.object_key).where(
+                        select(instances.c.sop_instance_uid, instances.c.object_key, instances.c.checksum).where(
                             instances.c.sop_instance_uid.in_(uids[start : start + 500])
                         )
                     )
-                    for uid, key in rows:
-                        found[uid] = StoredInstance(uid, key)
+                    for uid, key, checksum in rows:
+                        found[uid] = StoredInstance(uid, key, checksum)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index lookup failed: {type(exc).__name__}") from exc
         return found
@@ -228,7 +168,7 @@ class IndexDatabase:
                     study_pks[rec.study_uid] = self._upsert_study(conn, rec, patient_pks[pkey], now)
                 if rec.series_uid not in series_pks:
                     series_pks[rec.series_uid] = self._upsert_series(conn, rec, study_pks[rec.study_uid])
-                self._upsert_instance(conn, rec, series_pks[rec.series_uid], now, identities[pkey])
+            self._upsert_instances(conn, records, series_pks, now, identities)
             touched_series.update(series_pks.values())
             touched_studies.update(study_pks.values())
             self._refresh_counts(conn, touched_series, touched_studies)
@@ -329,16 +269,33 @@ class IndexDatabase:
             },
         )
 
-    def _upsert_instance(
-        self, conn: Connection, rec: InstanceRecord, series_pk: int, now: dt.datetime, identity: dict[str, Any] | None
+    def _upserts(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """An upsert of ``columns`` into ``table`` with one bound parameter per column, built once per table
+        (executed with a list of rows: one executemany, the statement compiled once)."""
+        cache_key = (table.name, keys, columns)
+        stmt = self._upsert_cache.get(cache_key)
+        if stmt is None:
+            insert = self._insert(table).values({c: bindparam(c) for c in columns})
+            update_cols = {c: insert.excluded[c] for c in columns if c not in keys}
+            stmt = self._upsert_cache[cache_key] = insert.on_conflict_do_update(index_elements=list(keys), set_=update_cols)
+        return stmt
+
+    def _upsert_instances(
+        self,
+        conn: Connection,
+        records: Sequence[InstanceRecord],
+        series_pks: dict[str, int],
+        now: dt.datetime,
+        identities: dict[tuple[str, str], dict[str, Any] | None],
     ) -> None:
-        pk = self._upsert(
-            conn,
-            instances,
-            ["sop_instance_uid"],
+        """The instances, their pixel data locations and their metadata: three executemany and one lookup of their
+        keys, whatever the number of instances (a record given twice: the last one wins, as one upsert after another)."""
+        if not records:
+            return
+        rows = [
             {
                 "sop_instance_uid": rec.sop_instance_uid,
-                "series_pk": series_pk,
+                "series_pk": series_pks[rec.series_uid],
                 "sop_class_uid": rec.sop_class_uid,
                 "instance_number": rec.instance_number,
                 "transfer_syntax_uid": rec.transfer_syntax_uid,
@@ -348,19 +305,36 @@ class IndexDatabase:
                 "number_of_frames": rec.number_of_frames,
                 "size": rec.size,
                 "object_key": rec.object_key,
+                "checksum": rec.checksum,
                 "source_ae": rec.source_ae,
                 "received_at": now,
-            },
-        )
-        if rec.pixel_offset is not None and rec.frame_length:
-            values = {"data_offset": rec.pixel_offset, "frame_length": rec.frame_length}
-            stmt = self._insert(instance_pixels).values(instance_pk=pk, **values)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_=values))
-        if rec.metadata_json:
-            text = rec.metadata_json if identity is None else with_identity(rec.metadata_json, identity)
-            document = zlib.compress(text.encode("utf-8"), 1)
-            stmt = self._insert(instance_metadata).values(instance_pk=pk, document=document)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_={"document": document}))
+            }
+            for rec in records
+        ]
+        conn.execute(self._upserts(instances, ("sop_instance_uid",), tuple(rows[0])), rows)
+        last = {rec.sop_instance_uid: rec for rec in records}
+        pks: dict[str, int] = {}
+        uids = list(last)
+        for start in range(0, len(uids), 500):
+            found = conn.execute(
+                select(instances.c.sop_instance_uid, instances.c.pk).where(instances.c.sop_instance_uid.in_(uids[start : start + 500]))
+            )
+            pks.update((uid, int(pk)) for uid, pk in found)
+        pixels = [
+            {"instance_pk": pks[uid], "data_offset": rec.pixel_offset, "frame_length": rec.frame_length}
+            for uid, rec in last.items()
+            if rec.pixel_offset is not None and rec.frame_length
+        ]
+        if pixels:
+            conn.execute(self._upserts(instance_pixels, ("instance_pk",), ("instance_pk", "data_offset", "frame_length")), pixels)
+        documents = []
+        for uid, rec in last.items():
+            if rec.metadata_json:
+                identity = identities[(rec.patient_id, rec.issuer_of_patient_id)]
+                text = rec.metadata_json if identity is None else with_identity(rec.metadata_json, identity)
+                documents.append({"instance_pk": pks[uid], "document": zlib.compress(text.encode("utf-8"), 1)})
+        if documents:
+            conn.execute(self._upserts(instance_metadata, ("instance_pk",), ("instance_pk", "document")), documents)
 
     def _refresh_counts(self, conn: Connection, series_pks: set[int], study_pks: set[int]) -> None:
         if series_pks:
@@ -413,6 +387,7 @@ class IndexDatabase:
                 instances.c.sop_class_uid,
                 instances.c.transfer_syntax_uid,
                 instances.c.object_key,
+                instances.c.checksum,
                 instances.c.number_of_frames,
                 instance_pixels.c.data_offset,
                 instance_pixels.c.frame_length,
@@ -446,6 +421,7 @@ class IndexDatabase:
             select(
                 instances.c.sop_instance_uid,
                 instances.c.object_key,
+                instances.c.checksum,
                 instances.c.size,
                 instances.c.transfer_syntax_uid,
                 series.c.series_uid,
