@@ -125,7 +125,7 @@ class Hl7Handler:
         """Apply the messages, then those ``more`` gives until it gives none, in one transaction. Without
         ``isolated``, the first refusal raises _Refused and undoes them all."""
         out = []
-        with self.engine.begin() as conn:  # on SQLite, BEGIN IMMEDIATE (storage.index.database): the write lock first
+        with self.engine.begin() as conn:  # on SQLite, BEGIN IMMEDIATE (storage.index.sqlite_engine): the write lock first
             while ready:
                 for header, msg, operation in ready:
                     if isolated:
