@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dicom-port", type=int, help="DICOM SCP port (default 11112)")
     serve.add_argument("--ae-title", help="AE title of the SCP (default PACSGW)")
     serve.add_argument("--http-port", type=int, help="HTTP port (default 8042)")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes sharing the ports (default: one per CPU; 1: one process)"
+    )
+    serve.add_argument("--child", help=argparse.SUPPRESS)  # a supervised process (gateway.worker_process)
 
     imp = sub.add_parser("import", help="import DICOM files or folders through the ingest pipeline")
     common(imp)
@@ -67,6 +71,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["dicom"] = dicom
     if getattr(args, "http_port", None) is not None:
         overrides["http"] = {"port": args.http_port}
+    if getattr(args, "workers", None) is not None:
+        overrides["serve"] = {"workers": args.workers}
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
@@ -126,6 +132,10 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "child", None):
+        from gateway.worker_process import run_child
+
+        return run_child(args.child)
     if args.command == "config" and args.reference:
         sys.stdout.write(reference_markdown())
         return EXIT_OK

@@ -147,7 +147,7 @@ class Served:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.http_port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # by default one worker per CPU, each importing everything at once
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             try:
@@ -162,7 +162,7 @@ class Served:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(20)
+            return self.proc.wait(40)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait(10)
@@ -224,9 +224,18 @@ def test_two_passwords_that_differ_create_nothing(home: Path) -> None:
     assert "no user 'admin'" in _run("user", "token", "admin", cwd=home).stderr
 
 
+def _children(pid: int) -> list[str]:
+    """The command lines of a process's children."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [Path(f"/proc/{kid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip() for kid in kids]
+
+
 def test_serve_with_every_flag_answers_dicom_and_stops_cleanly(home: Path, config_file: Path) -> None:
-    served = Served(["--config", str(config_file), "--ae-title", "README_AE", "--data-dir", str(home / "elsewhere")], home, _clean_env())
+    args = ["--config", str(config_file), "--ae-title", "README_AE", "--data-dir", str(home / "elsewhere"), "--workers", "2"]
+    served = Served(args, home, _clean_env())
     try:
+        children = _children(served.proc.pid)
+        assert sorted(c.rsplit(" ", 1)[-1] for c in children) == ["hl7", "worker-0", "worker-1"], children
         ae = AE(ae_title="ECHOSCU")
         ae.add_requested_context("1.2.840.10008.1.1")
         assoc = ae.associate("127.0.0.1", served.dicom_port, ae_title="README_AE")
@@ -236,6 +245,15 @@ def test_serve_with_every_flag_answers_dicom_and_stops_cleanly(home: Path, confi
     finally:
         assert served.stop() == 0
     assert (home / "elsewhere" / "index.sqlite").exists() and not (home / "data").exists()
+    assert not Path(f"/proc/{served.proc.pid}").exists()
+
+
+def test_serve_with_one_worker_is_one_process(home: Path, config_file: Path) -> None:
+    served = Served(["--config", str(config_file), "--workers", "1"], home, _clean_env())
+    try:
+        assert _children(served.proc.pid) == []
+    finally:
+        assert served.stop() == 0
 
 
 def _studies(index_db: Path) -> list[dict[str, Any]]:

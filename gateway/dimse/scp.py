@@ -129,6 +129,8 @@ class DicomServer:
             raise RuntimeError("DICOM server not started")
         return int(self._server.sockets[0].getsockname()[1])
 
+    reuse_port = False  # True: several processes share the port (the supervisor's workers)
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._accept,
@@ -136,6 +138,7 @@ class DicomServer:
             self.settings.port,
             limit=max(self.settings.max_pdu_size, 1 << 20) + 64,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         log.info("DICOM SCP %s listening on port %d", self.settings.ae_title, self.port)
 
