@@ -25,6 +25,7 @@ from gateway.http.app import create_http_app
 from gateway.http.emr_routes import EMR_LINK
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
+from gateway.ingest.service import IngestService, SpoolSink
 from gateway.ingest.spool import SpoolLog
 from gateway.ingest.worker import SpoolWorker
 from gateway.metrics import GatewayMetrics
@@ -139,9 +140,13 @@ class Gateway:
             self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
         )
         mpps = MppsService(self.index, allowed_aets=settings.dicom.worklist_aets)
-        self.dicom = DicomServer(
-            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist, mpps
+        self.ingest = IngestService(
+            self.rules.receive,
+            SpoolSink(self.spool),
+            self.metrics,
+            threads=max(4, min(settings.dicom.max_associations, 16)),
         )
+        self.dicom = DicomServer(settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps)
         hl7 = settings.hl7
         handler = Hl7Handler(
             self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map(),
@@ -166,10 +171,11 @@ class Gateway:
         if self.hl7 is not None:
             await self.hl7.stop()  # a message being applied finishes (or not at all) and gets no ACK
         await self.emr.stop()  # what is not delivered stays in the outbox
-        await self.dicom.stop()  # no new instances; appends under way finish
+        await self.dicom.stop()  # no new instances
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
+        self.ingest.close()  # appends under way finish before the spool closes
         self.worker.stop()  # what is spooled stays spooled for the next start
         self.committer.close()
         waiting = self.spool.backlog_records
@@ -183,6 +189,7 @@ class Gateway:
             self.index,
             self.store,
             self.spool,
+            self.ingest,
             self.dicom,
             self.metrics,
             lambda: self.worker.last_error,

@@ -39,6 +39,7 @@ from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS
 from gateway.dimse.retrieve_scp import retrieve
 from gateway.dimse.status import StoreStatus
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
+from gateway.ingest.service import Source
 from storage.uids import is_valid_uid
 
 if TYPE_CHECKING:
@@ -372,13 +373,14 @@ class Association:
             # in order: an N-SET may follow its N-CREATE at once
             await self._answered(self._performed_step, message, bytes(dataset))
             return
-        outcome = await self.server.store(
-            dataset,
-            calling_ae=self.calling_ae,
-            peer=self.peer,
-            sop_class=str(message.command.AffectedSOPClassUID),
-            sop_instance=str(message.command.AffectedSOPInstanceUID),
+        source = Source(
+            "dimse",
+            self.calling_ae,
+            self.peer,
+            str(message.command.AffectedSOPClassUID),
+            str(message.command.AffectedSOPInstanceUID),
         )
+        outcome = await self.server.ingest.accept(dataset, source)
         await self.respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
 
     async def _answered(
