@@ -1,7 +1,27 @@
-"""DIMSE status codes the gateway answers with (PS3.4 Annex B.2.3 and PS3.7 Annex C)."""
+"""The DIMSE statuses the gateway answers with: the one table lives in ``gateway.statuses`` (beside the adapters,
+so that ingest names store statuses without depending on DIMSE); re-exported here for the DIMSE modules."""
 
 from __future__ import annotations
 
-from gateway.statuses import StoreStatus
+from gateway.statuses import (
+    CATEGORIES,
+    NAMES,
+    SERVICES,
+    FindStatus,
+    GeneralStatus,
+    NStatus,
+    RetrieveStatus,
+    StatusEntry,
+    StoreStatus,
+    entries,
+    fallback,
+    for_error,
+    is_pending,
+    is_warning,
+    table,
+)
 
-__all__ = ["StoreStatus"]
+__all__ = [
+    "CATEGORIES", "NAMES", "SERVICES", "FindStatus", "GeneralStatus", "NStatus", "RetrieveStatus", "StatusEntry",
+    "StoreStatus", "entries", "fallback", "for_error", "is_pending", "is_warning", "table",
+]  # fmt: skip
