@@ -53,8 +53,7 @@ def sql_construction(path: Path) -> list[str]:
 
 ADAPTERS = [
     pytest.param("gateway.dimse", id="dimse"),
-    # QIDO-RS still builds its conditions itself; its queries are moving to gateway.query / storage.index.study_query.
-    pytest.param("gateway.http", id="http", marks=pytest.mark.xfail(reason="http/qido.py not yet moved", strict=False)),
+    pytest.param("gateway.http", id="http"),
 ]
 
 
