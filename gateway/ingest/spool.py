@@ -28,14 +28,13 @@ import os
 import shutil
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway.ingest import spool_files
 from gateway.ingest.spool_files import Position, Spares, SpoolLocked, pwrite_all, segment_name
-from gateway.ingest.spool_format import HEADER_SIZE, encode_header, next_record, read_header
+from gateway.ingest.spool_format import HEADER_SIZE, crc32, encode_header, next_record, read_header
 from gateway.ingest.spool_recovery import Damage, recover_segment
 from storage.durable import fsync_dir
 
@@ -176,7 +175,7 @@ class SpoolLog:
     def append(self, meta: dict[str, Any], data: bytes | bytearray | memoryview) -> None:
         """Append a record; when this returns the record survives a crash or power loss."""
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
-        crc = zlib.crc32(data, zlib.crc32(meta_bytes))
+        crc = crc32(data, crc32(meta_bytes))
         length = HEADER_SIZE + len(meta_bytes) + len(data)
         with self._write_lock:
             if self._closed:
@@ -264,7 +263,7 @@ class SpoolLog:
         if header is None or not header.plausible or pos.offset + header.end > limit:
             return None
         body = os.pread(fd, header.end - header.body, pos.offset + header.body)
-        if len(body) != header.end - header.body or zlib.crc32(body) != header.body_crc:
+        if len(body) != header.end - header.body or crc32(body) != header.body_crc:
             return None
         end = Position(pos.segment, pos.offset + header.end)
         return SpoolRecord(pos, end, json.loads(body[: header.meta_len]), memoryview(body)[header.meta_len :])
