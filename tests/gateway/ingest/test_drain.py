@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,10 +24,10 @@ class DownStore(LocalObjectStore):
 
     down = True
 
-    def put(self, key: str, data: bytes, content_type: str = "application/dicom") -> None:
+    def put(self, key: str, data: bytes, content_type: str = "application/dicom", **options: Any) -> None:  # type: ignore[override]
         if self.down:
             raise ObjectStoreError("connection refused")
-        super().put(key, data, content_type)
+        super().put(key, data, content_type, **options)
 
 
 def test_a_drain_that_cannot_store_stops_and_the_next_one_files_everything_once(tmp_path: Path) -> None:
