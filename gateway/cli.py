@@ -1,4 +1,4 @@
-"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | user | config``."""
+"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | user | spool | config``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from gateway.cli_deid import add_commands as add_deid_commands
 from gateway.cli_deid import run_anonymise, run_quarantine, run_vault
 from gateway.cli_users import add_commands as add_user_commands
 from gateway.cli_users import run as run_users
+from gateway.cli_spool import add_commands as add_spool_commands
+from gateway.cli_spool import run as run_spool
 from gateway.logging_setup import configure_logging
 from gateway.settings import (
     Settings,
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_deid_commands(sub, common)
     add_user_commands(sub, common)
+    add_spool_commands(sub, common)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     common(cfg)
@@ -158,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_quarantine(settings, args)
     if args.command == "user":
         return run_users(settings, args)
+    if args.command == "spool":
+        return run_spool(settings, args)
     from gateway.service import serve
 
     try:

@@ -27,6 +27,7 @@ from gateway.http.app import create_http_app
 from gateway.http.emr_routes import EMR_LINK
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
+from gateway.ingest.service import IngestService, SpoolSink
 from gateway.ingest.spool import SpoolLog
 from gateway.spool_drains import Drains, leftover_spools, open_spool
 from gateway.ingest.worker import SpoolWorker
@@ -186,9 +187,13 @@ class Gateway:
             self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
         )
         mpps = MppsService(self.index, allowed_aets=settings.dicom.worklist_aets)
-        self.dicom = DicomServer(
-            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist, mpps
+        self.ingest = IngestService(
+            self.rules.receive,
+            SpoolSink(self.spool),
+            self.metrics,
+            threads=max(4, min(settings.dicom.max_associations, 16)),
         )
+        self.dicom = DicomServer(settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps)
         self.dicom.reuse_port = role.name == "worker"  # the workers share the DICOM port
 
     def backlog(self) -> tuple[int, int]:
@@ -217,7 +222,7 @@ class Gateway:
         if self.emr is not None:
             await self.emr.stop()  # what is not delivered stays in the outbox
         if self.role.receives:
-            await self.dicom.stop()  # no new instances; appends under way finish
+            await self.dicom.stop()  # no new instances
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
@@ -225,6 +230,7 @@ class Gateway:
             self.index.close()
             return
         self.drains.stop()
+        self.ingest.close()  # appends under way finish before the spool closes
         self.worker.stop()  # what is spooled stays spooled for the next start
         self.committer.close()
         waiting = self.spool.backlog_records
@@ -238,6 +244,7 @@ class Gateway:
             self.index,
             self.store,
             self.spool,
+            self.ingest,
             self.dicom,
             self.metrics,
             lambda: self.worker.last_error,
