@@ -298,3 +298,23 @@ class Hl7Settings:
                 raise SettingsError(f"hl7.station_aets: {entry!r} is not MODALITY=AE (AE title of 1 to 16 characters)")
             out[modality.strip().upper()] = ae.strip()
         return out
+
+
+@dataclass
+class ClusterSettings:
+    node_name: str = opt(
+        "",
+        "Name of this node in the cluster (in /health's cluster view and in the holder `<node_name>/<pid>` of leases "
+        "and tasks); empty: the host name. Every node sharing one index needs its own.",
+    )
+    heartbeat_seconds: float = opt(
+        5.0,
+        "Seconds between a process's heartbeats: it registers in the index and renews its site leases (the HL7 "
+        "listener's). A process not heard from for three heartbeats is shown stale.",
+    )
+    lease_seconds: float = opt(
+        20.0,
+        "Seconds a lease lasts unless renewed: how long after a process dies another takes over its site leases "
+        "(the HL7 listener, the stable-study scan) and its claimed outbox deliveries. At least twice "
+        "`cluster.heartbeat_seconds`.",
+    )
