@@ -13,16 +13,18 @@ from aiohttp import web
 from dicom_rules.rules import RuleSet, load_rules
 from dicom_rules.pseudonyms import derive
 from gateway.audit import AuditWriter
+from gateway.cluster import ClusterMember
 from gateway.dimse.find import FindService
 from gateway.dimse.mpps import MppsService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
 from gateway.dimse.worklist import WorklistService
 from gateway.emr.hl7.handler import Hl7Handler
-from gateway.emr.hl7.listener import Hl7Listener
+from gateway.emr.hl7.listener import SITE_LEASE, Hl7Listener
 from gateway.emr.link import EmrLink
 from gateway.http.app import create_http_app
 from gateway.http.emr_routes import EMR_LINK
+from gateway.http.health import CLUSTER_VIEW
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
 from gateway.ingest.spool import SpoolLog
@@ -148,14 +150,17 @@ class Gateway:
             zone=ZoneInfo(settings.fhir.timezone),
         )
         self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port else None
-        self.emr = EmrLink(settings, self.index, self.vault, self.metrics)
+        # Heartbeat and site leases: the HL7 listener listens while this process holds the site's lease.
+        self.cluster = ClusterMember(settings, self.index.engine, info=lambda: {"spool_backlog": self.spool.backlog_records})
+        if self.hl7 is not None:
+            self.cluster.want(SITE_LEASE, self.hl7.start, self.hl7.stop_accepting)
+        self.emr = EmrLink(settings, self.index, self.vault, self.metrics, self.cluster)
 
     async def start(self) -> None:
         self.worker.start()
         await self.dicom.start()
-        if self.hl7 is not None:
-            await self.hl7.start()
         await self.emr.start()
+        await self.cluster.start()  # its first beat takes the site leases that are free (the HL7 listener starts)
         # What is alive once started (modules, codecs, tables) lives as long as the process: out of the
         # collector's sight, a full collection takes milliseconds instead of 40 to 120 (each a pause for
         # every association, request and HL7 message under way).
@@ -163,6 +168,7 @@ class Gateway:
         gc.freeze()
 
     async def stop(self) -> None:
+        await self.cluster.stop()  # site leases given up at once: another process takes over without waiting
         if self.hl7 is not None:
             await self.hl7.stop()  # a message being applied finishes (or not at all) and gets no ACK
         await self.emr.stop()  # what is not delivered stays in the outbox
@@ -190,6 +196,7 @@ class Gateway:
             self.vault,
         )
         app[EMR_LINK] = self.emr
+        app[CLUSTER_VIEW] = self.cluster.view
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()
