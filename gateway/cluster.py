@@ -64,6 +64,7 @@ class ClusterMember:
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self._wanted: dict[str, _Wanted] = {}
         self._task: asyncio.Task[None] | None = None
+        self._beating: asyncio.Future[dict[str, bool | None]] | None = None
 
     def want(self, name: str, on_gain: Hook = _nothing, on_lose: Hook = _nothing) -> None:
         """Ask for the site lease ``name`` each heartbeat; ``on_gain`` runs when it is taken, ``on_lose`` when lost."""
@@ -109,19 +110,36 @@ class ClusterMember:
         ends = [w.held_until - now for w in self._wanted.values() if w.held_until]
         return max(0.05, min([self.heartbeat_seconds, *ends]))
 
-    async def beat_once(self) -> None:
+    def _beat(self) -> dict[str, bool | None]:
+        """In a worker thread: register the beat, then ask for each lease (True/False; None: the index failed)."""
         info = {"role": self.role, "pid": self.pid, "version": __version__, "started_at": self.started_at, **self.info()}
         try:
-            await asyncio.to_thread(self.registry.beat, self.node, self.process, info)
-        except Exception as exc:  # the leases still lapse in time below
+            self.registry.beat(self.node, self.process, info)
+        except Exception as exc:  # the leases still lapse in time
             log.warning("cluster heartbeat not recorded (%s)", type(exc).__name__)
-        for name, wanted in self._wanted.items():
-            asked = time.monotonic()
+        answers: dict[str, bool | None] = {}
+        for name in list(self._wanted):
             try:
-                ok = await asyncio.to_thread(self.leases.acquire, name, self.holder, self.lease_seconds)
+                answers[name] = self.leases.acquire(name, self.holder, self.lease_seconds)
             except Exception as exc:
                 log.warning("site lease %s not renewed (%s)", name, type(exc).__name__)
-                ok = None
+                answers[name] = None
+        return answers
+
+    async def beat_once(self) -> None:
+        """One heartbeat. An index that does not answer (a hung connection, a lock) does not hold up letting go of
+        a lease in time: the answer is waited for only until the first held lease would lapse."""
+        asked = time.monotonic()
+        if self._beating is None or self._beating.done():
+            self._beating = asyncio.ensure_future(asyncio.to_thread(self._beat))
+        # else: the previous beat's call still runs; wait for it rather than pile up threads
+        held = [w.held_until - asked for w in self._wanted.values() if w.held_until]
+        try:
+            answers = await asyncio.wait_for(asyncio.shield(self._beating), max(0.01, min([self.lease_seconds, *held])))
+        except asyncio.TimeoutError:
+            answers = {}
+        for name, wanted in self._wanted.items():
+            ok = answers.get(name)
             if ok:
                 gained = not wanted.held_until
                 # Counted from before the renewal was asked, less a heartbeat's margin for clock drift and delay.
