@@ -81,6 +81,7 @@ class OutboxWorker:
         self.poll_seconds = poll_seconds
         self.holder = holder or f"{socket.gethostname()}/{os.getpid()}"
         self.lease_seconds = lease_seconds
+        self._lease_deadline = 0.0  # monotonic: the claimed batch's leases count as held until then
         self._paused: dict[str, float] = {}  # destination -> monotonic time it may be tried again
         self._unreachable: set[str] = set()  # destinations whose failure was logged (logged again when back)
         self._wake = asyncio.Event()
@@ -135,12 +136,17 @@ class OutboxWorker:
         kinds = self._open_kinds()
         if not kinds:
             return 0
+        asked = time.monotonic()
         items = await asyncio.to_thread(self.outbox.claim, kinds, self.holder, limit=BATCH, lease_seconds=self.lease_seconds)
         held = {item.pk for item in items}
+        self._lease_deadline = asked + self.lease_seconds * 2 / 3
         renewing = asyncio.create_task(self._keep_leases(held)) if items else None
         attempted = 0
         try:
             for item in items:
+                if time.monotonic() >= self._lease_deadline:  # not renewed (the index not answering): maybe another's
+                    log.warning("outbox leases not renewed in time; %d message(s) left to other workers", len(held))
+                    break
                 if item.pk not in held or item.kind not in self._open_kinds():  # lease lost / a destination went down
                     continue
                 await self._deliver(item)
@@ -158,8 +164,10 @@ class OutboxWorker:
         """Renew the batch's leases while it is delivered; a message whose lease was lost is not tried."""
         while held:
             await asyncio.sleep(self.lease_seconds / 3)
+            asked = time.monotonic()
             try:
                 still = await asyncio.to_thread(self.outbox.renew, sorted(held), self.holder, self.lease_seconds)
+                self._lease_deadline = asked + self.lease_seconds * 2 / 3
             except Exception as exc:
                 log.warning("outbox leases not renewed (%s)", type(exc).__name__)
                 continue
