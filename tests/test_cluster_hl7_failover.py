@@ -140,3 +140,26 @@ def test_the_hl7_listener_fails_over_to_the_other_node_losing_nothing_acknowledg
     assert sorted(k for k in rows if k != "MRN-FO-ORDER") == [f"MRN-FO-{i:03d}" for i in range(60)]  # every one acknowledged
     assert rows["MRN-FO-ORDER"] == "Võ^Lần 59"  # applied in order, across the failover
     print(f"HL7 failover: node B acknowledged {takeover:.2f} s after node A was killed (lease {LEASE} s, beat {HEARTBEAT} s)")
+
+
+def test_a_clean_stop_hands_the_listener_over_at_once(tmp_path, postgres_server: PostgresServer) -> None:
+    url = postgres_server.create_database(f"cluster_{uuid.uuid4().hex[:10]}")
+    slow = {**cluster_env(url, "node-a"), "PACSGW_CLUSTER_LEASE_SECONDS": "30"}  # a lease that would take long to run out
+    a = GatewayProcess(tmp_path / "node-a", slow)
+    b = GatewayProcess(tmp_path / "node-b", {**slow, "PACSGW_CLUSTER_NODE_NAME": "node-b"})
+    try:
+        a.start()
+        b.start()
+        person = Person(mrn="MRN-HANDOVER", family="Đặng", given="Văn Bình", citizen="", insurance="")
+        assert ack_code(send(a.hl7_port, adt("A08", person))[0]) == "AA"
+        assert not listening(b.hl7_port)
+        stopped = time.monotonic()
+        a.stop()  # SIGTERM: the lease is given up, not left to run out
+        wait_for("node B listening", lambda: listening(b.hl7_port), timeout=10)
+        assert time.monotonic() - stopped < 15  # well before the 30 s lease
+        assert ack_code(send(b.hl7_port, adt("A08", person))[0]) == "AA"
+        assert cluster_view(b)["leases"]["hl7-listener"] == f"node-b/{b.proc.pid}"
+        assert [p["node"] for p in cluster_view(b)["processes"]] == ["node-b"]  # node A left the registry
+    finally:
+        a.kill()
+        b.kill()
