@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 
 from storage.index.study_publications import StudyPublications
@@ -26,6 +27,7 @@ from storage.index.study_publications import StudyPublications
 log = logging.getLogger(__name__)
 
 BATCH = 200
+PRUNE_SECONDS = 3600.0
 # Studies are scanned from this long before the newest announced state: an instance indexed by another process
 # (the import command) may carry a slightly older time than one already seen.
 LOOKBACK = dt.timedelta(minutes=5)
@@ -48,6 +50,7 @@ class StablePublisher:
         self.poll_seconds = min(max(stable_seconds / 4, 0.2), 1.0)
         self._since: dt.datetime | None = None
         self._started = False
+        self._prune_at = 0.0  # monotonic: when the old idempotency keys are forgotten next
 
     async def run(self) -> None:
         while True:
@@ -66,6 +69,9 @@ class StablePublisher:
         if not self.may_scan():  # another process scans; where it got to is read again if this one takes over
             self._started = False
             return 0
+        if time.monotonic() >= self._prune_at:
+            self._prune_at = time.monotonic() + PRUNE_SECONDS
+            await asyncio.to_thread(self.publications.forget_old_keys)
         if not self._started:
             await asyncio.to_thread(self.publications.ensure_index)
             last = await asyncio.to_thread(self.publications.last_announced)

@@ -7,7 +7,9 @@ which state was announced, in one transaction, so that a study is announced
 again exactly when it changed again. Each announced state also leaves its
 idempotency key in the cluster's task table (``imaging-study:<uid>@<state>``),
 in the same transaction: a state announced already, by any process of any
-node, is not announced again.
+node, is not announced again. The keys matter only while two scans could
+race (``study_publications`` remembers the state for good): they are
+forgotten after a day.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.index.outbox import IMAGING_STUDY, enqueue, refresh_pending
 from storage.index.schema import ix_studies_updated_at, studies, study_publications
-from storage.index.tasks import DONE, enqueue_on
+from storage.index.tasks import DONE, TaskQueue, enqueue_on
 from storage.index.times import as_utc, utc_now
 
 
 ANNOUNCED = "announced"  # the task kind of the idempotency keys of announced study states
+KEYS_KEPT = dt.timedelta(days=1)
 
 
 class StudyPublications:
@@ -35,6 +38,10 @@ class StudyPublications:
     def ensure_index(self) -> None:
         """The index on studies.updated_at, for databases created before it existed."""
         ix_studies_updated_at.create(bind=self.engine, checkfirst=True)
+
+    def forget_old_keys(self, *, older_than: dt.timedelta = KEYS_KEPT) -> int:
+        """Drop the idempotency keys of states announced before ``older_than`` ago; how many."""
+        return TaskQueue(self.engine).prune([ANNOUNCED], done_before=utc_now() - older_than)
 
     def last_announced(self) -> dt.datetime | None:
         """The newest study state announced so far (where the publisher resumes after a restart)."""

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, Table, and_, func, literal, or_, select, update
+from sqlalchemy import Connection, DateTime, Engine, Table, and_, delete, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -162,6 +162,12 @@ class TaskQueue:
                 .returning(tasks.c.pk)
             )
             return {int(pk) for pk in conn.execute(stmt).scalars()}
+
+    def prune(self, kinds: Sequence[str], *, done_before: dt.datetime) -> int:
+        """Forget tasks of these kinds done (or given up) before ``done_before``, keys included; how many."""
+        with self.engine.begin() as conn:
+            stmt = delete(tasks).where(tasks.c.kind.in_(list(kinds)), tasks.c.state != QUEUED, tasks.c.done_at < done_before)
+            return int(conn.execute(stmt).rowcount)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """A task by key, without its payload (for the admin view and tests)."""
