@@ -37,6 +37,7 @@ from gateway.settings import Hl7Settings
 log = logging.getLogger(__name__)
 
 SITE_LEASE = "hl7-listener"  # the site lease of the one process that listens (gateway.cluster)
+DRAIN_SECONDS = 10.0  # on losing the site lease, how long connections may take to answer what they received
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_BATCH = 64  # messages a sender that does not wait for each ACK gets applied (and committed) together
 _PATIENT_KINDS = tuple(f"ADT^{event}" for event in sorted(adt.DEMOGRAPHIC_EVENTS))
@@ -124,7 +125,12 @@ class Hl7Listener:
             reading.cancel()  # a message half read gets no ACK: its sender sends it again
             inbox.close()
         if self._connections:
-            await asyncio.gather(*list(self._connections), return_exceptions=True)
+            # A peer that does not read its ACKs is not waited for long: its connection is cut (no ACK, no loss).
+            _, stuck = await asyncio.wait(list(self._connections), timeout=DRAIN_SECONDS)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.gather(*stuck, return_exceptions=True)
 
     async def stop(self) -> None:
         if self._server is not None:
