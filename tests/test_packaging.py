@@ -24,18 +24,49 @@ from gateway.settings import load_settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _compose_env(service: dict) -> dict[str, str]:
+    return {key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)) for key, value in service["environment"].items()}
+
+
 def test_compose_file_is_valid_and_its_settings_load() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    assert set(compose["services"]) == {"gateway", "minio", "postgres"}
-    env = {
-        key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
-        for key, value in compose["services"]["gateway"]["environment"].items()
-    }
-    settings = load_settings(environ=env)  # every variable is a real, well-typed option
+    services = compose["services"]
+    assert set(services) == {"gateway1", "gateway2", "haproxy", "minio", "postgres"}
+    nodes = [services["gateway1"], services["gateway2"]]
+    assert _compose_env(nodes[0]) == _compose_env(nodes[1])  # one site: the same index, bucket and public URL
+    settings = load_settings(environ=_compose_env(nodes[0]))  # every variable is a real, well-typed option
     assert settings.storage.backend == "s3" and settings.s3.endpoint == "minio:9000"
     assert settings.index_url.startswith("postgresql+psycopg://pacs:") and settings.index_url.endswith("@postgres/pacs")
+    assert settings.http.public_url == "http://localhost:8042"  # the balancer's address, not a node's
+    # Each node its own name and its own spool; only the balancer is reachable from outside.
+    assert [n["hostname"] for n in nodes] == ["gateway1", "gateway2"]
+    assert len({n["volumes"][0].split(":")[0] for n in nodes}) == 2 and all(n["volumes"][0].endswith(":/data") for n in nodes)
+    assert not any("ports" in n for n in nodes)
+    ports = {settings.dicom.port, settings.http.port, settings.hl7.port}
+    assert ports <= {int(p.split(":")[0]) for p in services["haproxy"]["ports"]}
+    [mount] = services["haproxy"]["volumes"]
+    assert mount.startswith("./deploy/haproxy.cfg:")
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
         subprocess.run(["docker", "compose", "config", "-q"], cwd=ROOT, check=True)
+
+
+def test_the_balancer_config_sends_each_protocol_to_every_node() -> None:
+    """deploy/haproxy.cfg: DICOM and MLLP in TCP mode, HTTP in HTTP mode checked on /health, every node in each."""
+    config = (ROOT / "deploy" / "haproxy.cfg").read_text()
+    settings = load_settings(environ={})
+    backends = {m[1]: m[2] for m in re.finditer(r"^backend (\S+)\n(.*?)(?=^\S|\Z)", config, re.MULTILINE | re.DOTALL)}
+    wanted = {"dicom_nodes": ("tcp", settings.dicom.port), "mllp_nodes": ("tcp", settings.hl7.port), "http_nodes": ("http", settings.http.port)}
+    assert set(backends) == set(wanted)
+    for name, (mode, port) in wanted.items():
+        body = backends[name]
+        assert f"mode {mode}" in body and "check" in body
+        assert re.findall(r"server (\S+) (\S+) check", body) == [("gateway1", f"gateway1:{port}"), ("gateway2", f"gateway2:{port}")]
+    assert "http-check send meth GET uri /health" in backends["http_nodes"]
+    for frontend, port in (("dicom", settings.dicom.port), ("mllp", settings.hl7.port), ("http", settings.http.port)):
+        assert re.search(rf"^frontend {frontend}\n(?:    .*\n)*?    bind :{port}$", config, re.MULTILINE)
+    if Path("/usr/sbin/haproxy").exists():  # the file as HAProxy reads it (names resolve only on the compose network)
+        checked = subprocess.run(["/usr/sbin/haproxy", "-c", "-q", "-f", str(ROOT / "deploy" / "haproxy.cfg")], capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stderr
 
 
 def test_ci_runs_the_readme_test_command() -> None:

@@ -7,25 +7,15 @@ import fcntl
 import logging
 import struct
 import termios
-import traceback
 import warnings
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from pydicom.dataset import Dataset
 
-from gateway.dimse import pdu
+from gateway.dimse import dispatch, pdu
 from gateway.dimse.admission import ANY_CALLER, Connection
-from gateway.dimse.commands import (
-    NO_DATASET,
-    UNRECOGNIZED_OPERATION,
-    CommandField,
-    decode_command,
-    n_response,
-    response,
-)
-from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, NResult
+from gateway.dimse.commands import NO_DATASET, CommandField, decode_command, response
 from gateway.dimse.negotiation import (
     AcceptedContext,
     AssociationRejected,
@@ -35,14 +25,11 @@ from gateway.dimse.negotiation import (
 )
 from gateway.dimse.find import FIND_MODELS, encode_identifier, identifier_summary
 from gateway.dimse.part10 import file_meta
+from gateway.dimse.ports import Message, ServerPort
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS
-from gateway.dimse.retrieve_scp import retrieve
-from gateway.dimse.status import StoreStatus
+from gateway.dimse.status import GeneralStatus, StoreStatus, is_pending
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
 from storage.uids import is_valid_uid
-
-if TYPE_CHECKING:
-    from gateway.dimse.scp import DicomServer
 
 log = logging.getLogger(__name__)
 
@@ -57,30 +44,12 @@ _QUERY_MODELS: dict[int, tuple[str, ...]] = {
 }
 
 
-_PENDING = frozenset({0xFF00, 0xFF01})
-# The failure an operation answers when the gateway itself fails: Processing Failure for N- services (PS3.7 C.4).
-_UNABLE_TO_PROCESS = {"N-CREATE": 0x0110, "N-SET": 0x0110}
-
-
 class _Abort(Exception):
     """Stop the association with an A-ABORT (provider-initiated, with a reason)."""
 
     def __init__(self, why: str, reason: int = pdu.REASON_NOT_SPECIFIED) -> None:
         super().__init__(why)
         self.reason = reason
-
-
-@dataclass
-class Message:
-    """A DIMSE message being reassembled from its fragments."""
-
-    context_id: int
-    command_bytes: bytearray = field(default_factory=bytearray)
-    command: Dataset | None = None
-    dataset: bytearray | None = None
-    refusal: tuple[StoreStatus, str] | None = None
-    size: int = 0  # dataset bytes received, kept or not
-    answered: bool = False  # its final response has been sent
 
 
 def _quietly(build: Callable[..., bytes], *args: Any, **kwargs: Any) -> bytes:
@@ -109,7 +78,7 @@ class Association:
     """
 
     def __init__(
-        self, server: DicomServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: Connection
+        self, server: ServerPort, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connection: Connection
     ) -> None:
         self.server = server
         self.reader = reader
@@ -305,7 +274,7 @@ class Association:
             raise _Abort("undecodable DIMSE command", pdu.REASON_INVALID_PARAMETER) from None
         message.command = command
         if field_value == CommandField.C_ECHO_RQ and not has_dataset:
-            await self.respond(message, 0x0000)
+            await self.respond(message, GeneralStatus.SUCCESS)
             return True
         if field_value == CommandField.C_STORE_RQ and has_dataset:
             context = self.negotiated.contexts[message.context_id]  # type: ignore[union-attr]
@@ -325,7 +294,7 @@ class Association:
             if context.abstract_syntax in _QUERY_MODELS[field_value]:
                 message.dataset = bytearray()
             else:
-                message.refusal = (StoreStatus.REFUSED_SOP_CLASS, "operation not on a presentation context for it")
+                message.refusal = (GeneralStatus.SOP_CLASS_NOT_SUPPORTED, "operation not on a presentation context for it")
             return False
         if field_value in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ) and has_dataset:
             message.dataset = bytearray()
@@ -333,7 +302,7 @@ class Association:
         if field_value == CommandField.C_STORE_RSP:
             waiting = self.store_responses.pop(int(command.get("MessageIDBeingRespondedTo", -1)), None)
             if waiting is not None and not waiting.done():
-                waiting.set_result(int(command.get("Status", 0xC000)))
+                waiting.set_result(int(command.get("Status", StoreStatus.CANNOT_UNDERSTAND)))
             return not has_dataset
         if field_value == CommandField.C_CANCEL_RQ:
             cancel = self.cancels.get(int(command.get("MessageIDBeingRespondedTo", -1)))
@@ -341,15 +310,15 @@ class Association:
                 cancel.set()
             return True  # C-CANCEL has no response of its own
         if has_dataset:  # drain the dataset, then refuse
-            message.refusal = (StoreStatus.PROCESSING_FAILURE, "operation not supported")
+            message.refusal = (GeneralStatus.PROCESSING_FAILURE, "operation not supported")
             return False
-        await self.respond(message, UNRECOGNIZED_OPERATION, error_comment="operation not supported")
+        await self.respond(message, GeneralStatus.UNRECOGNIZED_OPERATION, error_comment="operation not supported")
         return True
 
     async def _dataset_complete(self, message: Message) -> None:
         assert message.command is not None
         if message.refusal is not None or message.dataset is None:
-            status, reason = message.refusal or (StoreStatus.PROCESSING_FAILURE, "operation not supported")
+            status, reason = message.refusal or (GeneralStatus.PROCESSING_FAILURE, "operation not supported")
             field_value = int(message.command.CommandField)
             log.warning("%s from %s (%s) refused: %s", _operation(field_value), self.calling_ae, self.peer, reason)
             if field_value == CommandField.C_STORE_RQ:
@@ -357,20 +326,12 @@ class Association:
             await self.respond(message, status, error_comment=reason)
             return
         dataset, message.dataset = message.dataset, None
-        operations: dict[int, Callable[[Message, bytes], Coroutine[Any, Any, None]]] = {
-            CommandField.C_FIND_RQ: self._find,
-            CommandField.C_MOVE_RQ: lambda message, identifier: retrieve(self, message, identifier),
-            CommandField.C_GET_RQ: lambda message, identifier: retrieve(self, message, identifier),
-        }
-        operation = operations.get(int(message.command.CommandField))
-        if operation is not None:
-            task = asyncio.create_task(self._answered(operation, message, bytes(dataset)))
-            self._operations.add(task)
-            task.add_done_callback(self._operations.discard)
+        service = dispatch.SERVICES.get(int(message.command.CommandField))
+        if service is not None and service.in_order:
+            await dispatch.serve(service, self, message, bytes(dataset))
             return
-        if int(message.command.CommandField) in (CommandField.N_CREATE_RQ, CommandField.N_SET_RQ):
-            # in order: an N-SET may follow its N-CREATE at once
-            await self._answered(self._performed_step, message, bytes(dataset))
+        if service is not None:
+            dispatch.start(service, self, message, bytes(dataset), self._operations)
             return
         outcome = await self.server.store(
             dataset,
@@ -380,82 +341,6 @@ class Association:
             sop_instance=str(message.command.AffectedSOPInstanceUID),
         )
         await self.respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
-
-    async def _answered(
-        self, operation: Callable[[Message, bytes], Coroutine[Any, Any, None]], message: Message, dataset: bytes
-    ) -> None:
-        """Run one operation; whatever it raises, the peer gets a final failure response, never silence."""
-        try:
-            await operation(message, dataset)
-        except ConnectionError:
-            return  # the peer went away: no one to answer, and no fault
-        except (asyncio.CancelledError, _Abort):
-            raise
-        except Exception as exc:  # a fault of the gateway's own: the type and where, never the message (it may quote values)
-            assert message.command is not None
-            name = _operation(int(message.command.CommandField))
-            frame = traceback.extract_tb(exc.__traceback__)[-1]
-            where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
-            log.error("%s from %s (%s) failed: %s at %s", name, self.calling_ae, self.peer, type(exc).__name__, where)
-            if not message.answered:
-                await self.respond(message, _UNABLE_TO_PROCESS.get(name, 0xC000), error_comment="unable to process")
-
-    async def _find(self, message: Message, identifier: bytes) -> None:
-        assert message.command is not None and self.negotiated is not None
-        context = self.negotiated.contexts[message.context_id]
-        message_id = int(message.command.MessageID)
-        cancel = self.cancels[message_id] = asyncio.Event()
-
-        async def emit(status: int, dataset: bytes) -> None:
-            assert message.command is not None and self.negotiated is not None
-            max_pdu = self.negotiated.peer_max_pdu
-            command = _quietly(response, message.command, status, with_dataset=True)
-            await self.send(
-                pdu.p_data(message.context_id, command, command=True, max_pdu=max_pdu)
-                + pdu.p_data(message.context_id, dataset, command=False, max_pdu=max_pdu)
-            )
-
-        worklist = context.abstract_syntax == MODALITY_WORKLIST_FIND and self.server.worklist is not None
-        service = self.server.worklist if worklist else self.server.find
-        try:
-            status, comment = await service.run(  # type: ignore[union-attr]
-                context.abstract_syntax,
-                identifier,
-                context.transfer_syntax,
-                calling_ae=self.calling_ae,
-                cancel=cancel,
-                emit=emit,
-                fuzzy=context.abstract_syntax in self.negotiated.fuzzy_names,
-            )
-            await self.respond(message, status, error_comment=comment)
-            self.audit("query", "C-FIND MWL" if worklist else "C-FIND", identifier, context.transfer_syntax, status)
-        finally:
-            self.cancels.pop(message_id, None)
-
-    async def _performed_step(self, message: Message, attributes: bytes) -> None:
-        assert message.command is not None and self.negotiated is not None
-        command = message.command
-        context = self.negotiated.contexts[message.context_id]
-        service = self.server.mpps
-        creating = int(command.CommandField) == CommandField.N_CREATE_RQ
-        operation = "N-CREATE" if creating else "N-SET"
-        if service is None or context.abstract_syntax != MODALITY_PERFORMED_PROCEDURE_STEP:
-            result = NResult(0x0122, "", "SOP class not supported")  # PS3.7 C.4: No Such SOP Class
-        elif creating:
-            result = await service.create(command, attributes, context.transfer_syntax, calling_ae=self.calling_ae)
-        else:
-            result = await service.set(command, attributes, context.transfer_syntax, calling_ae=self.calling_ae)
-        payload = _quietly(
-            n_response,
-            command, result.status, sop_class=MODALITY_PERFORMED_PROCEDURE_STEP, sop_instance=result.sop_instance,
-            error_comment=result.comment,
-        )  # fmt: skip
-        message.answered = True
-        await self.send(pdu.p_data(message.context_id, payload, command=True, max_pdu=self.negotiated.peer_max_pdu))
-        self.server.audit.record(
-            username=self.calling_ae, role="dicom", action="performed-step", target=f"MPPS {operation} {result.sop_instance}",
-            source=self.peer, outcome=int(result.status),
-        )  # fmt: skip
 
     def audit(self, action: str, operation: str, identifier: bytes, transfer_syntax: str, status: int) -> None:
         pairs = identifier_summary(identifier, transfer_syntax)
@@ -477,7 +362,7 @@ class Association:
     ) -> None:
         assert message.command is not None and self.negotiated is not None
         max_pdu = self.negotiated.peer_max_pdu
-        message.answered = status not in _PENDING
+        message.answered = not is_pending(status)
         payload = _quietly(
             response, message.command, status, error_comment=error_comment, offending_element=offending_element,
             extra=extra, with_dataset=bool(failed_uids),

@@ -35,10 +35,6 @@ class CommandField(IntEnum):
 DATASET_PRESENT = 0x0000  # any value other than NO_DATASET
 
 
-# Status for a command this gateway does not perform (PS3.7 C.4.2: Unrecognized Operation).
-UNRECOGNIZED_OPERATION = 0x0211
-
-
 def decode_command(data: bytes) -> Dataset:
     return read_dataset(io.BytesIO(data), is_implicit_VR=True, is_little_endian=True)
 

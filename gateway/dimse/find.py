@@ -14,7 +14,6 @@ import logging
 import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag
@@ -25,8 +24,11 @@ from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
 from pydicom.uid import UID
 
-from storage.index.hierarchy import ATTRIBUTES, PATIENT_COUNTS, UNIQUE_KEYS, HierarchyQuery, Kind, Level, condition
+from gateway.dimse.errors import DimseFailure, IdentifierMismatch, IndexUnavailable, NotAuthorized, OutOfResources, Undecodable
+from gateway.dimse.status import FindStatus
+from gateway.query.service import QueryService
 from storage.index.database import IndexDatabase, IndexDatabaseError
+from storage.index.hierarchy import ATTRIBUTES, PATIENT_COUNTS, UNIQUE_KEYS, HierarchyQuery, Kind, Level
 from storage.index.matching import InvalidQuery
 
 log = logging.getLogger(__name__)
@@ -35,27 +37,6 @@ PATIENT_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.1.1"
 STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
 FIND_MODELS = (PATIENT_ROOT_FIND, STUDY_ROOT_FIND)
 RESPONSE_CHARSET = "ISO_IR 192"  # the index holds Unicode
-
-
-class FindStatus(IntEnum):
-    SUCCESS = 0x0000
-    PENDING = 0xFF00
-    PENDING_OPTIONAL_KEYS_UNSUPPORTED = 0xFF01
-    CANCELLED = 0xFE00
-    OUT_OF_RESOURCES = 0xA700
-    IDENTIFIER_MISMATCH = 0xA900
-    UNABLE_TO_PROCESS = 0xC000
-    NOT_AUTHORIZED = 0x0124
-
-
-class FindRefused(Exception):
-    """A query or retrieve request refused before any match is sent; carries the status to answer."""
-
-    def __init__(self, status: int, reason: str, *, loggable: str | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason[:64]
-        self.loggable = loggable or reason  # for the log: never a value of the query
 
 
 @dataclass(frozen=True)
@@ -78,7 +59,7 @@ def _decode_all(ds: Dataset) -> None:
 
 
 def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
-    """The identifier with every value decoded; raises FindRefused (0xC000) when any of it does not decode."""
+    """The identifier with every value decoded; raises Undecodable when any of it does not decode."""
     syntax = UID(transfer_syntax)
     try:
         with warnings.catch_warnings():  # pydicom's warnings quote the values
@@ -87,7 +68,7 @@ def decode_identifier(data: bytes, transfer_syntax: str) -> Dataset:
             _decode_all(ds)
         return ds
     except Exception:  # hostile input raises many kinds of errors
-        raise FindRefused(FindStatus.UNABLE_TO_PROCESS, UNDECODABLE) from None
+        raise Undecodable(UNDECODABLE) from None
 
 
 def encode_identifier(ds: Dataset, transfer_syntax: str) -> bytes:
@@ -108,16 +89,16 @@ def parse_request(model: str, identifier: Dataset, *, limit: int, fuzzy: bool = 
     try:
         level = Level(_single(identifier, "QueryRetrieveLevel").upper())
     except ValueError:
-        raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, "QueryRetrieveLevel missing or not a known level") from None
+        raise IdentifierMismatch("QueryRetrieveLevel missing or not a known level") from None
     if model == STUDY_ROOT_FIND and level is Level.PATIENT:
-        raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, "Study Root has no PATIENT level")
+        raise IdentifierMismatch("Study Root has no PATIENT level")
     # Hierarchical search: the unique keys of the levels above must be given, as single values.
     first = Level.PATIENT if model == PATIENT_ROOT_FIND else Level.STUDY
     for above in list(Level)[first.depth : level.depth]:
         key = UNIQUE_KEYS[above]
         value = _single(identifier, key)
         if not value or "*" in value or "?" in value or "\\" in value:
-            raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, f"{key} must be given as a single value at {level.value} level")
+            raise IdentifierMismatch(f"{key} must be given as a single value at {level.value} level")
     matches: dict[str, str] = {}
     other_ids: list[str] = []
     return_keys: list[int] = []
@@ -170,24 +151,22 @@ def response_identifier(request: FindRequest, row: dict[str, Any], retrieve_ae: 
     return ds
 
 
-def validate_query(request: FindRequest) -> None:
-    """Build the SQL conditions once, so that a bad matching value is refused before any response."""
-    for keyword, value in request.query.matches.items():
-        if value.strip("*"):
-            try:
-                condition(ATTRIBUTES[keyword], value)
-            except InvalidQuery as exc:
-                raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, str(exc), loggable=exc.loggable) from None
+def validate_query(queries: QueryService, request: FindRequest) -> None:
+    """Refuse a matching value the index cannot use, before any response."""
+    try:
+        queries.validate(request.query)
+    except InvalidQuery as exc:
+        raise IdentifierMismatch(str(exc), loggable=exc.loggable) from None
 
 
 Emit = Callable[[int, bytes], Awaitable[None]]
 
 
 class FindService:
-    """Runs C-FIND requests against the index, in a thread, answering match by match."""
+    """Runs C-FIND requests through the query service, answering match by match."""
 
     def __init__(self, index: IndexDatabase, *, ae_title: str, allowed_aets: list[str], max_results: int) -> None:
-        self.index = index
+        self.queries = QueryService(index)
         self.ae_title = ae_title
         self.allowed_aets = set(allowed_aets)
         self.max_results = max_results
@@ -196,25 +175,21 @@ class FindService:
         self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit,
         fuzzy: bool = False,
     ) -> tuple[int, str | None]:
-        """Send pending responses through ``emit``; return the final status and its error comment.
-        ``fuzzy``: fuzzy semantic matching of person names was negotiated for this model."""
+        """Send pending responses through ``emit``; return the final status and its error comment, or raise the
+        named failure (``gateway.dimse.errors``) to be answered. ``fuzzy``: fuzzy semantic matching of person names was negotiated for this model."""
         if calling_ae not in self.allowed_aets:
-            log.warning("C-FIND from %s refused: calling AE title not allowed to query", calling_ae)
-            return FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to query"
+            raise NotAuthorized("calling AE title not allowed to query")
         try:
             request = parse_request(model, decode_identifier(identifier, transfer_syntax), limit=self.max_results, fuzzy=fuzzy)
-            validate_query(request)
-        except FindRefused as refused:
-            log.warning("C-FIND from %s refused: %s", calling_ae, refused.loggable)
-            return refused.status, refused.reason
+            validate_query(self.queries, request)
+        except DimseFailure:
+            raise
         except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
-            log.warning("C-FIND from %s refused: %s (%s)", calling_ae, UNDECODABLE, type(exc).__name__)
-            return FindStatus.UNABLE_TO_PROCESS, UNDECODABLE
+            raise Undecodable(UNDECODABLE, loggable=f"{UNDECODABLE} ({type(exc).__name__})") from None
         try:
-            rows = await asyncio.to_thread(self.index.search_hierarchy, request.query)
+            rows = await self.queries.search(request.query)
         except IndexDatabaseError as exc:
-            log.error("C-FIND from %s failed: %s", calling_ae, exc)
-            return FindStatus.OUT_OF_RESOURCES, "index unavailable"
+            raise IndexUnavailable("index unavailable", loggable=str(exc)) from None
         status, comment = await answer_matches(
             rows, lambda row: response_identifier(request, row, self.ae_title), transfer_syntax,
             emit=emit, cancel=cancel, unsupported=request.unsupported, max_results=self.max_results,
@@ -236,7 +211,7 @@ async def answer_matches(
 ) -> tuple[FindStatus, str | None]:
     """One pending response per match, stopping at a C-CANCEL; the final status and its comment."""
     if len(rows) > max_results:
-        return FindStatus.OUT_OF_RESOURCES, f"more than {max_results} matches; narrow the query"
+        raise OutOfResources(f"more than {max_results} matches; narrow the query")
     pending = FindStatus.PENDING_OPTIONAL_KEYS_UNSUPPORTED if unsupported else FindStatus.PENDING
     for row in rows:
         if cancel.is_set():

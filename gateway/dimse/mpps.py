@@ -10,14 +10,24 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from enum import IntEnum
 
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.dimse.errors import (
+    DuplicateInstance,
+    IndexUnavailable,
+    InvalidAttributeValue,
+    InvalidInstance,
+    MayNoLongerBeUpdated,
+    MissingAttribute,
+    NoSuchInstance,
+    NotAuthorized,
+    Undecodable,
+)
 from gateway.dimse.find import decode_identifier
-from storage.index.database import IndexDatabase
+from gateway.dimse.status import NStatus
+from storage.index.database import IndexDatabase, IndexDatabaseError
 from storage.index.performed_steps import (
     DISCONTINUED,
     DuplicateStep,
@@ -33,18 +43,6 @@ log = logging.getLogger(__name__)
 
 MODALITY_PERFORMED_PROCEDURE_STEP = "1.2.840.10008.3.1.2.3.3"
 STATUSES = frozenset({IN_PROGRESS, COMPLETED, DISCONTINUED})
-
-
-class NStatus(IntEnum):
-    SUCCESS = 0x0000
-    INVALID_ATTRIBUTE_VALUE = 0x0106
-    PROCESSING_FAILURE = 0x0110
-    DUPLICATE_SOP_INSTANCE = 0x0111
-    NO_SUCH_SOP_INSTANCE = 0x0112
-    INVALID_SOP_INSTANCE = 0x0117
-    MISSING_ATTRIBUTE = 0x0120
-    NOT_AUTHORIZED = 0x0124
-    MAY_NO_LONGER_BE_UPDATED = 0xC310  # MPPS: the step is COMPLETED or DISCONTINUED
 
 
 @dataclass(frozen=True)
@@ -76,30 +74,31 @@ class MppsService:
         return "*" in self.allowed_aets or calling_ae in self.allowed_aets
 
     async def create(self, command: Dataset, dataset: bytes, transfer_syntax: str, *, calling_ae: str) -> NResult:
-        """N-CREATE: the step starts (status IN PROGRESS); its scheduled steps leave the worklist."""
+        """N-CREATE: the step starts (status IN PROGRESS); its scheduled steps leave the worklist.
+        Refusals are raised as named failures (``gateway.dimse.errors``) naming the instance."""
         uid = str(command.get("AffectedSOPInstanceUID", "") or "").strip() or str(generate_uid())
         if not self.allows(calling_ae):
-            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.NOT_AUTHORIZED, uid, "calling AE title not allowed"))
+            raise NotAuthorized("calling AE title not allowed", sop_instance=uid)
         if not is_valid_uid(uid):
-            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.INVALID_SOP_INSTANCE, "", "invalid SOP Instance UID"))
+            raise InvalidInstance("invalid SOP Instance UID")
         try:
             ds = decode_identifier(dataset, transfer_syntax)
             status, refs = _status(ds), _refs(ds) if "ScheduledStepAttributesSequence" in ds else None
         except Exception:  # noqa: BLE001 - an undecodable attribute list, whatever pydicom raises
-            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.PROCESSING_FAILURE, uid, "undecodable attribute list"))
+            raise Undecodable("undecodable attribute list", sop_instance=uid) from None
         if refs is None:
-            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.MISSING_ATTRIBUTE, uid, "Scheduled Step Attributes Sequence missing"))
+            raise MissingAttribute("Scheduled Step Attributes Sequence missing", sop_instance=uid)
         if not status:
-            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.MISSING_ATTRIBUTE, uid, "Performed Procedure Step Status missing"))
+            raise MissingAttribute("Performed Procedure Step Status missing", sop_instance=uid)
         if status != IN_PROGRESS:
-            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.INVALID_ATTRIBUTE_VALUE, uid, "a new step must be IN PROGRESS"))
+            raise InvalidAttributeValue("a new step must be IN PROGRESS", sop_instance=uid)
         try:
             moved = await asyncio.to_thread(self.steps.create, uid, refs, calling_ae=calling_ae)
         except DuplicateStep:
-            return self._refused(calling_ae, "N-CREATE", NResult(NStatus.DUPLICATE_SOP_INSTANCE, uid, "step exists already"))
-        except SQLAlchemyError as exc:
-            log.error("MPPS N-CREATE from %s not recorded: index error %s", calling_ae, type(exc).__name__)
-            return NResult(NStatus.PROCESSING_FAILURE, uid, "index unavailable")
+            raise DuplicateInstance("step exists already", sop_instance=uid) from None
+        except IndexDatabaseError as exc:
+            raise IndexUnavailable("index unavailable", loggable=str(exc),
+                                   sop_instance=uid) from None  # fmt: skip
         log.info("MPPS N-CREATE from %s: IN PROGRESS, %d worklist step(s) started", calling_ae, moved)
         return NResult(NStatus.SUCCESS, uid)
 
@@ -107,25 +106,21 @@ class MppsService:
         """N-SET: the step goes on, completes (its steps are done) or is discontinued (they are back on the worklist)."""
         uid = str(command.get("RequestedSOPInstanceUID", "") or "").strip()
         if not self.allows(calling_ae):
-            return self._refused(calling_ae, "N-SET", NResult(NStatus.NOT_AUTHORIZED, uid, "calling AE title not allowed"))
+            raise NotAuthorized("calling AE title not allowed", sop_instance=uid)
         try:
             status = _status(decode_identifier(dataset, transfer_syntax)) or None
         except Exception:  # noqa: BLE001 - an undecodable modification list, whatever pydicom raises
-            return self._refused(calling_ae, "N-SET", NResult(NStatus.PROCESSING_FAILURE, uid, "undecodable modification list"))
+            raise Undecodable("undecodable modification list", sop_instance=uid) from None
         if status is not None and status not in STATUSES:
-            return self._refused(calling_ae, "N-SET", NResult(NStatus.INVALID_ATTRIBUTE_VALUE, uid, "unknown Performed Procedure Step Status"))
+            raise InvalidAttributeValue("unknown Performed Procedure Step Status", sop_instance=uid)
         try:
             moved = await asyncio.to_thread(self.steps.update, uid, status)
         except UnknownStep:
-            return self._refused(calling_ae, "N-SET", NResult(NStatus.NO_SUCH_SOP_INSTANCE, uid, "no such performed procedure step"))
+            raise NoSuchInstance("no such performed procedure step", sop_instance=uid) from None
         except StepFinal:
-            return self._refused(calling_ae, "N-SET", NResult(NStatus.MAY_NO_LONGER_BE_UPDATED, uid, "step completed or discontinued"))
-        except SQLAlchemyError as exc:
-            log.error("MPPS N-SET from %s not recorded: index error %s", calling_ae, type(exc).__name__)
-            return NResult(NStatus.PROCESSING_FAILURE, uid, "index unavailable")
+            raise MayNoLongerBeUpdated("step completed or discontinued", sop_instance=uid) from None
+        except IndexDatabaseError as exc:
+            raise IndexUnavailable("index unavailable", loggable=str(exc),
+                                   sop_instance=uid) from None  # fmt: skip
         log.info("MPPS N-SET from %s: %s, %d worklist step(s) changed", calling_ae, status or "attributes only", moved)
         return NResult(NStatus.SUCCESS, uid)
-
-    def _refused(self, calling_ae: str, operation: str, result: NResult) -> NResult:
-        log.warning("MPPS %s from %s refused: %s", operation, calling_ae, result.comment)
-        return result

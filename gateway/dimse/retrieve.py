@@ -15,15 +15,26 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 
-from gateway.dimse.find import UNDECODABLE, FindRefused, FindStatus, decode_identifier, parse_request, validate_query
+from gateway.dimse.errors import (
+    DestinationUnreachable,
+    DimseFailure,
+    IdentifierMismatch,
+    IndexUnavailable,
+    NotAuthorized,
+    OutOfResources,
+    Undecodable,
+    UnknownDestination,
+)
+from gateway.dimse.find import UNDECODABLE, decode_identifier, parse_request, validate_query
+from gateway.dimse.status import RetrieveStatus, StoreStatus, is_warning
 from gateway.dimse.transcode import UNCOMPRESSED, ConversionError, part10_in, read_part10
+from gateway.query.service import QueryService
 from storage.index.database import IndexDatabase, IndexDatabaseError
 from storage.index.hierarchy import HierarchyQuery, Level
 from storage.object_store.base import ObjectStore, ObjectStoreError
@@ -43,18 +54,6 @@ _FIND_MODEL_OF = {
     STUDY_ROOT_GET: "1.2.840.10008.5.1.4.1.2.2.1",
 }
 MAX_CONTEXTS = 128  # presentation contexts one association can propose (PS3.8 9.3.2.2: odd IDs 1-255)
-
-
-class RetrieveStatus(IntEnum):
-    SUCCESS = 0x0000
-    PENDING = 0xFF00
-    CANCELLED = 0xFE00
-    SUB_OPERATIONS_FAILED = 0xB000  # warning: one or more sub-operations failed
-    UNKNOWN_DESTINATION = 0xA801
-    UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702
-    IDENTIFIER_MISMATCH = 0xA900
-    UNABLE_TO_PROCESS = 0xC000
-    NOT_AUTHORIZED = 0x0124
 
 
 @dataclass
@@ -97,7 +96,7 @@ class RetrieveService:
         destinations: dict[str, tuple[str, int]],
         max_instances: int,
     ) -> None:
-        self.index = index
+        self.queries = QueryService(index)
         self.store = store
         self.ae_title = ae_title
         self.allowed_aets = set(allowed_aets)
@@ -105,37 +104,27 @@ class RetrieveService:
         self.max_instances = max_instances
 
     async def targets(self, model: str, identifier: bytes, transfer_syntax: str, calling_ae: str) -> list[Target]:
-        """The instances an identifier names; raises FindRefused with the status to answer."""
-        try:
-            return await self._targets(model, identifier, transfer_syntax, calling_ae)
-        except FindRefused:
-            raise
-        except Exception as exc:  # whatever goes wrong, the requester gets a final answer
-            log.error("retrieve from %s: cannot list the instances to send (%s)", calling_ae, type(exc).__name__)
-            raise FindRefused(RetrieveStatus.UNABLE_TO_PROCESS, f"cannot list the instances ({type(exc).__name__})") from None
-
-    async def _targets(self, model: str, identifier: bytes, transfer_syntax: str, calling_ae: str) -> list[Target]:
+        """The instances an identifier names; raises the named failure (``gateway.dimse.errors``) to answer."""
         if calling_ae not in self.allowed_aets:
-            raise FindRefused(FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to retrieve")
+            raise NotAuthorized("calling AE title not allowed to retrieve")
         decoded = decode_identifier(identifier, transfer_syntax)
         try:
             request = parse_request(_FIND_MODEL_OF[model], decoded, limit=self.max_instances)
-        except FindRefused:
+        except DimseFailure:
             raise
         except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
-            log.warning("retrieve from %s refused: %s (%s)", calling_ae, UNDECODABLE, type(exc).__name__)
-            raise FindRefused(RetrieveStatus.UNABLE_TO_PROCESS, UNDECODABLE) from None
-        validate_query(request)
+            raise Undecodable(UNDECODABLE, loggable=f"{UNDECODABLE} ({type(exc).__name__})") from None
+        validate_query(self.queries, request)
         unique = {k: v for k, v in request.query.matches.items() if v.strip("*")}
         if not unique:
-            raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, "no unique key to retrieve by")
+            raise IdentifierMismatch("no unique key to retrieve by")
         query = HierarchyQuery(Level.IMAGE, unique, limit=self.max_instances + 1)
         try:
-            rows = await asyncio.to_thread(self.index.search_hierarchy, query)
-        except IndexDatabaseError:
-            raise FindRefused(FindStatus.OUT_OF_RESOURCES, "index unavailable") from None
+            rows = await self.queries.search(query)
+        except IndexDatabaseError as exc:
+            raise IndexUnavailable("index unavailable", loggable=str(exc)) from None
         if len(rows) > self.max_instances:
-            raise FindRefused(FindStatus.OUT_OF_RESOURCES, f"more than {self.max_instances} instances; retrieve less at once")
+            raise OutOfResources(f"more than {self.max_instances} instances; retrieve less at once")
         return [Target(r["SOPClassUID"], r["SOPInstanceUID"], r["TransferSyntaxUID"], r["ObjectKey"]) for r in rows]
 
     async def send_all(
@@ -167,9 +156,9 @@ class RetrieveService:
                 log.warning("retrieve sub-operation for %s failed: %s: %s", target.sop_instance_uid, type(exc).__name__, exc)
                 status = RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS
             progress.remaining -= 1
-            if status == 0x0000:
+            if status == StoreStatus.SUCCESS:
                 progress.completed += 1
-            elif (status & 0xF000) == 0xB000:
+            elif is_warning(status):
                 progress.warning += 1
             else:
                 progress.failed += 1
@@ -180,7 +169,7 @@ class RetrieveService:
 
     def move_association(self, destination: str, targets: list[Target]) -> MoveAssociation:
         if destination not in self.destinations:
-            raise FindRefused(RetrieveStatus.UNKNOWN_DESTINATION, "move destination unknown")
+            raise UnknownDestination("move destination unknown")
         host, port = self.destinations[destination]
         return MoveAssociation(self.ae_title, destination, host, port, targets)
 
@@ -214,9 +203,9 @@ class MoveAssociation:
         try:
             self.assoc = self.ae.associate(self.host, self.port, ae_title=self.destination)
         except Exception as exc:
-            raise RuntimeError(f"cannot associate with destination {self.destination}: {type(exc).__name__}") from exc
+            raise DestinationUnreachable(f"cannot associate with destination {self.destination}: {type(exc).__name__}") from exc
         if not self.assoc.is_established:
-            raise RuntimeError(f"destination {self.destination} refused the association or is unreachable")
+            raise DestinationUnreachable(f"destination {self.destination} refused the association or is unreachable")
         # pynetdicom leaves Nagle on; each C-STORE (command PDU, then data) would wait for a delayed ACK.
         self.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

@@ -3,23 +3,20 @@
 ``gateway.dimse.retrieve`` knows what to send and counts the outcomes; this
 module speaks for the association: it opens the move destination (C-MOVE) or
 sends each instance back as a C-STORE on the requesting association (C-GET),
-and answers with pending responses and one final response, whatever fails.
+and answers with pending responses and one final response; what it raises, ``gateway.dimse.dispatch`` answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 from gateway.dimse import pdu
 from gateway.dimse.commands import CommandField, store_request
-from gateway.dimse.find import FindRefused
-from gateway.dimse.retrieve import Progress, RetrieveStatus, Target
+from gateway.dimse.ports import AssociationPort, Message, Outcome
+from gateway.dimse.retrieve import Progress, Target
+from gateway.dimse.status import RetrieveStatus
 from gateway.dimse.transcode import UNCOMPRESSED, dataset_bytes
-
-if TYPE_CHECKING:
-    from gateway.dimse.association import Association, Message
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +30,9 @@ def counts(progress: Progress) -> dict[str, int]:
     }
 
 
-async def retrieve(assoc: Association, message: Message, identifier: bytes) -> None:
-    """Answer one C-MOVE-RQ or C-GET-RQ: every sub-operation, then the final response with the counts."""
+async def retrieve(assoc: AssociationPort, message: Message, identifier: bytes) -> Outcome:
+    """Answer one C-MOVE-RQ or C-GET-RQ: every sub-operation, then the final response with the counts.
+    Refusals (unknown destination, one that cannot be reached...) are raised, answered by ``gateway.dimse.dispatch``."""
     assert message.command is not None and assoc.negotiated is not None
     command = message.command
     context = assoc.negotiated.contexts[message.context_id]
@@ -43,7 +41,6 @@ async def retrieve(assoc: Association, message: Message, identifier: bytes) -> N
     cancel = assoc.cancels[message_id] = asyncio.Event()
     service = assoc.server.retrieve
     mover = None
-    status: int = RetrieveStatus.UNABLE_TO_PROCESS  # until an answer is sent
     try:
         targets = await service.targets(context.abstract_syntax, identifier, context.transfer_syntax, assoc.calling_ae)
         if is_move:
@@ -65,23 +62,23 @@ async def retrieve(assoc: Association, message: Message, identifier: bytes) -> N
             progress.warning, " (cancelled)" if cancelled else "",
         )  # fmt: skip
         await assoc.respond(message, status, extra=counts(progress), failed_uids=progress.failed_uids, context=context)
-    except FindRefused as refused:
-        log.warning("retrieve from %s refused: %s", assoc.calling_ae, refused.loggable)
-        status = refused.status
-        await assoc.respond(message, status, error_comment=refused.reason)
-    except RuntimeError as exc:  # the move destination cannot be reached
-        log.warning("C-MOVE from %s failed: %s", assoc.calling_ae, exc)
-        status = RetrieveStatus.UNABLE_TO_PERFORM_SUB_OPERATIONS
-        await assoc.respond(message, status, error_comment=str(exc)[:64])
+        return Outcome(status)
     finally:
         assoc.cancels.pop(message_id, None)
         if mover is not None:
             await asyncio.to_thread(mover.close)
-        operation = f"C-MOVE to {command.get('MoveDestination', '')}".strip() if is_move else "C-GET"
-        assoc.audit("retrieve", operation, identifier, context.transfer_syntax, status)
 
 
-async def get_sub_operation(assoc: Association, target: Target, stored: bytes) -> int:
+def audit(assoc: AssociationPort, message: Message, identifier: bytes, outcome: Outcome) -> None:
+    assert message.command is not None and assoc.negotiated is not None
+    command = message.command
+    context = assoc.negotiated.contexts[message.context_id]
+    is_move = int(command.CommandField) == CommandField.C_MOVE_RQ
+    operation = f"C-MOVE to {command.get('MoveDestination', '')}".strip() if is_move else "C-GET"
+    assoc.audit("retrieve", operation, identifier, context.transfer_syntax, outcome.status)
+
+
+async def get_sub_operation(assoc: AssociationPort, target: Target, stored: bytes) -> int:
     """Send one instance back on the requesting association (C-GET) and wait for the peer's C-STORE response."""
     assert assoc.negotiated is not None
     contexts = assoc.negotiated.contexts

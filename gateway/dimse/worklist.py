@@ -21,20 +21,14 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.tag import Tag
 from pydicom.dataset import Dataset
-from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.dimse.find import (
-    RESPONSE_CHARSET,
-    UNDECODABLE,
-    Emit,
-    FindRefused,
-    FindStatus,
-    answer_matches,
-    decode_identifier,
-)
-from storage.index.database import IndexDatabase
+from gateway.dimse.errors import DimseFailure, IdentifierMismatch, IndexUnavailable, NotAuthorized, Undecodable
+from gateway.dimse.find import RESPONSE_CHARSET, UNDECODABLE, Emit, answer_matches, decode_identifier
+from gateway.dimse.status import FindStatus
+from gateway.query.service import QueryService
+from storage.index.database import IndexDatabase, IndexDatabaseError
 from storage.index.matching import InvalidQuery
-from storage.index.worklist import SCHEDULED, WorklistQuery, search, validate
+from storage.index.worklist import SCHEDULED, WorklistQuery
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +115,7 @@ def parse_request(identifier: Dataset, *, limit: int, fuzzy: bool = False) -> Wo
             step_asked = True
             items = list(element.value or ())
             if len(items) > 1:
-                raise FindRefused(FindStatus.IDENTIFIER_MISMATCH, "Scheduled Procedure Step Sequence has several items")
+                raise IdentifierMismatch("Scheduled Procedure Step Sequence has several items")
             for sub in items[0] if items else ():
                 sub_keyword = sub.keyword
                 if sub.tag.is_private or not _is_known(int(sub.tag)):
@@ -215,46 +209,37 @@ def response_identifier(request: WorklistRequest, row: dict[str, Any]) -> Datase
 
 
 class WorklistService:
-    """Answers MWL C-FIND requests from the index, in a thread, step by step (same contract as FindService)."""
+    """Answers MWL C-FIND requests through the query service, step by step (same contract as FindService)."""
 
     def __init__(self, index: IndexDatabase, *, allowed_aets: list[str], max_results: int) -> None:
-        self.index = index
+        self.queries = QueryService(index)
         self.allowed_aets = set(allowed_aets)
         self.max_results = max_results
 
     def allows(self, calling_ae: str) -> bool:
         return "*" in self.allowed_aets or calling_ae in self.allowed_aets
 
-    def _search(self, query: WorklistQuery) -> list[dict[str, Any]]:
-        with self.index.engine.connect() as conn:
-            return search(conn, query)
-
     async def run(
         self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit,
         fuzzy: bool = False,
     ) -> tuple[FindStatus, str | None]:
         if not self.allows(calling_ae):
-            log.warning("MWL C-FIND from %s refused: calling AE title not allowed to query the worklist", calling_ae)
-            return FindStatus.NOT_AUTHORIZED, "calling AE title not allowed to query the worklist"
+            raise NotAuthorized("calling AE title not allowed to query the worklist")
         try:
             request = parse_request(decode_identifier(identifier, transfer_syntax), limit=self.max_results, fuzzy=fuzzy)
-            validate(request.query)
+            self.queries.validate_worklist(request.query)
         except InvalidQuery as exc:
-            log.warning("MWL C-FIND from %s refused: %s", calling_ae, exc.loggable)
-            return FindStatus.IDENTIFIER_MISMATCH, str(exc)[:64]
-        except FindRefused as refused:
-            log.warning("MWL C-FIND from %s refused: %s", calling_ae, refused.loggable)
-            return FindStatus(refused.status), refused.reason
+            raise IdentifierMismatch(str(exc), loggable=exc.loggable) from None
+        except DimseFailure:
+            raise
         except Exception as exc:  # a value decoded but unusable: the peer's fault, answered, not a traceback
-            log.warning("MWL C-FIND from %s refused: %s (%s)", calling_ae, UNDECODABLE, type(exc).__name__)
-            return FindStatus.UNABLE_TO_PROCESS, UNDECODABLE
+            raise Undecodable(UNDECODABLE, loggable=f"{UNDECODABLE} ({type(exc).__name__})") from None
         rows: list[dict[str, Any]] = []
         if not request.status or fnmatch.fnmatchcase(SCHEDULED, request.status.replace("[", "[[]")):  # only steps to do
             try:
-                rows = await asyncio.to_thread(self._search, request.query)
-            except SQLAlchemyError as exc:
-                log.error("MWL C-FIND from %s failed: %s", calling_ae, type(exc).__name__)
-                return FindStatus.OUT_OF_RESOURCES, "index unavailable"
+                rows = await self.queries.search_worklist(request.query)
+            except IndexDatabaseError as exc:
+                raise IndexUnavailable("index unavailable", loggable=str(exc)) from None
         status, comment = await answer_matches(
             rows, lambda row: response_identifier(request, row), transfer_syntax,
             emit=emit, cancel=cancel, unsupported=request.unsupported, max_results=self.max_results,

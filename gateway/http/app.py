@@ -10,7 +10,8 @@ from aiohttp import web
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.dimse.scp import DicomServer
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import emr_routes, login
+from gateway.http import access, emr_routes, login
+from gateway.http.access import Permission, route
 from gateway.http.errors import error_middleware
 from gateway.http.tokens import Tokens
 from gateway.http.keys import (
@@ -20,7 +21,8 @@ from gateway.http.keys import (
     INDEX,
     METRICS,
     OBJECT_STORE,
-    REPORTS,
+    QUERIES,
+    REPORTING,
     SETTINGS,
     SHARES,
     SPOOL,
@@ -30,6 +32,9 @@ from gateway.http.keys import (
 )
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
+from gateway.query.qido import QidoService
+from gateway.query.service import QueryService
+from gateway.reporting.service import ReportingService
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
@@ -85,7 +90,7 @@ def create_http_app(
         watch.close()
 
     app.on_cleanup.append(close_watch)
-    app[REPORTS] = ReportStore(index.engine)
+    app[REPORTING] = ReportingService(ReportStore(index.engine), index, metrics)
     app[AUDIT] = audit
     app.cleanup_ctx.append(cleanup_context(audit))
     app[SETTINGS] = settings
@@ -96,19 +101,27 @@ def create_http_app(
     app[METRICS] = metrics
     app[WORKER_ERROR] = worker_error
     app[VAULT] = vault
-    app.router.add_get("/health", health.health)
-    app.router.add_get("/metrics", health.metrics)
-    app.router.add_post("/auth/login", login.login)
-    app.router.add_post("/auth/logout", login.logout)
-    app.router.add_get("/auth/me", auth.me)
-    app.router.add_get("/audit", auth.audit_trail)
+    app[QUERIES] = QidoService(QueryService(index), vault)
+    add_routes(app)
+    app.on_startup.append(access.refuse_undeclared)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
+    """Every route with its permission (gateway.http.access): the auth middleware reads nothing else."""
+    route(app, "GET", "/health", health.health, permission=Permission.PUBLIC)  # shows more to some (auth.bearer_user)
+    route(app, "GET", "/metrics", health.metrics, permission=Permission.METRICS)
+    route(app, "POST", "/auth/login", login.login, permission=Permission.PUBLIC)
+    route(app, "POST", "/auth/logout", login.logout, permission=Permission.SESSION)
+    route(app, "GET", "/auth/me", auth.me, permission=Permission.WHOAMI)
+    route(app, "GET", "/audit", auth.audit_trail, permission=Permission.AUDIT_TRAIL, audit="read-audit")
     qido.add_routes(app)
     wado.add_routes(app)
     rendered.add_routes(app)
     viewer_routes.add_routes(app)
-    stow.add_routes(app)
+    for path in ("/dicom-web/studies", "/dicom-web/studies/{study}"):  # STOW-RS
+        route(app, "POST", path, stow.store_instances, permission=Permission.STORE, audit="store")
     reports.add_routes(app)
     shares.add_routes(app)
-    app.router.add_get("/vault/{kind}/{pseudonym}", vault_routes.reveal)
+    route(app, "GET", "/vault/{kind}/{pseudonym}", vault_routes.reveal, permission=Permission.REIDENTIFY, audit="reidentify")
     emr_routes.add_routes(app)
-    return app

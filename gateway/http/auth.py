@@ -8,7 +8,8 @@ reports), ``auditor`` (the audit trail only), and ``share``: the holder of a
 share link's token (``share.…``), who may only view the link's one study.
 Every request touching patient data is recorded: who, what, when, from
 where, and the outcome (the HTTP status); so is every request made with a
-share token.
+share token. What each route needs, and what it is recorded as, is declared where the route is
+registered (``gateway.http.access``); the table of which role holds which permission is there too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from gateway.http.access import Permission, declared, permitted
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
 from storage.index.accounts import Role, User
@@ -30,7 +32,6 @@ from storage.index.shares import ShareExpired
 log = logging.getLogger(__name__)
 
 USER = "user"  # request key of the authenticated User
-PUBLIC_PATHS = frozenset({"/health", "/auth/login", "/favicon.ico"})
 
 
 async def bearer_user(request: web.Request) -> User | None:
@@ -54,92 +55,20 @@ def _unauthorized(reason: str) -> web.HTTPUnauthorized:
 
 
 SHARE_ACCESS = "share-access"  # what a share principal's request is recorded as when nothing more specific fits
-
-
-def _action(request: web.Request) -> str | None:
-    path = request.path
-    parts = path.strip("/").split("/")
-    if parts[0] == "studies" and len(parts) >= 3:
-        if parts[2:] == ["report", "final"]:
-            return "finalize-report"
-        if parts[2:] == ["report"]:
-            return "read-report" if request.method in ("GET", "HEAD") else "write-report"
-        if parts[2:] == ["shares"]:
-            return "share-create" if request.method == "POST" else "share-list"
-    if parts[0] == "shares":
-        return "share-revoke"
-    if path.startswith("/dicom-web/"):
-        if request.method == "POST":
-            return "store"
-        if path.endswith("/metadata") or "/frames/" in path or "/bulkdata/" in path:
-            return "retrieve"
-        last = path.rstrip("/").rsplit("/", 1)[-1]
-        return "query" if last in ("studies", "series", "instances") else "retrieve"
-    if path == "/wado":
-        return "retrieve"
-    if path.startswith("/vault/"):
-        return "reidentify"
-    if path == "/audit":
-        return "read-audit"
-    if path.startswith("/emr/"):
-        if parts[1:2] == ["outbox"]:
-            return "emr-outbox-retry" if request.method == "POST" else "emr-outbox"
-        return "emr-reconcile" if request.method == "POST" else "emr-reconciliation"
-    return None
-
-
-_SHARE_QUERIES = frozenset({"/auth/me", "/dicom-web/studies", "/dicom-web/series", "/dicom-web/instances"})
-_SHARE_VIEWS = frozenset({"series", "instances", "metadata", "rendered", "thumbnail"})
-
-
-def _share_may_read(request: web.Request, study: str) -> bool:
-    """A share link opens QIDO (scoped to its study), and its study's metadata, frames, renderings and report.
-
-    Not whole instances nor bulk data: a link is for viewing, not for taking the DICOM files away."""
-    if request.method not in ("GET", "HEAD"):
-        return False
-    path = request.rel_url.raw_path
-    if "%" in path:  # UIDs never need escaping; an escaped slash could otherwise pass for another study's path
-        return False
-    if path in _SHARE_QUERIES:
-        return True
-    parts = path.strip("/").split("/")
-    if parts == ["studies", study, "report"]:
-        return True
-    rest = parts[3:]
-    if parts[:3] != ["dicom-web", "studies", study] or not rest or any(p in ("", ".", "..") for p in rest):
-        return False
-    return rest[-1] in _SHARE_VIEWS or (len(rest) >= 2 and rest[-2] == "frames")
-
-
-def _manages_shares(path: str) -> bool:
-    parts = path.strip("/").split("/")
-    return parts[0] == "shares" or (parts[0] == "studies" and parts[2:] == ["shares"])
-
-
-def _allowed(user: User, request: web.Request) -> bool:
-    path = request.path
-    if user.role is Role.SHARE:
-        return _share_may_read(request, user.share_study)
-    if user.role is Role.ADMIN or path == "/auth/logout":
-        return True
-    if user.role is Role.AUDITOR:
-        return path in ("/audit", "/metrics", "/auth/me")
-    if path == "/audit" or path.startswith("/vault/") or path.startswith("/emr/"):
-        return False
-    if _manages_shares(path):
-        return user.role is Role.RADIOLOGIST
-    if user.role is Role.REFERRING:
-        return request.method == "GET"
-    return True
+NO_ROUTE = "no-route"  # what a request matching no route (a 404 or 405 before any handler) is recorded as
 
 
 @web.middleware
 async def auth_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS or request.path == "/viewer" or request.path.startswith("/viewer/"):
+    """Authenticates, then lets through what the matched route's declared permission (gateway.http.access) allows.
+
+    A request matching no route needs a token too, and reaches no handler but its 404 or 405."""
+    access = declared(request)
+    if access is not None and access.permission is Permission.PUBLIC:
         return await handler(request)
+    action = access.audit if access is not None else None
     header = request.headers.get("Authorization", "")
     user = None
     if header.lower().startswith("bearer "):
@@ -147,18 +76,23 @@ async def auth_middleware(
             user = await request.app[TOKENS].user(header[7:].strip())
         except ShareExpired as exc:
             request.app[AUDIT].record(
-                username=exc.link.username, role=Role.SHARE.value, action=_action(request) or SHARE_ACCESS,
+                username=exc.link.username, role=Role.SHARE.value, action=action or SHARE_ACCESS,
                 target=request.app[AUDIT].target(request), source=request.remote or "", outcome=401,
             )  # fmt: skip
             raise _unauthorized(str(exc)) from None
     if user is None:
         raise _unauthorized("a valid bearer token is required")
-    action = _action(request)
-    if action is None and user.role is Role.SHARE:
+    if access is None:  # no route: recorded all the same, whatever the path was aimed at
+        action = SHARE_ACCESS if user.role is Role.SHARE else NO_ROUTE
+    elif action is None and user.role is Role.SHARE:
         action = SHARE_ACCESS
     status = 500
     try:
-        if not _allowed(user, request):
+        if access is None and (user.role is Role.SHARE or request.match_info.http_exception is None):
+            if request.match_info.http_exception is None:
+                log.error("route %s declares no permission: refused", request.match_info.route)
+            raise http_error(web.HTTPForbidden, f"the {user.role.value} role may not do this")
+        if access is not None and not permitted(user, request, access):
             raise http_error(web.HTTPForbidden, f"the {user.role.value} role may not do this")
         request[USER] = user
         response = await handler(request)

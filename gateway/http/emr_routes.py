@@ -17,6 +17,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from gateway.http.access import Permission, route
 from gateway.http.auth import USER
 from gateway.http.errors import http_error
 from gateway.http.keys import INDEX
@@ -112,7 +113,7 @@ async def reconciliation_resolve(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/emr/outbox", outbox_list)
-    app.router.add_post("/emr/outbox/{id}/retry", outbox_retry)
-    app.router.add_get("/emr/reconciliation", reconciliation_list)
-    app.router.add_post("/emr/reconciliation/{id}/resolve", reconciliation_resolve)
+    route(app, "GET", "/emr/outbox", outbox_list, permission=Permission.EMR, audit="emr-outbox")
+    route(app, "POST", "/emr/outbox/{id}/retry", outbox_retry, permission=Permission.EMR, audit="emr-outbox-retry")
+    route(app, "GET", "/emr/reconciliation", reconciliation_list, permission=Permission.EMR, audit="emr-reconciliation")
+    route(app, "POST", "/emr/reconciliation/{id}/resolve", reconciliation_resolve, permission=Permission.EMR, audit="emr-reconcile")

@@ -12,11 +12,12 @@ from gateway.dimse.scp import DicomServer
 from gateway.http.tokens import Tokens
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
+from gateway.query.qido import QidoService
+from gateway.reporting.service import ReportingService
 from gateway.settings import Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
-from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
 
@@ -33,5 +34,6 @@ VAULT: web.AppKey[PseudonymVault | None] = web.AppKey("vault")
 ACCOUNTS = web.AppKey("accounts", AccountStore)
 AUDIT = web.AppKey("audit", AuditWriter)
 TOKENS = web.AppKey("tokens", Tokens)
-REPORTS = web.AppKey("reports", ReportStore)
+REPORTING = web.AppKey("reporting", ReportingService)
 SHARES = web.AppKey("shares", ShareStore)
+QUERIES = web.AppKey("queries", QidoService)

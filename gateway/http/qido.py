@@ -10,28 +10,24 @@ sorts on attributes of the level before ``limit`` and ``offset`` apply.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import logging
 from typing import Any
 
 from aiohttp import web
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
-from dicom_rules.vault import PATIENT, VaultSealError
+from gateway.http.access import Permission, route
 from gateway.http.accept import dicom_documents_type
 from gateway.http.dicom_json import DICOM_JSON, element, json_response
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
 from gateway.http.auth import USER, scope_of
-from gateway.http.keys import INDEX, VAULT
+from gateway.http.keys import QUERIES
 from gateway.http.parts import Multipart
 from gateway.http.urls import dicomweb_base
-from gateway.vault import PseudonymVault
-from storage.index.accounts import Role
-from storage.index.hierarchy import ATTRIBUTES, HierarchyQuery, Kind, Level, condition, parse_order
+from storage.index.hierarchy import HierarchyQuery, Level, parse_order
 from storage.index.matching import InvalidQuery
+from storage.index.qido_query import check_value, keywords_at, matching_key
 
-log = logging.getLogger(__name__)
 
 _CONTROL = {"limit", "offset", "includefield", "fuzzymatching", "orderby"}
 MAX_LIMIT = 1000
@@ -110,33 +106,18 @@ def parse_query(params: Any, level: Level, fixed: dict[str, str]) -> tuple[Hiera
         keyword = _keyword(name)
         if keyword is None:
             raise InvalidQuery(f"unknown query parameter {name!r}")
-        attribute = ATTRIBUTES.get(keyword)
-        usable = attribute is not None and attribute.kind is not Kind.RETURN_ONLY
-        if not usable or (attribute.level.depth > level.depth and keyword != "ModalitiesInStudy"):  # type: ignore[union-attr]
+        key = matching_key(keyword)
+        if key is None or (key.level.depth > level.depth and keyword != "ModalitiesInStudy"):
             raise InvalidQuery(f"{keyword} is not a supported matching key at {level.value.lower()} level")
         if len(values) > 1:
             raise InvalidQuery(f"{keyword} given more than once")
-        listed = attribute.kind in (Kind.UID, Kind.STATUS)  # type: ignore[union-attr]
-        value = values[0].strip().replace(",", "\\") if listed else values[0].strip()
+        value = values[0].strip().replace(",", "\\") if key.listed else values[0].strip()
         if keyword in fixed and value and value != fixed[keyword]:
             raise InvalidQuery(f"{keyword} contradicts the path")
         if value:
-            condition(attribute, value)  # type: ignore[arg-type]  # refuse a bad value now, with its reason
+            check_value(keyword, value)  # refuse a bad value now, with its reason
             matches[keyword] = value
     return HierarchyQuery(level, matches, limit=limit, offset=offset, order=order, fuzzy_names=fuzzy), include
-
-
-def _vault_patients(vault: PseudonymVault, patient_id: str) -> dict[str, dict[str, str]]:
-    found = {}
-    for pseudonym in vault.patient_pseudonyms(patient_id):
-        try:
-            original = vault.reveal(PATIENT, pseudonym)
-        except VaultSealError as exc:  # sealed under another secret: not this gateway's to open
-            log.warning("vault entry of patient %s does not open: %s", pseudonym, exc)
-            continue
-        if original is not None:
-            found[pseudonym] = original
-    return found
 
 
 def _retrieve_url(request: web.Request, row: dict[str, Any], level: Level) -> str:
@@ -151,7 +132,7 @@ def _retrieve_url(request: web.Request, row: dict[str, Any], level: Level) -> st
 def attributes(row: dict[str, Any], level: Level, include: set[str], retrieve_url: str) -> dict[str, Any]:
     keywords = set(RETURNED[level])
     if "all" in include:
-        keywords |= {k for k, a in ATTRIBUTES.items() if a.level.depth <= level.depth and k in row}
+        keywords |= {k for k in keywords_at(level) if k in row}
     keywords |= {k for k in include if k in row}
     out = {}
     for keyword in keywords:
@@ -173,31 +154,12 @@ def _route(level: Level) -> Any:
             fixed["SeriesInstanceUID"] = request.match_info["series"]
         try:
             for keyword, uid in fixed.items():
-                condition(ATTRIBUTES[keyword], uid)
+                check_value(keyword, uid)
             query, include = parse_query(request.query, level, fixed)
         except InvalidQuery as exc:
             raise http_error(web.HTTPBadRequest, str(exc)) from None
-        reidentified: dict[str, dict[str, str]] = {}
-        vault = request.app[VAULT]
-        user = request[USER]
-        patient_id = query.matches.get("PatientID", "")
-        if user.role is Role.ADMIN and vault is not None and patient_id and not set("*?") & set(patient_id):
-            reidentified = await asyncio.to_thread(_vault_patients, vault, patient_id)
-            query = dataclasses.replace(query, patient_pseudonyms=tuple(reidentified))
-            log.info("re-identifying query by %s: %d pseudonymous patient(s)", user.username, len(reidentified))
-        query = dataclasses.replace(query, scope=scope_of(request))
-        index = request.app[INDEX]
-        rows = await asyncio.to_thread(index.search_hierarchy, query)
-        total = await asyncio.to_thread(index.count_hierarchy, query)
-        for row in rows:
-            original = reidentified.get(row.get("PatientID", ""))
-            if original:
-                row.update(
-                    PatientID=original["PatientID"],
-                    IssuerOfPatientID=original["IssuerOfPatientID"],
-                    PatientName=original["PatientName"],
-                    PatientBirthDate=original["PatientBirthDate"],
-                )
+        found = await request.app[QUERIES].search(query, user=request[USER], scope=scope_of(request))
+        rows, total = found.rows, found.total
         headers = {"X-Total-Count": str(total)}
         remaining = total - query.offset - len(rows)
         if remaining > 0:
@@ -216,9 +178,12 @@ def _route(level: Level) -> Any:
 
 def add_routes(app: web.Application) -> None:
     base = "/dicom-web"
-    app.router.add_get(f"{base}/studies", _route(Level.STUDY))
-    app.router.add_get(f"{base}/series", _route(Level.SERIES))
-    app.router.add_get(f"{base}/studies/{{study}}/series", _route(Level.SERIES))
-    app.router.add_get(f"{base}/instances", _route(Level.IMAGE))
-    app.router.add_get(f"{base}/studies/{{study}}/instances", _route(Level.IMAGE))
-    app.router.add_get(f"{base}/studies/{{study}}/series/{{series}}/instances", _route(Level.IMAGE))
+    for path, level in (
+        (f"{base}/studies", Level.STUDY),
+        (f"{base}/series", Level.SERIES),
+        (f"{base}/studies/{{study}}/series", Level.SERIES),
+        (f"{base}/instances", Level.IMAGE),
+        (f"{base}/studies/{{study}}/instances", Level.IMAGE),
+        (f"{base}/studies/{{study}}/series/{{series}}/instances", Level.IMAGE),
+    ):
+        route(app, "GET", path, _route(level), permission=Permission.QUERY, audit="query")

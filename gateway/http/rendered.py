@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.dimse.transcode import ConversionError
+from gateway.http.access import Permission, route
 from gateway.http.accept import media_ranges
 from gateway.http.errors import http_error
 from gateway.dimse.transcode import part10_in
@@ -210,12 +211,11 @@ async def wado_uri(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/wado", wado_uri)
+    route(app, "GET", "/wado", wado_uri, permission=Permission.RETRIEVE, audit="retrieve")
     study = "/dicom-web/studies/{study}"
     instance = f"{study}/series/{{series}}/instances/{{instance}}"
-    app.router.add_get(f"{instance}/rendered", rendered)
-    app.router.add_get(f"{instance}/frames/{{frame}}/rendered", rendered)
-    app.router.add_get(f"{study}/rendered", rendered_many)
-    app.router.add_get(f"{study}/series/{{series}}/rendered", rendered_many)
-    for path in (study, f"{study}/series/{{series}}", instance):
-        app.router.add_get(f"{path}/thumbnail", thumbnail)
+    views = [(f"{instance}/rendered", rendered), (f"{instance}/frames/{{frame}}/rendered", rendered),
+             (f"{study}/rendered", rendered_many), (f"{study}/series/{{series}}/rendered", rendered_many)]  # fmt: skip
+    views += [(f"{path}/thumbnail", thumbnail) for path in (study, f"{study}/series/{{series}}", instance)]
+    for path, handler in views:
+        route(app, "GET", path, handler, permission=Permission.VIEW, audit="retrieve")

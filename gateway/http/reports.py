@@ -2,28 +2,27 @@
 
 Administrators and radiologists read drafts and write; referring physicians
 (within their scope) and share links read final reports only: to them a
-draft does not exist.
+draft does not exist. The rules, and the delivery of signed reports, are the
+reporting service's (``gateway.reporting.service``); this module speaks HTTP.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
 
+from gateway.http.access import Permission, route
 from gateway.http.auth import USER, scope_of
 from gateway.http.errors import http_error
-from gateway.http.keys import INDEX, METRICS, REPORTS
-from gateway.reporting.templates import templates
-from storage.index.accounts import Role, User
-from storage.index.hierarchy import HierarchyQuery, Level
+from gateway.http.keys import REPORTING
+from gateway.reporting.service import NotAWriter, ReportingService
+from storage.index.accounts import User
 from storage.index.reports import EmptyReport, NoReport, NoSuchStudy, Report, ReportFinal
 from storage.uids import is_valid_uid
 
 MAX_TEXT = 20_000  # characters of findings, and of impression
 MAX_TEMPLATE = 64
-WRITERS = (Role.ADMIN, Role.RADIOLOGIST)
 
 
 def report_json(report: Report) -> dict[str, Any]:
@@ -52,25 +51,17 @@ def _study(request: web.Request) -> str:
 
 def _writer(request: web.Request) -> User:
     user: User = request[USER]
-    if user.role not in WRITERS:
-        raise http_error(web.HTTPForbidden, f"the {user.role.value} role may not write reports")
+    try:
+        ReportingService.check_writer(user)
+    except NotAWriter as exc:
+        raise http_error(web.HTTPForbidden, str(exc)) from None
     return user
-
-
-async def _visible(request: web.Request, study: str) -> bool:
-    scope = scope_of(request)
-    if scope is None:
-        return True
-    query = HierarchyQuery(Level.STUDY, {"StudyInstanceUID": study}, scope=scope)
-    return bool(await asyncio.to_thread(request.app[INDEX].count_hierarchy, query))
 
 
 async def get_report(request: web.Request) -> web.Response:
     study = _study(request)
-    report = await asyncio.to_thread(request.app[REPORTS].get, study)
+    report = await request.app[REPORTING].read(study, user=request[USER], scope=scope_of(request))
     if report is None:
-        raise http_error(web.HTTPNotFound, "no report")
-    if request[USER].role not in WRITERS and (not report.final or not await _visible(request, study)):
         raise http_error(web.HTTPNotFound, "no report")
     return web.json_response(report_json(report))
 
@@ -99,10 +90,11 @@ async def put_report(request: web.Request) -> web.Response:
     impression = _text(body, "impression", MAX_TEXT, required=True)
     template = _text(body, "template", MAX_TEMPLATE, required=False)
     try:
-        report = await asyncio.to_thread(
-            request.app[REPORTS].save_draft, study, findings=findings, impression=impression, template=template,
-            username=user.username, display_name=user.display_name,
-        )  # fmt: skip
+        report = await request.app[REPORTING].save_draft(
+            study, author=user, findings=findings, impression=impression, template=template
+        )
+    except NotAWriter as exc:
+        raise http_error(web.HTTPForbidden, str(exc)) from None
     except NoSuchStudy:
         raise http_error(web.HTTPNotFound, "no such study") from None
     except ReportFinal:
@@ -114,25 +106,24 @@ async def finalize_report(request: web.Request) -> web.Response:
     user = _writer(request)
     study = _study(request)
     try:
-        report = await asyncio.to_thread(
-            request.app[REPORTS].finalize, study, username=user.username, display_name=user.display_name
-        )
+        report = await request.app[REPORTING].sign(study, signer=user)
+    except NotAWriter as exc:
+        raise http_error(web.HTTPForbidden, str(exc)) from None
     except NoReport:
         raise http_error(web.HTTPNotFound, "no report") from None
     except ReportFinal:
         raise http_error(web.HTTPConflict, "the report is already final") from None
     except EmptyReport as exc:
         raise http_error(web.HTTPBadRequest, str(exc)) from None
-    request.app[METRICS].reports_finalized.inc()
     return web.json_response(report_json(report))
 
 
 async def report_templates(request: web.Request) -> web.Response:
-    return web.json_response(await asyncio.to_thread(templates))
+    return web.json_response(await request.app[REPORTING].templates())
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/studies/{study}/report", get_report)
-    app.router.add_put("/studies/{study}/report", put_report)
-    app.router.add_post("/studies/{study}/report/final", finalize_report)
-    app.router.add_get("/report-templates", report_templates)
+    route(app, "GET", "/studies/{study}/report", get_report, permission=Permission.READ_REPORT, audit="read-report")
+    route(app, "PUT", "/studies/{study}/report", put_report, permission=Permission.WRITE_REPORT, audit="write-report")
+    route(app, "POST", "/studies/{study}/report/final", finalize_report, permission=Permission.WRITE_REPORT, audit="finalize-report")
+    route(app, "GET", "/report-templates", report_templates, permission=Permission.REPORT_TEMPLATES)

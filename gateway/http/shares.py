@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import segno
 from aiohttp import web
 
+from gateway.http.access import Permission, route
 from gateway.http.auth import USER
 from gateway.http.errors import http_error
 from gateway.http.keys import SETTINGS, SHARES
@@ -132,6 +133,6 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/studies/{study}/shares", create)
-    app.router.add_get("/studies/{study}/shares", list_links)
-    app.router.add_delete("/shares/{id}", revoke)
+    route(app, "POST", "/studies/{study}/shares", create, permission=Permission.MANAGE_SHARES, audit="share-create")
+    route(app, "GET", "/studies/{study}/shares", list_links, permission=Permission.MANAGE_SHARES, audit="share-list")
+    route(app, "DELETE", "/shares/{id}", revoke, permission=Permission.MANAGE_SHARES, audit="share-revoke")

@@ -7,6 +7,7 @@ from importlib.resources import files
 
 from aiohttp import web
 
+from gateway.http.access import Permission, route
 from gateway.http.errors import http_error
 
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml"}
@@ -41,7 +42,6 @@ async def favicon(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/viewer", viewer_file)
-    app.router.add_get("/viewer/", viewer_file)
-    app.router.add_get("/viewer/{name}", viewer_file)
-    app.router.add_get("/favicon.ico", favicon)
+    for path in ("/viewer", "/viewer/", "/viewer/{name}"):
+        route(app, "GET", path, viewer_file, permission=Permission.PUBLIC)  # the viewer's own code: no patient data
+    route(app, "GET", "/favicon.ico", favicon, permission=Permission.PUBLIC)

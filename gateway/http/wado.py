@@ -22,6 +22,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from gateway.dimse.transcode import ConversionError, part10_in
+from gateway.http.access import Permission, route
 from gateway.http.accept import dicom_documents_type, media_ranges
 from gateway.http.auth import scope_of
 from gateway.http.dicom_json import DICOM_JSON, json_response
@@ -288,8 +289,8 @@ async def bulkdata(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     base = "/dicom-web/studies/{study}"
     for path in (base, f"{base}/series/{{series}}", f"{base}/series/{{series}}/instances/{{instance}}"):
-        app.router.add_get(path, instances)
-        app.router.add_get(f"{path}/metadata", metadata)
+        route(app, "GET", path, instances, permission=Permission.RETRIEVE, audit="retrieve")
+        route(app, "GET", f"{path}/metadata", metadata, permission=Permission.VIEW, audit="retrieve")
     instance = f"{base}/series/{{series}}/instances/{{instance}}"
-    app.router.add_get(f"{instance}/frames/{{frames}}", frames)
-    app.router.add_get(f"{instance}/bulkdata/{{tag}}", bulkdata)
+    route(app, "GET", f"{instance}/frames/{{frames}}", frames, permission=Permission.VIEW, audit="retrieve")
+    route(app, "GET", f"{instance}/bulkdata/{{tag}}", bulkdata, permission=Permission.RETRIEVE, audit="retrieve")

@@ -19,10 +19,12 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index import schema
-from storage.index.hierarchy import HierarchyQuery, count, search
+from storage.index.errors import IndexDatabaseError
+from storage.index.hierarchy import HierarchyQuery
 from storage.index.patients import ID_TYPE, patient_json, with_identity
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
+from storage.index.study_query import StudyQueries
 from storage.index.schema_evolution import SchemaEvolutionError, add_missing
 from storage.index.schema import (
     instance_metadata,
@@ -53,10 +55,6 @@ _ALIAS_OWNERS = (
     .distinct()
     .limit(2)
 )
-
-
-class IndexDatabaseError(Exception):
-    """The index database could not complete an operation."""
 
 
 @dataclass(frozen=True)
@@ -332,20 +330,12 @@ class IndexDatabase:
     # ----------------------------------------------------------------- queries
 
     def search_hierarchy(self, query: HierarchyQuery) -> list[dict[str, Any]]:
-        """Matches at one level of the information model (C-FIND); see ``storage.index.hierarchy``."""
-        try:
-            with self.engine.connect() as conn:
-                return list(search(conn, query))
-        except SQLAlchemyError as exc:
-            raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
+        """Matches at one level of the information model; see ``storage.index.study_query``."""
+        return StudyQueries(self.engine).search(query)
 
     def count_hierarchy(self, query: HierarchyQuery) -> int:
         """How many matches the query has, paging aside (X-Total-Count)."""
-        try:
-            with self.engine.connect() as conn:
-                return count(conn, query)
-        except SQLAlchemyError as exc:
-            raise IndexDatabaseError(f"query failed: {type(exc).__name__}") from exc
+        return StudyQueries(self.engine).count(query)
 
     def instance_documents(
         self, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None, *, with_metadata: bool = True

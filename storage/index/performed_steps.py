@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from storage.index.errors import IndexDatabaseError
 from storage.index.schema import patients, performed_steps, worklist_items
 from storage.index.times import utc_now
 from storage.index.worklist import COMPLETED, IN_PROGRESS, SCHEDULED
@@ -87,7 +88,8 @@ class PerformedSteps:
         self.engine = engine
 
     def create(self, sop_instance_uid: str, refs: Sequence[StepRef], *, calling_ae: str) -> int:
-        """Record a step IN PROGRESS; how many worklist steps it took off the worklist. Raises DuplicateStep."""
+        """Record a step IN PROGRESS; how many worklist steps it took off the worklist.
+        Raises DuplicateStep, or IndexDatabaseError when the index cannot record it."""
         now = utc_now()
         try:
             with self.engine.begin() as conn:
@@ -101,10 +103,18 @@ class PerformedSteps:
                 return _move(conn, refs, from_=(SCHEDULED,), to=IN_PROGRESS)
         except IntegrityError:
             raise DuplicateStep("a performed procedure step with this SOP Instance UID exists") from None
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"performed step not recorded: {type(exc).__name__}") from exc
 
     def update(self, sop_instance_uid: str, status: str | None) -> int:
         """Apply an N-SET (``status`` None: other attributes only); how many worklist steps changed.
-        Raises UnknownStep, StepFinal."""
+        Raises UnknownStep, StepFinal, or IndexDatabaseError when the index cannot record it."""
+        try:
+            return self._update(sop_instance_uid, status)
+        except SQLAlchemyError as exc:
+            raise IndexDatabaseError(f"performed step not updated: {type(exc).__name__}") from exc
+
+    def _update(self, sop_instance_uid: str, status: str | None) -> int:
         with self.engine.begin() as conn:
             # Written first: the row (PostgreSQL) or the database (SQLite) is locked before it is read.
             touched = conn.execute(

@@ -7,7 +7,9 @@
 // http://HOST:PORT/fhir/R4. With a token, every request but GET metadata needs
 // "Authorization: Bearer TOKEN" (401 otherwise). Created and updated resources
 // are checked against the R4 structure definitions (400 when invalid) unless
-// --no-validate / FHIR_NO_VALIDATE=1. POST /admin/reset empties the repository. Data lives only in memory and is gone when the process ends.
+// --no-validate / FHIR_NO_VALIDATE=1. POST /admin/reset empties the repository. GET /admin/requests
+// answers the journal of every write (POST/PUT/PATCH/DELETE) received since the start: when (ms since the epoch),
+// method, path, query, status, the resource answered (type, id, version) and the body sent, so that a test can count deliveries. Data lives only in memory and is gone when the process ends.
 
 import http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -54,6 +56,7 @@ for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
 const router = new FhirRouter();
 const repo = new MemoryRepository();
 const capabilityStatement = buildCapabilityStatement();
+const journal = [];
 
 function buildCapabilityStatement() {
   const types = resourceBundle.entry
@@ -189,6 +192,14 @@ async function handle(req, res) {
     send(res, 204);
     return;
   }
+  if (url.pathname === '/admin/requests' && method === 'GET') {
+    if (!authorized(req)) {
+      send(res, 401, operationOutcome('login', 'Unauthorized'), { 'WWW-Authenticate': 'Bearer' });
+      return;
+    }
+    send(res, 200, journal);
+    return;
+  }
   if (url.pathname !== BASE_PATH && !url.pathname.startsWith(`${BASE_PATH}/`)) {
     send(res, 404, operationOutcome('not-found', `Not found: ${url.pathname}`));
     return;
@@ -241,6 +252,12 @@ async function handle(req, res) {
   };
   const [outcome, resource] = await router.handleRequest(fhirRequest, repo);
   const status = getStatus(outcome);
+  if (method !== 'GET' && method !== 'HEAD' && !searching) {
+    journal.push({
+      at: Date.now(), method, path: relative, query: url.search, status, body: body ?? null,
+      resourceType: resource?.resourceType ?? null, id: resource?.id ?? null, versionId: resource?.meta?.versionId ?? null,
+    });
+  }
   const headers = {};
   if (resource?.meta?.versionId) {
     headers.ETag = `W/"${resource.meta.versionId}"`;
