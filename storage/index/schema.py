@@ -339,6 +339,8 @@ fhir_links = Table(
     Column("imaging_study_ref", String(128), nullable=False, default=""),
     Column("diagnostic_report_ref", String(128), nullable=False, default=""),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # SHA-256 of the ImagingStudy content last accepted: the same content is not written again.
+    Column("imaging_study_digest", String(64), nullable=False, default=""),
 )
 
 # Studies whose patient the EMR link could not find (or found several times), for an administrator.
