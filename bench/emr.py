@@ -1,7 +1,9 @@
 """EMR link benchmark, in parts; each part starts what it needs on this machine, on free ports.
 
 Part ``hl7``: a gateway (product defaults: SQLite index, or with ``--index
-postgresql`` a private PostgreSQL cluster; local object store) receives 1,000
+postgresql`` a private PostgreSQL cluster with its default durability,
+fsync and synchronous commit on, or ``--index-url`` a database given; local
+object store) receives 1,000
 ADT (A01 for 500 new patients, then A08 for each of them) and 1,000 ORM^O01
 new orders (two per patient), interleaved, over ONE MLLP connection with
 python-hl7's asyncio client, twice: once sending each message after the
@@ -106,8 +108,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def part_hl7(args: argparse.Namespace, work: Path) -> list[str]:
+    if args.index_url:
+        return _hl7(args, work, {"PACSGW_INDEX_URL": args.index_url})
     if args.index == "postgresql":
-        with run_postgres(work / "postgres") as server:
+        with run_postgres(work / "postgres", durable=True) as server:
             return _hl7(args, work, {"PACSGW_INDEX_URL": server.create_database("bench_emr")})
     return _hl7(args, work, {})
 
@@ -115,7 +119,8 @@ def part_hl7(args: argparse.Namespace, work: Path) -> list[str]:
 def _hl7(args: argparse.Namespace, work: Path, env: dict[str, str]) -> list[str]:
     gateway = GatewayProcess(work / "gw-hl7", env, product_defaults=True)
     gateway.start()
-    lines = [f"HL7 v2 over one MLLP connection, {args.index} index: {args.messages} messages (ADT^A01/A08 and ORM^O01) per run"]
+    index = "given" if args.index_url else args.index
+    lines = [f"HL7 v2 over one MLLP connection, {index} index: {args.messages} messages (ADT^A01/A08 and ORM^O01) per run"]
     try:
         asyncio.run(send_in_turn(gateway.hl7_port, hl7_messages(100, prefix="W")))  # warm-up, not counted
         for window, prefix in ((1, "B"), (args.window, "P")):
@@ -147,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", choices=sorted(PARTS), action="append", help="a part to run (default: all)")
     parser.add_argument("--messages", type=int, default=2000, help="HL7 messages in the hl7 part (half ADT, half ORM)")
     parser.add_argument("--window", type=int, default=6, help="messages in flight in the hl7 part's second run")
-    parser.add_argument("--index", choices=("sqlite", "postgresql"), default="sqlite", help="the gateway's index database")
+    parser.add_argument("--index", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the gateway's index database (postgresql: a private cluster started here)")
+    parser.add_argument("--index-url", metavar="URL",
+                        help="use this (empty) index database instead, e.g. postgresql+psycopg://user@host/db")
     args = parser.parse_args(argv)
     lines = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -14,6 +14,11 @@ into P contiguous chunks, one ``storescu`` process per chunk, all started at onc
   ``GET /health`` shows an empty spool (``spool.backlog_instances == 0``).  Orthanc
   stores before it answers, so this is its acknowledged time plus one REST check.
 - peak RSS: VmHWM of the server process (gateway: the Python process; Orthanc: Orthanc).
+- CPU ms per instance: user + system CPU of the server process over the run (from
+  ``/proc/<pid>/stat``, every thread; storescp: its forked children too) divided by N.
+
+DCMTK ``storescp --fork`` writing each instance to a temp dir (no fsync) runs in the same
+run as the limit of this machine (``--no-storescp`` leaves it out).
 
 Counts are verified after every run (gateway: QIDO-RS NumberOfStudyRelatedInstances
 and the objects in the bucket; Orthanc: ``GET /statistics``); a failed send or a
@@ -28,6 +33,8 @@ import argparse
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -49,10 +56,12 @@ from tests.conftest import s3_env  # noqa: E402
 from tests.factory import ct_series, write_files  # noqa: E402
 from tests.gateway_process import GatewayProcess  # noqa: E402
 from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary, run_orthanc  # noqa: E402
+from tests.peers.ports import free_port  # noqa: E402
 from tests.peers.seaweedfs import S3Server, run_seaweedfs  # noqa: E402
 
 TARGET_ACK_RATIO = 2.0  # from the product issue: ack rate >= 2x Orthanc
 TARGET_E2E_RATIO = 1.5  # end-to-end rate >= 1.5x Orthanc
+TARGET_STORESCP_ACK_RATIO = 0.8  # ack rate >= 0.8x DCMTK storescp on 4 associations
 POLL_SECONDS = 0.05
 # s3_env() shortens these for outage tests; the benchmark keeps the product defaults.
 TEST_ONLY_ENV = ("PACSGW_S3_CONNECT_TIMEOUT", "PACSGW_SPOOL_RETRY_MAX_SECONDS")
@@ -71,6 +80,11 @@ class Run:
     e2e_seconds: float
     idle_rss_mib: float  # VmRSS once the server is ready, before the first C-STORE
     peak_rss_mib: float  # VmHWM after the run
+    cpu_seconds: float = 0.0  # user + system CPU of the server process over the run (all its threads)
+
+    @property
+    def cpu_ms_per_instance(self) -> float:
+        return 1000 * self.cpu_seconds / self.instances
 
     @property
     def ack_rate(self) -> float:
@@ -81,7 +95,42 @@ class Run:
         return self.instances / self.e2e_seconds
 
     def as_json(self) -> dict[str, Any]:
-        return {**asdict(self), "ack_rate": self.ack_rate, "e2e_rate": self.e2e_rate}
+        return {**asdict(self), "ack_rate": self.ack_rate, "e2e_rate": self.e2e_rate,
+                "cpu_ms_per_instance": self.cpu_ms_per_instance}
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far, every thread included (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+
+
+class Profiler:
+    """``py-spy record`` attached to the gateway for one run (``--profile``), a flame graph per run."""
+
+    def __init__(self, out_dir: Path | None) -> None:
+        self.out_dir = out_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, pid: int, name: str) -> None:
+        if self.out_dir is None:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        spy = Path(sys.executable).with_name("py-spy")
+        self.proc = subprocess.Popen(
+            [str(spy), "record", "--pid", str(pid), "--rate", "250", "--format", "raw", "--gil",
+             "--output", str(self.out_dir / f"{name}.txt")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # let it attach before the first instance
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(30)
+            self.proc = None
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -141,7 +190,7 @@ def send(port: int, called_aet: str, files: list[Path], parallel: int, log_dir: 
 
 
 def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parallel: int,
-                  work: Path, timeout: float) -> Run:
+                  work: Path, timeout: float, profiler: Profiler | None = None) -> Run:
     """One run against a fresh gateway: S3 backend when ``s3`` is given, else the local object store."""
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     env = {k: v for k, v in s3_env(s3, bucket).items() if k not in TEST_ONLY_ENV} if s3 else {}
@@ -152,6 +201,9 @@ def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parall
         assert gateway.proc is not None
         pid = gateway.proc.pid
         idle = memory_mib(pid)["VmRSS"]
+        if profiler:
+            profiler.start(pid, name)
+        cpu_before = cpu_seconds(pid)
         start, ack = send(gateway.dicom_port, gateway.ae_title, files, parallel, work / f"{name}-scu", timeout)
 
         def drained() -> bool:
@@ -163,6 +215,9 @@ def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parall
         except BenchError as exc:
             raise BenchError(f"{exc}; /health: {gateway.get('/health')[1]}\n{gateway.log_tail()}") from None
         e2e = time.perf_counter() - start
+        cpu = cpu_seconds(pid) - cpu_before
+        if profiler:
+            profiler.stop()
         peak = memory_mib(pid)["VmHWM"]
 
         status, body = gateway.get(f"/dicom-web/studies?StudyInstanceUID={study_uid}",
@@ -176,14 +231,17 @@ def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parall
             raise BenchError(f"gateway: sent {len(files)}, indexed {indexed} (QIDO status {status}), "
                              f"{stored} objects stored\n{gateway.log_tail()}")
     finally:
+        if profiler:
+            profiler.stop()
         gateway.stop()
-    return Run("gateway", parallel, len(files), ack, e2e, idle, peak)
+    return Run("gateway", parallel, len(files), ack, e2e, idle, peak, cpu)
 
 
 def bench_orthanc(files: list[Path], parallel: int, work: Path, timeout: float) -> tuple[Run, str]:
     with run_orthanc(work / f"orthanc-p{parallel}", aet="ORTHANC") as orthanc:
         orthanc_version = str(orthanc.get_json("/system")["Version"])
         idle = memory_mib(orthanc.pid)["VmRSS"]
+        cpu_before = cpu_seconds(orthanc.pid)
         start, ack = send(orthanc.dicom_port, orthanc.aet, files, parallel, work / f"orthanc-p{parallel}-scu", timeout)
         count = lambda: int(orthanc.get_json("/statistics")["CountInstances"])  # noqa: E731
         try:
@@ -191,10 +249,61 @@ def bench_orthanc(files: list[Path], parallel: int, work: Path, timeout: float) 
         except BenchError as exc:
             raise BenchError(f"{exc}: Orthanc has {count()} of {len(files)} instances") from None
         e2e = time.perf_counter() - start
+        cpu = cpu_seconds(orthanc.pid) - cpu_before
         peak = memory_mib(orthanc.pid)["VmHWM"]
         if count() != len(files):
             raise BenchError(f"Orthanc: sent {len(files)}, has {count()} instances")
-    return Run("orthanc", parallel, len(files), ack, e2e, idle, peak), orthanc_version
+    return Run("orthanc", parallel, len(files), ack, e2e, idle, peak, cpu), orthanc_version
+
+
+def bench_storescp(files: list[Path], parallel: int, work: Path, timeout: float) -> Run:
+    """DCMTK ``storescp`` writing every instance to a fresh directory: the limit of this machine and disk.
+
+    One process accepting one association at a time unless ``--fork`` (a child per association, as
+    ``parallel`` needs); its CPU is the parent's plus its children's once they have exited.
+    """
+    out = work / f"storescp-p{parallel}"
+    out.mkdir(parents=True)
+    port = free_port()
+    log_path = work / f"storescp-p{parallel}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [dcmtk_binary("storescp"), "--fork", "-aet", "STORESCP", "-od", str(out), str(port)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=out,
+            env={**os.environ, **DCMTK_ENV}, start_new_session=True)
+    try:
+        wait_for("storescp listening", lambda: _listening(port), 10.0)
+        idle = memory_mib(proc.pid)["VmRSS"]
+        before = _cpu_with_children(proc.pid)
+        start, ack = send(port, "STORESCP", files, parallel, work / f"storescp-p{parallel}-scu", timeout)
+        stored = lambda: sum(1 for _ in out.iterdir())  # noqa: E731
+        wait_for("storescp files", lambda: stored() >= len(files), min(timeout, 10.0))
+        e2e = time.perf_counter() - start
+        wait_for("storescp children exited", lambda: not _children(proc.pid), 10.0)
+        cpu = _cpu_with_children(proc.pid) - before
+        peak = memory_mib(proc.pid)["VmHWM"]
+        if stored() != len(files):
+            raise BenchError(f"storescp: sent {len(files)}, wrote {stored()} files\n{log_path.read_text()[-2000:]}")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    return Run("storescp", parallel, len(files), ack, e2e, idle, peak, cpu)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _children(pid: int) -> list[str]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return path.read_text().split() if path.exists() else []
+
+
+def _cpu_with_children(pid: int) -> float:
+    """User + system CPU of ``pid`` and of its children that have exited and been waited for."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(f) for f in fields[11:15]) / _CLOCK_TICKS  # utime, stime, cutime, cstime
 
 
 def verdict(ratio: float, target: float) -> str:
@@ -210,18 +319,27 @@ def report(info: dict[str, Any], runs: list[Run], memory: list[Run]) -> list[dic
     print(f"Data:     {d['instances']} CT instances, 512x512 16-bit, Explicit VR LE, "
           f"{d['mib_per_instance']:.2f} MiB each, sent by DCMTK storescu (TCP_NODELAY=1)\n")
     print(f"{'target':<8} {'assoc':>5} {'inst':>5} {'ack inst/s':>11} {'e2e inst/s':>11} "
-          f"{'ack MiB/s':>10} {'idle RSS':>9} {'peak RSS':>9}")
+          f"{'ack MiB/s':>10} {'CPU ms/inst':>12} {'idle RSS':>9} {'peak RSS':>9}")
     for r in runs:
         print(f"{r.target:<8} {r.associations:>5} {r.instances:>5} {r.ack_rate:>11.1f} {r.e2e_rate:>11.1f} "
-              f"{r.ack_rate * d['mib_per_instance']:>10.1f} {r.idle_rss_mib:>7.0f}Mi {r.peak_rss_mib:>7.0f}Mi")
+              f"{r.ack_rate * d['mib_per_instance']:>10.1f} {r.cpu_ms_per_instance:>12.2f} "
+              f"{r.idle_rss_mib:>7.0f}Mi {r.peak_rss_mib:>7.0f}Mi")
     ratios = []
     print(f"\ngateway/Orthanc  assoc  ack (target >= {TARGET_ACK_RATIO}x)  e2e (target >= {TARGET_E2E_RATIO}x)")
-    for p in sorted({r.associations for r in runs}):
+    for p in sorted({r.associations for r in runs if r.target == "orthanc"}):
         gw, orth = (next(r for r in runs if r.target == t and r.associations == p) for t in ("gateway", "orthanc"))
         ack, e2e = gw.ack_rate / orth.ack_rate, gw.e2e_rate / orth.e2e_rate
         ratios.append({"associations": p, "ack_ratio": ack, "e2e_ratio": e2e,
                        "ack_pass": ack >= TARGET_ACK_RATIO, "e2e_pass": e2e >= TARGET_E2E_RATIO})
         print(f"{'':<16} {p:>5}  {verdict(ack, TARGET_ACK_RATIO):<21} {verdict(e2e, TARGET_E2E_RATIO)}")
+    scp = [r for r in runs if r.target == "storescp"]
+    if scp:
+        print(f"\ngateway/storescp assoc  ack (target >= {TARGET_STORESCP_ACK_RATIO}x on 4)  e2e")
+    for limit in scp:
+        gw = next(r for r in runs if r.target == "gateway" and r.associations == limit.associations)
+        ack, e2e = gw.ack_rate / limit.ack_rate, gw.e2e_rate / limit.e2e_rate
+        ratios.append({"associations": limit.associations, "storescp_ack_ratio": ack, "storescp_e2e_ratio": e2e})
+        print(f"{'':<16} {limit.associations:>5}  {ack:5.2f}x{'':<21} {e2e:5.2f}x")
     print("\nGateway memory while receiving (1 association; VmHWM = peak resident set of the process)")
     print(f"{'instances':>9} {'MiB sent':>9} {'idle RSS':>9} {'peak RSS':>9} {'peak-idle':>10}")
     for r in memory:
@@ -256,6 +374,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="the gateway's object store: S3 on a SeaweedFS started here (default; the product "
                              "target), or the local object store (both sides then write to this machine's disk)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--orthanc", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure Orthanc in the same run (default: on; --no-orthanc for a profile only)")
+    parser.add_argument("--storescp", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure DCMTK storescp (--fork, writing files to a temp dir) in the same run, "
+                             "the limit of this machine (default: on)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="attach py-spy to the gateway for each run and write its raw stacks to DIR")
     parser.add_argument("--keep", action="store_true",
                         help="keep the work dir (input files, server data and logs) and print its path")
     args = parser.parse_args(argv)
@@ -267,7 +392,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info: dict[str, Any] = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "machine": machine(), "args": {**vars(args), "json": str(args.json)}}
+                            "machine": machine(), "args": {**vars(args), "json": str(args.json), "profile": str(args.profile)}}
     runs: list[Run] = []
     memory: list[Run] = []
     try:
@@ -295,11 +420,16 @@ def main(argv: list[str] | None = None) -> int:
                 s3 = stack.enter_context(run_seaweedfs(work / "seaweedfs"))
             for p in args.parallel:
                 print(f"gateway, {p} association(s), {args.count} instances ...", flush=True)
-                runs.append(bench_gateway(s3, files[:args.count], study_uid, p, work, args.timeout))
-                print(f"Orthanc, {p} association(s), {args.count} instances ...", flush=True)
-                run, info["software"]["Orthanc"] = bench_orthanc(files[:args.count], p, work, args.timeout)
-                info["software"]["Orthanc"] += " (SQLite index + filesystem storage)"
-                runs.append(run)
+                runs.append(bench_gateway(s3, files[:args.count], study_uid, p, work, args.timeout,
+                                          Profiler(args.profile)))
+                if args.orthanc:
+                    print(f"Orthanc, {p} association(s), {args.count} instances ...", flush=True)
+                    run, info["software"]["Orthanc"] = bench_orthanc(files[:args.count], p, work, args.timeout)
+                    info["software"]["Orthanc"] += " (SQLite index + filesystem storage)"
+                    runs.append(run)
+                if args.storescp:
+                    print(f"storescp, {p} association(s), {args.count} instances ...", flush=True)
+                    runs.append(bench_storescp(files[:args.count], p, work, args.timeout))
             for n in args.memory_counts:
                 same = [r for r in runs if r.target == "gateway" and r.associations == 1 and r.instances == n]
                 if not same:

@@ -35,6 +35,7 @@ from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore, ObjectStoreError
+from storage.object_store.cache import CachedObjectStore
 from storage.object_store.local import LocalObjectStore
 from storage.object_store.s3 import S3ObjectStore
 
@@ -60,6 +61,13 @@ def open_object_store(settings: Settings) -> ObjectStore:
         except ObjectStoreError as exc:
             # Receiving goes on into the spool; the worker stores once S3 answers.
             log.warning("object store not reachable at start-up (%s); instances will wait in the spool", exc)
+        else:
+            try:  # logged and kept for /health; probed again at the first write if this fails
+                store.probe_conditional_put()
+            except ObjectStoreError as exc:
+                log.warning("object store conformance not checked at start-up (%s)", exc)
+        if settings.storage.read_cache_bytes > 0:
+            return CachedObjectStore(store, settings.storage.read_cache_bytes)
         return store
     return LocalObjectStore(settings.local_objects_path)
 

@@ -126,6 +126,12 @@ class StorageSettings:
         "local", "Object store: 'local' (a directory under the data dir) or 's3' (any S3-compatible server)."
     )
     local_path: str = opt("", "Directory of the local object store; empty means <data_dir>/objects.")
+    read_cache_bytes: int = opt(
+        268_435_456,
+        "Bytes of recently read or written objects kept in memory in front of S3 (WADO-RS frames, instances, "
+        "rendering); found by key and the checksum the index names, so never stale; 0 disables it. "
+        "Per process; the local store relies on the OS page cache instead.",
+    )
 
 
 @dataclass

@@ -143,4 +143,8 @@ def test_production_configuration_postgresql_index_and_s3(start_gateway, s3_serv
     assert status == 200 and [s["00201208"]["Value"] for s in body] == [[15]]
     status, health = gateway.get("/health")
     assert health["index"]["ok"] and health["object_store"]["backend"] == "s3"
+    # the start-up conformance check: SeaweedFS honours If-None-Match: *, so filing is create-only
+    assert health["object_store"]["create_only"] is True, health["object_store"]
+    assert "412" in health["object_store"]["conformance"]
+    assert health["object_store"]["read_cache"]["bytes"] > 0  # the instances just filed, written through
     assert len(gateway.open_store().list_keys("studies/")) == 15

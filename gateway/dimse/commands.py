@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from enum import IntEnum
 from typing import Any
 
@@ -10,6 +11,7 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
+from pydicom.multival import MultiValue
 
 NO_DATASET = 0x0101
 
@@ -39,12 +41,53 @@ def decode_command(data: bytes) -> Dataset:
     return read_dataset(io.BytesIO(data), is_implicit_VR=True, is_little_endian=True)
 
 
-def _encode(ds: Dataset) -> bytes:
+def _pydicom_encode(ds: Dataset) -> bytes:
     fp = DicomBytesIO()
     fp.is_little_endian = True
     fp.is_implicit_VR = True
     write_dataset(fp, ds)
     return fp.getvalue()
+
+
+_NUMBERS = {"US": "H", "UL": "I", "SS": "h", "SL": "i"}
+_TEXT = frozenset({"UI", "AE", "LO", "SH", "CS", "ST", "LT"})
+
+
+def _value_bytes(vr: str, value: Any) -> bytes | None:
+    """One value of a command element as pydicom writes it, for the VRs command sets use (None: any other)."""
+    if value is None or value == "":
+        return b""
+    if vr in _NUMBERS:
+        values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+        if not all(type(v) is int for v in values):
+            return None
+        return struct.pack(f"<{len(values)}{_NUMBERS[vr]}", *values)
+    if vr == "AT":
+        tags = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+        if not all(isinstance(t, int) for t in tags):
+            return None
+        return b"".join(struct.pack("<HH", int(t) >> 16, int(t) & 0xFFFF) for t in tags)
+    if vr in _TEXT and isinstance(value, str) and value.isascii() and "\\" not in value:
+        text = value.encode("ascii")
+        return text + (b"\0" if vr == "UI" else b" ") if len(text) % 2 else text
+    return None
+
+
+def _encode(ds: Dataset) -> bytes:
+    """Implicit VR Little Endian, written here for the few VRs of command sets (byte for byte what pydicom
+    writes: tested); anything else goes through pydicom. A response is encoded for every C-STORE."""
+    parts: list[bytes] = []
+    for tag in sorted(ds.keys()):
+        element = ds[tag]
+        try:
+            value = _value_bytes(element.VR, element.value)
+        except struct.error:  # out of range for its VR: pydicom's own error, as before
+            value = None
+        if value is None:
+            return _pydicom_encode(ds)
+        parts.append(struct.pack("<HHI", tag >> 16, tag & 0xFFFF, len(value)))
+        parts.append(value)
+    return b"".join(parts)
 
 
 def encode_command(ds: Dataset) -> bytes:

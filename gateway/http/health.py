@@ -64,7 +64,7 @@ async def health(request: web.Request) -> web.Response:
         "live": True,
         "ready": ready,
         "index": index,
-        "object_store": {**store, "backend": app[SETTINGS].storage.backend},
+        "object_store": {**store, "backend": app[SETTINGS].storage.backend, **app[OBJECT_STORE].report()},
         "spool": {
             "backlog_instances": spool.backlog_records,
             "backlog_bytes": spool.backlog_bytes,

@@ -103,7 +103,7 @@ def _render_stored(stored: bytes, wanted: RenderRequest, sop_instance_uid: str) 
 
 
 async def _render(request: web.Request, row: dict[str, Any], wanted: RenderRequest) -> bytes:
-    stored = await read_object(request, row["object_key"])
+    stored = await read_object(request, row["object_key"], row.get("checksum") or "")
     return await asyncio.to_thread(_render_stored, stored, wanted, row["sop_instance_uid"])
 
 
@@ -187,7 +187,7 @@ async def wado_uri(request: web.Request) -> web.Response:
     content_type = query.get("contentType", JPEG).split(",")[0].strip()
     if content_type == "application/dicom":
         syntax = query.get("transferSyntax", EXPLICIT_LE)
-        stored = await read_object(request, row["object_key"])
+        stored = await read_object(request, row["object_key"], row.get("checksum") or "")
         try:
             body, _ = await asyncio.to_thread(
                 part10_in, stored, row["transfer_syntax_uid"], syntax, row["sop_class_uid"], row["sop_instance_uid"]

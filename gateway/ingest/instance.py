@@ -145,9 +145,11 @@ def _is_deferred(raw: object) -> bool:
 def _decode_all(ds: Dataset) -> None:
     """Decode every element, nested items too, so that decoding errors surface now."""
     for tag in list(ds.keys()):
-        if _is_deferred(ds.get_item(tag, keep_deferred=True)):
-            continue
-        element = ds[tag]
+        element = ds.get_item(tag, keep_deferred=True)
+        if isinstance(element, RawDataElement):
+            if _is_deferred(element):
+                continue
+            element = ds[tag]  # converts it (a converted element is what ds[tag] would return)
         if element.VR == "SQ":
             for item in element.value:
                 _decode_all(item)

@@ -42,7 +42,7 @@ def metadata_dict(ds: Dataset) -> dict[str, Any]:
         if _is_bulk(raw, str(vr)):
             out[key] = {"vr": str(vr), "BulkDataURI": key}
             continue
-        element = ds[tag]
+        element = ds[tag] if isinstance(raw, RawDataElement) else raw  # ds[tag] only to convert
         if element.VR == "SQ":
             out[key] = {"vr": "SQ", "Value": [metadata_dict(item) for item in element.value]}
         else:

@@ -39,7 +39,6 @@ import os
 import shutil
 import threading
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from gateway.ingest.spool_format import (
     HEADER_SIZE,
     Buffer,
     Header,
+    crc32,
     encode_header,
     is_whole,
     next_record,
@@ -344,7 +344,7 @@ class SpoolLog:
     def append(self, meta: dict[str, Any], data: bytes | bytearray | memoryview) -> None:
         """Append a record; when this returns the record survives a crash or power loss."""
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
-        crc = zlib.crc32(data, zlib.crc32(meta_bytes))
+        crc = crc32(data, crc32(meta_bytes))
         length = HEADER_SIZE + len(meta_bytes) + len(data)
         with self._write_lock:
             if self._closed:
@@ -432,7 +432,7 @@ class SpoolLog:
         if header is None or not header.plausible or pos.offset + header.end > limit:
             return None
         body = os.pread(fd, header.end - header.body, pos.offset + header.body)
-        if len(body) != header.end - header.body or zlib.crc32(body) != header.body_crc:
+        if len(body) != header.end - header.body or crc32(body) != header.body_crc:
             return None
         end = Position(pos.segment, pos.offset + header.end)
         return SpoolRecord(pos, end, json.loads(body[: header.meta_len]), memoryview(body)[header.meta_len :])

@@ -61,6 +61,7 @@ _ALIAS_OWNERS = (
 class StoredInstance:
     sop_instance_uid: str
     object_key: str
+    checksum: str = ""  # SHA-256 of the object; '' when filed by an older release
 
 
 class IndexDatabase:
@@ -68,6 +69,7 @@ class IndexDatabase:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        self._upsert_cache: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Any] = {}
 
     @classmethod
     def open(cls, url: str) -> IndexDatabase:
@@ -128,12 +130,12 @@ class IndexDatabase:
             with self.engine.connect() as conn:
                 for start in range(0, len(uids), 500):
                     rows = conn.execute(
-                        select(instances.c.sop_instance_uid, instances.c.object_key).where(
+                        select(instances.c.sop_instance_uid, instances.c.object_key, instances.c.checksum).where(
                             instances.c.sop_instance_uid.in_(uids[start : start + 500])
                         )
                     )
-                    for uid, key in rows:
-                        found[uid] = StoredInstance(uid, key)
+                    for uid, key, checksum in rows:
+                        found[uid] = StoredInstance(uid, key, checksum)
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index lookup failed: {type(exc).__name__}") from exc
         return found
@@ -170,7 +172,7 @@ class IndexDatabase:
                         study_pks[rec.study_uid] = self._upsert_study(conn, rec, patient_pks[pkey], now)
                     if rec.series_uid not in series_pks:
                         series_pks[rec.series_uid] = self._upsert_series(conn, rec, study_pks[rec.study_uid])
-                    self._upsert_instance(conn, rec, series_pks[rec.series_uid], now, identities[pkey])
+                self._upsert_instances(conn, records, series_pks, now, identities)
                 touched_series.update(series_pks.values())
                 touched_studies.update(study_pks.values())
                 self._refresh_counts(conn, touched_series, touched_studies)
@@ -273,16 +275,33 @@ class IndexDatabase:
             },
         )
 
-    def _upsert_instance(
-        self, conn: Connection, rec: InstanceRecord, series_pk: int, now: dt.datetime, identity: dict[str, Any] | None
+    def _upserts(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+        """An upsert of ``columns`` into ``table`` with one bound parameter per column, built once per table
+        (executed with a list of rows: one executemany, the statement compiled once)."""
+        cache_key = (table.name, keys, columns)
+        stmt = self._upsert_cache.get(cache_key)
+        if stmt is None:
+            insert = self._insert(table).values({c: bindparam(c) for c in columns})
+            update_cols = {c: insert.excluded[c] for c in columns if c not in keys}
+            stmt = self._upsert_cache[cache_key] = insert.on_conflict_do_update(index_elements=list(keys), set_=update_cols)
+        return stmt
+
+    def _upsert_instances(
+        self,
+        conn: Connection,
+        records: Sequence[InstanceRecord],
+        series_pks: dict[str, int],
+        now: dt.datetime,
+        identities: dict[tuple[str, str], dict[str, Any] | None],
     ) -> None:
-        pk = self._upsert(
-            conn,
-            instances,
-            ["sop_instance_uid"],
+        """The instances, their pixel data locations and their metadata: three executemany and one lookup of their
+        keys, whatever the number of instances (a record given twice: the last one wins, as one upsert after another)."""
+        if not records:
+            return
+        rows = [
             {
                 "sop_instance_uid": rec.sop_instance_uid,
-                "series_pk": series_pk,
+                "series_pk": series_pks[rec.series_uid],
                 "sop_class_uid": rec.sop_class_uid,
                 "instance_number": rec.instance_number,
                 "transfer_syntax_uid": rec.transfer_syntax_uid,
@@ -292,19 +311,36 @@ class IndexDatabase:
                 "number_of_frames": rec.number_of_frames,
                 "size": rec.size,
                 "object_key": rec.object_key,
+                "checksum": rec.checksum,
                 "source_ae": rec.source_ae,
                 "received_at": now,
-            },
-        )
-        if rec.pixel_offset is not None and rec.frame_length:
-            values = {"data_offset": rec.pixel_offset, "frame_length": rec.frame_length}
-            stmt = self._insert(instance_pixels).values(instance_pk=pk, **values)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_=values))
-        if rec.metadata_json:
-            text = rec.metadata_json if identity is None else with_identity(rec.metadata_json, identity)
-            document = zlib.compress(text.encode("utf-8"), 1)
-            stmt = self._insert(instance_metadata).values(instance_pk=pk, document=document)
-            conn.execute(stmt.on_conflict_do_update(index_elements=["instance_pk"], set_={"document": document}))
+            }
+            for rec in records
+        ]
+        conn.execute(self._upserts(instances, ("sop_instance_uid",), tuple(rows[0])), rows)
+        last = {rec.sop_instance_uid: rec for rec in records}
+        pks: dict[str, int] = {}
+        uids = list(last)
+        for start in range(0, len(uids), 500):
+            found = conn.execute(
+                select(instances.c.sop_instance_uid, instances.c.pk).where(instances.c.sop_instance_uid.in_(uids[start : start + 500]))
+            )
+            pks.update((uid, int(pk)) for uid, pk in found)
+        pixels = [
+            {"instance_pk": pks[uid], "data_offset": rec.pixel_offset, "frame_length": rec.frame_length}
+            for uid, rec in last.items()
+            if rec.pixel_offset is not None and rec.frame_length
+        ]
+        if pixels:
+            conn.execute(self._upserts(instance_pixels, ("instance_pk",), ("instance_pk", "data_offset", "frame_length")), pixels)
+        documents = []
+        for uid, rec in last.items():
+            if rec.metadata_json:
+                identity = identities[(rec.patient_id, rec.issuer_of_patient_id)]
+                text = rec.metadata_json if identity is None else with_identity(rec.metadata_json, identity)
+                documents.append({"instance_pk": pks[uid], "document": zlib.compress(text.encode("utf-8"), 1)})
+        if documents:
+            conn.execute(self._upserts(instance_metadata, ("instance_pk",), ("instance_pk", "document")), documents)
 
     def _refresh_counts(self, conn: Connection, series_pks: set[int], study_pks: set[int]) -> None:
         if series_pks:
@@ -357,6 +393,7 @@ class IndexDatabase:
                 instances.c.sop_class_uid,
                 instances.c.transfer_syntax_uid,
                 instances.c.object_key,
+                instances.c.checksum,
                 instances.c.number_of_frames,
                 instance_pixels.c.data_offset,
                 instance_pixels.c.frame_length,
@@ -390,6 +427,7 @@ class IndexDatabase:
             select(
                 instances.c.sop_instance_uid,
                 instances.c.object_key,
+                instances.c.checksum,
                 instances.c.size,
                 instances.c.transfer_syntax_uid,
                 series.c.series_uid,

@@ -21,7 +21,7 @@ from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, insert, literal, select, union_all, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, func, insert, literal, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.index.person_names import fold_name
@@ -73,10 +73,31 @@ class MergeOutcome:
     worklist_items: int
 
 
+_UNIT, _RECORD = "\x1f", "\x1e"  # separators of the known IDs; a value holding one makes every ID be upserted
+
+
+def _new_ids(row: Any, others: Sequence[OtherPatientID]) -> list[OtherPatientID]:
+    """The IDs the patient of ``row`` does not have yet (the upsert would skip the others)."""
+    known = [record.split(_UNIT) for record in row.known_ids.split(_RECORD)] if row.known_ids else []
+    if any(len(record) != 2 for record in known):
+        return list(others)
+    have = {(issuer, identifier) for issuer, identifier in known}
+    return [o for o in others if (o.issuer, o.patient_id) not in have]
+
+
 # Statements built once (bound parameters): one HL7 message runs a handful, and building costs more than running.
 _ids = patient_identifiers.c
+_known = patient_identifiers.alias("known")
+# With the patient, what saves a statement per message: the IDs it has (issuer US identifier, RS between them),
+# and whether it has studies (whose kept metadata a change of name must rewrite).
+_KNOWN_IDS = (
+    select(func.aggregate_strings(_known.c.issuer + _UNIT + _known.c.identifier, _RECORD))
+    .where(_known.c.patient_pk == patients.c.pk)
+    .scalar_subquery()
+)
 _ROW = (patients.c.pk, patients.c.patient_id, patients.c.issuer, patients.c.patient_name, patients.c.patient_name_folded,
-        patients.c.birth_date, patients.c.sex, emr_patients.c.patient_pk.is_not(None).label("from_emr"))  # fmt: skip
+        patients.c.birth_date, patients.c.sex, emr_patients.c.patient_pk.is_not(None).label("from_emr"),
+        _KNOWN_IDS.label("known_ids"), exists().where(studies.c.patient_pk == patients.c.pk).label("has_studies"))  # fmt: skip
 _WITH_EMR = patients.outerjoin(emr_patients, emr_patients.c.patient_pk == patients.c.pk)
 # Candidates in order of preference: 1 by MRN and issuer, 2 by the MRN as another ID, 3 by citizen ID.
 _CANDIDATES = union_all(
@@ -168,10 +189,12 @@ def _apply(conn: Connection, row: Any | None, d: Demographics, now: dt.datetime)
         changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
         if changed:
             conn.execute(_UPDATE, {"b_pk": pk, "updated_at": now, **changed})
-            rewrite_metadata(conn, pk, patient=SimpleNamespace(**{**row._asdict(), **changed}))
+            if row.has_studies:  # else no instance has metadata to rewrite
+                rewrite_metadata(conn, pk, patient=SimpleNamespace(**{**row._asdict(), **changed}))
         others = list(d.other_ids)
         if (row.patient_id, row.issuer) != (d.patient_id, d.issuer):  # found by another ID: remember this MRN too
             others.append(OtherPatientID(d.patient_id, d.issuer, ID_TYPE))
+        others = _new_ids(row, others)
     _add_identifiers(conn, pk, others)
     if row is None or not row.from_emr:
         conn.execute(_upserts(conn.dialect.name)[1], {"patient_pk": pk, "since": now})

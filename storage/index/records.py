@@ -55,14 +55,21 @@ class InstanceRecord:
     metadata_json: str = ""  # WADO-RS metadata (DICOM JSON, bulk data as tag markers); "" when not made
     pixel_offset: int | None = None  # where uncompressed pixel data starts in the stored object
     frame_length: int | None = None  # bytes per uncompressed frame
+    checksum: str = ""  # SHA-256 (hex) of the stored object, set when filed
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """What ``dataclasses.asdict`` gives, without its deep copy of every (immutable) value: once per instance."""
+        data = {name: getattr(self, name) for name in _RECORD_FIELDS}
+        data["other_patient_ids"] = tuple(dataclasses.asdict(other) for other in self.other_patient_ids)
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InstanceRecord:
         others = tuple(OtherPatientID(**item) for item in data.get("other_patient_ids", ()))
         return cls(**{**data, "other_patient_ids": others})
+
+
+_RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(InstanceRecord))
 
 
 @dataclass(frozen=True)

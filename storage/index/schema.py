@@ -113,6 +113,8 @@ instances = Table(
     Column("number_of_frames", Integer),
     Column("size", BigInteger, nullable=False),
     Column("object_key", String(256), nullable=False),
+    # SHA-256 (hex) of the object's bytes: filers compare by it, caches key by it; '' for rows of older releases
+    Column("checksum", String(64), nullable=False, default=""),
     Column("source_ae", String(16), nullable=False, default=""),
     Column("received_at", DateTime(timezone=True), nullable=False),
     Index("ix_instances_series", "series_pk"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import threading
@@ -12,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from storage.durable import fsync_dir
-from storage.object_store.base import ObjectNotFound, ObjectStoreError
+from storage.object_store.base import ObjectInfo, ObjectNotFound, ObjectStoreError
 
 _TMP_DIR = ".incoming"
 
@@ -25,10 +26,15 @@ class LocalObjectStore:
     (the file system commits them in one journal transaction), renames them
     into place and syncs each directory once. So an object appears under its
     key only complete and on disk, and a batch costs a few syncs instead of
-    two per object. Each store holds a lock on its folder while it lives;
+    two per object. A create-only put is a hard link of that complete,
+    synced file, which fails when the key exists: of two writers (threads,
+    processes, or nodes sharing the file system) exactly one places its
+    object, whole. Each store holds a lock on its folder while it lives;
     opening a store removes the folders no live store holds (writes of a
     process that stopped before its flush), never another process's.
     """
+
+    create_only = True
 
     def __init__(self, root: Path, sync_threads: int = 8) -> None:
         self.root = root.resolve()
@@ -41,7 +47,7 @@ class LocalObjectStore:
         for leftover in incoming.iterdir():
             if leftover != self._tmp:
                 _remove_if_abandoned(leftover)
-        self._pending: dict[Path, Path] = {}  # final path -> temporary file
+        self._pending: dict[Path, tuple[Path, bool]] = {}  # final path -> temporary file, create-only
         self._lock = threading.Lock()
         self._sync_pool = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="local-sync")
 
@@ -50,7 +56,15 @@ class LocalObjectStore:
             raise ObjectStoreError(f"invalid object key {key!r}")
         return self.root / key
 
-    def put(self, key: str, data: bytes | bytearray | memoryview, content_type: str = "application/dicom") -> None:
+    def put(
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        content_type: str = "application/dicom",
+        *,
+        sha256: str = "",
+        if_absent: bool = False,
+    ) -> None:
         target = self._path(key)
         tmp = self._tmp / uuid.uuid4().hex
         try:
@@ -61,27 +75,36 @@ class LocalObjectStore:
             raise ObjectStoreError(f"cannot write object: {exc.strerror}") from exc
         with self._lock:
             replaced = self._pending.pop(target, None)
-            self._pending[target] = tmp
+            self._pending[target] = (tmp, if_absent)
         if replaced is not None:
-            replaced.unlink(missing_ok=True)
+            replaced[0].unlink(missing_ok=True)
 
-    def flush(self) -> None:
+    def flush(self) -> set[str]:
         with self._lock:
             pending, self._pending = self._pending, {}
+        refused: set[str] = set()
         if not pending:
-            return
+            return refused
         try:
-            list(self._sync_pool.map(_fsync_file, pending.values()))
-            for target, tmp in pending.items():
+            list(self._sync_pool.map(_fsync_file, [tmp for tmp, _ in pending.values()]))
+            for target, (tmp, if_absent) in pending.items():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
+                if not if_absent:
+                    os.replace(tmp, target)
+                    continue
+                try:
+                    os.link(tmp, target)  # never replaces: fails if another writer placed the key first
+                except FileExistsError:
+                    refused.add(target.relative_to(self.root).as_posix())
+                tmp.unlink()
             list(self._sync_pool.map(fsync_dir, {target.parent for target in pending} | {self._tmp}))
         except OSError as exc:
-            for tmp in pending.values():
+            for tmp, _ in pending.values():
                 tmp.unlink(missing_ok=True)
             raise ObjectStoreError(f"cannot make objects durable: {exc.strerror}") from exc
+        return refused
 
-    def get(self, key: str) -> bytes:
+    def get(self, key: str, *, version: str = "") -> bytes:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError:
@@ -89,7 +112,7 @@ class LocalObjectStore:
         except OSError as exc:
             raise ObjectStoreError(f"cannot read object: {exc.strerror}") from exc
 
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
+    def get_range(self, key: str, offset: int, length: int, *, version: str = "") -> bytes:
         try:
             with open(self._path(key), "rb") as fh:
                 fh.seek(offset)
@@ -98,6 +121,36 @@ class LocalObjectStore:
             raise ObjectNotFound(key) from None
         except OSError as exc:
             raise ObjectStoreError(f"cannot read object: {exc.strerror}") from exc
+
+    def cached_range(self, key: str, offset: int, length: int, version: str = "") -> bytes | None:
+        """The range if the OS page cache holds all of it (RWF_NOWAIT), else None: an event loop may ask it directly."""
+        flag = getattr(os, "RWF_NOWAIT", None)
+        if flag is None:
+            return None
+        try:
+            fd = os.open(self._path(key), os.O_RDONLY)
+        except (OSError, ObjectStoreError):
+            return None  # missing, unreadable or an invalid key: the threaded read reports it
+        try:
+            buffer = bytearray(length)
+            done = os.preadv(fd, [buffer], offset, flag)
+        except OSError:  # EAGAIN: not all in memory (or the file system cannot tell)
+            return None
+        finally:
+            os.close(fd)
+        return bytes(buffer) if done == length else None
+
+    def info(self, key: str) -> ObjectInfo | None:
+        digest = hashlib.sha256()
+        try:
+            with open(self._path(key), "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                hashlib.file_digest(fh, lambda: digest)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ObjectStoreError(f"cannot read object: {exc.strerror}") from exc
+        return ObjectInfo(size, digest.hexdigest())
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -116,6 +169,9 @@ class LocalObjectStore:
                 if key.startswith(prefix):
                     keys.append(key)
         return sorted(keys)
+
+    def report(self) -> dict[str, object]:
+        return {"create_only": True, "conformance": "hard link of a synced file, never replaces"}
 
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):

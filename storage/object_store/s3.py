@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import io
+import logging
+import threading
+import uuid
 
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
-from storage.object_store.base import ObjectNotFound, ObjectStoreError
+from storage.object_store.base import ObjectExists, ObjectInfo, ObjectNotFound, ObjectStoreError, sha256_hex
+
+log = logging.getLogger(__name__)
 
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NotFound"}
+_SHA256_META = "x-amz-meta-sha256"
+_SINGLE_PUT_LIMIT = 5 * 1024**3  # the largest object one S3 PUT may carry
+PROBE_PREFIX = ".pacsgw-probe/"  # reserved: random names, no PHI; removed after the probe
 
 
 class S3ObjectStore:
-    """An S3 bucket. A PUT is atomic on every S3 server, so no partial object is ever visible."""
+    """An S3 bucket. A PUT is atomic on every S3 server, so no partial object is ever visible.
+
+    A create-only put sends ``If-None-Match: *`` when the server honours it
+    (AWS since 2024, MinIO, SeaweedFS, recent Ceph RGW): of two nodes filing
+    the same key, the second gets 412 and nothing is replaced. Whether the
+    server honours it is found out once (``probe_conditional_put``: a probe
+    key put twice, the second must be refused); a server that ignores the
+    header gets a HEAD before the PUT instead, and ``create_only`` is false so
+    the caller verifies by checksum. Each object carries the SHA-256 of its
+    bytes as user metadata, so comparing needs a HEAD, not a download.
+    """
 
     def __init__(
         self,
@@ -28,6 +46,7 @@ class S3ObjectStore:
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_connections: int = 16,
+        conditional_put: bool | None = None,
     ) -> None:
         # No client-side retries: the spool worker owns retrying, with backoff,
         # and health checks must notice an unreachable server quickly.
@@ -37,6 +56,10 @@ class S3ObjectStore:
             maxsize=max_connections,
         )
         self.bucket = bucket
+        # found out by the probe (None until it could run), unless the caller says
+        self._conditional: bool | None = conditional_put
+        self._probe_lock = threading.Lock()
+        self.conformance = "not probed yet" if conditional_put is None else f"set to {conditional_put} by configuration"
         self.description = f"s3 bucket {bucket!r} at {endpoint}"
         self._client = Minio(
             endpoint,
@@ -57,35 +80,112 @@ class S3ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreError(f"cannot reach S3 server: {type(exc).__name__}") from exc
 
-    def put(self, key: str, data: bytes | bytearray | memoryview, content_type: str = "application/dicom") -> None:
+    @property
+    def create_only(self) -> bool:
+        return bool(self._conditional)
+
+    def probe_conditional_put(self) -> bool:
+        """Put a probe key twice with ``If-None-Match: *``; conditional PUT works if the second is refused (412)."""
+        key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
         try:
+            self._put_once(key, b"probe", "application/octet-stream", {"If-None-Match": "*"})
             try:
-                self._client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+                self._put_once(key, b"probe", "application/octet-stream", {"If-None-Match": "*"})
+                supported, self.conformance = False, "If-None-Match: * ignored (a second create-only PUT succeeded)"
+            except S3Error as exc:
+                if exc.code == "PreconditionFailed":
+                    supported, self.conformance = True, "If-None-Match: * honoured (412 on the second PUT)"
+                else:
+                    supported, self.conformance = False, f"If-None-Match: * refused with {exc.code}"
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                raise ObjectStoreError(f"S3 probe failed: {exc.code}") from exc
+            supported, self.conformance = False, f"If-None-Match: * refused with {exc.code}"
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise ObjectStoreError(f"S3 probe failed: {type(exc).__name__}") from exc
+        try:
+            self._client.remove_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError):
+            log.warning("could not remove the conditional PUT probe %s", key)
+        self._conditional = supported
+        if supported:
+            log.info("object store conformance: %s; create-only writes are atomic", self.conformance)
+        else:
+            log.warning(
+                "object store conformance: %s; falling back to a check before each write and checksum verification",
+                self.conformance,
+            )
+        return supported
+
+    def _ensure_probed(self) -> bool:
+        if self._conditional is None:
+            with self._probe_lock:
+                if self._conditional is None:
+                    self.probe_conditional_put()
+        return bool(self._conditional)
+
+    def _put_once(self, key: str, data: bytes, content_type: str, headers: dict[str, str]) -> None:
+        # The client's put_object would turn If-None-Match into user metadata; a single-part PUT takes headers as given.
+        self._client._put_object(self.bucket, key, data, headers={"Content-Type": content_type, **headers})
+
+    def put(
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        content_type: str = "application/dicom",
+        *,
+        sha256: str = "",
+        if_absent: bool = False,
+    ) -> None:
+        body = data if isinstance(data, bytes) else bytes(data)
+        headers = {_SHA256_META: sha256 or sha256_hex(body)}
+        try:
+            if if_absent:
+                if self._ensure_probed():
+                    headers["If-None-Match"] = "*"
+                elif self.exists(key):
+                    raise ObjectExists(key)
+            try:
+                self._write(key, body, content_type, headers)
             except S3Error as exc:
                 if exc.code != "NoSuchBucket":
                     raise
                 # The server was unreachable at start-up, or the bucket was removed since.
                 self.ensure_bucket()
-                self._client.put_object(self.bucket, key, io.BytesIO(data), len(data), content_type=content_type)
+                self._write(key, body, content_type, headers)
         except S3Error as exc:
+            if exc.code == "PreconditionFailed" and if_absent:
+                raise ObjectExists(key) from None
             raise ObjectStoreError(f"S3 PUT failed: {exc.code}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise ObjectStoreError(f"S3 PUT failed: {type(exc).__name__}") from exc
 
-    def flush(self) -> None:
-        """Nothing to do: an S3 PUT is durable once answered."""
+    def _write(self, key: str, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+        if len(body) <= _SINGLE_PUT_LIMIT:
+            self._put_once(key, body, content_type, headers)
+        else:  # multipart: no condition possible, the caller verifies by checksum
+            metadata = {_SHA256_META: headers[_SHA256_META]}
+            self._client.put_object(self.bucket, key, io.BytesIO(body), len(body), content_type=content_type, metadata=metadata)  # type: ignore[arg-type]
 
-    def get(self, key: str) -> bytes:
+    def flush(self) -> set[str]:
+        """Nothing to do: an S3 PUT is durable once answered (and a refused one raised at once)."""
+        return set()
+
+    def get(self, key: str, *, version: str = "") -> bytes:
         return self._read(key)
 
-    def get_range(self, key: str, offset: int, length: int) -> bytes:
+    def get_range(self, key: str, offset: int, length: int, *, version: str = "") -> bytes:
         return self._read(key, offset=offset, length=length)
 
     def _read(self, key: str, offset: int = 0, length: int = 0) -> bytes:
+        return self.fetch(key, offset, length)[0]
+
+    def fetch(self, key: str, offset: int = 0, length: int = 0) -> tuple[bytes, str]:
+        """The bytes (``length`` 0: to the end) and the SHA-256 the object carries ('' if written without one)."""
         response = None
         try:
             response = self._client.get_object(self.bucket, key, offset=offset, length=length)
-            return response.read()
+            return response.read(), response.headers.get(_SHA256_META, "")
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
                 raise ObjectNotFound(key) from None
@@ -96,6 +196,23 @@ class S3ObjectStore:
             if response is not None:
                 response.close()
                 response.release_conn()
+
+    def info(self, key: str) -> ObjectInfo | None:
+        try:
+            stat = self._client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in _NOT_FOUND:
+                return None
+            raise ObjectStoreError(f"S3 HEAD failed: {exc.code}") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ObjectStoreError(f"S3 HEAD failed: {type(exc).__name__}") from exc
+        digest = (stat.metadata or {}).get(_SHA256_META, "") if stat.metadata is not None else ""
+        if not digest:  # written before checksums were kept: read it back
+            try:
+                digest = sha256_hex(self._read(key))
+            except ObjectNotFound:
+                return None
+        return ObjectInfo(int(stat.size or 0), str(digest))
 
     def exists(self, key: str) -> bool:
         try:
@@ -123,6 +240,9 @@ class S3ObjectStore:
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreError(f"S3 LIST failed: {type(exc).__name__}") from exc
+
+    def report(self) -> dict[str, object]:
+        return {"create_only": self.create_only, "conformance": self.conformance}
 
     def check(self) -> None:
         try:

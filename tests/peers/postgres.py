@@ -31,6 +31,8 @@ _SETTINGS = {
     "log_min_messages": "warning",
 }
 
+DURABLE = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
 
 def pg_bin_dir() -> Path:
     """Newest ``/usr/lib/postgresql/<ver>/bin`` (Debian layout), else the dir of ``pg_ctl`` on PATH."""
@@ -105,7 +107,7 @@ class _Cluster:
         except OSError:
             return ""
 
-    def init(self, user: str, password: str) -> None:
+    def init(self, user: str, password: str, overrides: dict[str, str] | None = None) -> None:
         self.sockets.mkdir()
         pwfile = self.root / "pwfile"
         pwfile.write_text(password + "\n")
@@ -122,7 +124,7 @@ class _Cluster:
         finally:
             pwfile.unlink()
         # Only TCP on 127.0.0.1 and the private socket dir: never the system cluster.
-        settings = {**_SETTINGS, "unix_socket_directories": f"'{self.sockets}'"}
+        settings = {**_SETTINGS, **(overrides or {}), "unix_socket_directories": f"'{self.sockets}'"}
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("".join(f"{key} = {value}\n" for key, value in settings.items()))
 
@@ -154,15 +156,18 @@ def _cluster_root(workdir: Path) -> tuple[Path, bool]:
 
 
 @contextmanager
-def run_postgres(workdir: Path) -> Iterator[PostgresServer]:
-    """Start a private PostgreSQL cluster (fsync off) on 127.0.0.1:<ephemeral>; remove on exit."""
+def run_postgres(workdir: Path, *, durable: bool = False) -> Iterator[PostgresServer]:
+    """Start a private PostgreSQL cluster (fsync off) on 127.0.0.1:<ephemeral>; remove on exit.
+
+    ``durable``: with PostgreSQL's own defaults instead (fsync, synchronous commit, full page
+    writes), for benchmarks that compare commit costs with a durable SQLite."""
     workdir.mkdir(parents=True, exist_ok=True)
     root, temporary = _cluster_root(workdir)
     cluster = _Cluster(root)
     user, password = "gateway", secrets.token_urlsafe(16)
     started = False
     try:
-        cluster.init(user, password)
+        cluster.init(user, password, DURABLE if durable else None)
         for attempt in range(3):  # the port may be taken between probing and binding
             port = free_port()
             try:

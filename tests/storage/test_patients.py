@@ -125,3 +125,22 @@ def test_an_id_without_issuer_never_joins_another_patient(index: IndexDatabase) 
         ds.IssuerOfPatientID = ""
     index.commit(records(series))
     assert sorted(r[0] for r in patient_rows(index)) == ["LOCAL-7", "MRN-0001"]
+
+
+def test_a_known_patients_new_ids_are_added_whatever_its_ids_hold(index: IndexDatabase) -> None:
+    """A known patient's IDs come with it, so those it has are not upserted again; a new one still is, even
+    when a stored ID holds the separators that list is made with."""
+    from storage.index.schema import patient_identifiers
+
+    odd = OtherPatientID("A\x1fB\x1eC", "ODD", "TEXT")
+    pk = emr(index, Demographics("MRN-IDS", "HOSP", name="Le^An", other_ids=(CITIZEN, odd)))
+    insurance = OtherPatientID("DN4700000000001", "BHYT", "TEXT")
+    assert emr(index, Demographics("MRN-IDS", "HOSP", name="Le^Anh", other_ids=(CITIZEN, odd, insurance))) == pk
+    again = OtherPatientID("DN4700000000002", "BHYT", "TEXT")
+    assert emr(index, Demographics("MRN-IDS", "HOSP", other_ids=(again,))) == pk
+    with index.engine.connect() as conn:
+        ids = conn.execute(select(patient_identifiers.c.identifier, patient_identifiers.c.issuer)
+                           .where(patient_identifiers.c.patient_pk == pk)).all()
+    assert sorted(ids) == sorted([(CITIZEN_ID, CITIZEN_ID_ISSUER), (odd.patient_id, "ODD"), (insurance.patient_id, "BHYT"),
+                                  (again.patient_id, "BHYT")])
+    assert patient_rows(index)[-1][2] == "Le^Anh"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gateway.ingest.committer import Committer
 from gateway.ingest.instance import parse_instance
@@ -21,10 +22,10 @@ class FlakyStore(LocalObjectStore):
         super().__init__(root)
         self.failures = failures
 
-    def put(self, key: str, data: bytes, content_type: str = "application/dicom") -> None:
+    def put(self, key: str, data: bytes, content_type: str = "application/dicom", **options: Any) -> None:  # type: ignore[override]
         if self.failures:
             raise self.failures.pop(0)
-        super().put(key, data, content_type)
+        super().put(key, data, content_type, **options)
 
 
 def test_worker_survives_unexpected_errors_and_files_everything(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from storage.object_store.base import ObjectNotFound, ObjectStore, ObjectStoreError
+from storage.object_store.base import ObjectExists, ObjectInfo, ObjectNotFound, ObjectStore, ObjectStoreError, sha256_hex
 from storage.object_store.local import LocalObjectStore
-from storage.object_store.s3 import S3ObjectStore
+from storage.object_store.s3 import PROBE_PREFIX, S3ObjectStore
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -85,3 +85,54 @@ def test_opening_a_local_store_never_removes_a_live_stores_writes(tmp_path: Path
     assert running.get("studies/1.2.3.4/series/1.2.3.4.5/instances/1.2.3.4.5.6.dcm") == b"DICM" * 100
     assert not abandoned.exists()
     assert other.list_keys() == ["studies/1.2.3.4/series/1.2.3.4.5/instances/1.2.3.4.5.6.dcm"]
+
+
+def test_create_only_put_never_replaces(store: ObjectStore) -> None:
+    key = "studies/1.2/series/1.3/instances/1.5.dcm"
+    store.put(key, b"first", sha256=sha256_hex(b"first"), if_absent=True)
+    assert store.flush() == set()
+    try:
+        store.put(key, b"second", if_absent=True)
+        refused = store.flush()
+    except ObjectExists:
+        refused = {key}
+    assert refused == {key}
+    assert store.get(key) == b"first"
+    assert store.info(key) == ObjectInfo(5, sha256_hex(b"first"))
+    assert store.info("studies/none.dcm") is None
+    assert store.create_only
+    assert store.list_keys(".incoming") == [] and store.list_keys(PROBE_PREFIX) == []
+
+
+def test_the_conformance_probe_finds_conditional_put_on_seaweedfs(s3_server) -> None:
+    s3 = S3ObjectStore(
+        s3_server.endpoint, f"probe-{uuid.uuid4().hex[:10]}", s3_server.access_key, s3_server.secret_key,
+        secure=False, region=s3_server.region,
+    )  # fmt: skip
+    s3.ensure_bucket()
+    assert s3.probe_conditional_put() is True
+    assert s3.report() == {"create_only": True, "conformance": "If-None-Match: * honoured (412 on the second PUT)"}
+    assert s3.list_keys() == []  # the probe key is removed
+
+
+def test_without_conditional_put_a_create_only_put_checks_first(s3_server) -> None:
+    s3 = S3ObjectStore(
+        s3_server.endpoint, f"probe-{uuid.uuid4().hex[:10]}", s3_server.access_key, s3_server.secret_key,
+        secure=False, region=s3_server.region, conditional_put=False,
+    )  # fmt: skip
+    s3.ensure_bucket()
+    assert not s3.create_only
+    s3.put("a.dcm", b"first", if_absent=True)
+    with pytest.raises(ObjectExists):
+        s3.put("a.dcm", b"second", if_absent=True)
+    assert s3.get("a.dcm") == b"first"
+
+
+def test_local_store_answers_a_range_from_the_page_cache_or_not_at_all(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    data = bytes(range(256)) * 64
+    store.put("a.dcm", data)
+    store.flush()
+    store.get("a.dcm")  # just written and read: in the page cache
+    assert store.cached_range("a.dcm", 100, 1000) == data[100:1100]
+    assert store.cached_range("missing.dcm", 0, 10) is None  # the threaded read raises ObjectNotFound for it
