@@ -148,14 +148,15 @@ class Gateway:
         )
         mpps = MppsService(self.index, allowed_aets=settings.dicom.worklist_aets)
         self.dicom = DicomServer(
-            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist, mpps
+            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist, mpps,
+            trusted=settings.network.trusted_proxies,
         )
         hl7 = settings.hl7
         handler = Hl7Handler(
             self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map(),
             zone=ZoneInfo(settings.fhir.timezone),
         )
-        self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port else None
+        self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit, trusted=settings.network.trusted_proxies) if hl7.port else None
         self.emr = EmrLink(settings, self.index, self.vault, self.metrics)
 
     async def start(self) -> None:

@@ -36,6 +36,7 @@ from gateway.settings_sections import (  # noqa: F401 - re-exported: the setting
     DeidSettings,
     FhirSettings,
     Hl7Settings,
+    NetworkSettings,
     opt,
 )
 
@@ -54,6 +55,7 @@ class Settings:
     deid: DeidSettings = field(default_factory=DeidSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
 
     @property
     def data_path(self) -> Path:
@@ -206,6 +208,16 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+    _validate_networks("dicom.allowed_peers", settings.dicom.allowed_peers)
+    _validate_networks("network.trusted_proxies", settings.network.trusted_proxies)
+
+
+def _validate_networks(name: str, entries: list[str]) -> None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {entry!r} is not an address or CIDR network") from None
 
 
 def _validate_dicom(dicom: DicomSettings) -> None:
