@@ -250,3 +250,16 @@ def test_http_takes_forwarded_for_only_from_a_trusted_proxy(gateway: GatewayProc
 def test_the_balancer_check_is_public_and_says_only_that(gateway: GatewayProcess) -> None:
     status, body = gateway.get("/health/ingest", auth=False)
     assert (status, body) == (200, {"ingest": True})
+
+
+def test_the_balancer_check_fails_when_the_spool_cannot_take_more(tmp_path) -> None:
+    from gateway.http.receiving import can_take_instances
+    from gateway.ingest.spool import SpoolLog
+
+    def spool(**limits: int) -> SpoolLog:
+        where = tmp_path / ("-".join(limits) or "plain")
+        return SpoolLog(where, segment_bytes=1 << 20, **{"max_bytes": 1 << 30, "min_free_bytes": 0, **limits}).open()
+
+    assert can_take_instances(spool())
+    assert not can_take_instances(spool(max_bytes=0))  # the backlog limit reached
+    assert not can_take_instances(spool(min_free_bytes=1 << 62))  # the disk's reserve reached
