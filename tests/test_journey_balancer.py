@@ -13,7 +13,6 @@ import json
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pynetdicom import AE
