@@ -30,6 +30,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewayProc
     node = GatewayProcess(
         tmp / "node",
         {"PACSGW_NETWORK_TRUSTED_PROXIES": "127.0.0.1", "PACSGW_DICOM_ALLOWED_PEERS": ALLOWED, "PACSGW_HL7_ALLOWED_PEERS": ALLOWED},
+        workers=2,  # receivers sharing the port (SO_REUSEPORT), each reading its connections' headers
     )
     with run_haproxy(tmp / "haproxy", [Node("n1", node.dicom_port, node.http_port, node.hl7_port)], send_proxy=True) as lb:
         try:
