@@ -19,6 +19,7 @@ from gateway.http.keys import (
     DICOM,
     INDEX,
     INGEST,
+    LOCATIONS,
     METRICS,
     OBJECT_STORE,
     QUERIES,
@@ -42,6 +43,7 @@ from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.index.commit_watch import CommitWatch
+from storage.index.instance_locations import InstanceLocations
 from storage.index.login_throttle import LoginThrottle
 from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
@@ -88,6 +90,7 @@ def create_http_app(
     app[SHARES] = ShareStore(index.engine)
     watch = CommitWatch(index.engine)
     app[TOKENS] = Tokens(accounts, app[SHARES], watch)
+    app[LOCATIONS] = InstanceLocations(index, watch)
 
     async def close_watch(_app: web.Application) -> None:
         watch.close()

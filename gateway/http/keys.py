@@ -18,6 +18,7 @@ from gateway.settings import DicomSettings, Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
+from storage.index.instance_locations import InstanceLocations
 from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
 
@@ -51,3 +52,4 @@ TOKENS = web.AppKey("tokens", Tokens)
 REPORTING = web.AppKey("reporting", ReportingService)
 SHARES = web.AppKey("shares", ShareStore)
 QUERIES = web.AppKey("queries", QidoService)
+LOCATIONS = web.AppKey("locations", InstanceLocations)

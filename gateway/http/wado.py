@@ -16,6 +16,7 @@ import json
 import logging
 import uuid
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from gateway.http.auth import scope_of
 from gateway.http.dicom_json import DICOM_JSON, json_response
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
-from gateway.http.keys import INDEX, OBJECT_STORE
+from gateway.http.keys import INDEX, LOCATIONS, OBJECT_STORE
 from gateway.http.parts import Multipart, prepare, warning
 from gateway.http.urls import dicomweb_base
 from gateway.ingest.metadata import metadata_dict
@@ -220,10 +221,27 @@ def _frames(stored: bytes, numbers: list[int]) -> list[bytes]:
     return [pixel_array(ds, index=n - 1).tobytes() if count > 1 else ds.pixel_array.tobytes() for n in numbers]
 
 
+async def _instance_row(request: web.Request) -> dict[str, Any]:
+    """The one instance's location row: from the series kept in memory while the index is unchanged
+    (storage.index.instance_locations), else one query for the whole series, as a viewer reads it frame by frame."""
+    study, series, instance = _uids(request)
+    if scope_of(request) is not None or series is None or instance is None:
+        [row] = await documents_for(request, study, series, instance, with_metadata=False)
+        return row
+    locations = request.app[LOCATIONS]
+    rows = locations.cached(study, series)
+    if rows is None:
+        rows = await asyncio.to_thread(locations.load, study, series)
+    found = rows.get(instance)
+    if found is None:
+        raise http_error(web.HTTPNotFound, "no such study, series or instance")
+    return found
+
+
 async def frames(request: web.Request) -> web.StreamResponse:
     negotiate(request, "application/octet-stream")
     numbers = _frame_numbers(request.match_info["frames"])
-    [row] = await documents(request, with_metadata=False)
+    row = await _instance_row(request)
     if row["data_offset"] is not None and row["frame_length"]:  # uncompressed: read just the frames asked for
         count = int(row["number_of_frames"] or 1)
         if max(numbers) > count:
@@ -231,10 +249,10 @@ async def frames(request: web.Request) -> web.StreamResponse:
         store, size, version = request.app[OBJECT_STORE], int(row["frame_length"]), row.get("checksum") or ""
         cached = getattr(store, "cached_range", None)  # a read cache answers from memory, without a thread
         try:
-            parts: list[bytes] = []
+            parts: list[bytes | bytearray] = []
             for n in numbers:
                 offset = int(row["data_offset"]) + (n - 1) * size
-                part: bytes | None = cached(row["object_key"], offset, size, version) if cached is not None else None
+                part: bytes | bytearray | None = cached(row["object_key"], offset, size, version) if cached is not None else None
                 if part is None:
                     part = await asyncio.to_thread(functools.partial(store.get_range, row["object_key"], offset, size, version=version))
                 parts.append(part)
@@ -243,13 +261,13 @@ async def frames(request: web.Request) -> web.StreamResponse:
         return await _send_parts(request, parts)
     stored = await read_object(request, row["object_key"], row.get("checksum") or "")
     try:
-        parts = await asyncio.to_thread(_frames, stored, numbers)
+        decoded = await asyncio.to_thread(_frames, stored, numbers)
     except NoSuchFrame as exc:
         raise http_error(web.HTTPNotFound, str(exc)) from None
     except Exception as exc:  # each codec raises its own kind
         log.warning("WADO-RS: frames of %s not decoded: %s", row["sop_instance_uid"], type(exc).__name__)
         raise http_error(web.HTTPNotAcceptable, _undecodable(row)) from None
-    return await _send_parts(request, parts)
+    return await _send_parts(request, decoded)
 
 
 def _undecodable(row: dict[str, Any]) -> str:
@@ -259,11 +277,11 @@ def _undecodable(row: dict[str, Any]) -> str:
     )
 
 
-async def _send_parts(request: web.Request, parts: list[bytes]) -> web.StreamResponse:
+async def _send_parts(request: web.Request, parts: Sequence[bytes | bytearray]) -> web.StreamResponse:
     """Frames already in memory: one body joined once (one copy, a Content-Length, no chunked writes)."""
     boundary = uuid.uuid4().hex
     head = f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
-    pieces: list[bytes] = []
+    pieces: list[bytes | bytearray] = []
     for part in parts:
         pieces += (head, part, b"\r\n")
     pieces.append(f"--{boundary}--\r\n".encode())

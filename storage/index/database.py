@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from storage.index import schema
+from storage.index.commit_watch import install_change_counter
 from storage.index.errors import IndexDatabaseError
 from storage.index.hierarchy import HierarchyQuery
 from storage.index.patients import ID_TYPE, patient_json, with_identity
@@ -99,6 +100,7 @@ class IndexDatabase:
             elif version != schema.SCHEMA_VERSION:  # checked first: an index this release cannot use is left as it is
                 raise IndexDatabaseError(f"index schema version {version}, this gateway needs {schema.SCHEMA_VERSION}")
             added = add_missing(conn, schema.metadata)  # what this release declares beyond an older index
+            install_change_counter(conn)  # SQLite: the counter of instance changes (storage.index.instance_locations)
             if added:
                 log.info("index brought up to this release: added %s", ", ".join(added))
 
