@@ -150,6 +150,12 @@ class GatewayMetrics:
             "pacsgw_hl7_connections_refused", "HL7 v2 connections closed unread: the peer is not allowed (hl7.allowed_peers).",
             registry=r,
         )
+        self.proxy_headers_refused = Counter(
+            "pacsgw_proxy_headers_refused",
+            "Connections from a trusted proxy (network.trusted_proxies) closed without a valid PROXY header: "
+            "malformed, timeout, incomplete; by protocol (dicom, hl7).",
+            ["protocol", "reason"], registry=r,
+        )
         self.logins_locked = Counter(
             "pacsgw_login_lockouts", "Logins locked after repeated failures, by what was locked (pair: a name from an address; address; account: a name from anywhere).",
             ["scope"], registry=r,

@@ -145,7 +145,9 @@ class Gateway:
             self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map(),
             zone=ZoneInfo(settings.fhir.timezone),
         )
-        self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port and role.links else None
+        self.hl7 = Hl7Listener(
+            hl7, handler, self.metrics, self.audit, trusted=settings.network.trusted_proxies
+        ) if hl7.port and role.links else None
         # Heartbeat and site leases: the HL7 listener listens while this process holds the site's lease.
         label = role.name if role.name != "worker" else f"worker{role.index}"
         self.cluster = ClusterMember(
@@ -202,7 +204,10 @@ class Gateway:
             self.metrics,
             threads=max(4, min(settings.dicom.max_associations, 16)),
         )
-        self.dicom = DicomServer(settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps)
+        self.dicom = DicomServer(
+            settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps,
+            trusted=settings.network.trusted_proxies,
+        )
         self.dicom.reuse_port = role.name == "worker"  # the workers share the DICOM port
 
     def backlog(self) -> tuple[int, int]:

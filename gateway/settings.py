@@ -37,6 +37,7 @@ from gateway.settings_sections import (  # noqa: F401 - re-exported: the setting
     DeidSettings,
     FhirSettings,
     Hl7Settings,
+    NetworkSettings,
     ServeSettings,
     ClusterSettings,
     opt,
@@ -57,6 +58,7 @@ class Settings:
     deid: DeidSettings = field(default_factory=DeidSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
@@ -216,8 +218,18 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+    _validate_networks("dicom.allowed_peers", settings.dicom.allowed_peers)
+    _validate_networks("network.trusted_proxies", settings.network.trusted_proxies)
     _validate_serve(settings)
     _validate_cluster(settings.cluster)
+
+
+def _validate_networks(name: str, entries: list[str]) -> None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {entry!r} is not an address or CIDR network") from None
 
 
 def _validate_serve(settings: Settings) -> None:

@@ -105,6 +105,18 @@ class DicomSettings:
 
 
 @dataclass
+class NetworkSettings:
+    trusted_proxies: list[str] = opt(
+        [],
+        "Addresses or CIDR networks of load balancers (HAProxy) whose word on the client is taken. A DICOM or HL7 "
+        "connection from one must begin with a PROXY protocol header (v2 or v1: HAProxy's `send-proxy-v2`) within "
+        "3 s, else it is closed; its client address is then used for `dicom.allowed_peers`, `hl7.allowed_peers`, "
+        "`dicom.max_connections_per_peer`, the audit trail and logs. Over HTTP, X-Forwarded-For (its rightmost hop "
+        "that is not a trusted proxy) counts only on requests from one. Empty: nobody's word is taken.",
+    )
+
+
+@dataclass
 class HttpSettings:
     host: str = opt("0.0.0.0", "Address the HTTP server (health, metrics, DICOMweb) listens on.")
     port: int = opt(8042, "TCP port of the HTTP server.")

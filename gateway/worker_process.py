@@ -85,6 +85,8 @@ async def _run(settings: Settings, role: Role, board: WorkerBoard | None) -> Non
         await site.start()
     else:
         await gateway.start()
+        # No HTTP app here to run the audit writer (its cleanup context): the HL7 listener's events need it too.
+        audit_task = asyncio.create_task(gateway.audit.run())
     if board is not None and role.receives:
         board.ready(role.index)
     log.info("%s-%d ready (pid %d)", role.name, role.index, os.getpid())
@@ -107,6 +109,9 @@ async def _run(settings: Settings, role: Role, board: WorkerBoard | None) -> Non
             await runner.cleanup()
         else:
             await gateway.stop()
+            audit_task.cancel()
+            await asyncio.gather(audit_task, return_exceptions=True)
+            await gateway.audit.flush()
         if publisher is not None:
             publisher.changed()
 

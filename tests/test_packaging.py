@@ -25,7 +25,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _compose_env(service: dict) -> dict[str, str]:
-    return {key: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)) for key, value in service["environment"].items()}
+    """The service's environment as compose fills it in: defaults taken, required variables (``:?``) set to "secret"."""
+    def fill(value: object) -> str:
+        return re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "secret", re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value)))
+
+    return {key: fill(value) for key, value in service["environment"].items()}
 
 
 def test_compose_file_is_valid_and_its_settings_load() -> None:
@@ -43,7 +47,14 @@ def test_compose_file_is_valid_and_its_settings_load() -> None:
     assert len({n["volumes"][0].split(":")[0] for n in nodes}) == 2 and all(n["volumes"][0].endswith(":/data") for n in nodes)
     assert not any("ports" in n for n in nodes)
     ports = {settings.dicom.port, settings.http.port, settings.hl7.port}
-    assert ports <= {int(p.split(":")[0]) for p in services["haproxy"]["ports"]}
+    published = services["haproxy"]["ports"]
+    assert ports <= {int(p.split(":")[-2]) for p in published}
+    assert [p for p in published if p.split(":")[-1] == "8404"] == ["127.0.0.1:8404:8404"]  # the status page: this host
+    assert "ports" not in services["minio"] and "ports" not in services["postgres"]  # no console, no database outside
+    # No known passwords: each must be set (${VAR:?...}), and the nodes trust HAProxy's address only.
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"PASSWORD:-", text) and len(re.findall(r"\$\{[A-Z_]*PASSWORD:\?", text)) >= 4
+    assert settings.network.trusted_proxies == [services["haproxy"]["networks"]["default"]["ipv4_address"]]
     [mount] = services["haproxy"]["volumes"]
     assert mount.startswith("./deploy/haproxy.cfg:")
     if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
@@ -61,7 +72,11 @@ def test_the_balancer_config_sends_each_protocol_to_every_node() -> None:
         body = backends[name]
         assert f"mode {mode}" in body and "check" in body
         assert re.findall(r"server (\S+) (\S+) check", body) == [("gateway1", f"gateway1:{port}"), ("gateway2", f"gateway2:{port}")]
-    assert "http-check send meth GET uri /health" in backends["http_nodes"]
+    assert "http-check send meth GET uri /health/ingest\n" in backends["http_nodes"]  # can take instances
+    for name in ("dicom_nodes", "mllp_nodes"):  # the client's address reaches the node (network.trusted_proxies)
+        assert all("send-proxy-v2" in line for line in re.findall(r"^    server .*$", backends[name], re.M))
+    assert "option forwardfor" in config
+    assert re.search(r'^\.if defined\(HAPROXY_STATS_PASSWORD\)\n(?:.*\n)*?    stats auth "\$\{HAPROXY_STATS_USER\}:\$\{HAPROXY_STATS_PASSWORD\}"\n\.endif', config, re.M)
     for frontend, port in (("dicom", settings.dicom.port), ("mllp", settings.hl7.port), ("http", settings.http.port)):
         assert re.search(rf"^frontend {frontend}\n(?:    .*\n)*?    bind :{port}$", config, re.MULTILINE)
     if Path("/usr/sbin/haproxy").exists():  # the file as HAProxy reads it (names resolve only on the compose network)

@@ -34,6 +34,7 @@ from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
 from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, MppsService
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND, WorklistService
 from gateway.peers import PeerAllowList
+from gateway.proxy_protocol import connection_client, trusted_proxies
 from gateway.ingest.service import IngestService
 from gateway.metrics import GatewayMetrics
 from gateway.settings import DicomSettings
@@ -85,6 +86,8 @@ class DicomServer:
         audit: AuditWriter,
         worklist: WorklistService | None = None,
         mpps: MppsService | None = None,
+        *,
+        trusted: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.settings = settings
         self.ingest = ingest  # C-STORE datasets are offered to it
@@ -95,6 +98,7 @@ class DicomServer:
         self.worklist = worklist  # Modality Worklist C-FIND, when served
         self.mpps = mpps  # Modality Performed Procedure Step N-CREATE and N-SET, with the worklist
         self.peers = PeerAllowList(settings.allowed_peers, when_empty="anyone")
+        self.trusted = trusted_proxies(trusted)  # network.trusted_proxies: they send a PROXY header first
         self.supported_contexts = supported_contexts(worklist=worklist is not None)
         self.admission = Admission(settings, metrics)
         self._server: asyncio.Server | None = None
@@ -141,7 +145,11 @@ class DicomServer:
             # DIMSE is request/response: without NODELAY each small response
             # waits for Nagle and delayed ACKs (up to 40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = str((writer.get_extra_info("peername") or ("?", 0))[0])
+        peer = await connection_client(reader, str((writer.get_extra_info("peername") or ("?", 0))[0]), self.trusted,
+                                       protocol="dicom", refused=self.metrics.proxy_headers_refused)  # fmt: skip
+        if peer is None:  # from a trusted proxy, without a valid PROXY header
+            writer.transport.abort()
+            return
         if not self.peers.allows(peer):  # before admission: it neither waits nor takes a place of one that may
             self.admission.not_allowed(peer)
             await self._refuse_peer(reader, writer)

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import access, emr_routes, login
+from gateway.http import access, emr_routes, login, receiving
 from gateway.http.access import Permission, route
 from gateway.http.errors import error_middleware
 from gateway.http.tokens import Tokens
@@ -118,6 +118,7 @@ def add_routes(app: web.Application) -> None:
     """Every route with its permission (gateway.http.access): the auth middleware reads nothing else."""
     route(app, "GET", "/health", health.health, permission=Permission.PUBLIC)  # shows more to some (auth.bearer_user)
     route(app, "GET", "/metrics", health.metrics, permission=Permission.METRICS)
+    receiving.add_routes(app)  # GET /health/ingest, the balancer's check
     route(app, "POST", "/auth/login", login.login, permission=Permission.PUBLIC)
     route(app, "POST", "/auth/logout", login.logout, permission=Permission.SESSION)
     route(app, "GET", "/auth/me", auth.me, permission=Permission.WHOAMI)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.http.access import Permission, declared, permitted
+from gateway.http.client import client_address
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
 from storage.index.accounts import Role, User
@@ -77,7 +78,7 @@ async def auth_middleware(
         except ShareExpired as exc:
             request.app[AUDIT].record(
                 username=exc.link.username, role=Role.SHARE.value, action=action or SHARE_ACCESS,
-                target=request.app[AUDIT].target(request), source=request.remote or "", outcome=401,
+                target=request.app[AUDIT].target(request), source=client_address(request), outcome=401,
             )  # fmt: skip
             raise _unauthorized(str(exc)) from None
     if user is None:
@@ -105,7 +106,7 @@ async def auth_middleware(
         if action is not None:
             request.app[AUDIT].record(
                 username=user.username, role=user.role.value, action=action, target=request.app[AUDIT].target(request),
-                source=request.remote or "", outcome=status,
+                source=client_address(request), outcome=status,
             )  # fmt: skip
 
 

@@ -18,6 +18,7 @@ import math
 
 from aiohttp import web
 
+from gateway.http.client import client_address
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, METRICS
 from storage.index.login_throttle import Lockout, LoginThrottle
@@ -51,7 +52,7 @@ async def login(request: web.Request) -> web.Response:
     except (ValueError, KeyError, TypeError):
         raise http_error(web.HTTPBadRequest, 'send {"username": ..., "password": ...} as JSON') from None
     accounts, audit, throttle = request.app[ACCOUNTS], request.app[AUDIT], request.app[THROTTLE]
-    address = request.remote or ""
+    address = client_address(request)
 
     # A name no account has is kept as a digest: a password typed into the name field stays out of the trail.
     known = await asyncio.to_thread(accounts.user, username) is not None

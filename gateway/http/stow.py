@@ -23,6 +23,7 @@ from gateway.statuses import StoreStatus
 from gateway.http.accept import media_ranges
 from gateway.http.dicom_json import DICOM_JSON, element
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
+from gateway.http.client import client_address
 from gateway.http.errors import http_error
 from gateway.http.keys import INGEST
 from gateway.http.urls import dicomweb_base
@@ -97,7 +98,7 @@ async def store_instances(request: web.Request) -> web.Response:
     _boundary(request.headers.get("Content-Type", ""))
     reader = _Reader(request.headers, request.content)
     ingest = request.app[INGEST]
-    peer = request.remote or ""
+    peer = client_address(request)
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     base = dicomweb_base(request)

@@ -2,9 +2,12 @@
 
 Three frontends on free ports: DICOM and MLLP in TCP mode, DICOMweb (HTTP) in
 HTTP mode. Each backend holds every node, health-checked often (``tcp-check``
-connect for DICOM and MLLP, ``GET /health`` expecting 200 for HTTP), so that a
+connect for DICOM and MLLP, ``GET /health/ingest`` expecting 200 for HTTP: the node
+can take instances, even while its index is away), so that a
 killed node leaves the rotation within a check interval and a restarted one
-comes back as quickly. The admin socket answers ``show stat``; tests poll it
+comes back as quickly. With ``send_proxy`` the DICOM and MLLP servers get a
+PROXY protocol v2 header (``send-proxy-v2``) naming the client, as in
+deploy/haproxy.cfg. The admin socket answers ``show stat``; tests poll it
 to wait until servers are up or down.
 
     with run_haproxy(tmp_path, [Node("n1", 11112, 8042, 2575), ...]) as lb:
@@ -34,6 +37,7 @@ _HOST = "127.0.0.1"
 HAPROXY = "/usr/sbin/haproxy"
 _START_TIMEOUT = 20.0
 BACKENDS = ("dicom", "mllp", "http")
+HTTP_CHECK = "/health/ingest"  # as deploy/haproxy.cfg: a node that can take instances stays in
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ def haproxy_binary() -> str:
 
 
 def render_config(
-    nodes: Iterable[Node], *, dicom_port: int, http_port: int, mllp_port: int, admin_socket: str, check_ms: int = 250
+    nodes: Iterable[Node], *, dicom_port: int, http_port: int, mllp_port: int, admin_socket: str, check_ms: int = 250,
+    send_proxy: bool = False,
 ) -> str:
     """The configuration: long client/server timeouts (an association may be idle for minutes), quick checks."""
     nodes = list(nodes)
@@ -86,13 +91,14 @@ def render_config(
                 "    balance roundrobin",
                 "    option forwardfor",
                 "    option httpchk",
-                "    http-check send meth GET uri /health",
+                f"    http-check send meth GET uri {HTTP_CHECK}",
                 "    http-check expect status 200",
             ]
         else:
             # An association or an MLLP session is long: spread sessions, not packets.
             lines += ["    balance leastconn", "    option tcp-check", "    tcp-check connect"]
-        lines += [f"    server {node.name} {_HOST}:{node.port(name)} check on-marked-down shutdown-sessions" for node in nodes]
+        proxy = " send-proxy-v2" if send_proxy and mode == "tcp" else ""
+        lines += [f"    server {node.name} {_HOST}:{node.port(name)} check{proxy} on-marked-down shutdown-sessions" for node in nodes]
         lines.append("")
     return "\n".join(lines)
 
@@ -190,7 +196,7 @@ def _socket_path(workdir: Path) -> tuple[str, str | None]:
 
 
 @contextmanager
-def run_haproxy(workdir: Path, nodes: Iterable[Node], *, check_ms: int = 250) -> Iterator[HAProxy]:
+def run_haproxy(workdir: Path, nodes: Iterable[Node], *, check_ms: int = 250, send_proxy: bool = False) -> Iterator[HAProxy]:
     """Start HAProxy in the foreground (``-db``) with a config in ``workdir``; SIGKILL it on exit.
 
     Yields once the admin socket answers; the nodes may still be down (start them after, then ``wait_state``)."""
@@ -202,7 +208,7 @@ def run_haproxy(workdir: Path, nodes: Iterable[Node], *, check_ms: int = 250) ->
     try:
         for attempt in range(3):  # a port may be taken between probing and binding
             ports = {"dicom_port": free_port(), "http_port": free_port(), "mllp_port": free_port()}
-            config_path.write_text(render_config(nodes, admin_socket=admin_socket, check_ms=check_ms, **ports))
+            config_path.write_text(render_config(nodes, admin_socket=admin_socket, check_ms=check_ms, send_proxy=send_proxy, **ports))
             checked = subprocess.run([haproxy_binary(), "-c", "-q", "-f", str(config_path)], capture_output=True, text=True)
             if checked.returncode != 0:
                 raise RuntimeError(f"haproxy rejects its config:\n{checked.stdout}{checked.stderr}")

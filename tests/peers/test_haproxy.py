@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.peers.haproxy import Node, run_haproxy
+from tests.peers.haproxy import HTTP_CHECK, Node, run_haproxy
 from tests.peers.ports import free_port
 
 
@@ -21,7 +21,7 @@ def _fake_node(name: str) -> Iterator[Node]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
             body = name.encode()
-            self.send_response(200 if self.path == "/health" else 404)
+            self.send_response(200 if self.path in ("/health", HTTP_CHECK) else 404)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

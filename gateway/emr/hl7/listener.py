@@ -32,6 +32,7 @@ from gateway.emr.hl7 import adt
 from gateway.emr.hl7.handler import Handled, Hl7Handler
 from gateway.metrics import GatewayMetrics
 from gateway.peers import PeerAllowList
+from gateway.proxy_protocol import connection_client, trusted_proxies
 from gateway.settings import Hl7Settings
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,17 @@ class _Inbox:
 
 
 class Hl7Listener:
-    def __init__(self, settings: Hl7Settings, handler: Hl7Handler, metrics: GatewayMetrics, audit: AuditWriter) -> None:
+    def __init__(
+        self, settings: Hl7Settings, handler: Hl7Handler, metrics: GatewayMetrics, audit: AuditWriter,
+        *, trusted: tuple[str, ...] | list[str] = (),
+    ) -> None:  # fmt: skip
         self.settings = settings
         self.handler = handler
         self.metrics = metrics
         self.audit = audit
         # ADT rewrites patients' records: an empty list does not mean "anyone", a remote EMR must be named.
         self.peers = PeerAllowList(settings.allowed_peers, when_empty="loopback")
+        self.trusted = trusted_proxies(trusted)  # network.trusted_proxies: they send a PROXY header first
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._readers: dict[asyncio.Task[None], tuple[_Inbox, asyncio.Task[None]]] = {}  # connection -> its inbox, reader
@@ -149,7 +154,12 @@ class Hl7Listener:
         sock = writer.get_extra_info("socket")
         if sock is not None:  # request/response: without it each ACK waits for Nagle and delayed ACKs
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = str((writer.get_extra_info("peername") or ("?",))[0])
+        peer = await connection_client(reader, str((writer.get_extra_info("peername") or ("?",))[0]), self.trusted,
+                                       protocol="hl7", refused=self.metrics.proxy_headers_refused)  # fmt: skip
+        if peer is None:  # from a trusted proxy, without a valid PROXY header
+            self._connections.discard(task)
+            writer.close()
+            return
         if not self.peers.allows(peer):
             log.warning("HL7 connection from %s refused: address not allowed (hl7.allowed_peers)", peer)
             self.metrics.hl7_refused.inc()

@@ -30,7 +30,7 @@ PRINCIPALS = [User(1, role.value, role) for role in Role if role is not Role.SHA
 
 # ---------------------------------------------------------------- the URL rules before declarations
 
-_OLD_PUBLIC = frozenset({"/health", "/auth/login", "/favicon.ico"})
+_OLD_PUBLIC = frozenset({"/health", "/health/ingest", "/auth/login", "/favicon.ico"})  # /health/ingest: new, public
 
 
 def _old_public(path: str) -> bool:
@@ -147,7 +147,7 @@ def test_nothing_that_changes_data_is_public() -> None:
     app = _app()
     public = {(r.method, r.resource.canonical) for r in app.router.routes() if app[access.ROUTE_ACCESS][r].permission is access.Permission.PUBLIC}  # type: ignore[union-attr]
     assert public == {
-        ("GET", "/health"), ("HEAD", "/health"), ("POST", "/auth/login"), ("GET", "/favicon.ico"), ("HEAD", "/favicon.ico"),
+        ("GET", "/health"), ("HEAD", "/health"), ("GET", "/health/ingest"), ("HEAD", "/health/ingest"), ("POST", "/auth/login"), ("GET", "/favicon.ico"), ("HEAD", "/favicon.ico"),
         ("GET", "/viewer"), ("HEAD", "/viewer"), ("GET", "/viewer/"), ("HEAD", "/viewer/"), ("GET", "/viewer/{name}"),
         ("HEAD", "/viewer/{name}"),
     }  # fmt: skip
