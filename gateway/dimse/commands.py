@@ -7,7 +7,7 @@ import struct
 from enum import IntEnum
 from typing import Any
 
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
@@ -69,7 +69,7 @@ def decode_store_command(data: bytes | bytearray) -> StoreCommand | None:
     end = len(data)
     offset = 0
     previous = -1
-    raw: dict[BaseTag, RawDataElement] = {}
+    raw: dict[BaseTag, DataElement | RawDataElement] = {}
     values: dict[int, Any] = {}
     while offset < end:
         if end - offset < 8:
