@@ -36,6 +36,7 @@ from gateway.settings_sections import (  # noqa: F401 - re-exported: the setting
     DeidSettings,
     FhirSettings,
     Hl7Settings,
+    ServeSettings,
     opt,
 )
 
@@ -54,6 +55,7 @@ class Settings:
     deid: DeidSettings = field(default_factory=DeidSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     @property
     def data_path(self) -> Path:
@@ -206,6 +208,15 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+    _validate_serve(settings)
+
+
+def _validate_serve(settings: Settings) -> None:
+    serve = settings.serve
+    if serve.workers < 0:
+        raise SettingsError(f"serve.workers must be 0 (one per CPU) or more, got {serve.workers}")
+    if serve.process_count > 1 and 0 in (settings.dicom.port, settings.http.port):
+        raise SettingsError("serve.workers above 1 needs a fixed dicom.port and http.port (the workers share them)")
 
 
 def _validate_dicom(dicom: DicomSettings) -> None:

@@ -36,6 +36,7 @@ from gateway.dimse.ports import Message, ServerPort
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS
 from gateway.dimse.status import GeneralStatus, StoreStatus, is_pending
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
+from gateway.ingest.service import Source
 from storage.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -372,9 +373,8 @@ class Association:
                 dispatch.start(service, self, message, dataset, self._operations)
                 return
             sop_class, sop_instance = str(command.AffectedSOPClassUID), str(command.AffectedSOPInstanceUID)
-        outcome = await self.server.store(
-            dataset, calling_ae=self.calling_ae, peer=self.peer, sop_class=sop_class, sop_instance=sop_instance
-        )
+        source = Source("dimse", self.calling_ae, self.peer, sop_class, sop_instance)
+        outcome = await self.server.ingest.accept(dataset, source)
         await self.respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
 
     def audit(self, action: str, operation: str, identifier: bytes, transfer_syntax: str, status: int) -> None:

@@ -9,6 +9,7 @@ failure) go to administrators and auditors, who also read the metrics.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,7 @@ from gateway.http.keys import (
     WORKER_ERROR,
 )
 
+from gateway.worker_board import BACKLOG, BOARD
 from storage.index.accounts import Role
 
 _CHECK_TIMEOUT = 5.0
@@ -56,19 +58,31 @@ async def health(request: web.Request) -> web.Response:
         user = None
     if user is None or user.role not in DETAIL_ROLES:
         return web.json_response({"live": True, "ready": ready}, status=status)
+    board = app.get(BOARD)  # every worker's spool and associations, under the supervisor
+    backlog = board.backlog() if board is not None else app[BACKLOG]() if BACKLOG in app else (
+        spool.backlog_records, spool.backlog_bytes
+    )
+    workers = board.view() if board is not None else None
     body = {
         "live": True,
         "ready": ready,
         "index": index,
         "object_store": {**store, "backend": app[SETTINGS].storage.backend, **app[OBJECT_STORE].report()},
         "spool": {
-            "backlog_instances": spool.backlog_records,
-            "backlog_bytes": spool.backlog_bytes,
+            "backlog_instances": backlog[0],
+            "backlog_bytes": backlog[1],
             "limit_bytes": spool.max_bytes,
         },
         "storing": {"ok": worker_error is None, "last_error": worker_error},
-        "dicom": {"ae_title": dicom.settings.ae_title, "port": dicom.port, "associations": dicom.active},
+        "dicom": {
+            "ae_title": dicom.settings.ae_title,
+            "port": dicom.port,
+            "associations": sum(w["associations"] for w in workers) if workers is not None else dicom.active,
+        },
     }
+    if workers is not None:
+        body["workers"] = workers
+        body["answered_by"] = os.getpid()  # which worker took this request
     return web.json_response(body, status=status)
 
 
