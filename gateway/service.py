@@ -15,16 +15,18 @@ from aiohttp import web
 from dicom_rules.rules import RuleSet, load_rules
 from dicom_rules.pseudonyms import derive
 from gateway.audit import AuditWriter
+from gateway.cluster import ClusterMember
 from gateway.dimse.find import FindService
 from gateway.dimse.mpps import MppsService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
 from gateway.dimse.worklist import WorklistService
 from gateway.emr.hl7.handler import Hl7Handler
-from gateway.emr.hl7.listener import Hl7Listener
+from gateway.emr.hl7.listener import SITE_LEASE, Hl7Listener
 from gateway.emr.link import EmrLink
 from gateway.http.app import create_http_app
 from gateway.http.emr_routes import EMR_LINK
+from gateway.http.health import CLUSTER_VIEW
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
 from gateway.ingest.service import IngestService, SpoolSink
@@ -144,7 +146,14 @@ class Gateway:
             zone=ZoneInfo(settings.fhir.timezone),
         )
         self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port and role.links else None
-        self.emr = EmrLink(settings, self.index, self.vault, self.metrics) if role.links else None
+        # Heartbeat and site leases: the HL7 listener listens while this process holds the site's lease.
+        label = role.name if role.name != "worker" else f"worker{role.index}"
+        self.cluster = ClusterMember(
+            settings, self.index.engine, role=label, info=lambda: {"spool_backlog": self.backlog()[0]}
+        )
+        if self.hl7 is not None:
+            self.cluster.want(SITE_LEASE, self.hl7.start, self.hl7.stop_accepting)
+        self.emr = EmrLink(settings, self.index, self.vault, self.metrics, self.cluster) if role.links else None
         if not role.receives:
             return
         self.spool = open_spool(settings, role.spool_dir(settings), cls=spool_class)
@@ -198,6 +207,8 @@ class Gateway:
 
     def backlog(self) -> tuple[int, int]:
         """Instances and bytes acknowledged and not yet stored: in this process's spool and the left-over ones it files."""
+        if not self.role.receives:
+            return 0, 0
         records, size = self.drains.backlog()
         return self.spool.backlog_records + records, self.spool.backlog_bytes + size
 
@@ -206,10 +217,9 @@ class Gateway:
             self.worker.start()
             self.drains.start()
             await self.dicom.start()
-        if self.hl7 is not None:
-            await self.hl7.start()
         if self.emr is not None:
             await self.emr.start()
+        await self.cluster.start()  # its first beat takes the site leases that are free (the HL7 listener starts)
         # What is alive once started (modules, codecs, tables) lives as long as the process: out of the
         # collector's sight, a full collection takes milliseconds instead of 40 to 120 (each a pause for
         # every association, request and HL7 message under way).
@@ -217,6 +227,7 @@ class Gateway:
         gc.freeze()
 
     async def stop(self) -> None:
+        await self.cluster.stop()  # site leases given up at once: another process takes over without waiting
         if self.hl7 is not None:
             await self.hl7.stop()  # a message being applied finishes (or not at all) and gets no ACK
         if self.emr is not None:
@@ -254,6 +265,7 @@ class Gateway:
         if self.emr is not None:
             app[EMR_LINK] = self.emr
         app[BACKLOG] = self.backlog
+        app[CLUSTER_VIEW] = self.cluster.view
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()

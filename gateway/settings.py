@@ -13,6 +13,7 @@ import codecs
 import dataclasses
 import ipaddress
 import os
+import socket
 import tomllib
 import typing
 import zoneinfo
@@ -37,6 +38,7 @@ from gateway.settings_sections import (  # noqa: F401 - re-exported: the setting
     FhirSettings,
     Hl7Settings,
     ServeSettings,
+    ClusterSettings,
     opt,
 )
 
@@ -56,6 +58,7 @@ class Settings:
     fhir: FhirSettings = field(default_factory=FhirSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
     serve: ServeSettings = field(default_factory=ServeSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def data_path(self) -> Path:
@@ -87,6 +90,11 @@ class Settings:
         if len(text.encode("utf-8")) < 32:
             raise SettingsError("deid.secret must be at least 32 characters")
         return text.encode("utf-8")
+
+    @property
+    def node_name(self) -> str:
+        """This node's name in the cluster: ``cluster.node_name``, else the host name."""
+        return self.cluster.node_name or socket.gethostname()
 
     @property
     def index_url(self) -> str:
@@ -209,6 +217,7 @@ def _validate(settings: Settings) -> None:
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
     _validate_serve(settings)
+    _validate_cluster(settings.cluster)
 
 
 def _validate_serve(settings: Settings) -> None:
@@ -266,6 +275,15 @@ def _validate_hl7(hl7: Hl7Settings) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise SettingsError(f"hl7.allowed_peers: {entry!r} is not an address or CIDR network") from None
+
+
+def _validate_cluster(cluster: ClusterSettings) -> None:
+    if not cluster.heartbeat_seconds > 0:
+        raise SettingsError("cluster.heartbeat_seconds must be positive")
+    if not cluster.lease_seconds >= 2 * cluster.heartbeat_seconds:
+        raise SettingsError("cluster.lease_seconds must be at least twice cluster.heartbeat_seconds")
+    if len(cluster.node_name) > 100 or "/" in cluster.node_name:
+        raise SettingsError("cluster.node_name must be at most 100 characters, without '/'")
 
 
 def reference_markdown() -> str:

@@ -326,3 +326,23 @@ class ServeSettings:
     def process_count(self) -> int:
         """The number of workers: ``workers``, or the CPU count for 0."""
         return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class ClusterSettings:
+    node_name: str = opt(
+        "",
+        "Name of this node in the cluster (in /health's cluster view and in the holder `<node_name>/<pid>` of leases "
+        "and tasks); empty: the host name. Every node sharing one index needs its own.",
+    )
+    heartbeat_seconds: float = opt(
+        5.0,
+        "Seconds between a process's heartbeats: it registers in the index and renews its site leases (the HL7 "
+        "listener's). A process not heard from for three heartbeats is shown stale.",
+    )
+    lease_seconds: float = opt(
+        20.0,
+        "Seconds a lease lasts unless renewed: how long after a process dies another takes over its site leases "
+        "(the HL7 listener, the stable-study scan) and its claimed outbox deliveries. At least twice "
+        "`cluster.heartbeat_seconds`.",
+    )

@@ -4,9 +4,9 @@ Beside the adapters, not in ``gateway.dimse``: the ingest service answers C-STOR
 codes (STOW-RS reports them as Failure Reason) and must not depend on a protocol adapter. ``gateway.dimse.status``
 re-exports every name.
 
-The table is the only place a status code is written. The enums below give its rows the names the code uses;
-their values come from the table, so a name the table lacks fails at import, not on the wire. Reading it is
-reading a file of the package, nothing else.
+The table is the data, with each status's meaning and where the standard says so; the enums below are the names
+the code uses, their values written out. tests/gateway/dimse/test_dispatch.py holds the two equal, both ways.
+The table is read on first use (for dispatch: which status answers which failure), never at import.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class StatusEntry:
     source: str
     errors: tuple[str, ...] = ()  # the named exceptions (gateway.dimse.errors) answered with it
     fallback: bool = False  # the service's answer to a failure of the gateway's own
+    range: str = ""  # the range the standard leaves open ("Cxxx") that the code is the gateway's choice in
+    error_id: int | None = None  # Error ID (0000,0903) the standard pairs with the code
+    error_comment: str = ""  # the standard's Error Comment (0000,0902) for that Error ID
 
 
 @cache
@@ -43,17 +46,11 @@ def table() -> tuple[StatusEntry, ...]:
     return tuple(
         StatusEntry(
             row["service"], row["name"], int(row["code"]), row["category"], row["meaning"], row["source"],
-            tuple(row.get("errors", ())), bool(row.get("fallback", False)),
+            tuple(row.get("errors", ())), bool(row.get("fallback", False)), row.get("range", ""),
+            None if row.get("error_id") is None else int(row["error_id"]), row.get("error_comment", ""),
         )
         for row in rows
     )  # fmt: skip
-
-
-def _code(service: str, name: str) -> int:
-    for row in table():
-        if row.service == service and row.name == name:
-            return row.code
-    raise KeyError(f"no status {name} for {service} in statuses.toml")
 
 
 def entries(service: str) -> tuple[StatusEntry, ...]:
@@ -76,14 +73,12 @@ def for_error(service: str, names: Iterable[str]) -> StatusEntry | None:
     return None
 
 
-@cache
-def _pending() -> frozenset[int]:
-    return frozenset(row.code for row in table() if row.category == "pending")
+PENDING = frozenset({0xFF00, 0xFF01})  # the table's pending rows (C-FIND FF00/FF01, C-MOVE/C-GET FF00)
 
 
 def is_pending(code: int) -> bool:
     """A pending response: a final one follows."""
-    return code in _pending()
+    return code in PENDING
 
 
 def is_warning(code: int) -> bool:
@@ -94,69 +89,74 @@ def is_warning(code: int) -> bool:
 class StoreStatus(IntEnum):
     """C-STORE (and STOW-RS failure reasons, which carry the same codes)."""
 
-    SUCCESS = _code("store", "SUCCESS")
-    OUT_OF_RESOURCES = _code("store", "OUT_OF_RESOURCES")  # the sender should retry later
-    DATASET_MISMATCH = _code("store", "DATASET_MISMATCH")
-    CANNOT_UNDERSTAND = _code("store", "CANNOT_UNDERSTAND")
-    MISSING_ATTRIBUTE = _code("store", "MISSING_ATTRIBUTE")
-    INVALID_UID = _code("store", "INVALID_UID")
-    REFUSED_SOP_CLASS = _code("store", "REFUSED_SOP_CLASS")
-    PROCESSING_FAILURE = _code("store", "PROCESSING_FAILURE")
-    NOT_AUTHORIZED = _code("store", "NOT_AUTHORIZED")  # a rule of the gateway refuses the instance
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # the sender should retry later
+    DATASET_MISMATCH = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+    MISSING_ATTRIBUTE = 0xC001
+    INVALID_UID = 0xC002
+    PROCESSING_FAILURE = 0x0110
+    REFUSED_SOP_CLASS = 0x0122
+    NOT_AUTHORIZED = 0x0124  # a rule of the gateway refuses the instance
 
 
 class FindStatus(IntEnum):
     """C-FIND, Query/Retrieve and Modality Worklist."""
 
-    SUCCESS = _code("find", "SUCCESS")
-    PENDING = _code("find", "PENDING")
-    PENDING_OPTIONAL_KEYS_UNSUPPORTED = _code("find", "PENDING_OPTIONAL_KEYS_UNSUPPORTED")
-    CANCELLED = _code("find", "CANCELLED")
-    OUT_OF_RESOURCES = _code("find", "OUT_OF_RESOURCES")
-    IDENTIFIER_MISMATCH = _code("find", "IDENTIFIER_MISMATCH")
-    UNABLE_TO_PROCESS = _code("find", "UNABLE_TO_PROCESS")
-    NOT_AUTHORIZED = _code("find", "NOT_AUTHORIZED")
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    PENDING_OPTIONAL_KEYS_UNSUPPORTED = 0xFF01
+    CANCELLED = 0xFE00
+    OUT_OF_RESOURCES = 0xA700
+    IDENTIFIER_MISMATCH = 0xA900
+    UNABLE_TO_PROCESS = 0xC000
+    NOT_AUTHORIZED = 0x0124
 
 
 class RetrieveStatus(IntEnum):
     """C-MOVE and C-GET."""
 
-    SUCCESS = _code("retrieve", "SUCCESS")
-    PENDING = _code("retrieve", "PENDING")
-    CANCELLED = _code("retrieve", "CANCELLED")
-    SUB_OPERATIONS_FAILED = _code("retrieve", "SUB_OPERATIONS_FAILED")  # warning: one or more sub-operations failed
-    OUT_OF_RESOURCES = _code("retrieve", "OUT_OF_RESOURCES")
-    UNKNOWN_DESTINATION = _code("retrieve", "UNKNOWN_DESTINATION")
-    UNABLE_TO_PERFORM_SUB_OPERATIONS = _code("retrieve", "UNABLE_TO_PERFORM_SUB_OPERATIONS")
-    IDENTIFIER_MISMATCH = _code("retrieve", "IDENTIFIER_MISMATCH")
-    UNABLE_TO_PROCESS = _code("retrieve", "UNABLE_TO_PROCESS")
-    NOT_AUTHORIZED = _code("retrieve", "NOT_AUTHORIZED")
+    SUCCESS = 0x0000
+    PENDING = 0xFF00
+    CANCELLED = 0xFE00
+    SUB_OPERATIONS_FAILED = 0xB000  # warning: one or more sub-operations failed
+    UNABLE_TO_CALCULATE_MATCHES = 0xA701  # out of resources: the index cannot list the matches, or too many
+    UNABLE_TO_PERFORM_SUB_OPERATIONS = 0xA702  # out of resources: no sub-operation could be performed
+    UNKNOWN_DESTINATION = 0xA801
+    IDENTIFIER_MISMATCH = 0xA900
+    UNABLE_TO_PROCESS = 0xC000
+    NOT_AUTHORIZED = 0x0124
 
 
 class NStatus(IntEnum):
     """MPPS N-CREATE and N-SET."""
 
-    SUCCESS = _code("mpps", "SUCCESS")
-    INVALID_ATTRIBUTE_VALUE = _code("mpps", "INVALID_ATTRIBUTE_VALUE")
-    PROCESSING_FAILURE = _code("mpps", "PROCESSING_FAILURE")
-    DUPLICATE_SOP_INSTANCE = _code("mpps", "DUPLICATE_SOP_INSTANCE")
-    NO_SUCH_SOP_INSTANCE = _code("mpps", "NO_SUCH_SOP_INSTANCE")
-    INVALID_SOP_INSTANCE = _code("mpps", "INVALID_SOP_INSTANCE")
-    MISSING_ATTRIBUTE = _code("mpps", "MISSING_ATTRIBUTE")
-    SOP_CLASS_NOT_SUPPORTED = _code("mpps", "SOP_CLASS_NOT_SUPPORTED")
-    NOT_AUTHORIZED = _code("mpps", "NOT_AUTHORIZED")
-    MAY_NO_LONGER_BE_UPDATED = _code("mpps", "MAY_NO_LONGER_BE_UPDATED")  # the step is COMPLETED or DISCONTINUED
+    SUCCESS = 0x0000
+    INVALID_ATTRIBUTE_VALUE = 0x0106
+    PROCESSING_FAILURE = 0x0110
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    NO_SUCH_SOP_INSTANCE = 0x0112
+    INVALID_SOP_INSTANCE = 0x0117
+    MISSING_ATTRIBUTE = 0x0120
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    NOT_AUTHORIZED = 0x0124
+    # the step is COMPLETED or DISCONTINUED: Processing Failure with Error ID A710 (ERROR_IDS), an alias of
+    # PROCESSING_FAILURE on the wire
+    MAY_NO_LONGER_BE_UPDATED = 0x0110
 
 
 class GeneralStatus(IntEnum):
     """C-ECHO and operations the gateway does not serve."""
 
-    SUCCESS = _code("general", "SUCCESS")
-    PROCESSING_FAILURE = _code("general", "PROCESSING_FAILURE")
-    SOP_CLASS_NOT_SUPPORTED = _code("general", "SOP_CLASS_NOT_SUPPORTED")
-    UNRECOGNIZED_OPERATION = _code("general", "UNRECOGNIZED_OPERATION")
+    SUCCESS = 0x0000
+    PROCESSING_FAILURE = 0x0110
+    SOP_CLASS_NOT_SUPPORTED = 0x0122
+    UNRECOGNIZED_OPERATION = 0x0211
 
 
 NAMES: dict[str, type[IntEnum]] = {
     "store": StoreStatus, "find": FindStatus, "retrieve": RetrieveStatus, "mpps": NStatus, "general": GeneralStatus,
 }  # fmt: skip
+
+# (service, name) -> Error ID (0000,0903) sent with the code; a status without one has none
+ERROR_IDS: dict[tuple[str, str], int] = {("mpps", "MAY_NO_LONGER_BE_UPDATED"): 0xA710}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from gateway.statuses import (
     CATEGORIES,
+    ERROR_IDS,
     NAMES,
+    PENDING,
     SERVICES,
     FindStatus,
     GeneralStatus,
@@ -22,6 +24,6 @@ from gateway.statuses import (
 )
 
 __all__ = [
-    "CATEGORIES", "NAMES", "SERVICES", "FindStatus", "GeneralStatus", "NStatus", "RetrieveStatus", "StatusEntry",
+    "CATEGORIES", "ERROR_IDS", "NAMES", "PENDING", "SERVICES", "FindStatus", "GeneralStatus", "NStatus", "RetrieveStatus", "StatusEntry",
     "StoreStatus", "entries", "fallback", "for_error", "is_pending", "is_warning", "table",
 ]  # fmt: skip

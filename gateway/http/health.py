@@ -3,7 +3,10 @@
 ``/health`` answers anyone, so that a load balancer or a container runtime
 can probe it, but anonymously only with ``live`` and ``ready``: the details
 (the DICOM SCP's AE title and port, the spool, error texts such as an S3
-failure) go to administrators and auditors, who also read the metrics.
+failure) go to administrators and auditors, who also read the metrics. The
+details include the whole cluster as the index knows it: every node and
+process with the age of its last heartbeat (stale ones marked) and who holds
+each site lease. Metrics stay this process's own.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from gateway.worker_board import BACKLOG, BOARD
 from storage.index.accounts import Role
 
 _CHECK_TIMEOUT = 5.0
+CLUSTER_VIEW: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("cluster_view")
 DETAIL_ROLES = frozenset({Role.ADMIN, Role.AUDITOR})
 
 
@@ -83,6 +87,12 @@ async def health(request: web.Request) -> web.Response:
     if workers is not None:
         body["workers"] = workers
         body["answered_by"] = os.getpid()  # which worker took this request
+    view = app.get(CLUSTER_VIEW)
+    if view is not None:
+        try:
+            body["cluster"] = await asyncio.wait_for(asyncio.to_thread(view), _CHECK_TIMEOUT)
+        except Exception as exc:  # the index unreachable: said under "index" already
+            body["cluster"] = {"error": type(exc).__name__}
     return web.json_response(body, status=status)
 
 
