@@ -15,7 +15,14 @@ from pydicom.dataset import Dataset
 
 from gateway.dimse import dispatch, pdu
 from gateway.dimse.admission import ANY_CALLER, Connection
-from gateway.dimse.commands import NO_DATASET, CommandField, decode_command, response
+from gateway.dimse.commands import (
+    NO_DATASET,
+    CommandField,
+    StoreCommand,
+    decode_command,
+    decode_store_command,
+    response,
+)
 from gateway.dimse.negotiation import (
     AcceptedContext,
     AssociationRejected,
@@ -212,12 +219,25 @@ class Association:
         return True
 
     async def _serve(self) -> None:
+        # While a retrieve sends, the peer may rightly say nothing; the sending has timeouts of its own.
+        reader = pdu.PDUReader(self.reader, self._max_pdu, self.server.settings.network_timeout, self._busy)
+        try:
+            await self._serve_pdus(reader)
+        finally:
+            reader.close()
+
+    def _busy(self) -> bool:
+        return bool(self._operations)
+
+    async def _serve_pdus(self, reader: pdu.PDUReader) -> None:
         assert self.negotiated is not None
+        contexts = self.negotiated.contexts
         timeout = self.server.settings.network_timeout
         message: Message | None = None
+        # The kept fragments of the message's data set, joined once when its last one has come.
+        fragments: list[bytes | bytearray | memoryview] = []
         while True:
-            # While a retrieve sends, the peer may rightly say nothing; the sending has timeouts of its own.
-            pdu_type, raw = await pdu.read_pdu(self.reader, self._max_pdu, idle=timeout, busy=lambda: bool(self._operations))
+            pdu_type, raw = await reader.read()
             if pdu_type == pdu.A_RELEASE_RQ:
                 if self._operations:  # answer what was asked before releasing
                     await asyncio.wait(self._operations, timeout=timeout)
@@ -227,8 +247,8 @@ class Association:
                 return
             if pdu_type != pdu.P_DATA_TF:
                 raise _Abort(f"unexpected PDU type 0x{pdu_type:02x}", pdu.REASON_UNEXPECTED_PDU)
-            for context_id, control, fragment in pdu.iter_pdvs(raw):
-                if context_id not in self.negotiated.contexts:
+            for context_id, control, fragment in pdu.iter_pdvs(raw, 0):
+                if context_id not in contexts:
                     raise _Abort("data on a presentation context that was not accepted", pdu.REASON_INVALID_PARAMETER)
                 if message is None:
                     message = Message(context_id)
@@ -249,17 +269,28 @@ class Association:
                     message.size += len(fragment)
                     if message.size > self._max_message:
                         message.dataset = None  # freed now, not when the abort has been sent
+                        fragments.clear()
                         if int(message.command.CommandField) == CommandField.C_STORE_RQ:
                             self.server.metrics.rejected.labels("message larger than dicom.max_message_bytes").inc()
                         raise _Abort(f"message longer than {self._max_message} bytes (dicom.max_message_bytes)")
                     if message.dataset is not None:
-                        message.dataset += fragment
+                        fragments.append(fragment)
                     if control & pdu.LAST_FRAGMENT:
-                        await self._dataset_complete(message)
+                        data = None
+                        if message.dataset is not None:
+                            fragments[0:0] = (message.dataset,)
+                            data = b"".join(fragments)
+                            fragments.clear()
+                        await self._dataset_complete(message, data)
                         message = None
 
     async def _command_complete(self, message: Message) -> bool:
         """Handle a complete command; returns True when the message is finished (no dataset follows)."""
+        store = decode_store_command(message.command_bytes)
+        if store is not None and store.data_set_type != NO_DATASET:
+            message.command = store  # the common case, read by hand; its values are checked as below
+            self._store_requested(message, store.sop_class, store.sop_instance)
+            return False
         try:
             with warnings.catch_warnings():  # pydicom warns, quoting it, about each invalid value
                 warnings.simplefilter("ignore")
@@ -278,17 +309,9 @@ class Association:
             await self.respond(message, GeneralStatus.SUCCESS)
             return True
         if field_value == CommandField.C_STORE_RQ and has_dataset:
-            context = self.negotiated.contexts[message.context_id]  # type: ignore[union-attr]
-            sop_class = str(command.get("AffectedSOPClassUID", ""))
-            sop_instance = str(command.get("AffectedSOPInstanceUID", ""))
-            if not (is_valid_uid(sop_class) and is_valid_uid(sop_instance)):
-                message.refusal = (StoreStatus.INVALID_UID, "C-STORE request names an invalid UID")
-            elif sop_class != context.abstract_syntax:
-                message.refusal = (StoreStatus.DATASET_MISMATCH, "SOP Class differs from the presentation context")
-            else:
-                message.dataset = bytearray(
-                    file_meta(sop_class, sop_instance, context.transfer_syntax, self.calling_ae)
-                )
+            self._store_requested(
+                message, str(command.get("AffectedSOPClassUID", "")), str(command.get("AffectedSOPInstanceUID", ""))
+            )
             return False
         if field_value in _QUERY_MODELS and has_dataset:
             context = self.negotiated.contexts[message.context_id]  # type: ignore[union-attr]
@@ -316,31 +339,41 @@ class Association:
         await self.respond(message, GeneralStatus.UNRECOGNIZED_OPERATION, error_comment="operation not supported")
         return True
 
-    async def _dataset_complete(self, message: Message) -> None:
-        assert message.command is not None
-        if message.refusal is not None or message.dataset is None:
+    def _store_requested(self, message: Message, sop_class: str, sop_instance: str) -> None:
+        """Check a C-STORE request's UIDs: keep its data set, after a File Meta group, or refuse it once read."""
+        context = self.negotiated.contexts[message.context_id]  # type: ignore[union-attr]
+        if not (is_valid_uid(sop_class) and is_valid_uid(sop_instance)):
+            message.refusal = (StoreStatus.INVALID_UID, "C-STORE request names an invalid UID")
+        elif sop_class != context.abstract_syntax:
+            message.refusal = (StoreStatus.DATASET_MISMATCH, "SOP Class differs from the presentation context")
+        else:
+            message.dataset = bytearray(file_meta(sop_class, sop_instance, context.transfer_syntax, self.calling_ae))
+
+    async def _dataset_complete(self, message: Message, dataset: bytes | None) -> None:
+        """Handle a message whose data set has come: ``dataset`` is it whole, None when it was not kept."""
+        command = message.command
+        assert command is not None
+        message.dataset = None
+        if message.refusal is not None or dataset is None:
             status, reason = message.refusal or (GeneralStatus.PROCESSING_FAILURE, "operation not supported")
-            field_value = int(message.command.CommandField)
+            field_value = CommandField.C_STORE_RQ if type(command) is StoreCommand else int(command.CommandField)
             log.warning("%s from %s (%s) refused: %s", _operation(field_value), self.calling_ae, self.peer, reason)
             if field_value == CommandField.C_STORE_RQ:
                 self.server.metrics.rejected.labels(reason).inc()
             await self.respond(message, status, error_comment=reason)
             return
-        dataset, message.dataset = message.dataset, None
-        service = dispatch.SERVICES.get(int(message.command.CommandField))
-        if service is not None and service.in_order:
-            await dispatch.serve(service, self, message, bytes(dataset))
-            return
-        if service is not None:
-            dispatch.start(service, self, message, bytes(dataset), self._operations)
-            return
-        source = Source(
-            "dimse",
-            self.calling_ae,
-            self.peer,
-            str(message.command.AffectedSOPClassUID),
-            str(message.command.AffectedSOPInstanceUID),
-        )
+        if type(command) is StoreCommand:
+            sop_class, sop_instance = command.sop_class, command.sop_instance
+        else:
+            service = dispatch.SERVICES.get(int(command.CommandField))
+            if service is not None and service.in_order:
+                await dispatch.serve(service, self, message, dataset)
+                return
+            if service is not None:
+                dispatch.start(service, self, message, dataset, self._operations)
+                return
+            sop_class, sop_instance = str(command.AffectedSOPClassUID), str(command.AffectedSOPInstanceUID)
+        source = Source("dimse", self.calling_ae, self.peer, sop_class, sop_instance)
         outcome = await self.server.ingest.accept(dataset, source)
         await self.respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
 

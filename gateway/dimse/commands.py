@@ -7,10 +7,12 @@ import struct
 from enum import IntEnum
 from typing import Any
 
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.filewriter import write_dataset
+from pydicom.tag import BaseTag
 from pydicom.multival import MultiValue
 
 NO_DATASET = 0x0101
@@ -39,6 +41,69 @@ DATASET_PRESENT = 0x0000  # any value other than NO_DATASET
 
 def decode_command(data: bytes) -> Dataset:
     return read_dataset(io.BytesIO(data), is_implicit_VR=True, is_little_endian=True)
+
+
+class StoreCommand(Dataset):
+    """A C-STORE-RQ command set read by :func:`decode_store_command`: the elements as pydicom's reader leaves
+    them (raw, converted when read), and the values the store path needs, already converted."""
+
+    message_id: int
+    data_set_type: int
+    sop_class: str
+    sop_instance: str
+
+
+_ELEMENT = struct.Struct("<HHI")
+_US_VALUE = struct.Struct("<H")
+# The elements of a C-STORE-RQ (PS3.7 table 9.1-1): tag -> VR; anything else is read by pydicom.
+_STORE_RQ = {0x0000: "UL", 0x0002: "UI", 0x0100: "US", 0x0110: "US", 0x0700: "US", 0x0800: "US", 0x1000: "UI",
+             0x1030: "AE", 0x1031: "US"}  # fmt: skip
+_UID_CHARACTERS = frozenset(b"0123456789.")
+_AE_CHARACTERS = frozenset(range(0x20, 0x7F)) - {0x5C}
+
+
+def decode_store_command(data: bytes | bytearray) -> StoreCommand | None:
+    """A plain C-STORE-RQ command set, read here in a few microseconds (pydicom's reader takes a fifth of a
+    millisecond); None for anything else or anything unusual (other elements, odd lengths, values pydicom
+    would warn about or split), which :func:`decode_command` reads instead. Tested against pydicom."""
+    end = len(data)
+    offset = 0
+    previous = -1
+    raw: dict[BaseTag, DataElement | RawDataElement] = {}
+    values: dict[int, Any] = {}
+    while offset < end:
+        if end - offset < 8:
+            return None
+        group, element, length = _ELEMENT.unpack_from(data, offset)
+        vr = _STORE_RQ.get(element)
+        if group != 0 or vr is None or element <= previous or offset + 8 + length > end:
+            return None
+        value = bytes(data[offset + 8 : offset + 8 + length])
+        if vr == "US":
+            if length != 2:
+                return None
+            values[element] = _US_VALUE.unpack(value)[0]
+        elif vr == "UI":
+            uid = value.rstrip(b"\0 ")
+            if not uid or len(uid) > 64 or not _UID_CHARACTERS.issuperset(uid):
+                return None
+            values[element] = uid.decode("ascii")
+        elif vr == "AE":
+            if length > 16 or not _AE_CHARACTERS.issuperset(value):
+                return None
+        elif length != 4:  # UL: the group length, which pydicom does not check either
+            return None
+        tag = BaseTag(element)
+        raw[tag] = RawDataElement(tag, None, length, value, offset + 8, True, True)
+        previous = element
+        offset += 8 + length
+    if values.get(0x0100) != CommandField.C_STORE_RQ or not {0x0002, 0x0110, 0x0800, 0x1000} <= values.keys():
+        return None
+    command = StoreCommand(raw)
+    for name, element in (("message_id", 0x0110), ("data_set_type", 0x0800), ("sop_class", 0x0002),
+                          ("sop_instance", 0x1000)):  # fmt: skip
+        object.__setattr__(command, name, values[element])
+    return command
 
 
 def _pydicom_encode(ds: Dataset) -> bytes:
@@ -107,6 +172,10 @@ def response(
     extra: dict[str, Any] | None = None,
 ) -> bytes:
     """The response to ``request``: same SOP Class (and Instance); a dataset follows when ``with_dataset``."""
+    if type(request) is StoreCommand and offending_element is None and not with_dataset and not extra:
+        packed = _store_response(request, status, error_comment)
+        if packed is not None:
+            return packed
     rsp = Dataset()
     rsp.AffectedSOPClassUID = request.get("AffectedSOPClassUID", "")
     rsp.CommandField = int(request.CommandField) | 0x8000
@@ -122,6 +191,33 @@ def response(
     for keyword, value in (extra or {}).items():
         setattr(rsp, keyword, value)
     return encode_command(rsp)
+
+
+def _store_response(request: StoreCommand, status: int, error_comment: str | None) -> bytes | None:
+    """A C-STORE-RSP packed from the request's converted values, without building a dataset: the bytes
+    :func:`encode_command` writes for the same response (tested); None when a value needs pydicom."""
+    parts = []
+    for element, vr, value in (
+        (0x0002, "UI", request.sop_class),
+        (0x0100, "US", CommandField.C_STORE_RSP.value),
+        (0x0120, "US", request.message_id),
+        (0x0800, "US", NO_DATASET),
+        (0x0900, "US", int(status)),
+        (0x0902, "LO", error_comment[:64] if error_comment else None),
+        (0x1000, "UI", request.sop_instance),
+    ):
+        if value is None:
+            continue
+        try:
+            packed = _value_bytes(vr, value)
+        except struct.error:
+            return None
+        if packed is None:
+            return None
+        parts.append(_ELEMENT.pack(0, element, len(packed)))
+        parts.append(packed)
+    body = b"".join(parts)
+    return _ELEMENT.pack(0, 0, 4) + struct.pack("<I", len(body)) + body
 
 
 def n_response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Callable, Iterator
+from typing import Any
 
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
@@ -83,10 +84,115 @@ async def read_pdu(
     return pdu_type, whole
 
 
-def iter_pdvs(pdu: bytes | bytearray) -> Iterator[tuple[int, int, memoryview]]:
-    """Presentation data values of a P-DATA-TF PDU: (context ID, control header, fragment)."""
+_BETWEEN, _STARTING, _WITHIN = 0, 1, 2  # where a PDUReader is: not reading, waiting for a PDU, inside one
+
+
+class PDUReader:
+    """Reads the PDUs of one association after its negotiation, with one timer for all of its reads.
+
+    What times out is silence: ``idle`` seconds without a byte from the peer
+    while a PDU is awaited or arriving (TimeoutError), however long the PDU
+    takes; before a PDU begins, silence is no fault while ``busy()`` holds.
+    Time spent elsewhere (storing, sending) is never counted. Instead of an
+    ``asyncio.timeout`` per read (a timer handle made and cancelled each time,
+    several per PDU), each piece read notes the time, and one timer, armed
+    when a read begins and none is pending, checks that note when it fires
+    and re-arms itself for the rest of the interval or cancels the reading
+    task, as ``asyncio.timeout`` does.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, max_length: int, idle: float, busy: Callable[[], bool] | None = None
+    ) -> None:
+        self._reader = reader
+        self._max_length = max_length
+        self._idle = idle
+        self._busy = busy
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._state = _BETWEEN
+        self._since = 0.0  # when the peer last sent something, or the current read began
+        self._expired = False
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._state == _BETWEEN:
+            return  # the next read arms it again
+        now = self._loop.time()
+        due = self._since + self._idle
+        if now < due:
+            self._handle = self._loop.call_at(due, self._check)
+        elif self._state == _STARTING and self._busy is not None and self._busy():
+            self._since = now
+            self._handle = self._loop.call_at(now + self._idle, self._check)
+        elif self._task is not None:
+            self._expired = True
+            self._task.cancel()
+
+    async def read(self) -> tuple[int, bytes]:
+        """The next PDU as (type, its bytes after the 6-byte header); IncompleteReadError when the peer closes.
+
+        The header is checked before the body is read: a PDU of an unknown
+        type, or longer than ``max_length``, is never buffered.
+        """
+        reader = self._reader
+        self._task = asyncio.current_task()
+        self._since = self._loop.time()
+        self._state = _STARTING
+        if self._handle is None:
+            self._handle = self._loop.call_at(self._since + self._idle, self._check)
+        try:
+            header = await reader.read(_PDU_HEADER.size)
+            self._state = _WITHIN
+            if len(header) < _PDU_HEADER.size:
+                header += await self._exactly(_PDU_HEADER.size - len(header), header)
+            pdu_type, length = _PDU_HEADER.unpack(header)
+            if pdu_type not in range(A_ASSOCIATE_RQ, A_ABORT + 1):
+                raise PDUError(f"unknown PDU type 0x{pdu_type:02x}", REASON_UNRECOGNISED_PDU)
+            if length > (self._max_length + 6 if pdu_type == P_DATA_TF else 1 << 20):
+                raise PDUError(f"PDU of {length} bytes exceeds the negotiated maximum")
+            return pdu_type, await self._exactly(length, header)
+        except asyncio.CancelledError:
+            if self._expired:
+                self._expired = False
+                task = self._task
+                if task is not None and task.uncancel() == 0:
+                    raise TimeoutError from None
+            raise
+        finally:
+            self._state = _BETWEEN
+
+    async def _exactly(self, length: int, before: bytes) -> bytes:
+        """``length`` bytes, joined once from the pieces the stream gives (usually one)."""
+        if not length:
+            return b""
+        self._since = self._loop.time()
+        piece = await self._reader.read(length)
+        if len(piece) == length:
+            return piece
+        pieces = [piece]
+        got = len(piece)
+        while piece and got < length:
+            self._since = self._loop.time()
+            piece = await self._reader.read(length - got)
+            pieces.append(piece)
+            got += len(piece)
+        if got < length:
+            raise asyncio.IncompleteReadError(before + b"".join(pieces), len(before) + length)
+        return b"".join(pieces)
+
+
+def iter_pdvs(pdu: bytes | bytearray, start: int = _PDU_HEADER.size) -> Iterator[tuple[int, int, memoryview]]:
+    """Presentation data values of a P-DATA-TF PDU (its bytes from ``start``, after the header by default):
+    (context ID, control header, fragment)."""
     view = memoryview(pdu)
-    offset, end = _PDU_HEADER.size, len(pdu)
+    offset, end = start, len(pdu)
     if offset == end:
         raise PDUError("P-DATA-TF without presentation data values")
     while offset < end:
