@@ -522,7 +522,8 @@ def test_spool_drain_files_a_dead_nodes_spool_while_this_gateway_serves(home: Pa
         os.killpg(node_a.pid, signal.SIGKILL)
         node_a.wait(10)
     spool = home / "a" / "spool"
-    [segment] = [p for p in spool.glob("seg-*.log") if p.stat().st_size]
+    # One association: one worker's spool holds the five (the node runs one worker per CPU, each with its spool).
+    [segment] = [p for p in spool.rglob("seg-*.log") if p.stat().st_size]
     raw = bytearray(segment.read_bytes())
     damaged_at = raw.rindex(uids[2].encode())  # inside the third instance's record: it fails its checksum
     raw[damaged_at] ^= 0xFF
@@ -547,7 +548,7 @@ def test_spool_drain_files_a_dead_nodes_spool_while_this_gateway_serves(home: Pa
         assert drained.returncode == 2, drained.stdout + drained.stderr  # one record could not be filed
         assert re.search(r"filed:\s+3\b", drained.stdout), drained.stdout
         assert re.search(r"duplicates:\s+1\b", drained.stdout) and re.search(r"set aside:\s+1\b", drained.stdout)
-        assert len(list((spool / "quarantine").glob("*.damaged.bin"))) == 1
+        assert len(list((segment.parent / "quarantine").glob("*.damaged.bin"))) == 1
         again = _run("spool", "drain", spool, cwd=home)  # the checkpoint moved past everything
         assert again.returncode == 0 and re.search(r"filed:\s+0\b", again.stdout), again.stdout + again.stderr
 
