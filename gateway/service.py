@@ -100,6 +100,19 @@ def open_index(settings: Settings) -> IndexDatabase:
     return IndexDatabase.open(settings.index_url)
 
 
+def open_committer(
+    settings: Settings, store: ObjectStore, index: IndexDatabase, metrics: GatewayMetrics | None = None
+) -> Committer:
+    """The filer's last step (object store, then index), as ``ingest`` and ``spool`` settings say."""
+    return Committer(
+        store,
+        index,
+        on_duplicate=settings.ingest.on_duplicate,
+        upload_concurrency=settings.spool.upload_concurrency,
+        metrics=metrics,
+    )
+
+
 @dataclass(frozen=True)
 class Role:
     """What one process of the gateway runs.
@@ -165,13 +178,7 @@ class Gateway:
         )
 
         self.metrics.watch_spool(lambda: self.backlog()[0], lambda: self.backlog()[1])
-        self.committer = Committer(
-            self.store,
-            self.index,
-            on_duplicate=settings.ingest.on_duplicate,
-            upload_concurrency=sp.upload_concurrency,
-            metrics=self.metrics,
-        )
+        self.committer = open_committer(settings, self.store, self.index, self.metrics)
         self.worker = SpoolWorker(
             self.spool,
             self.committer,

@@ -25,7 +25,8 @@ import pydicom
 import pytest
 import sqlalchemy as sa
 
-from tests.cluster import Sender, Site, mllp_listener, node_name, run_site, wait_for
+from tests.cluster import Sender, Site, node_name, run_site, wait_for
+from tests.peers.mllp import mllp_listener
 from tests.conftest import s3_env
 from tests.factory import Patient, ct_series
 from tests.gateway.emr.hl7.client import ack_code, send
