@@ -94,6 +94,7 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
         index,
         on_duplicate=settings.ingest.on_duplicate,
         upload_concurrency=settings.spool.upload_concurrency,
+        orphan_grace_seconds=settings.ingest.orphan_grace_seconds,
     )
     bar = tqdm(total=total, unit="file", disable=not progress, file=sys.stderr)
     try:
