@@ -183,3 +183,43 @@ def _waiting_on_a_fifo(group: int) -> bool:
         except (OSError, ValueError, IndexError):
             continue
     return False
+
+
+def test_many_frames_are_sent_without_holding_them_twice(archive, tmp_path) -> None:
+    """Above 8 MiB the frames are written part by part: the process's peak memory grows by about the frames read,
+    not twice that (a joined body). Peak resident memory is reset before the request (/proc/<pid>/clear_refs)."""
+    import urllib.request
+
+    from pydicom.uid import generate_uid
+
+    from tests.factory import write_files
+
+    gateway, _ = archive
+    count, frame = 24, 512 * 512 * 2
+    cine = ct_series(1, size=512)[0]
+    cine.NumberOfFrames = count
+    cine.PixelData = b"".join(bytes([n]) * frame for n in range(count))
+    cine.SOPInstanceUID = cine.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    assert storescu(gateway.dicom_port, write_files([cine], tmp_path / "cine")).returncode == 0
+    gateway.wait_idle()
+    url = (
+        f"{gateway.base_url}/dicom-web/studies/{cine.StudyInstanceUID}/series/{cine.SeriesInstanceUID}"
+        f"/instances/{cine.SOPInstanceUID}/frames/{','.join(str(n) for n in range(1, count + 1))}"
+    )
+    status = f"/proc/{gateway.proc.pid}/status"
+
+    def kib(field: str) -> int:
+        line = next(line for line in open(status) if line.startswith(field))
+        return int(line.split()[1])
+
+    with open(f"/proc/{gateway.proc.pid}/clear_refs", "w") as fh:
+        fh.write("5")  # the peak (VmHWM) restarts from the resident size now
+    before = kib("VmRSS:")
+    headers = {**gateway.auth_headers, "Accept": "multipart/related; type=application/octet-stream"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+        body = response.read()
+        assert int(response.headers["Content-Length"]) == len(body)
+    growth = (kib("VmHWM:") - before) * 1024
+    for n in range(count):
+        assert bytes([n]) * frame in body
+    assert growth < 1.5 * count * frame, f"peak grew by {growth} bytes for {count * frame} bytes of frames"
