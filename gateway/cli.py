@@ -1,4 +1,4 @@
-"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | user | config``."""
+"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | user | spool | config``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from gateway.cli_deid import add_commands as add_deid_commands
 from gateway.cli_deid import run_anonymise, run_quarantine, run_vault
 from gateway.cli_users import add_commands as add_user_commands
 from gateway.cli_users import run as run_users
+from gateway.cli_spool import add_commands as add_spool_commands
+from gateway.cli_spool import run as run_spool
 from gateway.logging_setup import configure_logging
 from gateway.settings import (
     Settings,
@@ -43,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--dicom-port", type=int, help="DICOM SCP port (default 11112)")
     serve.add_argument("--ae-title", help="AE title of the SCP (default PACSGW)")
     serve.add_argument("--http-port", type=int, help="HTTP port (default 8042)")
+    serve.add_argument(
+        "--workers", type=int, metavar="N", help="worker processes sharing the ports (default: one per CPU; 1: one process)"
+    )
+    serve.add_argument("--child", help=argparse.SUPPRESS)  # a supervised process (gateway.worker_process)
 
     imp = sub.add_parser("import", help="import DICOM files or folders through the ingest pipeline")
     common(imp)
@@ -51,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_deid_commands(sub, common)
     add_user_commands(sub, common)
+    add_spool_commands(sub, common)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     common(cfg)
@@ -67,6 +74,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["dicom"] = dicom
     if getattr(args, "http_port", None) is not None:
         overrides["http"] = {"port": args.http_port}
+    if getattr(args, "workers", None) is not None:
+        overrides["serve"] = {"workers": args.workers}
     return load_settings(getattr(args, "config", None), overrides=overrides)
 
 
@@ -127,6 +136,10 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "child", None):
+        from gateway.worker_process import run_child
+
+        return run_child(args.child)
     if args.command == "config" and args.reference:
         sys.stdout.write(reference_markdown())
         return EXIT_OK
@@ -149,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_quarantine(settings, args)
     if args.command == "user":
         return run_users(settings, args)
+    if args.command == "spool":
+        return run_spool(settings, args)
     from gateway.service import serve
 
     try:

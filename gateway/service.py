@@ -6,6 +6,8 @@ import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -13,23 +15,28 @@ from aiohttp import web
 from dicom_rules.rules import RuleSet, load_rules
 from dicom_rules.pseudonyms import derive
 from gateway.audit import AuditWriter
+from gateway.cluster import ClusterMember
 from gateway.dimse.find import FindService
 from gateway.dimse.mpps import MppsService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
 from gateway.dimse.worklist import WorklistService
 from gateway.emr.hl7.handler import Hl7Handler
-from gateway.emr.hl7.listener import Hl7Listener
+from gateway.emr.hl7.listener import SITE_LEASE, Hl7Listener
 from gateway.emr.link import EmrLink
 from gateway.http.app import create_http_app
 from gateway.http.emr_routes import EMR_LINK
+from gateway.http.health import CLUSTER_VIEW
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
+from gateway.ingest.service import IngestService, SpoolSink
 from gateway.ingest.spool import SpoolLog
+from gateway.spool_drains import Drains, leftover_spools, open_spool
 from gateway.ingest.worker import SpoolWorker
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings, SettingsError
 from gateway.vault import PseudonymVault
+from gateway.worker_board import BACKLOG
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.object_store.base import ObjectStore, ObjectStoreError
@@ -100,11 +107,38 @@ def open_index(settings: Settings) -> IndexDatabase:
     return IndexDatabase.open(settings.index_url)
 
 
+@dataclass(frozen=True)
+class Role:
+    """What one process of the gateway runs.
+
+    The default is the whole gateway in one process (``serve.workers = 1``). Under the
+    supervisor, ``worker`` i receives (DICOM SCP and HTTP on ports shared with the other
+    workers, its own spool ``<spool>/worker-<i>`` and the filer of that spool) and the
+    ``hl7`` process runs the HL7 listener and the EMR link, alone.
+    """
+
+    name: str = "gateway"  # "gateway" | "worker" | "hl7"
+    index: int = 0
+    workers: int = 1
+
+    @property
+    def receives(self) -> bool:
+        return self.name in ("gateway", "worker")
+
+    @property
+    def links(self) -> bool:
+        return self.name in ("gateway", "hl7")
+
+    def spool_dir(self, settings: Settings) -> Path:
+        return settings.spool_path / f"worker-{self.index}" if self.name == "worker" else settings.spool_path
+
+
 class Gateway:
     """The long-lived parts of one gateway process, opened and closed in order."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, role: Role = Role(), spool_class: type[SpoolLog] = SpoolLog) -> None:
         self.settings = settings
+        self.role = role
         self.metrics = GatewayMetrics()
         self.rules = open_rules_stage(settings)  # first: a bad rules file stops start-up before anything opens
         self.index = open_index(settings)
@@ -113,14 +147,29 @@ class Gateway:
         self.audit = AuditWriter(AccountStore(self.index.engine), derive(secret, "audit/digest") if secret else None)
         self.store = open_object_store(settings)
         sp = settings.spool
-        self.spool = SpoolLog(
-            settings.spool_path,
-            segment_bytes=sp.segment_bytes,
-            max_bytes=sp.max_bytes,
-            min_free_bytes=sp.min_free_bytes,
-            preallocated_segments=sp.preallocated_segments,
-        ).open()
-        self.metrics.watch_spool(lambda: self.spool.backlog_records, lambda: self.spool.backlog_bytes)
+        hl7 = settings.hl7
+        handler = Hl7Handler(
+            self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map(),
+            zone=ZoneInfo(settings.fhir.timezone),
+        )
+        self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port and role.links else None
+        # Heartbeat and site leases: the HL7 listener listens while this process holds the site's lease.
+        label = role.name if role.name != "worker" else f"worker{role.index}"
+        self.cluster = ClusterMember(
+            settings, self.index.engine, role=label, info=lambda: {"spool_backlog": self.backlog()[0]}
+        )
+        if self.hl7 is not None:
+            self.cluster.want(SITE_LEASE, self.hl7.start, self.hl7.stop_accepting)
+        self.emr = EmrLink(settings, self.index, self.vault, self.metrics, self.cluster) if role.links else None
+        if not role.receives:
+            return
+        self.spool = open_spool(settings, role.spool_dir(settings), cls=spool_class)
+        worker = role.index if role.name == "worker" else None
+        self.drains = Drains(
+            settings, self.store, self.index, self.metrics, leftover_spools(settings, worker=worker, workers=role.workers)
+        )
+
+        self.metrics.watch_spool(lambda: self.backlog()[0], lambda: self.backlog()[1])
         self.committer = Committer(
             self.store,
             self.index,
@@ -155,23 +204,30 @@ class Gateway:
             self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
         )
         mpps = MppsService(self.index, allowed_aets=settings.dicom.worklist_aets)
-        self.dicom = DicomServer(
-            settings.dicom, self.spool, self.metrics, self.rules.receive, find, retrieve, self.audit, worklist, mpps
+        self.ingest = IngestService(
+            self.rules.receive,
+            SpoolSink(self.spool),
+            self.metrics,
+            threads=max(4, min(settings.dicom.max_associations, 16)),
         )
-        hl7 = settings.hl7
-        handler = Hl7Handler(
-            self.index.engine, application=hl7.application, facility=hl7.facility, stations=hl7.station_map(),
-            zone=ZoneInfo(settings.fhir.timezone),
-        )
-        self.hl7 = Hl7Listener(hl7, handler, self.metrics, self.audit) if hl7.port else None
-        self.emr = EmrLink(settings, self.index, self.vault, self.metrics)
+        self.dicom = DicomServer(settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps)
+        self.dicom.reuse_port = role.name == "worker"  # the workers share the DICOM port
+
+    def backlog(self) -> tuple[int, int]:
+        """Instances and bytes acknowledged and not yet stored: in this process's spool and the left-over ones it files."""
+        if not self.role.receives:
+            return 0, 0
+        records, size = self.drains.backlog()
+        return self.spool.backlog_records + records, self.spool.backlog_bytes + size
 
     async def start(self) -> None:
-        self.worker.start()
-        await self.dicom.start()
-        if self.hl7 is not None:
-            await self.hl7.start()
-        await self.emr.start()
+        if self.role.receives:
+            self.worker.start()
+            self.drains.start()
+            await self.dicom.start()
+        if self.emr is not None:
+            await self.emr.start()
+        await self.cluster.start()  # its first beat takes the site leases that are free (the HL7 listener starts)
         # What is alive once started (modules, codecs, tables) lives as long as the process: out of the
         # collector's sight, a full collection takes milliseconds instead of 40 to 120 (each a pause for
         # every association, request and HL7 message under way).
@@ -179,13 +235,21 @@ class Gateway:
         gc.freeze()
 
     async def stop(self) -> None:
+        await self.cluster.stop()  # site leases given up at once: another process takes over without waiting
         if self.hl7 is not None:
             await self.hl7.stop()  # a message being applied finishes (or not at all) and gets no ACK
-        await self.emr.stop()  # what is not delivered stays in the outbox
-        await self.dicom.stop()  # no new instances; appends under way finish
+        if self.emr is not None:
+            await self.emr.stop()  # what is not delivered stays in the outbox
+        if self.role.receives:
+            await self.dicom.stop()  # no new instances
         await asyncio.to_thread(self._close)
 
     def _close(self) -> None:
+        if not self.role.receives:
+            self.index.close()
+            return
+        self.drains.stop()
+        self.ingest.close()  # appends under way finish before the spool closes
         self.worker.stop()  # what is spooled stays spooled for the next start
         self.committer.close()
         waiting = self.spool.backlog_records
@@ -199,13 +263,17 @@ class Gateway:
             self.index,
             self.store,
             self.spool,
+            self.ingest,
             self.dicom,
             self.metrics,
             lambda: self.worker.last_error,
             self.audit,
             self.vault,
         )
-        app[EMR_LINK] = self.emr
+        if self.emr is not None:
+            app[EMR_LINK] = self.emr
+        app[BACKLOG] = self.backlog
+        app[CLUSTER_VIEW] = self.cluster.view
 
         async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
             await self.start()
@@ -217,7 +285,12 @@ class Gateway:
 
 
 def serve(settings: Settings) -> None:
-    """Run the gateway until SIGINT or SIGTERM."""
+    """Run the gateway until SIGINT or SIGTERM: in this process (``serve.workers`` 1), else under a supervisor."""
+    if settings.serve.process_count > 1:
+        from gateway.supervisor import Supervisor
+
+        Supervisor(settings).run()
+        return
     gateway = Gateway(settings)
     log.info(
         "gateway starting: object store %s, index %s",

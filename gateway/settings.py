@@ -13,6 +13,7 @@ import codecs
 import dataclasses
 import ipaddress
 import os
+import socket
 import tomllib
 import typing
 import zoneinfo
@@ -36,6 +37,8 @@ from gateway.settings_sections import (  # noqa: F401 - re-exported: the setting
     DeidSettings,
     FhirSettings,
     Hl7Settings,
+    ServeSettings,
+    ClusterSettings,
     opt,
 )
 
@@ -54,6 +57,8 @@ class Settings:
     deid: DeidSettings = field(default_factory=DeidSettings)
     fhir: FhirSettings = field(default_factory=FhirSettings)
     hl7: Hl7Settings = field(default_factory=Hl7Settings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
 
     @property
     def data_path(self) -> Path:
@@ -85,6 +90,11 @@ class Settings:
         if len(text.encode("utf-8")) < 32:
             raise SettingsError("deid.secret must be at least 32 characters")
         return text.encode("utf-8")
+
+    @property
+    def node_name(self) -> str:
+        """This node's name in the cluster: ``cluster.node_name``, else the host name."""
+        return self.cluster.node_name or socket.gethostname()
 
     @property
     def index_url(self) -> str:
@@ -206,6 +216,16 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+    _validate_serve(settings)
+    _validate_cluster(settings.cluster)
+
+
+def _validate_serve(settings: Settings) -> None:
+    serve = settings.serve
+    if serve.workers < 0:
+        raise SettingsError(f"serve.workers must be 0 (one per CPU) or more, got {serve.workers}")
+    if serve.process_count > 1 and 0 in (settings.dicom.port, settings.http.port):
+        raise SettingsError("serve.workers above 1 needs a fixed dicom.port and http.port (the workers share them)")
 
 
 def _validate_dicom(dicom: DicomSettings) -> None:
@@ -255,6 +275,15 @@ def _validate_hl7(hl7: Hl7Settings) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             raise SettingsError(f"hl7.allowed_peers: {entry!r} is not an address or CIDR network") from None
+
+
+def _validate_cluster(cluster: ClusterSettings) -> None:
+    if not cluster.heartbeat_seconds > 0:
+        raise SettingsError("cluster.heartbeat_seconds must be positive")
+    if not cluster.lease_seconds >= 2 * cluster.heartbeat_seconds:
+        raise SettingsError("cluster.lease_seconds must be at least twice cluster.heartbeat_seconds")
+    if len(cluster.node_name) > 100 or "/" in cluster.node_name:
+        raise SettingsError("cluster.node_name must be at most 100 characters, without '/'")
 
 
 def reference_markdown() -> str:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -315,3 +316,44 @@ class Hl7Settings:
                 raise SettingsError(f"hl7.station_aets: {entry!r} is not MODALITY=AE (AE title of 1 to 16 characters)")
             out[modality.strip().upper()] = ae.strip()
         return out
+
+
+@dataclass
+class ServeSettings:
+    workers: int = opt(
+        0,
+        "Worker processes of `pacs-gateway serve` (flag `--workers`): each receives DICOM and serves HTTP on the "
+        "shared ports, with a spool and a filer of its own, under a supervisor that restarts them; the HL7 listener "
+        "and the EMR link run in one more process. 0: one per CPU. 1: the whole gateway in one process, no supervisor.",
+    )
+    restart_backoff_max_seconds: float = opt(
+        30.0, "Longest wait before the supervisor restarts a worker that died (the wait doubles from 0.5 s)."
+    )
+    stop_timeout_seconds: float = opt(
+        30.0, "Seconds the supervisor waits for a process to stop on SIGTERM before it kills it."
+    )
+
+    @property
+    def process_count(self) -> int:
+        """The number of workers: ``workers``, or the CPU count for 0."""
+        return self.workers if self.workers > 0 else max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class ClusterSettings:
+    node_name: str = opt(
+        "",
+        "Name of this node in the cluster (in /health's cluster view and in the holder `<node_name>/<pid>` of leases "
+        "and tasks); empty: the host name. Every node sharing one index needs its own.",
+    )
+    heartbeat_seconds: float = opt(
+        5.0,
+        "Seconds between a process's heartbeats: it registers in the index and renews its site leases (the HL7 "
+        "listener's). A process not heard from for three heartbeats is shown stale.",
+    )
+    lease_seconds: float = opt(
+        20.0,
+        "Seconds a lease lasts unless renewed: how long after a process dies another takes over its site leases "
+        "(the HL7 listener, the stable-study scan) and its claimed outbox deliveries. At least twice "
+        "`cluster.heartbeat_seconds`.",
+    )

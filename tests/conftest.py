@@ -60,8 +60,10 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     """Start gateways as processes; every one is killed at teardown."""
     started: list[GatewayProcess] = []
 
-    def start(env: dict[str, str] | None = None, name: str = "gw", wait_ready: bool = True) -> GatewayProcess:
-        gateway = GatewayProcess(tmp_path / name, dict(env or {}))
+    def start(
+        env: dict[str, str] | None = None, name: str = "gw", wait_ready: bool = True, workers: int | None = None
+    ) -> GatewayProcess:
+        gateway = GatewayProcess(tmp_path / name, dict(env or {}), workers=workers)
         started.append(gateway)
         gateway.start(wait_ready=wait_ready)
         return gateway

@@ -2,6 +2,12 @@
 
 Tests start it on free ports, stop it gracefully or with SIGKILL, and start it
 again on the same data directory.
+
+``workers`` is ``serve.workers``: unless given, 1 (one process, no supervisor) for
+the bulk of the suite, which is faster to start on a small machine, and the
+product's default (one worker per CPU) with ``product_defaults`` (benchmarks). The
+no-loss and fault tests also run with 2 workers under the supervisor
+(``kill_worker`` SIGKILLs one of its children).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ class GatewayProcess:
     hl7_port: int = field(default_factory=free_port)
     ae_title: str = "PACSGW"
     product_defaults: bool = False  # True: no test speed-ups (benchmarks)
+    # serve.workers; None: 1 for the bulk of the suite, the product's default (one per CPU) with product_defaults
+    workers: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     token: str | None = None  # an administrator's bearer token, made before the first start
 
@@ -79,6 +87,7 @@ class GatewayProcess:
                 "PACSGW_HL7_PORT": str(self.hl7_port),
                 "PACSGW_HL7_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",
+                "PACSGW_SERVE_WORKERS": str(self.worker_count),
             }
         )
         if not self.product_defaults:
@@ -86,6 +95,12 @@ class GatewayProcess:
             env.update({"PACSGW_SPOOL_SEGMENT_BYTES": str(8 << 20), "PACSGW_SPOOL_PREALLOCATED_SEGMENTS": "1"})
         env.update(self.env)
         return env
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers is not None:
+            return self.workers
+        return (os.cpu_count() or 1) if self.product_defaults else 1
 
     def settings(self):  # the same settings the process reads
         return load_settings(environ=self._environment())
@@ -103,32 +118,65 @@ class GatewayProcess:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + _START_TIMEOUT
+        timeout = _START_TIMEOUT * (1 if self.worker_count == 1 else 3)  # each process imports everything at once
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 status, body = self.get("/health")
-                if status in (200, 503) and (body.get("ready") or not wait_ready):
+                if status in (200, 503) and (body.get("ready") or not wait_ready) and self._all_workers(body):
                     return
             except OSError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"gateway not ready within {_START_TIMEOUT} s:\n{self.log_tail()}")
+        raise RuntimeError(f"gateway not ready within {timeout} s:\n{self.log_tail()}")
+
+    def _all_workers(self, body: dict[str, Any]) -> bool:
+        return self.worker_count == 1 or sum(w["alive"] for w in body.get("workers", ())) == self.worker_count
+
+    def workers_view(self) -> list[dict[str, Any]]:
+        """Every worker's entry in the administrator's /health (supervised gateways only)."""
+        status, body = self.get("/health")
+        assert "workers" in body, body
+        return body["workers"]
+
+    def kill_worker(self, index: int, *, wait_restart: bool = True, timeout: float = 3 * _START_TIMEOUT) -> int:
+        """SIGKILL one worker process (not the supervisor); return its pid once its successor is serving."""
+        [old] = [w["pid"] for w in self.workers_view() if w["worker"] == index]
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while wait_restart:
+            try:
+                view = {w["worker"]: w for w in self.workers_view()}
+                if view[index]["alive"] and view[index]["pid"] != old:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {index} not restarted within {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.1)
+        return old
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(40)
             except subprocess.TimeoutExpired:
                 self.kill()
         self.proc = None
 
     def kill(self) -> None:
+        """SIGKILL the gateway, every process of it (its process group)."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        elif self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # children a dead supervisor left
+            except ProcessLookupError:
+                pass
         self.proc = None
 
     def log_tail(self, lines: int = 40) -> str:

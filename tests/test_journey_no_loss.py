@@ -89,8 +89,9 @@ class AckRecorder:
                 assoc.release()
 
 
-def test_s3_outage_mid_ingest_loses_nothing(start_gateway, s3_server, tmp_path: Path) -> None:
-    gateway = start_gateway(s3_env(s3_server, f"outage-{uuid.uuid4().hex[:8]}"))
+@pytest.mark.parametrize("workers", [1, 2])
+def test_s3_outage_mid_ingest_loses_nothing(start_gateway, s3_server, tmp_path: Path, workers: int) -> None:
+    gateway = start_gateway(s3_env(s3_server, f"outage-{uuid.uuid4().hex[:8]}"), workers=workers)
     series = ct_series(60, size=64)
     files = write_files(series, tmp_path / "ct")
     sender = subprocess.Popen(
@@ -124,10 +125,11 @@ def test_s3_outage_mid_ingest_loses_nothing(start_gateway, s3_server, tmp_path: 
     assert status == 200 and health["storing"]["ok"]
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("backend", ["local", "s3"])
-def test_sigkill_mid_ingest_keeps_every_acknowledged_instance(start_gateway, s3_server, backend) -> None:
+def test_sigkill_mid_ingest_keeps_every_acknowledged_instance(start_gateway, s3_server, backend, workers: int) -> None:
     env = s3_env(s3_server, f"kill-{uuid.uuid4().hex[:8]}") if backend == "s3" else {}
-    gateway = start_gateway(env)
+    gateway = start_gateway(env, workers=workers)  # 2: the supervisor and all its children killed at once
     series = ct_series(400, size=128)
     recorder = AckRecorder(gateway.dicom_port)
     thread = threading.Thread(target=recorder.send, args=(series,))
@@ -206,9 +208,11 @@ def test_malformed_flood_is_refused_and_nothing_bad_is_stored(start_gateway, tmp
     assert len(refusals) == len(statuses)  # one log line per refused instance
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("policy", ["keep_first", "replace"])
-def test_resent_instance_is_never_duplicated(start_gateway, policy) -> None:
-    gateway = start_gateway({"PACSGW_INGEST_ON_DUPLICATE": policy})
+def test_resent_instance_is_never_duplicated(start_gateway, policy, workers: int) -> None:
+    # With 2 workers each association may land on either: the copies are filed by different processes.
+    gateway = start_gateway({"PACSGW_INGEST_ON_DUPLICATE": policy}, workers=workers)
     first = ct_series(1, size=32)[0]
     second = deepcopy(first)
     second.SeriesDescription = "corrected"
@@ -224,14 +228,15 @@ def test_resent_instance_is_never_duplicated(start_gateway, policy) -> None:
     assert stored.SeriesDescription == expected.SeriesDescription
 
 
-def test_full_spool_answers_out_of_resources_and_keeps_what_it_acknowledged(start_gateway, s3_server) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_full_spool_answers_out_of_resources_and_keeps_what_it_acknowledged(start_gateway, s3_server, workers: int) -> None:
     # S3 reachable at start-up, then gone: the spool fills up and must say so.
     bucket = f"full-{uuid.uuid4().hex[:8]}"
     sample = to_bytes(ct_series(1, size=64)[0])
     # A spool record holds the instance and its index record (metadata included) plus framing.
     instance_size = len(sample) + len(json.dumps(parse_instance(sample).record.to_dict())) + 1024
     env = {**s3_env(s3_server, bucket), "PACSGW_SPOOL_MAX_BYTES": str(instance_size * 5)}
-    gateway = start_gateway(env)
+    gateway = start_gateway(env, workers=workers)  # 2: the limit is per worker's spool; one association, one worker
     series = ct_series(8, size=64)
     s3_server.stop()
     try:
@@ -265,7 +270,8 @@ def test_calling_ae_title_and_peer_allow_lists(start_gateway) -> None:
     assert "address not allowed" in closed.log_tail()
 
 
-def test_unreachable_s3_at_start_up_does_not_stop_receiving(start_gateway, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_unreachable_s3_at_start_up_does_not_stop_receiving(start_gateway, tmp_path: Path, workers: int) -> None:
     dead = {
         "PACSGW_STORAGE_BACKEND": "s3",
         "PACSGW_S3_ENDPOINT": f"127.0.0.1:{free_port()}",
@@ -274,7 +280,7 @@ def test_unreachable_s3_at_start_up_does_not_stop_receiving(start_gateway, tmp_p
         "PACSGW_S3_SECURE": "false",
         "PACSGW_S3_CONNECT_TIMEOUT": "0.5",
     }
-    gateway = start_gateway(dead, wait_ready=False)
+    gateway = start_gateway(dead, wait_ready=False, workers=workers)
     recorder = AckRecorder(gateway.dicom_port)
     recorder.send(ct_series(3, size=32))
     assert len(recorder.acked) == 3

@@ -41,7 +41,7 @@ PASSWORD = "correct horse battery staple 7"
 TESTED_FORMS = {
     "serve", "import", "anonymise", "vault find", "vault reveal", "quarantine list", "quarantine export",
     "user add", "user token", "user revoke", "user password", "user unlock", "user link", "user grant", "user audit-digest",
-    "config", "python -m gateway",
+    "spool drain", "config", "python -m gateway",
 }  # fmt: skip
 
 
@@ -66,7 +66,7 @@ def _synopsis_forms() -> set[str]:
             continue
         alternatives = [a.strip() for a in f" {text} ".split(" | ")]  # "admin|radiologist" is one value
         subcommands = [a.split()[0] for a in alternatives if a and not a.startswith(("[", "-")) and a.split()[0].islower()]
-        if command in ("vault", "quarantine", "user"):
+        if command in ("vault", "quarantine", "user", "spool"):
             forms.update(f"{command} {s}" for s in subcommands)
         else:
             forms.add(command)
@@ -147,7 +147,7 @@ class Served:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.url = f"http://127.0.0.1:{self.http_port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # by default one worker per CPU, each importing everything at once
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             try:
@@ -162,7 +162,7 @@ class Served:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(20)
+            return self.proc.wait(40)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return self.proc.wait(10)
@@ -224,9 +224,18 @@ def test_two_passwords_that_differ_create_nothing(home: Path) -> None:
     assert "no user 'admin'" in _run("user", "token", "admin", cwd=home).stderr
 
 
+def _children(pid: int) -> list[str]:
+    """The command lines of a process's children."""
+    kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [Path(f"/proc/{kid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip() for kid in kids]
+
+
 def test_serve_with_every_flag_answers_dicom_and_stops_cleanly(home: Path, config_file: Path) -> None:
-    served = Served(["--config", str(config_file), "--ae-title", "README_AE", "--data-dir", str(home / "elsewhere")], home, _clean_env())
+    args = ["--config", str(config_file), "--ae-title", "README_AE", "--data-dir", str(home / "elsewhere"), "--workers", "2"]
+    served = Served(args, home, _clean_env())
     try:
+        children = _children(served.proc.pid)
+        assert sorted(c.rsplit(" ", 1)[-1] for c in children) == ["hl7", "worker-0", "worker-1"], children
         ae = AE(ae_title="ECHOSCU")
         ae.add_requested_context("1.2.840.10008.1.1")
         assoc = ae.associate("127.0.0.1", served.dicom_port, ae_title="README_AE")
@@ -236,6 +245,15 @@ def test_serve_with_every_flag_answers_dicom_and_stops_cleanly(home: Path, confi
     finally:
         assert served.stop() == 0
     assert (home / "elsewhere" / "index.sqlite").exists() and not (home / "data").exists()
+    assert not Path(f"/proc/{served.proc.pid}").exists()
+
+
+def test_serve_with_one_worker_is_one_process(home: Path, config_file: Path) -> None:
+    served = Served(["--config", str(config_file), "--workers", "1"], home, _clean_env())
+    try:
+        assert _children(served.proc.pid) == []
+    finally:
+        assert served.stop() == 0
 
 
 def _studies(index_db: Path) -> list[dict[str, Any]]:
@@ -463,3 +481,82 @@ def test_scripts_run_sets_up_and_serves(tmp_path: Path) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             raise
+
+
+def _store_over_dicom(port: int, datasets: list[Any]) -> list[int]:
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    assoc = ae.associate("127.0.0.1", port, ae_title="PACSGW")
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(ds).Status) for ds in datasets]
+    finally:
+        assoc.release()
+
+
+def test_spool_drain_files_a_dead_nodes_spool_while_this_gateway_serves(home: Path, config_file: Path) -> None:
+    series = ct_series(5)
+    uids = [str(ds.SOPInstanceUID) for ds in series]
+    # Node A: its object store never answers, so what it acknowledges waits in its spool; then it is SIGKILLed.
+    dead = home / "node-a.toml"
+    dead.write_text(
+        config_file.read_text()
+        + f'[storage]\nbackend = "s3"\n[s3]\nendpoint = "127.0.0.1:{free_port()}"\nsecure = false\nconnect_timeout = 0.5\n'
+    )
+    dicom_port = free_port()
+    argv = [str(CONSOLE), "serve", "--config", str(dead), "--data-dir", str(home / "a"), "--dicom-port", str(dicom_port),
+            "--http-port", str(free_port())]  # fmt: skip
+    with open(home / "node-a.log", "ab") as log:
+        node_a = subprocess.Popen(argv, cwd=home, env=_clean_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # its /health says 503 (no object store): wait for DICOM instead
+            assert node_a.poll() is None and time.monotonic() < deadline, (home / "node-a.log").read_text()
+            try:
+                statuses = _store_over_dicom(dicom_port, series)
+                break
+            except AssertionError:
+                time.sleep(0.1)
+        assert statuses == [0] * 5
+    finally:
+        os.killpg(node_a.pid, signal.SIGKILL)
+        node_a.wait(10)
+    spool = home / "a" / "spool"
+    [segment] = [p for p in spool.glob("seg-*.log") if p.stat().st_size]
+    raw = bytearray(segment.read_bytes())
+    damaged_at = raw.rindex(uids[2].encode())  # inside the third instance's record: it fails its checksum
+    raw[damaged_at] ^= 0xFF
+    segment.write_bytes(bytes(raw))
+
+    # This gateway serves, and already holds the first instance.
+    added = _run("user", "add", "ops", "--role", "admin", "--password-stdin", cwd=home, stdin=PASSWORD + "\n")
+    assert added.returncode == 0, added.stderr
+    token = _run("user", "token", "ops", cwd=home).stdout.strip()
+    served = Served(["--config", str(config_file)], home, _clean_env())
+    try:
+        assert _store_over_dicom(served.dicom_port, series[:1]) == [0]
+        study = str(series[0].StudyInstanceUID)
+        deadline = time.monotonic() + 30
+        while _http(f"{served.url}/dicom-web/studies/{study}/instances", token)[0] != 200:  # filed by its worker
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        refused = _run("spool", "drain", home / "data" / "spool", "--data-dir", home / "other", cwd=home)
+        assert refused.returncode == 1 and "in use by a running process" in refused.stderr, refused.stderr
+
+        drained = _run("spool", "drain", spool, "--config", config_file, cwd=home)
+        assert drained.returncode == 2, drained.stdout + drained.stderr  # one record could not be filed
+        assert re.search(r"filed:\s+3\b", drained.stdout), drained.stdout
+        assert re.search(r"duplicates:\s+1\b", drained.stdout) and re.search(r"set aside:\s+1\b", drained.stdout)
+        assert len(list((spool / "quarantine").glob("*.damaged.bin"))) == 1
+        again = _run("spool", "drain", spool, cwd=home)  # the checkpoint moved past everything
+        assert again.returncode == 0 and re.search(r"filed:\s+0\b", again.stdout), again.stdout + again.stderr
+
+        status, body = _http(f"{served.url}/dicom-web/studies/{study}/instances", token)
+        assert status == 200, body
+        answered = [item["00080018"]["Value"][0] for item in body]
+        assert sorted(answered) == sorted(uids[:2] + uids[3:])  # each exactly once; the damaged one is not there
+    finally:
+        assert served.stop() == 0
+    from storage.object_store.local import LocalObjectStore
+
+    assert len(LocalObjectStore(home / "data" / "objects").list_keys("studies/")) == 4

@@ -29,6 +29,7 @@ from gateway.dimse.ports import Message, ServerPort
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS
 from gateway.dimse.status import GeneralStatus, StoreStatus, is_pending
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND
+from gateway.ingest.service import Source
 from storage.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -333,13 +334,14 @@ class Association:
         if service is not None:
             dispatch.start(service, self, message, bytes(dataset), self._operations)
             return
-        outcome = await self.server.store(
-            dataset,
-            calling_ae=self.calling_ae,
-            peer=self.peer,
-            sop_class=str(message.command.AffectedSOPClassUID),
-            sop_instance=str(message.command.AffectedSOPInstanceUID),
+        source = Source(
+            "dimse",
+            self.calling_ae,
+            self.peer,
+            str(message.command.AffectedSOPClassUID),
+            str(message.command.AffectedSOPInstanceUID),
         )
+        outcome = await self.server.ingest.accept(dataset, source)
         await self.respond(message, outcome.status, error_comment=outcome.reason, offending_element=outcome.offending_tag)
 
     def audit(self, action: str, operation: str, identifier: bytes, transfer_syntax: str, status: int) -> None:

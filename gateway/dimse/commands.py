@@ -124,7 +124,10 @@ def response(
     return encode_command(rsp)
 
 
-def n_response(request: Dataset, status: int, *, sop_class: str, sop_instance: str, error_comment: str | None = None) -> bytes:
+def n_response(
+    request: Dataset, status: int, *, sop_class: str, sop_instance: str, error_comment: str | None = None,
+    error_id: int | None = None,
+) -> bytes:
     """The response to an N-CREATE or N-SET request (PS3.7 10.3): no attribute list returned."""
     rsp = Dataset()
     rsp.AffectedSOPClassUID = sop_class
@@ -136,6 +139,8 @@ def n_response(request: Dataset, status: int, *, sop_class: str, sop_instance: s
         rsp.AffectedSOPInstanceUID = sop_instance
     if error_comment:
         rsp.ErrorComment = error_comment[:64]
+    if error_id is not None:
+        rsp.ErrorID = error_id
     return encode_command(rsp)
 
 

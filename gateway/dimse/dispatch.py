@@ -3,7 +3,8 @@
 Each request an association reads is handed, by its command field, to the handler of one :class:`Service`
 (C-FIND, C-MOVE and C-GET, MPPS N-CREATE and N-SET). A handler answers its request and returns the final
 status; or it raises. :func:`serve` answers what it raised: a named failure (``gateway.dimse.errors``) with the
-status the table (``statuses.toml``) lists it under for that service and its reason; anything else with the
+status the table (``statuses.toml``) lists it under for that service and its reason (or, with an Error ID, the
+standard's Error Comment); anything else with the
 service's fallback (Processing Failure, Unable to Process) and a fixed comment, logging the exception's type
 and where it was raised, never its message (it may quote values). Then the outcome goes to the audit trail.
 """
@@ -41,6 +42,7 @@ class Failure:
     loggable: str
     level: int
     sop_instance: str = ""
+    error_id: int | None = None  # Error ID (0000,0903), where the standard pairs one with the status
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def failure(service: str, exc: BaseException) -> Failure:
     if named is not None:
         row = for_error(service, [cls.__name__ for cls in type(named).__mro__])
         if row is not None:
-            return Failure(row.code, named.reason, named.loggable, named.log_level, named.sop_instance)
+            reason = row.error_comment or named.reason  # the standard's Error Comment goes with its Error ID
+            return Failure(row.code, reason, named.loggable, named.log_level, named.sop_instance, row.error_id)
         # a failure this service has no status for: answered as one of its own, but named in the log
         return Failure(fallback(service).code, UNABLE_TO_PROCESS, f"{type(named).__name__}: {named.loggable}",
                        logging.ERROR, named.sop_instance)  # fmt: skip
@@ -112,7 +115,7 @@ async def _answer(service: Service, assoc: AssociationPort, message: Message, an
     with warnings.catch_warnings():  # pydicom's warnings would quote the peer's values copied into it
         warnings.simplefilter("ignore")
         payload = n_response(message.command, answer.status, sop_class=mpps_scp.SOP_CLASS, sop_instance=answer.sop_instance,
-                             error_comment=answer.reason)  # fmt: skip
+                             error_comment=answer.reason, error_id=answer.error_id)  # fmt: skip
     message.answered = True
     await assoc.send(pdu.p_data(message.context_id, payload, command=True, max_pdu=assoc.negotiated.peer_max_pdu))
 

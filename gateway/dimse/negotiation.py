@@ -22,10 +22,9 @@ from pynetdicom.pdu_primitives import (
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
 from gateway.dimse.pdu import PDUError
+from gateway.part10 import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION
 
 APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
-IMPLEMENTATION_CLASS_UID = "1.2.826.0.1.3680043.10.1337.1"
-IMPLEMENTATION_VERSION = "PACSGW_010"
 # C-FIND models whose SOP Class Extended Negotiation can ask for fuzzy semantic matching of person names:
 # byte 3 of the service-class-application-information (PS3.4 C.5.1.1.2 Query/Retrieve, K.5.1.1.2 worklist).
 FUZZY_NAME_MODELS = frozenset(

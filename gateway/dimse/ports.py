@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # types only: none of these import the association or the ser
     from gateway.dimse.negotiation import AcceptedContext, Negotiated
     from gateway.dimse.retrieve import RetrieveService
     from gateway.dimse.worklist import WorklistService
+    from gateway.ingest.service import IngestService
     from gateway.metrics import GatewayMetrics
     from gateway.settings import DicomSettings
 
@@ -48,17 +49,6 @@ class Outcome:
     sop_instance: str = ""
 
 
-class StoreResult(Protocol):
-    """The outcome of a C-STORE, as the association answers it."""
-
-    @property
-    def status(self) -> int: ...
-    @property
-    def reason(self) -> str | None: ...
-    @property
-    def offending_tag(self) -> int | None: ...
-
-
 class ServerPort(Protocol):
     """What an association uses of the server that accepted it."""
 
@@ -71,10 +61,7 @@ class ServerPort(Protocol):
     worklist: WorklistService | None
     mpps: MppsService | None
     audit: AuditWriter
-
-    async def store(
-        self, data: bytes | bytearray, *, calling_ae: str, peer: str, sop_class: str | None, sop_instance: str | None,
-    ) -> StoreResult: ...
+    ingest: IngestService  # C-STORE datasets are offered to it
 
 
 class AssociationPort(Protocol):

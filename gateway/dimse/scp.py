@@ -1,8 +1,8 @@
 """The DICOM SCP: C-ECHO and C-STORE for every storage SOP class, acknowledging only durable instances.
 
 Associations run on the gateway's event loop (``gateway.dimse.association``);
-validating a dataset and appending it to the spool, which waits for the disk,
-run in a pool of threads of their own.
+a C-STORE's dataset is offered to the ingest service
+(``gateway.ingest.service``), which validates and spools it in threads of its own.
 """
 
 from __future__ import annotations
@@ -10,10 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -35,16 +31,12 @@ from gateway.dimse.admission import Admission
 from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
-from gateway.dimse.status import StoreStatus
 from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, MppsService
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND, WorklistService
-from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.peers import PeerAllowList
-from gateway.ingest.rules_stage import Quarantined
-from gateway.ingest.spool import SpoolFull, SpoolLog
+from gateway.ingest.service import IngestService
 from gateway.metrics import GatewayMetrics
 from gateway.settings import DicomSettings
-from storage.index.records import InstanceRecord
 
 log = logging.getLogger(__name__)
 
@@ -80,21 +72,14 @@ def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
     return contexts
 
 
-@dataclass(frozen=True)
-class StoreOutcome:
-    status: int
-    reason: str | None = None
-    offending_tag: int | None = None
-    record: InstanceRecord | None = None  # what was spooled (de-identified UIDs included)
-
-
 class DicomServer:
+    """The DICOM listener: admits peers and runs their associations; stores go to the ingest service."""
+
     def __init__(
         self,
         settings: DicomSettings,
-        spool: SpoolLog,
+        ingest: IngestService,
         metrics: GatewayMetrics,
-        receive: Callable[..., ReceivedInstance | Quarantined],
         find: FindService,
         retrieve: RetrieveService,
         audit: AuditWriter,
@@ -102,9 +87,8 @@ class DicomServer:
         mpps: MppsService | None = None,
     ) -> None:
         self.settings = settings
-        self.spool = spool
+        self.ingest = ingest  # C-STORE datasets are offered to it
         self.metrics = metrics
-        self.receive = receive  # validates, applies the rules (RulesStage.receive)
         self.find = find
         self.retrieve = retrieve
         self.audit = audit  # queries and retrieves are recorded in the audit trail
@@ -116,7 +100,6 @@ class DicomServer:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refusing = 0  # connections from addresses not allowed, being answered
-        self._pool = ThreadPoolExecutor(max_workers=max(4, min(settings.max_associations, 16)), thread_name_prefix="ingest")
 
     @property
     def active(self) -> int:
@@ -129,6 +112,8 @@ class DicomServer:
             raise RuntimeError("DICOM server not started")
         return int(self._server.sockets[0].getsockname()[1])
 
+    reuse_port = False  # True: several processes share the port (the supervisor's workers)
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._accept,
@@ -136,6 +121,7 @@ class DicomServer:
             self.settings.port,
             limit=max(self.settings.max_pdu_size, 1 << 20) + 64,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         log.info("DICOM SCP %s listening on port %d", self.settings.ae_title, self.port)
 
@@ -148,8 +134,6 @@ class DicomServer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        # Let appends already under way finish before the spool closes.
-        await asyncio.get_running_loop().run_in_executor(None, self._pool.shutdown, True)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
@@ -193,63 +177,3 @@ class DicomServer:
         finally:
             self._refusing -= 1
             writer.transport.abort() if writer.transport.get_write_buffer_size() else writer.close()
-
-    async def store(
-        self,
-        data: bytes | bytearray,
-        *,
-        calling_ae: str,
-        peer: str,
-        sop_class: str | None,
-        sop_instance: str | None,
-        protocol: str = "dimse",
-    ) -> StoreOutcome:
-        """Validate, apply the rules and spool durably (C-STORE and STOW-RS alike); Success only once durable."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._pool, self._store, data, calling_ae, peer, sop_class, sop_instance, protocol
-        )
-
-    def _store(
-        self,
-        data: bytes | bytearray,
-        calling_ae: str,
-        peer: str,
-        sop_class: str | None,
-        sop_instance: str | None,
-        protocol: str = "dimse",
-    ) -> StoreOutcome:
-        started = time.perf_counter()
-        try:
-            instance = self.receive(
-                data, source_ae=calling_ae, peer=peer, affected_sop_class=sop_class, affected_sop_instance=sop_instance
-            )
-        except InstanceRejected as rejected:
-            return self._refuse(calling_ae, peer, rejected.status, rejected.reason, rejected.offending_tag)
-        except Exception as exc:  # never let a failure look like Success; its message may quote values
-            return self._refuse(calling_ae, peer, StoreStatus.CANNOT_UNDERSTAND, f"cannot decode dataset ({type(exc).__name__})")
-        if isinstance(instance, Quarantined):
-            log.warning("C-STORE from %s (%s) quarantined by %s", calling_ae, peer, instance.reason[:64])
-            self.metrics.quarantined.inc()
-            return StoreOutcome(StoreStatus.SUCCESS)
-        meta = {"record": instance.record.to_dict(), "calling_ae": calling_ae, "peer": peer, "received_at": time.time()}
-        if instance.vault:
-            meta["vault"] = [entry.to_dict() for entry in instance.vault]
-        try:
-            self.spool.append(meta, instance.data)
-        except SpoolFull as full:
-            return self._refuse(calling_ae, peer, StoreStatus.OUT_OF_RESOURCES, f"gateway spool full: {full}")
-        except OSError as exc:
-            log.error("spool write failed: %s", exc.strerror or exc)
-            return self._refuse(calling_ae, peer, StoreStatus.OUT_OF_RESOURCES, "gateway could not write the instance durably")
-        self.metrics.received.labels(protocol).inc()
-        self.metrics.ack_latency.observe(time.perf_counter() - started)
-        return StoreOutcome(StoreStatus.SUCCESS, record=instance.record)
-
-    def _refuse(
-        self, calling_ae: str, peer: str, status: StoreStatus, reason: str, offending_tag: int | None = None
-    ) -> StoreOutcome:
-        reason = reason[:64]
-        log.warning("C-STORE from %s (%s) refused: %s", calling_ae, peer, reason)
-        self.metrics.rejected.labels(reason).inc()
-        return StoreOutcome(status, reason, offending_tag)

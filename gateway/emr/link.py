@@ -3,7 +3,9 @@
 Nothing runs when no destination is configured (``fhir.base_url`` and
 ``hl7.outbound_host`` empty): messages then wait in the outbox. The publisher
 and the worker are tasks of their own, so the EMR being slow or down never
-holds up receiving or storing instances.
+holds up receiving or storing instances. In a cluster (``member``) every
+process's worker claims messages for a lease, and one process of the site
+scans for stable studies: the holder of the site lease ``stable-study-scan``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import socket
 
 import aiohttp
 
+from gateway.cluster import ClusterMember
 from gateway.emr.fhir.client import FhirClient
 from gateway.emr.fhir.destination import FhirDestination
 from gateway.emr.oru_delivery import OruDestination, hl7_settings
@@ -30,6 +33,8 @@ from storage.index.study_publications import StudyPublications
 
 log = logging.getLogger(__name__)
 
+SCAN_LEASE = "stable-study-scan"  # the site lease of the one process that looks for stable studies
+
 
 def wado_url(settings: Settings) -> str:
     """The DICOMweb base URL the EMR's users reach, for the Endpoint resource."""
@@ -43,8 +48,16 @@ def wado_url(settings: Settings) -> str:
 
 
 class EmrLink:
-    def __init__(self, settings: Settings, index: IndexDatabase, vault: PseudonymVault | None, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        index: IndexDatabase,
+        vault: PseudonymVault | None,
+        metrics: GatewayMetrics,
+        member: ClusterMember | None = None,
+    ) -> None:
         self.settings = settings
+        self.member = member  # the cluster: the worker's lease holder, the stable-study scan's site lease
         self.index = index
         self.vault = vault
         self.metrics = metrics
@@ -55,6 +68,8 @@ class EmrLink:
         self.publisher: StablePublisher | None = None
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        if member is not None and self.enabled and settings.fhir.base_url:
+            member.want(SCAN_LEASE)
 
     @property
     def enabled(self) -> bool:
@@ -75,14 +90,19 @@ class EmrLink:
             self.outbox, ReconciliationQueue(self.index.engine), destinations,
             retry_initial=fhir.retry_initial_seconds, retry_max=fhir.retry_max_seconds,
             stable_seconds=fhir.stable_seconds, metrics=self.metrics,
+            holder=self.member.holder if self.member else None, lease_seconds=self.settings.cluster.lease_seconds,
         )  # fmt: skip
         self._tasks.append(asyncio.create_task(self.worker.run(), name="emr-outbox-worker"))
         if fhir.base_url:
             self.publisher = StablePublisher(
-                StudyPublications(self.index.engine), stable_seconds=fhir.stable_seconds, on_announce=self.worker.notify
+                StudyPublications(self.index.engine), stable_seconds=fhir.stable_seconds, on_announce=self.worker.notify,
+                may_scan=self._may_scan,
             )
             self._tasks.append(asyncio.create_task(self.publisher.run(), name="emr-publisher"))
         log.info("EMR link started: %s", ", ".join(d.name for d in destinations))
+
+    def _may_scan(self) -> bool:
+        return self.member is None or self.member.holds(SCAN_LEASE)
 
     def wake(self) -> None:
         if self.worker is not None:

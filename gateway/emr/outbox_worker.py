@@ -13,6 +13,11 @@
 - A message whose payload changed during its delivery (the study got more
   instances) is delivered again at once.
 
+- Messages are claimed for a lease (``<node>/<pid>``, renewed while the
+  batch is delivered): a worker of another process or node never sends a
+  message this one holds. A worker that dies leaves its leases to run out;
+  then another claims the messages and delivers them.
+
 Runs as one asyncio task; every database call goes through a worker thread.
 """
 
@@ -20,8 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import contextlib
 import logging
+import os
 import random
+import socket
 import time
 from collections.abc import Sequence
 from typing import Protocol
@@ -59,6 +67,8 @@ class OutboxWorker:
         stable_seconds: float = 0.0,
         metrics: GatewayMetrics | None = None,
         poll_seconds: float = 1.0,
+        holder: str | None = None,
+        lease_seconds: float = 30.0,
     ) -> None:
         self.outbox = outbox
         self.reconciliation = reconciliation
@@ -69,6 +79,9 @@ class OutboxWorker:
         self.stable_seconds = stable_seconds
         self.metrics = metrics
         self.poll_seconds = poll_seconds
+        self.holder = holder or f"{socket.gethostname()}/{os.getpid()}"
+        self.lease_seconds = lease_seconds
+        self._lease_deadline = 0.0  # monotonic: the claimed batch's leases count as held until then
         self._paused: dict[str, float] = {}  # destination -> monotonic time it may be tried again
         self._unreachable: set[str] = set()  # destinations whose failure was logged (logged again when back)
         self._wake = asyncio.Event()
@@ -123,14 +136,44 @@ class OutboxWorker:
         kinds = self._open_kinds()
         if not kinds:
             return 0
-        items = await asyncio.to_thread(self.outbox.due_any, kinds, limit=BATCH)
+        asked = time.monotonic()
+        items = await asyncio.to_thread(self.outbox.claim, kinds, self.holder, limit=BATCH, lease_seconds=self.lease_seconds)
+        held = {item.pk for item in items}
+        self._lease_deadline = asked + self.lease_seconds * 2 / 3
+        renewing = asyncio.create_task(self._keep_leases(held)) if items else None
         attempted = 0
-        for item in items:
-            if item.kind not in self._open_kinds():  # a destination went down during this batch
-                continue
-            await self._deliver(item)
-            attempted += 1
+        try:
+            for item in items:
+                if time.monotonic() >= self._lease_deadline:  # not renewed (the index not answering): maybe another's
+                    log.warning("outbox leases not renewed in time; %d message(s) left to other workers", len(held))
+                    break
+                if item.pk not in held or item.kind not in self._open_kinds():  # lease lost / a destination went down
+                    continue
+                await self._deliver(item)
+                held.discard(item.pk)
+                attempted += 1
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+            if held:  # not tried: anyone may take them at once (a message under way when stopping included)
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.outbox.release, sorted(held), self.holder)
         return attempted
+
+    async def _keep_leases(self, held: set[int]) -> None:
+        """Renew the batch's leases while it is delivered; a message whose lease was lost is not tried."""
+        while held:
+            await asyncio.sleep(self.lease_seconds / 3)
+            asked = time.monotonic()
+            try:
+                still = await asyncio.to_thread(self.outbox.renew, sorted(held), self.holder, self.lease_seconds)
+                self._lease_deadline = asked + self.lease_seconds * 2 / 3
+            except Exception as exc:
+                log.warning("outbox leases not renewed (%s)", type(exc).__name__)
+                continue
+            for pk in held - still:
+                log.warning("outbox row %d: lease lost (another worker may deliver it)", pk)
+            held &= still
 
     async def _deliver(self, item: OutboxItem) -> None:
         """Try every destination of the message that has not taken it yet: one down, refusing or waiting for
@@ -172,6 +215,7 @@ class OutboxWorker:
             return
         if not await asyncio.to_thread(self.outbox.delivered, item.pk, payload_json=item.payload_json):
             log.info("outbox row %d (%s) changed while being delivered; delivering it again", item.pk, item.kind)
+            await asyncio.to_thread(self.outbox.release, [item.pk], self.holder)
             return
         log.info("outbox row %d (%s) delivered after %d attempt(s)", item.pk, item.kind, item.attempts + 1)
         if self.metrics:

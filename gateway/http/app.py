@@ -8,7 +8,6 @@ from typing import Any
 from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
-from gateway.dimse.scp import DicomServer
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
 from gateway.http import access, emr_routes, login
 from gateway.http.access import Permission, route
@@ -19,6 +18,7 @@ from gateway.http.keys import (
     AUDIT,
     DICOM,
     INDEX,
+    INGEST,
     METRICS,
     OBJECT_STORE,
     QUERIES,
@@ -29,7 +29,9 @@ from gateway.http.keys import (
     TOKENS,
     VAULT,
     WORKER_ERROR,
+    DicomListener,
 )
+from gateway.ingest.service import IngestService
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.query.qido import QidoService
@@ -71,7 +73,8 @@ def create_http_app(
     index: IndexDatabase,
     store: ObjectStore,
     spool: SpoolLog,
-    dicom: DicomServer,
+    ingest: IngestService,
+    dicom: DicomListener,
     metrics: GatewayMetrics,
     worker_error: Callable[[], Any],
     audit: AuditWriter,
@@ -97,6 +100,7 @@ def create_http_app(
     app[INDEX] = index
     app[OBJECT_STORE] = store
     app[SPOOL] = spool
+    app[INGEST] = ingest
     app[DICOM] = dicom
     app[METRICS] = metrics
     app[WORKER_ERROR] = worker_error

@@ -3,12 +3,16 @@
 ``/health`` answers anyone, so that a load balancer or a container runtime
 can probe it, but anonymously only with ``live`` and ``ready``: the details
 (the DICOM SCP's AE title and port, the spool, error texts such as an S3
-failure) go to administrators and auditors, who also read the metrics.
+failure) go to administrators and auditors, who also read the metrics. The
+details include the whole cluster as the index knows it: every node and
+process with the age of its last heartbeat (stale ones marked) and who holds
+each site lease. Metrics stay this process's own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -26,9 +30,11 @@ from gateway.http.keys import (
     WORKER_ERROR,
 )
 
+from gateway.worker_board import BACKLOG, BOARD
 from storage.index.accounts import Role
 
 _CHECK_TIMEOUT = 5.0
+CLUSTER_VIEW: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("cluster_view")
 DETAIL_ROLES = frozenset({Role.ADMIN, Role.AUDITOR})
 
 
@@ -56,19 +62,37 @@ async def health(request: web.Request) -> web.Response:
         user = None
     if user is None or user.role not in DETAIL_ROLES:
         return web.json_response({"live": True, "ready": ready}, status=status)
+    board = app.get(BOARD)  # every worker's spool and associations, under the supervisor
+    backlog = board.backlog() if board is not None else app[BACKLOG]() if BACKLOG in app else (
+        spool.backlog_records, spool.backlog_bytes
+    )
+    workers = board.view() if board is not None else None
     body = {
         "live": True,
         "ready": ready,
         "index": index,
         "object_store": {**store, "backend": app[SETTINGS].storage.backend, **app[OBJECT_STORE].report()},
         "spool": {
-            "backlog_instances": spool.backlog_records,
-            "backlog_bytes": spool.backlog_bytes,
+            "backlog_instances": backlog[0],
+            "backlog_bytes": backlog[1],
             "limit_bytes": spool.max_bytes,
         },
         "storing": {"ok": worker_error is None, "last_error": worker_error},
-        "dicom": {"ae_title": dicom.settings.ae_title, "port": dicom.port, "associations": dicom.active},
+        "dicom": {
+            "ae_title": dicom.settings.ae_title,
+            "port": dicom.port,
+            "associations": sum(w["associations"] for w in workers) if workers is not None else dicom.active,
+        },
     }
+    if workers is not None:
+        body["workers"] = workers
+        body["answered_by"] = os.getpid()  # which worker took this request
+    view = app.get(CLUSTER_VIEW)
+    if view is not None:
+        try:
+            body["cluster"] = await asyncio.wait_for(asyncio.to_thread(view), _CHECK_TIMEOUT)
+        except Exception as exc:  # the index unreachable: said under "index" already
+            body["cluster"] = {"error": type(exc).__name__}
     return web.json_response(body, status=status)
 
 

@@ -3,29 +3,43 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from gateway.audit import AuditWriter
-from gateway.dimse.scp import DicomServer
 from gateway.http.tokens import Tokens
+from gateway.ingest.service import IngestService
 from gateway.ingest.spool import SpoolLog
 from gateway.metrics import GatewayMetrics
 from gateway.query.qido import QidoService
 from gateway.reporting.service import ReportingService
-from gateway.settings import Settings
+from gateway.settings import DicomSettings, Settings
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
 from storage.index.shares import ShareStore
 from storage.object_store.base import ObjectStore
 
+
+class DicomListener(Protocol):
+    """What HTTP shows of the DICOM listener (in /health), without depending on the DIMSE adapter."""
+
+    settings: DicomSettings
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def active(self) -> int: ...
+
+
 SETTINGS = web.AppKey("settings", Settings)
 INDEX = web.AppKey("index", IndexDatabase)
 OBJECT_STORE = web.AppKey("object_store", ObjectStore)
 SPOOL = web.AppKey("spool", SpoolLog)
-DICOM = web.AppKey("dicom", DicomServer)
+DICOM: web.AppKey[DicomListener] = web.AppKey("dicom")
+INGEST = web.AppKey("ingest", IngestService)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 # Returns the spool worker's last error, or None while storing works.
 WORKER_ERROR: web.AppKey[Callable[[], Any]] = web.AppKey("worker_error")

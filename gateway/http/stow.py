@@ -19,15 +19,16 @@ from aiohttp import BodyPartReader, MultipartReader, web
 from aiohttp.helpers import parse_mimetype
 from pydicom import dcmread
 
-from gateway.dimse.status import StoreStatus
+from gateway.statuses import StoreStatus
 from gateway.http.accept import media_ranges
 from gateway.http.dicom_json import DICOM_JSON, element
 from gateway.http.dicom_xml import DICOM_XML, native_dicom_model
 from gateway.http.errors import http_error
-from gateway.http.keys import DICOM
+from gateway.http.keys import INGEST
 from gateway.http.urls import dicomweb_base
 from gateway.ingest.importer import as_part10
 from gateway.ingest.instance import InstanceRejected
+from gateway.ingest.service import Source
 from storage.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ async def store_instances(request: web.Request) -> web.Response:
     response_type = _response_type(request)  # before anything is stored
     _boundary(request.headers.get("Content-Type", ""))
     reader = _Reader(request.headers, request.content)
-    server = request.app[DICOM]
+    ingest = request.app[INGEST]
     peer = request.remote or ""
     stored: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
@@ -127,10 +128,8 @@ async def store_instances(request: web.Request) -> web.Response:
         if study is not None and part_study != study:
             failed.append(_failure(sop_class, sop_instance, StoreStatus.DATASET_MISMATCH))
             continue
-        outcome = await server.store(
-            data, calling_ae=STOW_SOURCE, peer=peer, sop_class=None, sop_instance=None, protocol="stow"
-        )
-        if outcome.status != StoreStatus.SUCCESS or outcome.record is None:
+        outcome = await ingest.accept(data, Source("stow", STOW_SOURCE, peer))
+        if not outcome.stored or outcome.record is None:
             failed.append(_failure(sop_class, sop_instance, outcome.status))
             continue
         record = outcome.record

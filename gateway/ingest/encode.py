@@ -16,7 +16,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from gateway.dimse.part10 import file_meta
+from gateway.part10 import file_meta
 
 PIXEL_DATA = BaseTag(0x7FE00010)
 

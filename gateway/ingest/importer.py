@@ -1,4 +1,11 @@
-"""Bulk import of DICOM files and folders through the same validation and filing as the SCP."""
+"""Bulk import of DICOM files and folders through the ingest entry point, filed directly.
+
+Each file is offered to :class:`IngestService` like a C-STORE (validation and
+rules alike), from the calling AE title ``IMPORT``. Its sink is a batch the
+importer stores and indexes itself rather than the spool: the command reports
+how many were stored, replaced or duplicates, which only filing knows, and it
+runs whether or not a gateway serves (whose spool it could not open).
+"""
 
 from __future__ import annotations
 
@@ -19,10 +26,12 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-from gateway.dimse.status import StoreStatus
+from gateway.statuses import StoreStatus
 from gateway.ingest.committer import Committer, Outcome
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance
-from gateway.ingest.rules_stage import Quarantined, RulesStage
+from gateway.ingest.rules_stage import RulesStage
+from gateway.ingest.service import IngestService, Source
+from gateway.ingest.spool_record import SpooledInstance
 from storage.index.database import IndexDatabaseError
 from storage.object_store.base import ObjectStoreError
 
@@ -30,6 +39,16 @@ log = logging.getLogger(__name__)
 
 IMPORT_SOURCE = "IMPORT"
 _ATTEMPTS = 5
+
+
+class _Batch:
+    """The import's sink: accepted instances wait here to be filed together."""
+
+    def __init__(self) -> None:
+        self.instances: list[ReceivedInstance] = []
+
+    def put(self, instance: SpooledInstance, data: bytes | bytearray | memoryview) -> None:
+        self.instances.append(ReceivedInstance(instance.record, data, instance.vault))
 
 
 @dataclass
@@ -88,7 +107,10 @@ def import_paths(
 ) -> ImportSummary:
     """Import files as if received from the calling AE title ``IMPORT``, through the rules when given."""
     summary = ImportSummary()
-    batch: list[ReceivedInstance] = []
+    sink = _Batch()
+    batch = sink.instances
+    ingest = IngestService(rules.receive, sink, threads=1)
+    source = Source("import", IMPORT_SOURCE, "")
 
     def file_batch() -> None:
         for attempt in range(_ATTEMPTS):
@@ -111,27 +133,27 @@ def import_paths(
             on_progress(len(batch))
         batch.clear()
 
-    for path in iter_files(paths):
-        try:
-            received = rules.receive(as_part10(path.read_bytes()), source_ae=IMPORT_SOURCE)
-            if isinstance(received, Quarantined):
-                summary.quarantined += 1
-                if on_progress:
-                    on_progress(1)
-                continue
-            batch.append(received)
-        except InstanceRejected as rejected:
-            summary.rejected.append((path, rejected.reason))
-            if on_progress:
+    try:
+        for path in iter_files(paths):
+            waiting = len(batch)
+            try:
+                data = as_part10(path.read_bytes())
+            except InstanceRejected as rejected:
+                summary.rejected.append((path, rejected.reason))
+            except OSError as exc:
+                summary.rejected.append((path, f"cannot read file: {exc.strerror}"))
+            else:
+                outcome = ingest.store(data, source)
+                if outcome.quarantined:
+                    summary.quarantined += 1
+                elif not outcome.stored:
+                    summary.rejected.append((path, outcome.reason or "refused"))
+            if len(batch) >= batch_size:
+                file_batch()
+            elif on_progress and len(batch) == waiting:  # not filed later: counted now
                 on_progress(1)
-            continue
-        except OSError as exc:
-            summary.rejected.append((path, f"cannot read file: {exc.strerror}"))
-            if on_progress:
-                on_progress(1)
-            continue
-        if len(batch) >= batch_size:
+        if batch:
             file_batch()
-    if batch:
-        file_batch()
+    finally:
+        ingest.close()
     return summary

@@ -20,7 +20,7 @@ from pydicom.uid import UID
 from pynetdicom import AllStoragePresentationContexts
 
 from dicom_rules.values import text_value
-from gateway.dimse.status import StoreStatus
+from gateway.statuses import StoreStatus
 from gateway.ingest.metadata import instance_metadata
 from storage.index.records import InstanceRecord, OtherPatientID, VaultEntry
 from storage.keys import instance_key

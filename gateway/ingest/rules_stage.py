@@ -20,7 +20,7 @@ from dicom_rules.pixels import BlankingError, blank_regions
 from dicom_rules.pseudonyms import PseudonymKey
 from dicom_rules.rules import FilterAction, Rule, RuleSet
 from dicom_rules.vault import VaultCipher
-from gateway.dimse.status import StoreStatus
+from gateway.statuses import StoreStatus
 from gateway.ingest.encode import encode_instance
 from gateway.ingest.instance import (
     InstanceRejected,

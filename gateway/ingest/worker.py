@@ -6,14 +6,15 @@ import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.ingest.committer import Committer, Outcome
 from gateway.ingest.instance import ReceivedInstance
 from gateway.ingest.spool import SpoolLog, SpoolRecord
+from gateway.ingest.spool_record import SpoolRecordError, decode
 from gateway.metrics import GatewayMetrics
 from storage.index.database import IndexDatabaseError
-from storage.index.records import InstanceRecord, VaultEntry
 from storage.object_store.base import ObjectStoreError
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,48 @@ def _component(exc: Exception) -> str:
     return "internal"
 
 
+@dataclass
+class Filed:
+    """What filing a batch of spooled records did: instances stored, duplicates, records set aside."""
+
+    stored: int = 0
+    duplicates: int = 0
+    set_aside: int = 0
+
+
+def file_records(spool: SpoolLog, committer: Committer, records: list[SpoolRecord]) -> Filed:
+    """Store and index spooled records, then move the spool's checkpoint past them; a record whose meta
+    cannot be read is kept in the spool's dead-letter folder, not dropped (an operator decides)."""
+    batch: list[ReceivedInstance] = []
+    set_aside = 0
+    for record in records:
+        try:
+            spooled = decode(record.meta)
+        except SpoolRecordError as exc:
+            _dead_letter(spool, record, str(exc))
+            set_aside += 1
+            continue
+        batch.append(ReceivedInstance(spooled.record, record.data, spooled.vault))
+    outcomes = committer.commit(batch)
+    spool.commit(records)
+    duplicates = sum(o is Outcome.DUPLICATE for o in outcomes)
+    return Filed(len(outcomes) - duplicates, duplicates, set_aside)
+
+
+def _dead_letter(spool: SpoolLog, record: SpoolRecord, why: str) -> None:
+    folder = Path(spool.directory) / "dead-letter"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{record.start.segment}-{record.start.offset}.dcm"
+    with open(path, "wb") as fh:
+        fh.write(record.data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.error("a spooled record could not be read back (%s); kept as %s", why, path.name)
+
+
 class SpoolWorker:
+    """Files what the spool holds, in order, in batches; the one reader of its spool."""
+
     def __init__(
         self,
         spool: SpoolLog,
@@ -110,26 +152,7 @@ class SpoolWorker:
         self._damage_counted = damaged
 
     def _file(self, records: list[SpoolRecord]) -> None:
-        batch: list[ReceivedInstance] = []
-        for record in records:
-            try:
-                vault = tuple(VaultEntry.from_dict(e) for e in record.meta.get("vault", ()))
-                batch.append(ReceivedInstance(InstanceRecord.from_dict(record.meta["record"]), record.data, vault))
-            except (KeyError, TypeError, ValueError):
-                self._dead_letter(record)
-        outcomes = self.committer.commit(batch)
-        self.spool.commit(records)
+        filed = file_records(self.spool, self.committer, records)
         if self.metrics:
-            self.metrics.stored.inc(sum(o is not Outcome.DUPLICATE for o in outcomes))
-            self.metrics.duplicates.inc(sum(o is Outcome.DUPLICATE for o in outcomes))
-
-    def _dead_letter(self, record: SpoolRecord) -> None:
-        """Keep a record the worker cannot read, rather than drop it; an operator decides."""
-        folder = Path(self.spool.directory) / "dead-letter"
-        folder.mkdir(exist_ok=True)
-        path = folder / f"{record.start.segment}-{record.start.offset}.dcm"
-        with open(path, "wb") as fh:
-            fh.write(record.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        log.error("a spooled record could not be read back; kept as %s", path.name)
+            self.metrics.stored.inc(filed.stored)
+            self.metrics.duplicates.inc(filed.duplicates)

@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, create_engine, event, exists, func, literal_column, null, select, update
+from sqlalchemy import Engine, bindparam, case, create_engine, exists, func, literal_column, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,6 +25,7 @@ from storage.index.patients import ID_TYPE, patient_json, with_identity
 from storage.index.person_names import fold_name
 from storage.index.records import InstanceRecord, VaultEntry
 from storage.index.study_query import StudyQueries
+from storage.index.sqlite_engine import retry_busy, sqlite_engine
 from storage.index.schema_evolution import SchemaEvolutionError, add_missing
 from storage.index.schema import (
     instance_metadata,
@@ -74,20 +75,7 @@ class IndexDatabase:
     @classmethod
     def open(cls, url: str) -> IndexDatabase:
         if url.startswith("sqlite"):
-            # hide_parameters: bound values (patient names, IDs) never appear in errors or logs.
-            engine = create_engine(
-                url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
-            )
-
-            @event.listens_for(engine, "connect")
-            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-                cursor = dbapi_conn.cursor()
-                # WAL lets readers run beside the ingest writer; FULL makes each
-                # commit durable before the spool forgets the instances it holds.
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=FULL")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
+            engine = sqlite_engine(url)
         else:
             engine = create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8, hide_parameters=True)
         index = cls(engine)
@@ -96,20 +84,23 @@ class IndexDatabase:
 
     def create_schema(self) -> None:
         try:
-            schema.metadata.create_all(self.engine)
-            with self.engine.begin() as conn:
-                version = conn.execute(select(schema.schema_info.c.version)).scalar()
-                if version is None:
-                    conn.execute(schema.schema_info.insert().values(version=schema.SCHEMA_VERSION))
-                elif version != schema.SCHEMA_VERSION:  # checked first: an index this release cannot use is left as it is
-                    raise IndexDatabaseError(f"index schema version {version}, this gateway needs {schema.SCHEMA_VERSION}")
-                added = add_missing(conn, schema.metadata)  # what this release declares beyond an older index
-                if added:
-                    log.info("index brought up to this release: added %s", ", ".join(added))
+            retry_busy(self._create_schema, "creating the schema")
         except SchemaEvolutionError as exc:
             raise IndexDatabaseError(f"cannot open index: {exc}") from exc
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"cannot open index: {type(exc).__name__}") from exc
+
+    def _create_schema(self) -> None:
+        with self.engine.begin() as conn:  # one transaction: two processes starting at once create it once
+            schema.metadata.create_all(conn)
+            version = conn.execute(select(schema.schema_info.c.version)).scalar()
+            if version is None:
+                conn.execute(schema.schema_info.insert().values(version=schema.SCHEMA_VERSION))
+            elif version != schema.SCHEMA_VERSION:  # checked first: an index this release cannot use is left as it is
+                raise IndexDatabaseError(f"index schema version {version}, this gateway needs {schema.SCHEMA_VERSION}")
+            added = add_missing(conn, schema.metadata)  # what this release declares beyond an older index
+            if added:
+                log.info("index brought up to this release: added %s", ", ".join(added))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -154,46 +145,11 @@ class IndexDatabase:
         lost: dict[str, StoredInstance] = {}
         now = dt.datetime.now(dt.UTC)
         try:
-            with self.engine.begin() as conn:
-                touched_series: set[int] = set()
-                touched_studies: set[int] = set()
-                previous = {
-                    uid: (series_pk, study_pk)
-                    for uid, series_pk, study_pk in conn.execute(
-                        select(instances.c.sop_instance_uid, instances.c.series_pk, series.c.study_pk)
-                        .join(series, series.c.pk == instances.c.series_pk)
-                        .where(instances.c.sop_instance_uid.in_([r.sop_instance_uid for r in records]))
-                    )
-                }
-                for old_series, old_study in previous.values():
-                    touched_series.add(old_series)
-                    touched_studies.add(old_study)
-                patient_pks: dict[tuple[str, str], int] = {}
-                study_pks: dict[str, int] = {}
-                series_pks: dict[str, int] = {}
-                identities: dict[tuple[str, str], dict[str, Any] | None] = {}
-                for rec in records:
-                    pkey = (rec.patient_id, rec.issuer_of_patient_id)
-                    if pkey not in patient_pks:
-                        patient_pks[pkey], identities[pkey] = self._upsert_patient(conn, rec, now)
-                    if rec.study_uid not in study_pks:
-                        study_pks[rec.study_uid] = self._upsert_study(conn, rec, patient_pks[pkey], now)
-                    if rec.series_uid not in series_pks:
-                        series_pks[rec.series_uid] = self._upsert_series(conn, rec, study_pks[rec.study_uid])
-                lost = self._upsert_instances(conn, records, series_pks, now, identities, creates)
-                touched_series.update(series_pks.values())
-                touched_studies.update(study_pks.values())
-                self._refresh_counts(conn, touched_series, touched_studies)
-                complete_orders(
-                    conn,
-                    [
-                        (r.accession_number, r.study_uid, patient_pks[(r.patient_id, r.issuer_of_patient_id)], r.patient_id)
-                        for r in records
-                        if r.sop_instance_uid not in lost
-                    ],
-                    now,
-                )
-                insert_entries(conn, self._insert, vault)
+            def attempt() -> None:  # retried whole when SQLite stays locked: the rows lost are those of the last try
+                lost.clear()
+                lost.update(self._commit(records, vault, now, creates))
+
+            retry_busy(attempt, "commit")
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index commit failed: {type(exc).__name__}") from exc
         return lost
@@ -201,6 +157,51 @@ class IndexDatabase:
     def add_vault_entries(self, vault: Sequence[VaultEntry]) -> None:
         """Keep pseudonym vault entries without instances (the de-identification command)."""
         self.commit([], vault)
+
+    def _commit(
+        self, records: Sequence[InstanceRecord], vault: Sequence[VaultEntry], now: dt.datetime, creates: Collection[str]
+    ) -> dict[str, StoredInstance]:
+        with self.engine.begin() as conn:
+            touched_series: set[int] = set()
+            touched_studies: set[int] = set()
+            previous = {
+                uid: (series_pk, study_pk)
+                for uid, series_pk, study_pk in conn.execute(
+                    select(instances.c.sop_instance_uid, instances.c.series_pk, series.c.study_pk)
+                    .join(series, series.c.pk == instances.c.series_pk)
+                    .where(instances.c.sop_instance_uid.in_([r.sop_instance_uid for r in records]))
+                )
+            }
+            for old_series, old_study in previous.values():
+                touched_series.add(old_series)
+                touched_studies.add(old_study)
+            patient_pks: dict[tuple[str, str], int] = {}
+            study_pks: dict[str, int] = {}
+            series_pks: dict[str, int] = {}
+            identities: dict[tuple[str, str], dict[str, Any] | None] = {}
+            for rec in records:
+                pkey = (rec.patient_id, rec.issuer_of_patient_id)
+                if pkey not in patient_pks:
+                    patient_pks[pkey], identities[pkey] = self._upsert_patient(conn, rec, now)
+                if rec.study_uid not in study_pks:
+                    study_pks[rec.study_uid] = self._upsert_study(conn, rec, patient_pks[pkey], now)
+                if rec.series_uid not in series_pks:
+                    series_pks[rec.series_uid] = self._upsert_series(conn, rec, study_pks[rec.study_uid])
+            lost = self._upsert_instances(conn, records, series_pks, now, identities, creates)
+            touched_series.update(series_pks.values())
+            touched_studies.update(study_pks.values())
+            self._refresh_counts(conn, touched_series, touched_studies)
+            complete_orders(
+                conn,
+                [
+                    (r.accession_number, r.study_uid, patient_pks[(r.patient_id, r.issuer_of_patient_id)], r.patient_id)
+                    for r in records
+                    if r.sop_instance_uid not in lost
+                ],
+                now,
+            )
+            insert_entries(conn, self._insert, vault)
+        return lost
 
     def _upsert(self, conn: Connection, table: Any, keys: list[str], values: dict[str, Any]) -> int:
         stmt = self._insert(table).values(**values)

@@ -24,6 +24,7 @@ class FhirLink:
     imaging_study_ref: str
     diagnostic_report_ref: str
     updated_at: dt.datetime
+    imaging_study_digest: str = ""
 
 
 def upsert_link(conn: Connection, study_uid: str, **values: Any) -> None:
@@ -45,10 +46,11 @@ class FhirLinks:
             return None
         return FhirLink(
             row.study_uid, row.patient_ref, row.link_source, row.imaging_study_ref, row.diagnostic_report_ref,
-            as_utc(row.updated_at),
+            as_utc(row.updated_at), row.imaging_study_digest,
         )  # fmt: skip
 
     def set(self, study_uid: str, **values: str) -> None:
-        """Record what was published (``patient_ref``, ``link_source``, ``imaging_study_ref``, ``diagnostic_report_ref``)."""
+        """Record what was published (``patient_ref``, ``link_source``, ``imaging_study_ref`` and its
+        ``imaging_study_digest``, ``diagnostic_report_ref``)."""
         with self.engine.begin() as conn:
             upsert_link(conn, study_uid, **values)

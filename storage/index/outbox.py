@@ -1,8 +1,12 @@
 """The outbox: messages for other systems, written in the transaction of the change they announce.
 
 A producer calls :func:`enqueue` on its own open connection; a consumer (the
-EMR link) takes what is due, delivers it, and marks each item delivered or
-failed with the time of its next attempt.
+EMR link) claims what is due, delivers it, and marks each item delivered or
+failed with the time of its next attempt. Claiming leases the rows to one
+worker (``<node>/<pid>``) the way the cluster's task table does
+(storage.index.tasks.claim_rows): two workers of any nodes never hold one
+message at once, and a worker that dies mid-delivery leaves a lease that runs
+out, then another claims the message and finishes it.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, case, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from storage.index.schema import outbox, outbox_acceptances
+from storage.index.tasks import claim_rows, lease_end
 from storage.index.times import as_utc, utc_now
 
 DIAGNOSTIC_REPORT = "diagnostic-report"  # a report signed final; the subject is its study UID
@@ -93,15 +98,47 @@ class Outbox:
         )
         return self._items(stmt)
 
+    def claim(
+        self, kinds: Sequence[str], holder: str, *, limit: int = 50, lease_seconds: float, now: dt.datetime | None = None
+    ) -> list[OutboxItem]:
+        """Lease due undelivered messages of these kinds that no one holds to ``holder``, oldest first."""
+        with self.engine.begin() as conn:
+            due = and_(
+                outbox.c.kind.in_(list(kinds)), outbox.c.delivered_at.is_(None), outbox.c.next_attempt_at <= (now or utc_now())
+            )
+            rows = claim_rows(conn, outbox, due, (outbox.c.pk,), holder=holder, limit=limit, lease_seconds=lease_seconds)
+        return [self._item(r) for r in rows]
+
+    def renew(self, pks: Sequence[int], holder: str, lease_seconds: float) -> set[int]:
+        """Extend ``holder``'s leases on these messages; the pks it still holds."""
+        if not pks:
+            return set()
+        with self.engine.begin() as conn:
+            stmt = (
+                update(outbox)
+                .where(outbox.c.pk.in_(list(pks)), outbox.c.holder == holder, outbox.c.delivered_at.is_(None))
+                .values(lease_until=lease_end(conn, lease_seconds))
+                .returning(outbox.c.pk)
+            )
+            return {int(pk) for pk in conn.execute(stmt).scalars()}
+
+    def release(self, pks: Sequence[int], holder: str) -> None:
+        """Give messages back unfinished (their schedule kept): anyone may claim them at once."""
+        if not pks:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(outbox).where(outbox.c.pk.in_(list(pks)), outbox.c.holder == holder).values(holder="", lease_until=None)
+            )
+
     def _items(self, stmt: Any) -> list[OutboxItem]:
         with self.engine.connect() as conn:
             rows = conn.execute(stmt).all()
-        return [
-            OutboxItem(
-                r.pk, r.kind, r.subject, json.loads(r.payload), as_utc(r.created_at), r.attempts, r.last_error, r.payload
-            )
-            for r in rows
-        ]
+        return [self._item(r) for r in rows]
+
+    @staticmethod
+    def _item(r: Any) -> OutboxItem:
+        return OutboxItem(r.pk, r.kind, r.subject, json.loads(r.payload), as_utc(r.created_at), r.attempts, r.last_error, r.payload)
 
     def delivered(self, pk: int, *, payload_json: str | None = None) -> bool:
         """Mark delivered; with ``payload_json``, only if the payload is still that one (else False: deliver again)."""
@@ -109,7 +146,7 @@ class Outbox:
         if payload_json is not None:
             stmt = stmt.where(outbox.c.payload == payload_json)
         with self.engine.begin() as conn:
-            return bool(conn.execute(stmt.values(delivered_at=utc_now())).rowcount)
+            return bool(conn.execute(stmt.values(delivered_at=utc_now(), holder="", lease_until=None)).rowcount)
 
     def failed(
         self, pk: int, error: str, *, retry_at: dt.datetime, attempted_at: dt.datetime | None = None, counted: bool = True
@@ -121,7 +158,10 @@ class Outbox:
             conn.execute(
                 update(outbox)
                 .where(outbox.c.pk == pk)
-                .values(attempts=outbox.c.attempts + (1 if counted else 0), next_attempt_at=when, last_error=error[:512])
+                .values(
+                    attempts=outbox.c.attempts + (1 if counted else 0), next_attempt_at=when, last_error=error[:512],
+                    holder="", lease_until=None,
+                )
             )
 
     def make_due(self, *, pk: int | None = None, subject: str | None = None) -> int:

@@ -289,6 +289,9 @@ outbox = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("delivered_at", DateTime(timezone=True)),
     Column("last_error", String(512), nullable=False, default=""),
+    # The worker delivering it now (``<node>/<pid>``) until ``lease_until``: one delivery at a time across nodes.
+    Column("holder", String(128), nullable=False, default=""),
+    Column("lease_until", DateTime(timezone=True)),
     Index("ix_outbox_due", "kind", "delivered_at", "next_attempt_at"),
     Index("ix_outbox_subject", "subject", "delivered_at"),
 )
@@ -338,6 +341,8 @@ fhir_links = Table(
     Column("imaging_study_ref", String(128), nullable=False, default=""),
     Column("diagnostic_report_ref", String(128), nullable=False, default=""),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # SHA-256 of the ImagingStudy content last accepted: the same content is not written again.
+    Column("imaging_study_digest", String(64), nullable=False, default=""),
 )
 
 # Studies whose patient the EMR link could not find (or found several times), for an administrator.
@@ -437,4 +442,51 @@ worklist_items = Table(
     Index("ix_worklist_placer", "placer_order_number"),
     Index("ix_worklist_filler", "filler_order_number"),
     Index("ix_worklist_completed_study", "completed_study_uid"),
+)
+
+
+# ------------------------------------------------------------------ cluster coordination
+
+# Work claimed by one process of the cluster at a time (a lease), retried with a reason, never queued twice
+# (the key is unique; a done task keeps its key, so the same work is not queued again).
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("pk", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("key", String(255), nullable=False, unique=True),
+    Column("payload", Text, nullable=False, default=""),  # JSON
+    Column("state", String(8), nullable=False, default="queued"),  # queued / done / failed (given up)
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("holder", String(128), nullable=False, default=""),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_reason", String(512), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True)),
+    Index("ix_tasks_due", "state", "kind", "due_at"),
+)
+
+# Named site leases: what one process of the whole site does at a time (the HL7 listener, the stable-study scan).
+site_leases = Table(
+    "site_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("lease_until", DateTime(timezone=True), nullable=False),
+    Column("acquired_at", DateTime(timezone=True), nullable=False),
+)
+
+# Every gateway process's last heartbeat, for the cluster view of /health.
+cluster_nodes = Table(
+    "cluster_nodes",
+    metadata,
+    Column("node", String(128), primary_key=True),
+    Column("process", String(64), primary_key=True),
+    Column("role", String(32), nullable=False, default=""),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(32), nullable=False, default=""),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("beat_at", DateTime(timezone=True), nullable=False),
+    Column("info", Text, nullable=False, default=""),  # JSON: spool backlog and the like, never patient data
 )

@@ -4,7 +4,12 @@ A study's ``updated_at`` moves whenever instances of it are indexed. Once it is
 older than the quiet period the study is stable; announcing it queues one
 ``imaging-study`` message (or refreshes the one still waiting) and records
 which state was announced, in one transaction, so that a study is announced
-again exactly when it changed again.
+again exactly when it changed again. Each announced state also leaves its
+idempotency key in the cluster's task table (``imaging-study:<uid>@<state>``),
+in the same transaction: a state announced already, by any process of any
+node, is not announced again. The keys matter only while two scans could
+race (``study_publications`` remembers the state for good): they are
+forgotten after a day.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from storage.index.outbox import IMAGING_STUDY, enqueue, refresh_pending
 from storage.index.schema import ix_studies_updated_at, studies, study_publications
+from storage.index.tasks import DONE, TaskQueue, enqueue_on
 from storage.index.times import as_utc, utc_now
+
+
+ANNOUNCED = "announced"  # the task kind of the idempotency keys of announced study states
+KEYS_KEPT = dt.timedelta(days=1)
 
 
 class StudyPublications:
@@ -28,6 +38,10 @@ class StudyPublications:
     def ensure_index(self) -> None:
         """The index on studies.updated_at, for databases created before it existed."""
         ix_studies_updated_at.create(bind=self.engine, checkfirst=True)
+
+    def forget_old_keys(self, *, older_than: dt.timedelta = KEYS_KEPT) -> int:
+        """Drop the idempotency keys of states announced before ``older_than`` ago; how many."""
+        return TaskQueue(self.engine).prune([ANNOUNCED], done_before=utc_now() - older_than)
 
     def last_announced(self) -> dt.datetime | None:
         """The newest study state announced so far (where the publisher resumes after a restart)."""
@@ -54,11 +68,15 @@ class StudyPublications:
             return [(uid, as_utc(updated)) for uid, updated in conn.execute(stmt)]
 
     def announce(self, stable: Sequence[tuple[str, dt.datetime]]) -> list[int]:
-        """Queue (or refresh) each study's ``imaging-study`` message and record the announced state; the message pks."""
+        """Queue (or refresh) each study's ``imaging-study`` message and record the announced state; the message pks
+        (none for a state announced already)."""
         now = utc_now()
         pks = []
         with self.engine.begin() as conn:
             for study_uid, updated_at in stable:
+                state = updated_at.astimezone(dt.timezone.utc).isoformat()
+                if not enqueue_on(conn, ANNOUNCED, f"{IMAGING_STUDY}:{study_uid}@{state}", state=DONE):
+                    continue  # this state was announced already (by another process, meanwhile)
                 payload = {"study_updated_at": updated_at.isoformat()}
                 pk = refresh_pending(conn, IMAGING_STUDY, study_uid, payload)
                 pks.append(pk if pk is not None else enqueue(conn, IMAGING_STUDY, study_uid, payload))

@@ -68,3 +68,30 @@ def test_studies_come_oldest_first_in_batches(index: IndexDatabase) -> None:
     assert [uid for uid, _ in batch] == uids[:2]
     publications.announce(batch)
     assert [uid for uid, _ in publications.stable(cutoff=now, since=None, limit=2)] == uids[2:]
+
+
+def test_two_scans_that_found_the_same_state_announce_it_once(index: IndexDatabase) -> None:
+    """Two processes that scanned at the same moment (before either announced) queue one message between them."""
+    first, second = StudyPublications(index.engine), StudyPublications(index.engine)
+    series = ct_series(1, size=16)
+    index.commit(records(series))
+    study = series[0].StudyInstanceUID
+    updated = _updated(index, study)
+    found_by_one = first.stable(cutoff=updated, since=None, limit=10)
+    found_by_other = second.stable(cutoff=updated, since=None, limit=10)
+    assert found_by_one == found_by_other == [(study, updated)]
+    [pk] = first.announce(found_by_one)
+    assert second.announce(found_by_other) == []  # the same state: announced already
+    assert [i.pk for i in Outbox(index.engine).due_any([IMAGING_STUDY])] == [pk]
+
+
+def test_the_idempotency_keys_of_announced_states_are_forgotten_after_a_while(index: IndexDatabase) -> None:
+    publications = StudyPublications(index.engine)
+    series = ct_series(1, size=16)
+    index.commit(records(series))
+    updated = _updated(index, series[0].StudyInstanceUID)
+    [_] = publications.announce(publications.stable(cutoff=updated, since=None, limit=10))
+    assert publications.forget_old_keys() == 0  # announced just now: kept
+    assert publications.forget_old_keys(older_than=dt.timedelta(seconds=-1)) == 1
+    # the state stays remembered in study_publications: not found stable again
+    assert publications.stable(cutoff=updated + dt.timedelta(hours=1), since=None, limit=10) == []

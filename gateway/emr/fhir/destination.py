@@ -14,6 +14,8 @@ A study whose patient cannot be told is parked in the reconciliation queue.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import urllib.parse
 from dataclasses import dataclass
@@ -88,6 +90,11 @@ class FhirDestination:
             study, identity, patient_ref=patient_ref, endpoint_ref=endpoint_ref, service_request_ref=order_ref,
             accession_system=self.settings.accession_system, zone=self.zone,
         )  # fmt: skip
+        digest = hashlib.sha256(json.dumps(resource, sort_keys=True).encode()).hexdigest()
+        if before is not None and before.imaging_study_ref and before.imaging_study_digest == digest:
+            # The EMR took this very content already (a study announced again with nothing it shows changed,
+            # e.g. a delivery that read the instances the next announcement was for): not written twice.
+            return Publication(study, identity, patient_ref, before.imaging_study_ref, order_ref)
         stored = await self.client.update_where("ImagingStudy", study_query(study_uid), resource)
         ref = f"ImagingStudy/{stored['id']}"
         published = Publication(study, identity, patient_ref, ref, order_ref)
@@ -97,7 +104,9 @@ class FhirDestination:
             payload = await asyncio.to_thread(ReportStore(self.engine).final_payload, study_uid)
             if payload is not None:
                 await self._put_report(published, payload)
-        await asyncio.to_thread(self.links.set, study_uid, patient_ref=patient_ref, link_source=source, imaging_study_ref=ref)
+        await asyncio.to_thread(
+            self.links.set, study_uid, patient_ref=patient_ref, link_source=source, imaging_study_ref=ref, imaging_study_digest=digest
+        )
         return published
 
     async def publish_report(self, study_uid: str, payload: dict[str, Any]) -> str:

@@ -125,9 +125,7 @@ class Hl7Handler:
         """Apply the messages, then those ``more`` gives until it gives none, in one transaction. Without
         ``isolated``, the first refusal raises _Refused and undoes them all."""
         out = []
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":  # take the write lock now: pysqlite would begin too late for savepoints
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+        with self.engine.begin() as conn:  # on SQLite, BEGIN IMMEDIATE (storage.index.sqlite_engine): the write lock first
             while ready:
                 for header, msg, operation in ready:
                     if isolated:

@@ -7,6 +7,12 @@ arriving while they are applied, applied together in order under one durable
 commit (see Hl7Handler.handle_stream), then their ACKs in order, in one
 write. No ACK leaves before its message is committed. Logs name the message
 type, control ID and ACK code, never a value.
+
+In a cluster one process of the site listens: the one holding the site lease
+``hl7-listener`` (gateway.cluster). On losing it the listener stops accepting
+(:meth:`Hl7Listener.stop_accepting`): messages already received are applied
+and acknowledged, then each connection is closed; what a sender sent after
+that gets no ACK, and the sender sends it again to the next holder.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from gateway.settings import Hl7Settings
 
 log = logging.getLogger(__name__)
 
+SITE_LEASE = "hl7-listener"  # the site lease of the one process that listens (gateway.cluster)
+DRAIN_SECONDS = 10.0  # on losing the site lease, how long connections may take to answer what they received
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_BATCH = 64  # messages a sender that does not wait for each ACK gets applied (and committed) together
 _PATIENT_KINDS = tuple(f"ADT^{event}" for event in sorted(adt.DEMOGRAPHIC_EVENTS))
@@ -81,6 +89,11 @@ class Hl7Listener:
         self.peers = PeerAllowList(settings.allowed_peers, when_empty="loopback")
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._readers: dict[asyncio.Task[None], tuple[_Inbox, asyncio.Task[None]]] = {}  # connection -> its inbox, reader
+
+    @property
+    def listening(self) -> bool:
+        return self._server is not None
 
     @property
     def port(self) -> int:
@@ -101,6 +114,23 @@ class Hl7Listener:
         local_only = not self.peers.networks and self.settings.host not in ("127.0.0.1", "::1", "localhost")
         log.log(logging.WARNING if local_only else logging.INFO, "HL7 MLLP listener on port %d, accepting %s",
                 self.port, self.peers.describe() + (" (hl7.allowed_peers is empty)" if not self.peers.networks else ""))  # fmt: skip
+
+    async def stop_accepting(self) -> None:
+        """Take no more connections or messages; answer what was received, then close each connection."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+            log.info("HL7 MLLP listener stopped accepting (another process of the site listens now)")
+        for inbox, reading in list(self._readers.values()):
+            reading.cancel()  # a message half read gets no ACK: its sender sends it again
+            inbox.close()
+        if self._connections:
+            # A peer that does not read its ACKs is not waited for long: its connection is cut (no ACK, no loss).
+            _, stuck = await asyncio.wait(list(self._connections), timeout=DRAIN_SECONDS)
+            for task in stuck:
+                task.cancel()
+            if stuck:
+                await asyncio.gather(*stuck, return_exceptions=True)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -129,6 +159,7 @@ class Hl7Listener:
         log.info("HL7 connection from %s", peer)
         inbox = _Inbox()
         reading = asyncio.create_task(self._read(reader, inbox))
+        self._readers[task] = (inbox, reading)
         answered: Counter[str] = Counter()
         try:
             while await inbox.wait():
@@ -149,6 +180,7 @@ class Hl7Listener:
             log.error("HL7 connection from %s failed (%s); closing it", peer, type(exc).__name__)
         finally:
             reading.cancel()
+            self._readers.pop(task, None)
             self._connections.discard(task)
             writer.close()
             log.info("HL7 connection from %s closed: %s", peer, ", ".join(f"{n} {code}" for code, n in sorted(answered.items())) or "no message")

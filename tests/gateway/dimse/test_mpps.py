@@ -87,7 +87,9 @@ def test_a_started_step_leaves_the_worklist_and_completes(gateway) -> None:
         status, _ = assoc.send_n_set(_set("COMPLETED"), MPPS, uid)
         assert status.Status == 0x0000
         status, _ = assoc.send_n_set(_set("DISCONTINUED"), MPPS, uid)
-        assert status.Status == 0xC310  # completed: may no longer be updated
+        # completed: may no longer be updated (PS3.4 Table F.7.2-2)
+        assert (status.Status, status.ErrorID) == (0x0110, 0xA710)
+        assert status.ErrorComment == "Performed Procedure Step Object may no longer be updated"
         assert _worklist(assoc) == ["PPS-ACC2", "PPS-ACC3"]
     finally:
         assoc.release()

@@ -297,3 +297,37 @@ def test_a_study_moved_to_another_patient_takes_its_report_along(fhir_base: str,
     asyncio.run(publish())
     [imaging] = search(fhir_base, "ImagingStudy", identifier=f"urn:dicom:uid|urn:oid:{study}")
     assert imaging["subject"]["reference"] == new and subject() == new  # the report went along
+
+
+def test_a_state_announced_again_with_the_same_content_is_not_written_again(fhir_base: str, sqlite_index: IndexDatabase) -> None:
+    """A study announced again although nothing the EMR sees changed (its delivery had read the instances the next
+    announcement was for) is marked delivered without a second write; new content is written."""
+    from sqlalchemy import update
+
+    from storage.index.schema import studies
+    from tests.peers.test_fhir_peer import call
+
+    mrn = unique("MRN")
+    emr_patient(fhir_base, mrn=mrn)
+    study = _study(sqlite_index, mrn)
+
+    def writes() -> int:
+        journal = call("GET", fhir_base.removesuffix("/fhir/R4") + "/admin/requests").body
+        return sum(1 for e in journal if e["path"].startswith("ImagingStudy") and e["method"] == "PUT" and study in e.get("query", "") + str(e.get("body")))
+
+    async def deliver_announced() -> None:
+        async with worker_for(sqlite_index, fhir_base) as (worker, _):
+            assert await worker.run_once() == 1
+
+    _announce(sqlite_index)
+    asyncio.run(deliver_announced())
+    assert writes() == 1
+    with sqlite_index.engine.begin() as conn:  # the study's state moves, its content does not
+        conn.execute(update(studies).where(studies.c.study_uid == study).values(updated_at=dt.datetime.now(dt.timezone.utc)))
+    [pk] = _announce(sqlite_index)
+    asyncio.run(deliver_announced())
+    assert writes() == 1 and _row(sqlite_index, pk)["delivered_at"] is not None
+    _study(sqlite_index, mrn, study_uid=study, count=1)  # an instance more: new content
+    _announce(sqlite_index)
+    asyncio.run(deliver_announced())
+    assert writes() == 2

@@ -47,3 +47,23 @@ def test_announced_when_quiet_and_again_after_more_instances(sqlite_index: Index
     [message] = outbox.due_any([IMAGING_STUDY])  # one waiting message, with the latest state
     assert message.subject == study and message.payload["study_updated_at"] == _updated(sqlite_index, study).isoformat()
     assert StablePublisher(StudyPublications(sqlite_index.engine), stable_seconds=60).poll_seconds == 1.0
+
+
+def test_only_the_holder_of_the_scan_lease_announces(sqlite_index: IndexDatabase) -> None:
+    """Two processes' publishers: the one allowed to scan announces; the other, taking over, does not repeat it."""
+    holder = {"a": True, "b": False}
+    a = StablePublisher(StudyPublications(sqlite_index.engine), stable_seconds=1.0, may_scan=lambda: holder["a"])
+    b = StablePublisher(StudyPublications(sqlite_index.engine), stable_seconds=1.0, may_scan=lambda: holder["b"])
+    series = ct_series(1, size=16)
+    sqlite_index.commit(records(series))
+    quiet = _updated(sqlite_index, series[0].StudyInstanceUID) + dt.timedelta(seconds=1)
+
+    async def scenario() -> None:
+        assert await b.run_once(now=quiet) == 0  # not its turn
+        assert await a.run_once(now=quiet) == 1
+        holder.update(a=False, b=True)  # a died; b took the lease over
+        assert await a.run_once(now=quiet) == 0
+        assert await b.run_once(now=quiet + dt.timedelta(minutes=1)) == 0  # announced already, by a
+
+    asyncio.run(scenario())
+    assert len(Outbox(sqlite_index.engine).due_any([IMAGING_STUDY])) == 1

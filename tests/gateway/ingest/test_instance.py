@@ -6,7 +6,7 @@ import pydicom
 import pytest
 from pydicom.uid import MRImageStorage
 
-from gateway.dimse.status import StoreStatus
+from gateway.statuses import StoreStatus
 from gateway.ingest.instance import InstanceRejected, parse_instance
 from tests.factory import VIETNAMESE_NAME, ct_series, latin1_instance, to_bytes, truncated, with_bad_uid, without
 

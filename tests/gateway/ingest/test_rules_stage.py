@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian, RLELossless
 
 from dicom_rules.rules import parse_rules
-from gateway.dimse.status import StoreStatus
+from gateway.statuses import StoreStatus
 from gateway.ingest.instance import InstanceRejected, ReceivedInstance
 from gateway.ingest.quarantine import Quarantine
 from gateway.ingest.rules_stage import Quarantined, RulesStage

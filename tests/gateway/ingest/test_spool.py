@@ -7,12 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.ingest.spool import SpoolFull, SpoolLog
+from gateway.ingest.spool import SpoolFull, SpoolLocked, SpoolLog
 
 
 def open_spool(path: Path, **kw) -> SpoolLog:
     options = {"segment_bytes": 4096, "max_bytes": 1 << 30, "min_free_bytes": 0, **kw}
     return SpoolLog(path, **options).open()
+
+
+def die(spool: SpoolLog) -> None:
+    """The process holding ``spool`` dies: nothing is saved, and the kernel releases its lock."""
+    os.close(spool._lock_fd)
 
 
 def drain(spool: SpoolLog) -> list[tuple[dict, memoryview]]:
@@ -54,7 +59,7 @@ def test_crash_without_checkpoint_replays_rather_than_loses(tmp_path: Path) -> N
     for i in range(5):
         spool.append({"n": i}, b"y" * 50)
     spool.commit(spool.read_batch(2, 1 << 20))  # checkpoint may lag: not saved yet
-    # No close(): the process dies here. The records since the saved checkpoint come back.
+    die(spool)  # no close(): the records since the saved checkpoint come back
     again = open_spool(tmp_path)
     assert [m["n"] for m, _ in drain(again)][-3:] == [2, 3, 4]
 
@@ -158,3 +163,14 @@ def test_concurrent_appenders_share_syncs_and_lose_nothing(tmp_path: Path) -> No
     assert sorted((m["w"], m["i"]) for m, _ in got) == [(w, i) for w in range(4) for i in range(50)]
     for w in range(4):  # each writer's records keep their order
         assert [m["i"] for m, _ in got if m["w"] == w] == list(range(50))
+
+
+def test_one_spool_is_open_in_one_place_at_a_time(tmp_path: Path) -> None:
+    spool = open_spool(tmp_path)
+    spool.append({"n": 0}, b"z" * 10)
+    with pytest.raises(SpoolLocked, match=f"in use by a running process \\(pid {os.getpid()}\\)"):
+        open_spool(tmp_path)
+    spool.close()
+    again = open_spool(tmp_path)  # closed: free again
+    assert [m["n"] for m, _ in drain(again)] == [0]
+    again.close()

@@ -43,7 +43,9 @@ def drain(spool: SpoolLog) -> list[tuple[dict, bytes]]:
 
 
 def payload(i: int) -> bytes:
-    return os.urandom(250 + 13 * i)
+    # Ends in a non-zero byte: a record cut short keeps every byte written, and trailing zeros cannot be told
+    # from zero fill (1 run in 256 of the damaged-tail tests failed on it).
+    return os.urandom(249 + 13 * i) + b"\x5a"
 
 
 def fill(path: Path, payloads: list[bytes], **kw) -> tuple[Path, list[tuple[int, int]]]:
