@@ -83,9 +83,8 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
     from tqdm import tqdm
 
     from dicom_rules.rules import RulesError
-    from gateway.ingest.committer import Committer
     from gateway.ingest.importer import import_paths, iter_files
-    from gateway.service import open_index, open_object_store, open_rules_stage
+    from gateway.service import open_committer, open_index, open_object_store, open_rules_stage
 
     missing = [p for p in paths if not p.exists()]
     if missing:
@@ -98,12 +97,7 @@ def _run_import(settings: Settings, paths: list[Path], progress: bool) -> int:
         print(f"pacs-gateway import: {exc}", file=sys.stderr)
         return EXIT_FAILED
     index = open_index(settings)
-    committer = Committer(
-        open_object_store(settings),
-        index,
-        on_duplicate=settings.ingest.on_duplicate,
-        upload_concurrency=settings.spool.upload_concurrency,
-    )
+    committer = open_committer(settings, open_object_store(settings), index)
     bar = tqdm(total=total, unit="file", disable=not progress, file=sys.stderr)
     try:
         summary = import_paths(

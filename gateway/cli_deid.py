@@ -119,7 +119,7 @@ def run_anonymise(settings: Settings, args: argparse.Namespace) -> int:
             calling_ae=args.calling_ae,
             destination=args.destination,
             on_progress=bar.update,
-            keep_vault=(lambda entries: index.commit([], entries)) if index else None,
+            keep_vault=index.add_vault_entries if index else None,
         )
     finally:
         bar.close()

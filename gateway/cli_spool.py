@@ -33,10 +33,9 @@ def spools_in(directory: Path) -> list[Path]:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    from gateway.ingest.committer import Committer
     from gateway.ingest.drain import DrainSummary, NotASpool, drain, open_spool
     from gateway.ingest.spool_files import SpoolLocked
-    from gateway.service import open_index, open_object_store
+    from gateway.service import open_committer, open_index, open_object_store
 
     directory: Path = args.spool_dir
     own = settings.spool_path.resolve()
@@ -56,12 +55,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"pacs-gateway spool drain: {exc}", file=sys.stderr)
         return EXIT_FAILED
     index = open_index(settings)
-    committer = Committer(
-        open_object_store(settings),
-        index,
-        on_duplicate=settings.ingest.on_duplicate,
-        upload_concurrency=settings.spool.upload_concurrency,
-    )
+    committer = open_committer(settings, open_object_store(settings), index)
     summary = DrainSummary()
     try:
         for spool in spools:

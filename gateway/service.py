@@ -60,6 +60,7 @@ def open_object_store(settings: Settings) -> ObjectStore:
             connect_timeout=s3.connect_timeout,
             read_timeout=s3.read_timeout,
             max_connections=max(16, settings.spool.upload_concurrency * 2),
+            require_create_only=settings.storage.require_create_only,
         )
         try:
             store.ensure_bucket()
@@ -68,9 +69,15 @@ def open_object_store(settings: Settings) -> ObjectStore:
             log.warning("object store not reachable at start-up (%s); instances will wait in the spool", exc)
         else:
             try:  # logged and kept for /health; probed again at the first write if this fails
-                store.probe_conditional_put()
+                supported = store.probe_conditional_put()
             except ObjectStoreError as exc:
                 log.warning("object store conformance not checked at start-up (%s)", exc)
+            else:
+                if not supported and settings.storage.require_create_only:
+                    raise SettingsError(
+                        f"storage.require_create_only is set and {store.description} does not write create-only: "
+                        f"{store.conformance}"
+                    )
         if settings.storage.read_cache_bytes > 0:
             return CachedObjectStore(store, settings.storage.read_cache_bytes)
         return store
@@ -98,6 +105,20 @@ def open_rules_stage(settings: Settings) -> RulesStage:
 def open_index(settings: Settings) -> IndexDatabase:
     settings.data_path.mkdir(parents=True, exist_ok=True)
     return IndexDatabase.open(settings.index_url)
+
+
+def open_committer(
+    settings: Settings, store: ObjectStore, index: IndexDatabase, metrics: GatewayMetrics | None = None
+) -> Committer:
+    """The filer's last step (object store, then index), as ``ingest`` and ``spool`` settings say."""
+    return Committer(
+        store,
+        index,
+        on_duplicate=settings.ingest.on_duplicate,
+        upload_concurrency=settings.spool.upload_concurrency,
+        orphan_grace_seconds=settings.ingest.orphan_grace_seconds,
+        metrics=metrics,
+    )
 
 
 @dataclass(frozen=True)
@@ -165,13 +186,7 @@ class Gateway:
         )
 
         self.metrics.watch_spool(lambda: self.backlog()[0], lambda: self.backlog()[1])
-        self.committer = Committer(
-            self.store,
-            self.index,
-            on_duplicate=settings.ingest.on_duplicate,
-            upload_concurrency=sp.upload_concurrency,
-            metrics=self.metrics,
-        )
+        self.committer = open_committer(settings, self.store, self.index, self.metrics)
         self.worker = SpoolWorker(
             self.spool,
             self.committer,

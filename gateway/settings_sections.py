@@ -145,6 +145,12 @@ class StorageSettings:
         "rendering); found by key and the checksum the index names, so never stale; 0 disables it. "
         "Per process; the local store relies on the OS page cache instead.",
     )
+    require_create_only: bool = opt(
+        False,
+        "Refuse to start, and to file, unless new objects are written create-only (S3: the server honours "
+        "If-None-Match: *, checked at start and at the first write); instances wait in the spool meanwhile. "
+        "The local store always is. Objects above 5 GiB (S3 multipart) are verified by checksum instead.",
+    )
 
 
 @dataclass
@@ -192,6 +198,11 @@ class IngestSettings:
     on_duplicate: Literal["keep_first", "replace"] = opt(
         "keep_first",
         "What a re-sent SOP Instance UID does: 'keep_first' keeps the stored object, 'replace' overwrites it.",
+    )
+    orphan_grace_seconds: float = opt(
+        60.0,
+        "How long an object with other bytes under an instance's key, not indexed by anyone (its writer died or is "
+        "filing it), is left to its writer; the batch is retried meanwhile, then the received instance replaces it.",
     )
 
 

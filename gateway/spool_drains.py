@@ -87,7 +87,8 @@ class Drains:
         sp = self.settings.spool
         self._committer = Committer(
             self.store, self.index, on_duplicate=self.settings.ingest.on_duplicate,
-            upload_concurrency=sp.upload_concurrency, metrics=self.metrics,
+            upload_concurrency=sp.upload_concurrency, orphan_grace_seconds=self.settings.ingest.orphan_grace_seconds,
+            metrics=self.metrics,
         )
         for spool in self.spools:
             worker = SpoolWorker(

@@ -12,6 +12,7 @@ balancer. What must hold, whichever node did what:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -25,7 +26,8 @@ import pydicom
 import pytest
 import sqlalchemy as sa
 
-from tests.cluster import Sender, Site, mllp_listener, node_name, run_site, wait_for
+from tests.cluster import Sender, Site, node_name, run_site, wait_for
+from tests.peers.mllp import mllp_listener
 from tests.conftest import s3_env
 from tests.factory import Patient, ct_series
 from tests.gateway.emr.hl7.client import ack_code, send
@@ -147,13 +149,17 @@ def test_every_instance_acknowledged_is_in_the_bucket_and_the_index_once(journey
     sent = {ds.SOPInstanceUID: ds.PixelData for study in studies for ds in study}
     client = journey["s3"].client()
 
+    digests: dict[str, str] = {}
+
     def whole(key: str) -> bool:
         response = client.get_object(journey["bucket"], key)
         try:
-            stored = pydicom.dcmread(io.BytesIO(response.read()))
+            raw = response.read()
         finally:
             response.close()
             response.release_conn()
+        digests[key] = hashlib.sha256(raw).hexdigest()
+        stored = pydicom.dcmread(io.BytesIO(raw))
         return key.endswith(f"/{stored.SOPInstanceUID}.dcm") and stored.PixelData == sent[stored.SOPInstanceUID]
 
     with ThreadPoolExecutor(8) as pool:
@@ -162,13 +168,14 @@ def test_every_instance_acknowledged_is_in_the_bucket_and_the_index_once(journey
     engine = sa.create_engine(journey["index_url"])
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT sop_instance_uid, object_key, size FROM instances")).all()
+            rows = conn.execute(sa.text("SELECT sop_instance_uid, object_key, size, checksum FROM instances")).all()
             study_rows = conn.execute(sa.text("SELECT study_uid, count(*), max(num_instances) FROM studies GROUP BY 1")).all()
             series_rows = conn.execute(sa.text("SELECT series_uid, count(*) FROM series GROUP BY 1")).all()
     finally:
         engine.dispose()
     assert Counter(r.sop_instance_uid for r in rows) == Counter(sop_uids)
     assert all(objects.get(r.object_key) == r.size for r in rows), "an index row names a missing or different object"
+    assert all(digests.get(r.object_key) == r.checksum for r in rows), "an index checksum is not that of the object"
     assert sorted(tuple(r) for r in study_rows) == sorted((s[0].StudyInstanceUID, 1, PER_STUDY) for s in studies)
     assert len(series_rows) == STUDIES and {n for _, n in series_rows} == {1}
 

@@ -6,14 +6,11 @@ duplicate patient's study to the surviving record."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import hl7
 import pytest
-from hl7.mllp import start_hl7_server
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from pynetdicom import AE
@@ -23,7 +20,7 @@ from tests.factory import Patient, ct_series
 from tests.gateway.emr.hl7.client import ack_code, send
 from tests.gateway.emr.hl7.messages import Order, Person, a40, orm
 from tests.peers.fhir import run_fhir_server
-from tests.peers.ports import free_port
+from tests.peers.mllp import mllp_listener
 from tests.peers.test_fhir_peer import search
 from tests.test_journey_emr import IMPRESSION, emr_env, emr_order, emr_patient, imaging_studies, sign_report, wait_for
 from tests.gateway_process import GatewayProcess
@@ -33,40 +30,8 @@ AN = Person(mrn="MRN-J1", citizen="079203000101", insurance="DN4790000000101")
 
 @pytest.fixture
 def emr_mllp() -> Iterator[tuple[int, list[hl7.Message]]]:
-    """The EMR's MLLP listener for results, in its own thread: keeps what it receives, acknowledges with AA."""
-    received: list[hl7.Message] = []
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-
-    async def serve(reader, writer) -> None:
-        try:
-            while True:
-                message = await reader.readmessage()
-                received.append(message)
-                control = str(message.segment("MSH")(10))
-                writer.writeblock(f"MSH|^~\\&|EMR|BV|PACSGW|RAD|20261129||ACK|A{control}|P|2.5\rMSA|AA|{control}".encode())
-                await writer.drain()
-        except asyncio.IncompleteReadError:
-            pass
-        finally:
-            writer.close()
-
-    async def main() -> None:
-        server = await start_hl7_server(serve, "127.0.0.1", port, encoding="utf-8")
-        ready.set()
-        async with server:
-            try:
-                await server.serve_forever()
-            except asyncio.CancelledError:
-                pass
-
-    thread = threading.Thread(target=lambda: loop.run_until_complete(main()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    yield port, received
-    loop.call_soon_threadsafe(lambda: [task.cancel() for task in asyncio.all_tasks(loop)])
-    thread.join(5)
+    with mllp_listener() as listener:
+        yield listener
 
 
 def _modality(gateway: GatewayProcess) -> AE:

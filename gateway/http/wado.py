@@ -277,8 +277,12 @@ def _undecodable(row: dict[str, Any]) -> str:
     )
 
 
+_JOIN_LIMIT = 8 * 1024 * 1024  # frames up to this size are sent as one joined body; above it, written one by one
+
+
 async def _send_parts(request: web.Request, parts: Sequence[bytes | bytearray]) -> web.StreamResponse:
-    """Frames already in memory: one body joined once (one copy, a Content-Length, no chunked writes)."""
+    """Frames already in memory: one body joined once (one copy, no chunked writes); above ``_JOIN_LIMIT``
+    (a large cine) written part by part, so the frames are not held twice. Both with a Content-Length."""
     boundary = uuid.uuid4().hex
     head = f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode()
     pieces: list[bytes | bytearray] = []
@@ -286,7 +290,16 @@ async def _send_parts(request: web.Request, parts: Sequence[bytes | bytearray]) 
         pieces += (head, part, b"\r\n")
     pieces.append(f"--{boundary}--\r\n".encode())
     content_type = f'multipart/related; type="application/octet-stream"; boundary={boundary}'
-    return web.Response(body=b"".join(pieces), headers={"Content-Type": content_type})
+    total = sum(len(piece) for piece in pieces)
+    if total <= _JOIN_LIMIT:
+        return web.Response(body=b"".join(pieces), headers={"Content-Type": content_type})
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = total
+    await response.prepare(request)
+    for piece in pieces:
+        await response.write(piece)
+    await response.write_eof()
+    return response
 
 
 async def bulkdata(request: web.Request) -> web.StreamResponse:

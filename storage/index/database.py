@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,17 +133,36 @@ class IndexDatabase:
             raise IndexDatabaseError(f"index lookup failed: {type(exc).__name__}") from exc
         return found
 
-    def commit(self, records: Sequence[InstanceRecord], vault: Sequence[VaultEntry] = ()) -> None:
-        """Insert or update the instances, their patients, studies and series, and their vault entries in one transaction."""
+    def commit(
+        self, records: Sequence[InstanceRecord], vault: Sequence[VaultEntry] = (), *, creates: Collection[str] = ()
+    ) -> dict[str, StoredInstance]:
+        """Insert or update the instances, their patients, studies and series, and their vault entries in one transaction.
+
+        The SOP Instance UIDs in ``creates`` are inserted only if no row has them yet (ON CONFLICT DO NOTHING, so of
+        two nodes filing one UID at once the first commit wins, even under other study or series UIDs): the rows
+        another filing placed first are returned, by UID, and nothing of ours is kept for them (pixel data
+        locations, metadata). Every other record is upserted (the last one wins)."""
         if not records and not vault:
-            return
+            return {}
+        lost: dict[str, StoredInstance] = {}
         now = dt.datetime.now(dt.UTC)
         try:
-            retry_busy(lambda: self._commit(records, vault, now), "commit")
+            def attempt() -> None:  # retried whole when SQLite stays locked: the rows lost are those of the last try
+                lost.clear()
+                lost.update(self._commit(records, vault, now, creates))
+
+            retry_busy(attempt, "commit")
         except SQLAlchemyError as exc:
             raise IndexDatabaseError(f"index commit failed: {type(exc).__name__}") from exc
+        return lost
 
-    def _commit(self, records: Sequence[InstanceRecord], vault: Sequence[VaultEntry], now: dt.datetime) -> None:
+    def add_vault_entries(self, vault: Sequence[VaultEntry]) -> None:
+        """Keep pseudonym vault entries without instances (the de-identification command)."""
+        self.commit([], vault)
+
+    def _commit(
+        self, records: Sequence[InstanceRecord], vault: Sequence[VaultEntry], now: dt.datetime, creates: Collection[str]
+    ) -> dict[str, StoredInstance]:
         with self.engine.begin() as conn:
             touched_series: set[int] = set()
             touched_studies: set[int] = set()
@@ -170,16 +189,21 @@ class IndexDatabase:
                     study_pks[rec.study_uid] = self._upsert_study(conn, rec, patient_pks[pkey], now)
                 if rec.series_uid not in series_pks:
                     series_pks[rec.series_uid] = self._upsert_series(conn, rec, study_pks[rec.study_uid])
-            self._upsert_instances(conn, records, series_pks, now, identities)
+            lost = self._upsert_instances(conn, records, series_pks, now, identities, creates)
             touched_series.update(series_pks.values())
             touched_studies.update(study_pks.values())
             self._refresh_counts(conn, touched_series, touched_studies)
             complete_orders(
                 conn,
-                [(r.accession_number, r.study_uid, patient_pks[(r.patient_id, r.issuer_of_patient_id)], r.patient_id) for r in records],
+                [
+                    (r.accession_number, r.study_uid, patient_pks[(r.patient_id, r.issuer_of_patient_id)], r.patient_id)
+                    for r in records
+                    if r.sop_instance_uid not in lost
+                ],
                 now,
             )
             insert_entries(conn, self._insert, vault)
+        return lost
 
     def _upsert(self, conn: Connection, table: Any, keys: list[str], values: dict[str, Any]) -> int:
         stmt = self._insert(table).values(**values)
@@ -271,15 +295,20 @@ class IndexDatabase:
             },
         )
 
-    def _upserts(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...]) -> Any:
+    def _upserts(self, table: Any, keys: tuple[str, ...], columns: tuple[str, ...], *, update: bool = True) -> Any:
         """An upsert of ``columns`` into ``table`` with one bound parameter per column, built once per table
-        (executed with a list of rows: one executemany, the statement compiled once)."""
-        cache_key = (table.name, keys, columns)
+        (executed with a list of rows: one executemany, the statement compiled once); ``update`` False: an
+        insert that leaves a row already there alone."""
+        cache_key = (f"{table.name}{'' if update else ':create'}", keys, columns)
         stmt = self._upsert_cache.get(cache_key)
         if stmt is None:
             insert = self._insert(table).values({c: bindparam(c) for c in columns})
-            update_cols = {c: insert.excluded[c] for c in columns if c not in keys}
-            stmt = self._upsert_cache[cache_key] = insert.on_conflict_do_update(index_elements=list(keys), set_=update_cols)
+            if update:
+                update_cols = {c: insert.excluded[c] for c in columns if c not in keys}
+                stmt = insert.on_conflict_do_update(index_elements=list(keys), set_=update_cols)
+            else:
+                stmt = insert.on_conflict_do_nothing(index_elements=list(keys))
+            self._upsert_cache[cache_key] = stmt
         return stmt
 
     def _upsert_instances(
@@ -289,11 +318,13 @@ class IndexDatabase:
         series_pks: dict[str, int],
         now: dt.datetime,
         identities: dict[tuple[str, str], dict[str, Any] | None],
-    ) -> None:
-        """The instances, their pixel data locations and their metadata: three executemany and one lookup of their
-        keys, whatever the number of instances (a record given twice: the last one wins, as one upsert after another)."""
+        creates: Collection[str],
+    ) -> dict[str, StoredInstance]:
+        """The instances, their pixel data locations and their metadata: a few executemany and one lookup of their
+        keys, whatever the number of instances (a record given twice: the last one wins, as one upsert after another).
+        Returns the rows of ``creates`` UIDs another filing placed first."""
         if not records:
-            return
+            return {}
         rows = [
             {
                 "sop_instance_uid": rec.sop_instance_uid,
@@ -313,15 +344,29 @@ class IndexDatabase:
             }
             for rec in records
         ]
-        conn.execute(self._upserts(instances, ("sop_instance_uid",), tuple(rows[0])), rows)
+        new = [row for row in rows if row["sop_instance_uid"] in creates]
+        known = [row for row in rows if row["sop_instance_uid"] not in creates]
+        if new:
+            conn.execute(self._upserts(instances, ("sop_instance_uid",), tuple(rows[0]), update=False), new)
+        if known:
+            conn.execute(self._upserts(instances, ("sop_instance_uid",), tuple(rows[0])), known)
         last = {rec.sop_instance_uid: rec for rec in records}
         pks: dict[str, int] = {}
+        lost: dict[str, StoredInstance] = {}
         uids = list(last)
         for start in range(0, len(uids), 500):
             found = conn.execute(
-                select(instances.c.sop_instance_uid, instances.c.pk).where(instances.c.sop_instance_uid.in_(uids[start : start + 500]))
+                select(instances.c.sop_instance_uid, instances.c.pk, instances.c.object_key, instances.c.checksum).where(
+                    instances.c.sop_instance_uid.in_(uids[start : start + 500])
+                )
             )
-            pks.update((uid, int(pk)) for uid, pk in found)
+            for uid, pk, key, checksum in found:
+                ours = last[uid]
+                if uid in creates and (key, checksum) != (ours.object_key, ours.checksum):
+                    lost[uid] = StoredInstance(uid, key, checksum)  # another filing's row: leave all of it alone
+                else:
+                    pks[uid] = int(pk)
+        last = {uid: rec for uid, rec in last.items() if uid in pks}
         pixels = [
             {"instance_pk": pks[uid], "data_offset": rec.pixel_offset, "frame_length": rec.frame_length}
             for uid, rec in last.items()
@@ -337,6 +382,7 @@ class IndexDatabase:
                 documents.append({"instance_pk": pks[uid], "document": zlib.compress(text.encode("utf-8"), 1)})
         if documents:
             conn.execute(self._upserts(instance_metadata, ("instance_pk",), ("instance_pk", "document")), documents)
+        return lost
 
     def _refresh_counts(self, conn: Connection, series_pks: set[int], study_pks: set[int]) -> None:
         if series_pks:

@@ -10,7 +10,7 @@ deterministic by UIDs. A ``put(..., if_absent=True)`` never replaces an
 object already under its key: where ``create_only`` is true the store makes
 that atomic (S3 ``If-None-Match: *``, a hard link of a complete file); where
 it is false the store only checks first, and the caller verifies afterwards
-by checksum (``info``). A refused put raises ObjectExists from ``put`` or is
+by checksum (``info``); ``put`` says which of its writes were atomic. A refused put raises ObjectExists from ``put`` or is
 named in what ``flush`` returns.
 """
 
@@ -61,8 +61,12 @@ class ObjectStore(Protocol):
         *,
         sha256: str = "",
         if_absent: bool = False,
-    ) -> None:
-        """Store ``data`` under ``key``; ``sha256`` (of data, when the caller has it) is kept with the object."""
+    ) -> bool:
+        """Store ``data`` under ``key``; ``sha256`` (of data, when the caller has it) is kept with the object.
+
+        True when the write is atomic against another writer (an ``if_absent`` put the store makes
+        create-only); False when it is not (a plain overwrite, a check before the write, an S3 multipart
+        upload), and the caller verifies by checksum."""
         ...
 
     def flush(self) -> set[str]:

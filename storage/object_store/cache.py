@@ -40,6 +40,7 @@ class CachedObjectStore:
         self.max_bytes = max_bytes
         self.description = inner.description
         self._entries: OrderedDict[_Entry, bytes] = OrderedDict()
+        self._by_key: dict[str, set[_Entry]] = {}  # so dropping a key never scans every entry under the lock
         self._size = 0
         self._lock = threading.Lock()
         self._written: dict[str, tuple[str, bytes]] = {}  # key -> (version, bytes) put but not yet flushed
@@ -67,13 +68,14 @@ class CachedObjectStore:
         *,
         sha256: str = "",
         if_absent: bool = False,
-    ) -> None:
+    ) -> bool:
         if not if_absent:
             self._drop(key)
-        self.inner.put(key, data, content_type, sha256=sha256, if_absent=if_absent)
+        atomic = self.inner.put(key, data, content_type, sha256=sha256, if_absent=if_absent)
         if sha256 and self._fits(len(data)):
             with self._lock:
                 self._written[key] = (sha256, bytes(data))
+        return atomic
 
     def flush(self) -> set[str]:
         with self._lock:
@@ -175,13 +177,22 @@ class CachedObjectStore:
             if old is not None:
                 self._size -= len(old)
             self._entries[entry] = data
+            self._by_key.setdefault(entry[0], set()).add(entry)
             self._size += len(data)
             while self._size > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self._size -= len(evicted)
+                evicted, evicted_data = self._entries.popitem(last=False)
+                self._size -= len(evicted_data)
+                self._unlink(evicted)
+
+    def _unlink(self, entry: _Entry) -> None:
+        entries = self._by_key.get(entry[0])
+        if entries is not None:
+            entries.discard(entry)
+            if not entries:
+                del self._by_key[entry[0]]
 
     def _drop(self, key: str) -> None:
         with self._lock:
             self._written.pop(key, None)
-            for entry in [e for e in self._entries if e[0] == key]:
+            for entry in self._by_key.pop(key, ()):
                 self._size -= len(self._entries.pop(entry))

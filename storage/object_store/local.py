@@ -64,7 +64,7 @@ class LocalObjectStore:
         *,
         sha256: str = "",
         if_absent: bool = False,
-    ) -> None:
+    ) -> bool:
         target = self._path(key)
         tmp = self._tmp / uuid.uuid4().hex
         try:
@@ -78,6 +78,7 @@ class LocalObjectStore:
             self._pending[target] = (tmp, if_absent)
         if replaced is not None:
             replaced[0].unlink(missing_ok=True)
+        return if_absent  # placed by a hard link at flush: never over another writer's object
 
     def flush(self) -> set[str]:
         with self._lock:
@@ -121,25 +122,6 @@ class LocalObjectStore:
             raise ObjectNotFound(key) from None
         except OSError as exc:
             raise ObjectStoreError(f"cannot read object: {exc.strerror}") from exc
-
-    def cached_range(self, key: str, offset: int, length: int, version: str = "") -> bytes | bytearray | None:
-        """The range if the OS page cache holds all of it (RWF_NOWAIT), else None: an event loop may ask it directly.
-        The buffer read into is returned as it is: a copy of a frame costs as much as reading it from the page cache."""
-        flag = getattr(os, "RWF_NOWAIT", None)
-        if flag is None:
-            return None
-        try:
-            fd = os.open(self._path(key), os.O_RDONLY)
-        except (OSError, ObjectStoreError):
-            return None  # missing, unreadable or an invalid key: the threaded read reports it
-        try:
-            buffer = bytearray(length)
-            done = os.preadv(fd, [buffer], offset, flag)
-        except OSError:  # EAGAIN: not all in memory (or the file system cannot tell)
-            return None
-        finally:
-            os.close(fd)
-        return buffer if done == length else None
 
     def info(self, key: str) -> ObjectInfo | None:
         digest = hashlib.sha256()

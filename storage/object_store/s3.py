@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 _NOT_FOUND = {"NoSuchKey", "NoSuchObject", "NotFound"}
 _SHA256_META = "x-amz-meta-sha256"
 _SINGLE_PUT_LIMIT = 5 * 1024**3  # the largest object one S3 PUT may carry
+# What a server that does not implement conditional PUT answers to the header itself.
+_HEADER_REFUSED = {"NotImplemented", "InvalidArgument"}
 PROBE_PREFIX = ".pacsgw-probe/"  # reserved: random names, no PHI; removed after the probe
 
 
@@ -30,8 +32,13 @@ class S3ObjectStore:
     server honours it is found out once (``probe_conditional_put``: a probe
     key put twice, the second must be refused); a server that ignores the
     header gets a HEAD before the PUT instead, and ``create_only`` is false so
-    the caller verifies by checksum. Each object carries the SHA-256 of its
-    bytes as user metadata, so comparing needs a HEAD, not a download.
+    the caller verifies by checksum (``require_create_only`` refuses such
+    writes instead). A probe that meets another error (the server busy or
+    unreachable, a missing bucket) decides nothing and runs again at the next
+    create-only write. ``put`` returns whether the write went with the
+    condition: an object above 5 GiB goes multipart, which cannot carry it,
+    so the caller verifies that one too. Each object carries the SHA-256 of
+    its bytes as user metadata, so comparing needs a HEAD, not a download.
     """
 
     def __init__(
@@ -47,6 +54,7 @@ class S3ObjectStore:
         read_timeout: float = 60.0,
         max_connections: int = 16,
         conditional_put: bool | None = None,
+        require_create_only: bool = False,
     ) -> None:
         # No client-side retries: the spool worker owns retrying, with backoff,
         # and health checks must notice an unreachable server quickly.
@@ -59,6 +67,8 @@ class S3ObjectStore:
         # found out by the probe (None until it could run), unless the caller says
         self._conditional: bool | None = conditional_put
         self._probe_lock = threading.Lock()
+        self.require_create_only = require_create_only
+        self.single_put_limit = _SINGLE_PUT_LIMIT  # larger objects go multipart, without the condition
         self.conformance = "not probed yet" if conditional_put is None else f"set to {conditional_put} by configuration"
         self.description = f"s3 bucket {bucket!r} at {endpoint}"
         self._client = Minio(
@@ -85,37 +95,61 @@ class S3ObjectStore:
         return bool(self._conditional)
 
     def probe_conditional_put(self) -> bool:
-        """Put a probe key twice with ``If-None-Match: *``; conditional PUT works if the second is refused (412)."""
+        """Put a probe key twice with ``If-None-Match: *``; conditional PUT works if the second is refused (412).
+
+        Only a server that refuses the header as such (``NotImplemented``,
+        ``InvalidArgument``) or lets the second PUT through is taken as not
+        honouring it. Any other answer (503, SlowDown, AccessDenied, 409, a
+        network error) leaves it undetermined: ObjectStoreError is raised and
+        the next create-only write probes again. A missing bucket is created
+        first (the server may have been unreachable at start-up).
+        """
         key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        placed = False
         try:
-            self._put_once(key, b"probe", "application/octet-stream", {"If-None-Match": "*"})
             try:
-                self._put_once(key, b"probe", "application/octet-stream", {"If-None-Match": "*"})
-                supported, self.conformance = False, "If-None-Match: * ignored (a second create-only PUT succeeded)"
+                self._probe_put(key)
             except S3Error as exc:
-                if exc.code == "PreconditionFailed":
-                    supported, self.conformance = True, "If-None-Match: * honoured (412 on the second PUT)"
-                else:
-                    supported, self.conformance = False, f"If-None-Match: * refused with {exc.code}"
+                if exc.code != "NoSuchBucket":
+                    raise
+                self.ensure_bucket()
+                self._probe_put(key)
+            placed = True
+            try:
+                self._probe_put(key)
+                supported, conformance = False, "If-None-Match: * ignored (a second create-only PUT succeeded)"
+            except S3Error as exc:
+                if exc.code != "PreconditionFailed":
+                    raise
+                supported, conformance = True, "If-None-Match: * honoured (412 on the second PUT)"
         except S3Error as exc:
-            if exc.code == "NoSuchBucket":
+            if exc.code not in _HEADER_REFUSED:
+                self.conformance = f"undetermined ({exc.code}); probed again at the next create-only write"
                 raise ObjectStoreError(f"S3 probe failed: {exc.code}") from exc
-            supported, self.conformance = False, f"If-None-Match: * refused with {exc.code}"
+            supported, conformance = False, f"If-None-Match: * refused with {exc.code}"
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            self.conformance = f"undetermined ({type(exc).__name__}); probed again at the next create-only write"
             raise ObjectStoreError(f"S3 probe failed: {type(exc).__name__}") from exc
-        try:
-            self._client.remove_object(self.bucket, key)
-        except (MinioException, urllib3.exceptions.HTTPError, OSError):
-            log.warning("could not remove the conditional PUT probe %s", key)
-        self._conditional = supported
+        finally:
+            try:
+                if placed:
+                    self._client.remove_object(self.bucket, key)
+            except (MinioException, urllib3.exceptions.HTTPError, OSError):
+                log.warning("could not remove the conditional PUT probe %s", key)
+        self._conditional, self.conformance = supported, conformance
         if supported:
             log.info("object store conformance: %s; create-only writes are atomic", self.conformance)
+        elif self.require_create_only:
+            log.error("object store conformance: %s; storage.require_create_only refuses to file", self.conformance)
         else:
             log.warning(
                 "object store conformance: %s; falling back to a check before each write and checksum verification",
                 self.conformance,
             )
         return supported
+
+    def _probe_put(self, key: str) -> None:
+        self._put_once(key, b"probe", "application/octet-stream", {"If-None-Match": "*"})
 
     def _ensure_probed(self) -> bool:
         if self._conditional is None:
@@ -136,23 +170,28 @@ class S3ObjectStore:
         *,
         sha256: str = "",
         if_absent: bool = False,
-    ) -> None:
+    ) -> bool:
         body = data if isinstance(data, bytes) else bytes(data)
         headers = {_SHA256_META: sha256 or sha256_hex(body)}
         try:
             if if_absent:
                 if self._ensure_probed():
                     headers["If-None-Match"] = "*"
+                elif self.require_create_only:
+                    raise ObjectStoreError(
+                        f"storage.require_create_only is set and the S3 server does not honour If-None-Match: * "
+                        f"({self.conformance}); instances wait in the spool"
+                    )
                 elif self.exists(key):
                     raise ObjectExists(key)
             try:
-                self._write(key, body, content_type, headers)
+                return self._write(key, body, content_type, headers)
             except S3Error as exc:
                 if exc.code != "NoSuchBucket":
                     raise
                 # The server was unreachable at start-up, or the bucket was removed since.
                 self.ensure_bucket()
-                self._write(key, body, content_type, headers)
+                return self._write(key, body, content_type, headers)
         except S3Error as exc:
             if exc.code == "PreconditionFailed" and if_absent:
                 raise ObjectExists(key) from None
@@ -160,12 +199,15 @@ class S3ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             raise ObjectStoreError(f"S3 PUT failed: {type(exc).__name__}") from exc
 
-    def _write(self, key: str, body: bytes, content_type: str, headers: dict[str, str]) -> None:
-        if len(body) <= _SINGLE_PUT_LIMIT:
+    def _write(self, key: str, body: bytes, content_type: str, headers: dict[str, str]) -> bool:
+        """Write the object; True when the server made it create-only (the condition went with it)."""
+        if len(body) <= self.single_put_limit:
             self._put_once(key, body, content_type, headers)
-        else:  # multipart: no condition possible, the caller verifies by checksum
-            metadata = {_SHA256_META: headers[_SHA256_META]}
-            self._client.put_object(self.bucket, key, io.BytesIO(body), len(body), content_type=content_type, metadata=metadata)  # type: ignore[arg-type]
+            return "If-None-Match" in headers
+        # multipart: no condition possible, the caller verifies by checksum
+        metadata = {_SHA256_META: headers[_SHA256_META]}
+        self._client.put_object(self.bucket, key, io.BytesIO(body), len(body), content_type=content_type, metadata=metadata)  # type: ignore[arg-type]
+        return False
 
     def flush(self) -> set[str]:
         """Nothing to do: an S3 PUT is durable once answered (and a refused one raised at once)."""

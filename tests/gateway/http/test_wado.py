@@ -125,3 +125,101 @@ def test_multiframe_frames_are_read_by_range(archive, tmp_path) -> None:
     assert [np.frombuffer(f, dtype=np.uint16)[0] for f in got] == [300, 800]
     path = f"/dicom-web/studies/{cine.StudyInstanceUID}/series/{cine.SeriesInstanceUID}/instances/{cine.SOPInstanceUID}/frames/9"
     assert gateway.get(path)[0] == 404
+
+
+def test_a_frame_read_that_blocks_on_the_file_system_never_stalls_other_requests(archive, tmp_path) -> None:
+    """Opening a file can block (NFS, a hung mount): the local store is read in a thread, never on the event loop.
+    Here the object's path is a FIFO, whose open blocks until a writer comes."""
+    import os
+    import threading
+    import time
+
+    from pydicom.uid import generate_uid
+
+    from tests.factory import write_files
+
+    gateway, _ = archive
+    cine = ct_series(1, size=256)[0]
+    cine.NumberOfFrames, cine.PixelData = 2, bytes(256 * 256 * 2 * 2)
+    cine.SOPInstanceUID = cine.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    assert storescu(gateway.dicom_port, write_files([cine], tmp_path / "cine")).returncode == 0
+    gateway.wait_idle()
+    index = gateway.open_index()
+    [row] = index.instance_documents(cine.StudyInstanceUID, with_metadata=False)
+    index.close()
+    path = gateway.settings().local_objects_path / row["object_key"]
+    kept = tmp_path / "kept.dcm"
+    os.replace(path, kept)
+    os.mkfifo(path)
+    answers: list[int] = []
+    url = f"/dicom-web/studies/{cine.StudyInstanceUID}/series/{cine.SeriesInstanceUID}/instances/{cine.SOPInstanceUID}/frames/1"
+    reading = threading.Thread(target=lambda: answers.append(gateway.get(url, {"Accept": "multipart/related; type=application/octet-stream"})[0]))
+    reading.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not _waiting_on_a_fifo(gateway.proc.pid):  # the frame request is in, its open blocked
+            assert time.monotonic() < deadline, "the frame read never reached the file"
+            time.sleep(0.02)
+        status, _ = gateway.get("/health")  # answered while the frame read waits on the file system
+        assert status == 200
+    finally:
+        writer = os.open(path, os.O_WRONLY)  # lets the blocked open return
+        os.close(writer)
+        reading.join(20)
+        os.replace(kept, path)
+    assert answers and answers[0] in (200, 503)
+
+
+def _waiting_on_a_fifo(group: int) -> bool:
+    """Whether a thread of the process group is blocked opening a FIFO (its kernel wait channel)."""
+    from pathlib import Path
+
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or int((proc / "stat").read_text().rsplit(")", 1)[1].split()[2]) != group:
+                continue
+            if any((task / "wchan").read_text() == "wait_for_partner" for task in (proc / "task").iterdir()):
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
+
+
+def test_many_frames_are_sent_without_holding_them_twice(archive, tmp_path) -> None:
+    """Above 8 MiB the frames are written part by part: the process's peak memory grows by about the frames read,
+    not twice that (a joined body). Peak resident memory is reset before the request (/proc/<pid>/clear_refs)."""
+    import urllib.request
+
+    from pydicom.uid import generate_uid
+
+    from tests.factory import write_files
+
+    gateway, _ = archive
+    count, frame = 24, 512 * 512 * 2
+    cine = ct_series(1, size=512)[0]
+    cine.NumberOfFrames = count
+    cine.PixelData = b"".join(bytes([n]) * frame for n in range(count))
+    cine.SOPInstanceUID = cine.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    assert storescu(gateway.dicom_port, write_files([cine], tmp_path / "cine")).returncode == 0
+    gateway.wait_idle()
+    url = (
+        f"{gateway.base_url}/dicom-web/studies/{cine.StudyInstanceUID}/series/{cine.SeriesInstanceUID}"
+        f"/instances/{cine.SOPInstanceUID}/frames/{','.join(str(n) for n in range(1, count + 1))}"
+    )
+    status = f"/proc/{gateway.proc.pid}/status"
+
+    def kib(field: str) -> int:
+        line = next(line for line in open(status) if line.startswith(field))
+        return int(line.split()[1])
+
+    with open(f"/proc/{gateway.proc.pid}/clear_refs", "w") as fh:
+        fh.write("5")  # the peak (VmHWM) restarts from the resident size now
+    before = kib("VmRSS:")
+    headers = {**gateway.auth_headers, "Accept": "multipart/related; type=application/octet-stream"}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+        body = response.read()
+        assert int(response.headers["Content-Length"]) == len(body)
+    growth = (kib("VmHWM:") - before) * 1024
+    for n in range(count):
+        assert bytes([n]) * frame in body
+    assert growth < 1.5 * count * frame, f"peak grew by {growth} bytes for {count * frame} bytes of frames"

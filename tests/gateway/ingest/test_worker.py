@@ -22,10 +22,10 @@ class FlakyStore(LocalObjectStore):
         super().__init__(root)
         self.failures = failures
 
-    def put(self, key: str, data: bytes, content_type: str = "application/dicom", **options: Any) -> None:  # type: ignore[override]
+    def put(self, key: str, data: bytes, content_type: str = "application/dicom", **options: Any) -> bool:  # type: ignore[override]
         if self.failures:
             raise self.failures.pop(0)
-        super().put(key, data, content_type, **options)
+        return super().put(key, data, content_type, **options)
 
 
 def test_worker_survives_unexpected_errors_and_files_everything(tmp_path: Path) -> None:

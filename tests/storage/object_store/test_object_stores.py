@@ -128,11 +128,76 @@ def test_without_conditional_put_a_create_only_put_checks_first(s3_server) -> No
     assert s3.get("a.dcm") == b"first"
 
 
-def test_local_store_answers_a_range_from_the_page_cache_or_not_at_all(tmp_path: Path) -> None:
-    store = LocalObjectStore(tmp_path / "objects")
-    data = bytes(range(256)) * 64
-    store.put("a.dcm", data)
-    store.flush()
-    store.get("a.dcm")  # just written and read: in the page cache
-    assert store.cached_range("a.dcm", 100, 1000) == data[100:1100]
-    assert store.cached_range("missing.dcm", 0, 10) is None  # the threaded read raises ObjectNotFound for it
+def _s3(server, bucket: str = "", **options) -> S3ObjectStore:
+    return S3ObjectStore(
+        server.endpoint, bucket or f"probe-{uuid.uuid4().hex[:10]}", server.access_key, options.pop("secret", server.secret_key),
+        secure=False, region=server.region, connect_timeout=1, **options,
+    )  # fmt: skip
+
+
+def test_a_create_only_put_into_a_missing_bucket_creates_it_and_probes(s3_server) -> None:
+    s3 = _s3(s3_server)  # the bucket was never made (the server was unreachable at start-up, or it was removed)
+    assert s3.put("a.dcm", b"first", if_absent=True) is True  # probed, with the condition
+    assert s3.create_only and s3.get("a.dcm") == b"first"
+    with pytest.raises(ObjectExists):
+        s3.put("a.dcm", b"second", if_absent=True)
+
+
+def test_filing_recovers_when_s3_comes_up_after_the_gateway(tmp_path: Path) -> None:
+    from gateway.ingest.committer import Committer, Outcome
+    from gateway.ingest.instance import parse_instance
+    from gateway.service import open_object_store
+    from gateway.settings import load_settings
+    from storage.index.database import IndexDatabase
+    from tests.factory import ct_series, to_bytes
+    from tests.peers.seaweedfs import run_seaweedfs
+
+    with run_seaweedfs(tmp_path / "weed") as server:
+        server.stop()  # down when the gateway starts: no bucket, no probe
+        settings = load_settings(environ={}, overrides={"data_dir": str(tmp_path / "data"), "storage": {"backend": "s3", "read_cache_bytes": 0}, "s3": {
+            "endpoint": server.endpoint, "bucket": "late", "access_key": server.access_key,
+            "secret_key": server.secret_key, "secure": False, "region": server.region, "connect_timeout": 1,
+        }})  # fmt: skip
+        store = open_object_store(settings)
+        assert store.report()["conformance"] == "not probed yet"
+        index = IndexDatabase.open(f"sqlite:///{tmp_path / 'index.sqlite'}")
+        committer = Committer(store, index, on_duplicate="keep_first", upload_concurrency=2)
+        batch = [parse_instance(to_bytes(ds)) for ds in ct_series(3, size=16)]
+        try:
+            with pytest.raises(ObjectStoreError):
+                committer.commit(batch)  # the worker keeps the batch in the spool and retries
+            server.start()
+            assert committer.commit(batch) == [Outcome.STORED] * 3
+            assert store.create_only and index.instance_count() == 3
+        finally:
+            committer.close()
+            index.close()
+
+
+def test_a_probe_that_meets_another_error_decides_nothing(s3_server) -> None:
+    s3 = _s3(s3_server, secret="not-the-secret")  # refused for its signature, as a 403, a 503 or a SlowDown would be
+    with pytest.raises(ObjectStoreError):
+        s3.probe_conditional_put()
+    assert s3.report()["conformance"].startswith("undetermined")
+    with pytest.raises(ObjectStoreError):  # still undetermined: the next create-only write probes again
+        s3.put("a.dcm", b"x", if_absent=True)
+    assert s3.report()["conformance"].startswith("undetermined")
+
+
+def test_require_create_only_refuses_to_file_without_conditional_put(s3_server) -> None:
+    s3 = _s3(s3_server, conditional_put=False, require_create_only=True)
+    s3.ensure_bucket()
+    with pytest.raises(ObjectStoreError, match="require_create_only") as refused:
+        s3.put("a.dcm", b"x", if_absent=True)
+    assert not isinstance(refused.value, ObjectExists) and not s3.exists("a.dcm")
+
+
+def test_put_says_whether_the_write_was_create_only(s3_server, tmp_path: Path) -> None:
+    s3 = _s3(s3_server)
+    s3.ensure_bucket()
+    assert s3.put("a.dcm", b"x" * 2000, if_absent=True) is True
+    assert s3.put("a.dcm", b"y" * 2000) is False
+    s3.single_put_limit = 1024  # as above 5 GiB: multipart, which cannot carry If-None-Match
+    assert s3.put("b.dcm", b"z" * 2000, if_absent=True) is False
+    local = LocalObjectStore(tmp_path / "objects")
+    assert local.put("a.dcm", b"x", if_absent=True) is True and local.put("b.dcm", b"x") is False

@@ -89,3 +89,22 @@ def test_bytes_read_are_kept_only_under_the_version_they_carry(s3: S3ObjectStore
     assert cache.cached_bytes == 0
     _node(s3, s3_server).put("k.dcm", old, sha256=sha256_hex(old))  # and back: the old version must be read again
     assert cache.get("k.dcm", version=sha256_hex(old)) == old
+
+
+def test_a_key_is_dropped_through_its_own_entries_never_a_scan(s3: S3ObjectStore) -> None:
+    """Entries are also found by key (whole objects and ranges), and that index follows every add, eviction and drop."""
+    cache = CachedObjectStore(s3, max_bytes=40_000)
+    blobs = {f"{n}.dcm": bytes([n]) * 2000 for n in range(30)}
+    for key, data in blobs.items():
+        s3.put(key, data, sha256=sha256_hex(data))
+        cache.get(key, version=sha256_hex(data))
+        cache.get_range(key, 10, 100, version=sha256_hex(data))
+    cache.put("0.dcm", b"new", sha256=sha256_hex(b"new"))  # a replacement drops the key's entries at once
+    assert set(cache._by_key) == {entry[0] for entry in cache._entries}  # evicted keys are gone from it too
+    assert all(entry in cache._entries for entries in cache._by_key.values() for entry in entries)
+    assert sum(len(entries) for entries in cache._by_key.values()) == len(cache._entries)
+    assert cache.cached_bytes == sum(len(v) for v in cache._entries.values()) <= 40_000
+    last = "29.dcm"
+    assert cache.cached_range(last, 10, 100, sha256_hex(blobs[last])) == blobs[last][10:110]
+    cache.delete(last)
+    assert last not in cache._by_key and cache.cached_range(last, 10, 100, sha256_hex(blobs[last])) is None
