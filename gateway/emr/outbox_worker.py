@@ -142,6 +142,7 @@ class OutboxWorker:
         self._lease_deadline = asked + self.lease_seconds * 2 / 3
         renewing = asyncio.create_task(self._keep_leases(held)) if items else None
         attempted = 0
+        under_way: int | None = None
         try:
             for item in items:
                 if time.monotonic() >= self._lease_deadline:  # not renewed (the index not answering): maybe another's
@@ -149,13 +150,19 @@ class OutboxWorker:
                     break
                 if item.pk not in held or item.kind not in self._open_kinds():  # lease lost / a destination went down
                     continue
+                under_way = item.pk
                 await self._deliver(item)
                 held.discard(item.pk)
+                under_way = None
                 attempted += 1
         finally:
             if renewing is not None:
                 renewing.cancel()
-            if held:  # not tried: anyone may take them at once (a message under way when stopping included)
+            # Not tried: anyone may take them at once. A message cut off under way (a stop) keeps its lease until it
+            # runs out: the EMR may have taken it already, and another worker sending it at once would double it.
+            if under_way is not None:
+                held.discard(under_way)
+            if held:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.outbox.release, sorted(held), self.holder)
         return attempted
@@ -252,7 +259,9 @@ class OutboxWorker:
 
     async def _retry(self, item: OutboxItem, error: str, delay: float, started: dt.datetime, *, counted: bool = True) -> None:
         retry_at = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=delay)
-        await asyncio.to_thread(self.outbox.failed, item.pk, error, retry_at=retry_at, attempted_at=started, counted=counted)
+        await asyncio.to_thread(
+            self.outbox.failed, item.pk, error, retry_at=retry_at, attempted_at=started, counted=counted, holder=self.holder
+        )
 
     async def refresh_gauges(self, *, force: bool = False) -> None:
         if not self.metrics or (not force and time.monotonic() - self._gauges_at < GAUGE_SECONDS):

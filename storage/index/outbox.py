@@ -149,15 +149,23 @@ class Outbox:
             return bool(conn.execute(stmt.values(delivered_at=utc_now(), holder="", lease_until=None)).rowcount)
 
     def failed(
-        self, pk: int, error: str, *, retry_at: dt.datetime, attempted_at: dt.datetime | None = None, counted: bool = True
+        self,
+        pk: int,
+        error: str,
+        *,
+        retry_at: dt.datetime,
+        attempted_at: dt.datetime | None = None,
+        counted: bool = True,
+        holder: str | None = None,
     ) -> None:
         """Count a failed attempt (``counted``: one was made) and schedule the next; a retry asked for while the
-        attempt ran (an administrator's, or a reconciliation resolved) keeps its earlier time."""
+        attempt ran (an administrator's, or a reconciliation resolved) keeps its earlier time. With ``holder``, only
+        while that holder still has the message: a worker whose lease ran out never frees one another holds now."""
         when = retry_at if attempted_at is None else case((outbox.c.next_attempt_at > attempted_at, outbox.c.next_attempt_at), else_=retry_at)
         with self.engine.begin() as conn:
             conn.execute(
                 update(outbox)
-                .where(outbox.c.pk == pk)
+                .where(outbox.c.pk == pk, *(() if holder is None else (outbox.c.holder == holder,)))
                 .values(
                     attempts=outbox.c.attempts + (1 if counted else 0), next_attempt_at=when, last_error=error[:512],
                     holder="", lease_until=None,

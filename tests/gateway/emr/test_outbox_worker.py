@@ -331,3 +331,30 @@ def test_a_state_announced_again_with_the_same_content_is_not_written_again(fhir
     _announce(sqlite_index)
     asyncio.run(deliver_announced())
     assert writes() == 2
+
+
+def test_a_message_cut_off_under_way_keeps_its_lease_and_the_rest_are_given_back(sqlite_index: IndexDatabase) -> None:
+    """A stop while the EMR has a message and has not answered: the EMR may have taken it, so the message keeps
+    its lease until it runs out (another worker sending it at once would double it); those not tried are free."""
+    for _ in range(2):
+        _study(sqlite_index, unique("MRN"))
+    first, second = _announce(sqlite_index)
+    connected = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()  # an EMR that takes the request and never answers
+        await reader.read()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, worker_for(sqlite_index, f"http://127.0.0.1:{port}/fhir/R4") as (worker, _metrics):
+            delivering = asyncio.create_task(worker.run_once())
+            await asyncio.wait_for(connected.wait(), 10)
+            delivering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await delivering
+        held = Outbox(sqlite_index.engine).claim([IMAGING_STUDY], "another/1", limit=10, lease_seconds=30)
+        assert [item.pk for item in held] == [second]
+
+    asyncio.run(scenario())
