@@ -4,7 +4,8 @@ A record's meta is a JSON object with a version ``v``, the instance record,
 the pseudonym mappings to keep with it, the calling AE title, the peer's
 address and when it was received. Records written before the version field
 existed are version 1. A record of a version this gateway does not know is
-not guessed at: :func:`decode` raises, and the reader sets it aside.
+not guessed at: :func:`decode` raises :class:`SpoolRecordTooNew`, and the reader
+leaves it in the spool (a newer gateway files it); an unreadable one is set aside.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ VERSION = 1
 
 class SpoolRecordError(ValueError):
     """The meta of a spooled record cannot be read as a spooled instance."""
+
+
+class SpoolRecordTooNew(Exception):
+    """A record written by a newer gateway: kept in the spool, never set aside, until a gateway that reads it runs."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,11 @@ def encode(instance: SpooledInstance) -> dict[str, Any]:
 
 def decode(meta: dict[str, Any]) -> SpooledInstance:
     version = meta.get("v", 1) if isinstance(meta, dict) else None
+    if isinstance(version, int) and version > VERSION:
+        raise SpoolRecordTooNew(
+            f"spool record version {version} is newer than this gateway reads ({VERSION}); it stays in the spool "
+            "until a gateway that reads it files it"
+        )
     if version != VERSION:
         raise SpoolRecordError(f"spool record version {version!r} is not known (this gateway reads {VERSION})")
     try:

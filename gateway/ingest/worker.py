@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -15,6 +16,7 @@ from gateway.ingest.spool import SpoolLog, SpoolRecord
 from gateway.ingest.spool_record import SpoolRecordError, decode
 from gateway.metrics import GatewayMetrics
 from storage.index.database import IndexDatabaseError
+from storage.durable import fsync_dir
 from storage.object_store.base import ObjectStoreError
 
 log = logging.getLogger(__name__)
@@ -61,14 +63,20 @@ def file_records(spool: SpoolLog, committer: Committer, records: list[SpoolRecor
 
 
 def _dead_letter(spool: SpoolLog, record: SpoolRecord, why: str) -> None:
+    """Keep the record whole (its instance and its description, pseudonym mappings included) and durably, before
+    the checkpoint moves past it."""
     folder = Path(spool.directory) / "dead-letter"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{record.start.segment}-{record.start.offset}.dcm"
-    with open(path, "wb") as fh:
-        fh.write(record.data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    log.error("a spooled record could not be read back (%s); kept as %s", why, path.name)
+    if not folder.exists():
+        folder.mkdir()
+        fsync_dir(Path(spool.directory))
+    stem = f"{record.start.segment}-{record.start.offset}"
+    for name, data in ((f"{stem}.dcm", bytes(record.data)), (f"{stem}.json", json.dumps(record.meta).encode())):
+        with open(folder / name, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    fsync_dir(folder)
+    log.error("a spooled record could not be read back (%s); kept as %s.dcm and .json", why, stem)
 
 
 class SpoolWorker:
