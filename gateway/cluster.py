@@ -64,7 +64,7 @@ class ClusterMember:
         self.started_at = dt.datetime.now(dt.timezone.utc)
         self._wanted: dict[str, _Wanted] = {}
         self._task: asyncio.Task[None] | None = None
-        self._beating: asyncio.Future[dict[str, bool | None]] | None = None
+        self._beating: asyncio.Future[dict[str, tuple[bool | None, float]]] | None = None
 
     def want(self, name: str, on_gain: Hook = _nothing, on_lose: Hook = _nothing) -> None:
         """Ask for the site lease ``name`` each heartbeat; ``on_gain`` runs when it is taken, ``on_lose`` when lost."""
@@ -110,20 +110,22 @@ class ClusterMember:
         ends = [w.held_until - now for w in self._wanted.values() if w.held_until]
         return max(0.05, min([self.heartbeat_seconds, *ends]))
 
-    def _beat(self) -> dict[str, bool | None]:
-        """In a worker thread: register the beat, then ask for each lease (True/False; None: the index failed)."""
+    def _beat(self) -> dict[str, tuple[bool | None, float]]:
+        """In a worker thread: register the beat, then ask for each lease (True/False; None: the index failed), with
+        the monotonic time each was asked at: a lease's time counts from its own request, however long the beat ran."""
         info = {"role": self.role, "pid": self.pid, "version": __version__, "started_at": self.started_at, **self.info()}
         try:
             self.registry.beat(self.node, self.process, info)
         except Exception as exc:  # the leases still lapse in time
             log.warning("cluster heartbeat not recorded (%s)", type(exc).__name__)
-        answers: dict[str, bool | None] = {}
+        answers: dict[str, tuple[bool | None, float]] = {}
         for name in list(self._wanted):
+            asked = time.monotonic()
             try:
-                answers[name] = self.leases.acquire(name, self.holder, self.lease_seconds)
+                answers[name] = (self.leases.acquire(name, self.holder, self.lease_seconds), asked)
             except Exception as exc:
                 log.warning("site lease %s not renewed (%s)", name, type(exc).__name__)
-                answers[name] = None
+                answers[name] = (None, asked)
         return answers
 
     async def beat_once(self) -> None:
@@ -139,11 +141,11 @@ class ClusterMember:
         except asyncio.TimeoutError:
             answers = {}
         for name, wanted in self._wanted.items():
-            ok = answers.get(name)
+            ok, lease_asked = answers.get(name, (None, asked))
             if ok:
                 gained = not wanted.held_until
                 # Counted from before the renewal was asked, less a heartbeat's margin for clock drift and delay.
-                wanted.held_until = asked + max(self.lease_seconds - self.heartbeat_seconds, self.lease_seconds / 2)
+                wanted.held_until = lease_asked + max(self.lease_seconds - self.heartbeat_seconds, self.lease_seconds / 2)
                 if gained:
                     log.info("site lease %s taken by %s", name, self.holder)
                     try:
