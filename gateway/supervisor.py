@@ -171,7 +171,14 @@ class Supervisor:
                 self._reaped(child, code, now)
             if child.proc is None and child.restart_at is not None and now >= child.restart_at:
                 child.restarts += 1
-                self._spawn(child)
+                try:
+                    self._spawn(child)
+                except OSError as exc:  # a failed fork, or a child gone before it read its settings: stop nothing
+                    log.error("%s could not be started again (%s)", child.role, exc)
+                    if child.proc is None:  # never started: try again later
+                        child.restart_at = now + child.backoff
+                        child.backoff = min(child.backoff * 2, self.settings.serve.restart_backoff_max_seconds)
+                    # else it started and died at once: the next watch reaps it and restarts it with backoff
 
     def _reaped(self, child: Child, code: int, now: float) -> None:
         assert child.proc is not None
