@@ -101,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         results = {}
         with run_seaweedfs(work / "seaweedfs") as s3, run_orthanc(work / "orthanc", plugins=[DICOMWEB_PLUGIN]) as orthanc:
             gateways = {
-                "gateway (S3)": GatewayProcess(work / "gw", s3_env(s3, f"bench-{uuid.uuid4().hex[:8]}"), product_defaults=True),
+                "gateway (S3)": GatewayProcess(
+                    work / "gw", {**s3_env(s3, f"bench-{uuid.uuid4().hex[:8]}"), "PACSGW_STORAGE_READ_CACHE_BYTES": str(256 << 20)},
+                    product_defaults=True,
+                ),
                 "gateway (S3, no cache)": GatewayProcess(
                     work / "gw-nocache", {**s3_env(s3, f"bench-{uuid.uuid4().hex[:8]}"), "PACSGW_STORAGE_READ_CACHE_BYTES": "0"},
                     product_defaults=True,

@@ -133,6 +133,7 @@ def test_production_configuration_postgresql_index_and_s3(start_gateway, s3_serv
     env = {
         **s3_env(s3_server, f"prod-{uuid.uuid4().hex[:8]}"),
         "PACSGW_INDEX_URL": postgres_server.create_database(f"gw_{uuid.uuid4().hex[:8]}"),
+        "PACSGW_STORAGE_READ_CACHE_BYTES": str(256 << 20),
     }
     gateway = start_gateway(env)
     series = ct_series(15, size=64)
