@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import random
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -106,8 +107,9 @@ class Committer:
                 if self.on_duplicate == "keep_first":
                     outcomes[i] = Outcome.DUPLICATE
                     row = existing[uid]
-                    if not self.store.create_only and row.checksum and row.object_key == batch[i].record.object_key:
-                        check.append(i)
+                    same_key = row.checksum and row.object_key == batch[i].record.object_key
+                    if same_key and not self.store.creates_atomically(len(batch[i].data)):
+                        check.append(i)  # ours may have been written over the indexed one: compare
                     continue
                 outcomes[i] = Outcome.REPLACED
                 overwrite.append(i)
@@ -273,7 +275,9 @@ class Committer:
         checks after its last write, so the last look of all sees them agree.
         """
         pending = list(zip(records, items))
-        for _ in range(_VERIFY_ROUNDS):
+        for attempt in range(_VERIFY_ROUNDS + 1):
+            if attempt:  # two writers fixing each other's last change in step: out of step, one sees agreement
+                time.sleep(random.uniform(0.0, 0.02 * attempt))
             indexed = self.index.stored_instances(record.sop_instance_uid for record, _ in pending)
             again, reindex = [], []
             for record, item in pending:
@@ -287,13 +291,16 @@ class Committer:
                 if current == record.checksum:
                     reindex.append(record)
                 elif row.checksum == record.checksum or not current:
-                    log.warning("instance %s was overwritten or lost; writing it again", record.sop_instance_uid)
-                    self._put(item, record.checksum, False)
+                    if attempt < _VERIFY_ROUNDS:
+                        log.warning("instance %s was overwritten or lost; writing it again", record.sop_instance_uid)
+                        self._put(item, record.checksum, False)
                 else:
                     continue  # neither side is ours: the writer of one of them checks after its write
                 again.append((record, item))
             if not again:
                 return
+            if attempt == _VERIFY_ROUNDS:
+                break  # the last look still disagrees: nothing written after it, so the retry compares again
             self.store.flush()
             if reindex:
                 self.index.commit(reindex)

@@ -53,6 +53,10 @@ class ObjectStore(Protocol):
         """Whether put(if_absent=True) is atomic against another writer."""
         ...
 
+    def creates_atomically(self, size: int) -> bool:
+        """Whether a create-only put of an object of ``size`` bytes is atomic (an S3 multipart upload is not)."""
+        ...
+
     def put(
         self,
         key: str,

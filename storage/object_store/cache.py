@@ -51,6 +51,9 @@ class CachedObjectStore:
     def create_only(self) -> bool:
         return self.inner.create_only
 
+    def creates_atomically(self, size: int) -> bool:
+        return self.inner.creates_atomically(size)
+
     @property
     def cached_bytes(self) -> int:
         return self._size

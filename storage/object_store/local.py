@@ -36,6 +36,9 @@ class LocalObjectStore:
 
     create_only = True
 
+    def creates_atomically(self, size: int) -> bool:
+        return True
+
     def __init__(self, root: Path, sync_threads: int = 8) -> None:
         self.root = root.resolve()
         self.description = f"local directory {self.root}"

@@ -94,6 +94,9 @@ class S3ObjectStore:
     def create_only(self) -> bool:
         return bool(self._conditional)
 
+    def creates_atomically(self, size: int) -> bool:
+        return self.create_only and size <= self.single_put_limit
+
     def probe_conditional_put(self) -> bool:
         """Put a probe key twice with ``If-None-Match: *``; conditional PUT works if the second is refused (412).
 
