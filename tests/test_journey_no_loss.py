@@ -56,37 +56,49 @@ def _nodelay(event) -> None:
 
 
 class AckRecorder:
-    """A pynetdicom sender that records which instances were acknowledged with Success."""
+    """A pynetdicom sender that records which instances were acknowledged with Success, and why it stopped."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, timeout: float = 2.0) -> None:
         self.port = port
+        self.timeout = timeout
         self.acked: dict[str, bytes] = {}
         self.failed: list[int] = []
+        self.slowest = 0.0
+        self.ended = "not started"
 
     def send(self, datasets: list, pause: float = 0.0) -> None:
         ae = AE(ae_title="RECORDER")
-        ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = 2
+        ae.dimse_timeout = ae.network_timeout = ae.acse_timeout = self.timeout
         ae.add_requested_context(CTImageStorage)
         assoc = ae.associate("127.0.0.1", self.port, ae_title="PACSGW", evt_handlers=[(evt.EVT_CONN_OPEN, _nodelay)])
         if not assoc.is_established:
+            self.ended = "association not established"
             return
+        self.ended = "all sent"
         try:
             for ds in datasets:
+                started = time.monotonic()
                 try:
                     status = assoc.send_c_store(ds)
-                except (RuntimeError, ValueError, OSError):
+                except (RuntimeError, ValueError, OSError) as exc:
+                    self.ended = f"{type(exc).__name__}: {exc}"
                     break
+                self.slowest = max(self.slowest, time.monotonic() - started)
                 if not assoc.is_established:
+                    self.ended = "association ended" + ("" if status else " without an answer")
                     break
                 if status and status.Status == 0x0000:
                     self.acked[ds.SOPInstanceUID] = to_bytes(ds)
-                elif status:
-                    self.failed.append(status.Status)
+                else:
+                    self.failed.append(status.Status if status else -1)  # -1: no answer
                 if pause:
                     time.sleep(pause)
         finally:
             if assoc.is_established:
                 assoc.release()
+
+    def __repr__(self) -> str:
+        return f"<sender: {len(self.acked)} acknowledged, {self.failed=}, slowest {self.slowest:.2f} s, {self.ended}>"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
