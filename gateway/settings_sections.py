@@ -140,10 +140,10 @@ class StorageSettings:
     )
     local_path: str = opt("", "Directory of the local object store; empty means <data_dir>/objects.")
     read_cache_bytes: int = opt(
-        0,
+        134_217_728,
         "Bytes of recently read or written objects kept in memory in front of S3 (WADO-RS frames, instances, "
-        "rendering), e.g. 268435456; found by key and the checksum the index names, so never stale; 0 (the default) "
-        "disables it. Per process, so N workers hold N caches; the local store relies on the OS page cache instead.",
+        "rendering); found by key and the checksum the index names, so never stale; 0 disables it. "
+        "Per process, so N workers hold N caches; the local store relies on the OS page cache instead.",
     )
     require_create_only: bool = opt(
         False,
