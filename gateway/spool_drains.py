@@ -67,7 +67,7 @@ class Drains:
         self._workers: list[SpoolWorker] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._committer: Committer | None = None
+        self._committers: list[Committer] = []
         self._lock = threading.Lock()
         for directory in directories:
             spool = open_spool(settings, directory, spares=0)
@@ -85,14 +85,15 @@ class Drains:
         if not self.spools:
             return
         sp = self.settings.spool
-        self._committer = Committer(
-            self.store, self.index, on_duplicate=self.settings.ingest.on_duplicate,
-            upload_concurrency=sp.upload_concurrency, orphan_grace_seconds=self.settings.ingest.orphan_grace_seconds,
-            metrics=self.metrics,
-        )
         for spool in self.spools:
+            committer = Committer(  # one each, with a writer of its own: spools filed side by side share no batch
+                self.store.writer(), self.index, on_duplicate=self.settings.ingest.on_duplicate,
+                upload_concurrency=sp.upload_concurrency, orphan_grace_seconds=self.settings.ingest.orphan_grace_seconds,
+                metrics=self.metrics,
+            )
+            self._committers.append(committer)
             worker = SpoolWorker(
-                spool, self._committer, batch_instances=sp.batch_instances, retry_initial=sp.retry_initial_seconds,
+                spool, committer, batch_instances=sp.batch_instances, retry_initial=sp.retry_initial_seconds,
                 retry_max=sp.retry_max_seconds, metrics=self.metrics,
             )
             worker.start()
@@ -121,5 +122,5 @@ class Drains:
             self._close(worker)
         for spool in list(self.spools):
             spool.close()
-        if self._committer is not None:
-            self._committer.close()
+        for committer in self._committers:
+            committer.close()

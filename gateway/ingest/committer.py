@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +63,10 @@ class Committer:
     index commit and a writer whose bytes are on one side only fixes the
     other (``_verify``), so they agree whoever wins; on such a backend a
     retry or a spool replay that finds the UID indexed compares too.
+
+    A committer files one batch at a time, through a store no other filer
+    puts to (``ObjectStore.writer``), so a flush never answers for another
+    filer's puts: spools filed side by side each have their own.
     """
 
     def __init__(
@@ -81,12 +86,17 @@ class Committer:
         self.orphan_grace_seconds = orphan_grace_seconds
         self._orphans: dict[str, tuple[str, float]] = {}  # key -> (its object's SHA-256, when first found unindexed)
         self._pool = ThreadPoolExecutor(max_workers=upload_concurrency, thread_name_prefix="upload")
+        self._filing = threading.Lock()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
     def commit(self, batch: Sequence[ReceivedInstance]) -> list[Outcome]:
         """Store and index the batch; raises ObjectStoreError or IndexDatabaseError to have it retried whole."""
+        with self._filing:
+            return self._commit(batch)
+
+    def _commit(self, batch: Sequence[ReceivedInstance]) -> list[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(batch)
         chosen: dict[str, int] = {}
         for i, item in enumerate(batch):

@@ -77,6 +77,13 @@ class ObjectStore(Protocol):
         """Make the puts so far durable; the keys of ``if_absent`` puts refused because an object was there."""
         ...
 
+    def writer(self) -> ObjectStore:
+        """The same objects for one more filer: a store whose puts and ``flush`` are that filer's alone.
+
+        Puts may wait for ``flush`` (the local store's batch), so two filers must never share one
+        store: one's flush would take the other's puts and answer for their refusals."""
+        ...
+
     def get(self, key: str, *, version: str = "") -> bytes:
         """The object; ``version`` (the checksum the index names) lets a cache tell one object from its replacement."""
         ...

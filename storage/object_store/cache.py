@@ -89,6 +89,12 @@ class CachedObjectStore:
                 self._add((key, version, 0, -1), data)
         return refused
 
+    def writer(self) -> CachedObjectStore:
+        inner = self.inner.writer()
+        if inner is self.inner:  # puts answered one by one: what is written goes into this cache
+            return self
+        return CachedObjectStore(inner, self.max_bytes)  # type: ignore[arg-type]
+
     def delete(self, key: str) -> None:
         self._drop(key)
         self.inner.delete(key)

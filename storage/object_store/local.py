@@ -29,7 +29,9 @@ class LocalObjectStore:
     two per object. A create-only put is a hard link of that complete,
     synced file, which fails when the key exists: of two writers (threads,
     processes, or nodes sharing the file system) exactly one places its
-    object, whole. Each store holds a lock on its folder while it lives;
+    object, whole. The batch is the store's, so each filer opens its own
+    (``writer``): a flush makes durable, and answers for, every put made
+    through the store since the last one. Each store holds a lock on its folder while it lives;
     opening a store removes the folders no live store holds (writes of a
     process that stopped before its flush), never another process's.
     """
@@ -52,7 +54,11 @@ class LocalObjectStore:
                 _remove_if_abandoned(leftover)
         self._pending: dict[Path, tuple[Path, bool]] = {}  # final path -> temporary file, create-only
         self._lock = threading.Lock()
+        self._sync_threads = sync_threads
         self._sync_pool = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="local-sync")
+
+    def writer(self) -> LocalObjectStore:
+        return LocalObjectStore(self.root, self._sync_threads)
 
     def _path(self, key: str) -> Path:
         if not key or key.startswith("/") or ".." in key.split("/") or key.startswith(_TMP_DIR):

@@ -216,6 +216,9 @@ class S3ObjectStore:
         """Nothing to do: an S3 PUT is durable once answered (and a refused one raised at once)."""
         return set()
 
+    def writer(self) -> S3ObjectStore:
+        return self  # no batch: each put is answered on its own
+
     def get(self, key: str, *, version: str = "") -> bytes:
         return self._read(key)
 

@@ -185,7 +185,7 @@ def test_an_unindexed_object_with_other_bytes_is_replaced_after_the_grace_period
 
 def test_an_unindexed_object_its_writer_indexes_within_the_grace_period_is_kept(tmp_path: Path) -> None:
     store, index, first, other, committer = _orphan(tmp_path, grace=60.0)
-    writer = Committer(store, index, on_duplicate="keep_first", upload_concurrency=1)
+    writer = Committer(store.writer(), index, on_duplicate="keep_first", upload_concurrency=1)  # another filer
     outcomes: list[Outcome] = []
     try:
         filing = threading.Thread(target=lambda: outcomes.extend(_commit_until_filed(committer, [other])))

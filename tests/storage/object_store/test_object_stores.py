@@ -201,3 +201,15 @@ def test_put_says_whether_the_write_was_create_only(s3_server, tmp_path: Path) -
     assert s3.put("b.dcm", b"z" * 2000, if_absent=True) is False
     local = LocalObjectStore(tmp_path / "objects")
     assert local.put("a.dcm", b"x", if_absent=True) is True and local.put("b.dcm", b"x") is False
+
+
+def test_each_writer_of_a_local_store_flushes_and_answers_for_its_own_puts(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    first, second = store.writer(), store.writer()
+    key = "studies/1.2/series/1.3/instances/1.6.dcm"
+    first.put(key, b"first", if_absent=True)
+    second.put(key, b"second", if_absent=True)
+    assert second.flush() == set()  # the first writer's put is still its own, waiting for its flush
+    assert store.get(key) == b"second"
+    assert first.flush() == {key}  # refused, and told to the writer that made the put
+    assert store.get(key) == b"second"
