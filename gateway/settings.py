@@ -42,6 +42,7 @@ from gateway.settings_sections import (  # noqa: F401 - re-exported: the setting
     ClusterSettings,
     opt,
 )
+from gateway.settings_security import AuditSettings, DicomTlsSettings, LoginSettings, OidcSettings  # noqa: F401
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Settings:
     data_dir: str = opt("./data", "Directory for the spool, the SQLite index and the local object store.")
     log_level: str = opt("INFO", "Log level: DEBUG, INFO, WARNING or ERROR.")
     dicom: DicomSettings = field(default_factory=DicomSettings)
+    dicom_tls: DicomTlsSettings = field(default_factory=DicomTlsSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     s3: S3Settings = field(default_factory=S3Settings)
@@ -61,6 +63,9 @@ class Settings:
     network: NetworkSettings = field(default_factory=NetworkSettings)
     serve: ServeSettings = field(default_factory=ServeSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    oidc: OidcSettings = field(default_factory=OidcSettings)
+    login: LoginSettings = field(default_factory=LoginSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @property
     def data_path(self) -> Path:
