@@ -137,7 +137,7 @@ def peer_names(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> list[str]:
     """The names a verified peer certificate carries: its subject CN, then its DNS subjectAltNames."""
     if ssl_object is None:
         return []
-    cert: dict[str, Any] = ssl_object.getpeercert() or {}  # type: ignore[assignment]
+    cert: dict[str, Any] = ssl_object.getpeercert() or {}
     names: list[str] = [value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"]
     names += [value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS" and value not in names]
     return names
