@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from gateway.spool_drains import Drains, leftover_spools, open_spool
 from gateway.ingest.worker import SpoolWorker
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings, SettingsError
+from gateway.tls import ReloadableServerContext
 from gateway.vault import PseudonymVault
 from gateway.worker_board import BACKLOG
 from storage.index.accounts import AccountStore
@@ -154,6 +156,7 @@ class Gateway:
         self.settings = settings
         self.role = role
         self.metrics = GatewayMetrics()
+        self.tls_contexts: list[ReloadableServerContext] = []  # every TLS listener's: read again on SIGHUP
         self.rules = open_rules_stage(settings)  # first: a bad rules file stops start-up before anything opens
         self.index = open_index(settings)
         self.vault = PseudonymVault.open(settings, self.index)
@@ -232,7 +235,16 @@ class Gateway:
         records, size = self.drains.backlog()
         return self.spool.backlog_records + records, self.spool.backlog_bytes + size
 
+    def reload_tls(self) -> None:
+        """SIGHUP: every listener reads its certificate and key again; connections under way go on."""
+        for context in self.tls_contexts:
+            context.reload()
+
     async def start(self) -> None:
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload_tls)
+        except (RuntimeError, ValueError):  # not the main thread (a gateway inside a test process)
+            pass
         if self.role.receives:
             self.worker.start()
             self.drains.start()

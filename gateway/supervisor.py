@@ -87,6 +87,7 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_hangup)
         s = self.settings
         check_port(s.dicom.host, s.dicom.port, "DICOM port")
         check_port(s.http.host, s.http.port, "HTTP port")
@@ -110,6 +111,12 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stop.set()
+
+    def _on_hangup(self, _signum: int, _frame: object) -> None:
+        """SIGHUP: every child reads its TLS certificates again (its own handler), none restarts."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGHUP)
 
     def _open_index(self) -> None:
         """Create or bring up the index once, before the children open it (and fail the start if it cannot be)."""

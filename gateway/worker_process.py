@@ -120,6 +120,7 @@ def run_child(role_text: str) -> int:
     """The body of ``serve --child ROLE``: the settings come pickled on standard input."""
     from gateway.logging_setup import configure_logging
 
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload asked for before the listeners open: nothing to read yet
     settings: Settings = pickle.load(sys.stdin.buffer)
     configure_logging(settings.log_level)
     role = parse_role(role_text, settings.serve.process_count)
