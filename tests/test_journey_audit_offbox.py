@@ -138,3 +138,29 @@ def test_collector_outage_and_gateway_restart_lose_nothing_and_repeat_nothing(tm
         _assert_exactly_once_in_order(collector, gateway)
     finally:
         gateway.stop()
+
+
+def test_each_worker_sends_its_own_events_in_order_through_an_outage(tmp_path: Path, collector: Rsyslog) -> None:
+    """Under the supervisor each process has its own spool and numbers; none waits for another."""
+    gateway = _gateway(tmp_path, collector)
+    gateway.workers = 2
+    gateway.start()
+    try:
+        with Traffic(gateway) as traffic:
+            _arrived(collector, 20, 30)
+            collector.stop()
+            time.sleep(5)  # a short outage: the 30 s one is above
+            collector.start()
+            during = traffic.sent
+            while traffic.sent < during + 50:
+                time.sleep(0.05)
+        trail, received = _settled(collector, gateway)
+        assert len(received) == len(trail)
+        by_process: dict[str, list[int]] = {}
+        for message in received:
+            by_process.setdefault(message.process, []).append(message.sequence)
+        assert set(by_process) == {"worker-0", "worker-1"}, set(by_process)  # the kernel spread the requests
+        for process, numbers in by_process.items():
+            assert numbers == list(range(1, len(numbers) + 1)), f"{process}: missing, repeated or out of order"
+    finally:
+        gateway.stop()

@@ -25,6 +25,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import socket
 import ssl
 import struct
 import termios
@@ -38,18 +39,28 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 ACK_TIMEOUT = 15.0
+_TCP_CLOSE = 7  # linux/tcp_states.h
 
 
 class PeerGone(ConnectionError):
     """The collector closed or reset the connection."""
 
 
-def unacknowledged(sock_fd: int) -> int | None:
+def unacknowledged(watch: socket.socket) -> int | None:
     """Bytes the peer's TCP has not acknowledged yet (Linux ``TIOCOUTQ``); None where that cannot be asked."""
     try:
-        return int(struct.unpack("i", fcntl.ioctl(sock_fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0])
+        return int(struct.unpack("i", fcntl.ioctl(watch.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0])
     except OSError:
         return None
+
+
+def reset(watch: socket.socket) -> bool:
+    """The connection was reset (Linux: TCP_INFO's state is CLOSE). A reset empties the send queue, so an
+    empty queue alone does not say the peer took everything."""
+    try:
+        return watch.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0] == _TCP_CLOSE
+    except (OSError, AttributeError):
+        return False
 
 
 class AuditSender:
@@ -121,13 +132,17 @@ class AuditSender:
             # A descriptor of our own on the socket: asyncio closes its one as soon as the collector closes or
             # resets, and what the collector acknowledged until then is still to be asked.
             sock = writer.get_extra_info("socket")
-            watch = os.dup(sock.fileno()) if sock is not None else -1
+            watch = socket.socket(fileno=os.dup(sock.fileno())) if sock is not None else None
+            delivered = self.sent_batches
             try:
                 await self._deliver(reader, writer, watch)
             except (OSError, ssl.SSLError, TimeoutError) as exc:  # PeerGone is an OSError
                 outage = time.monotonic()
                 log.warning("audit repository %s:%d connection lost (%s); %d audit message(s) wait in the spool",
                             self.host, self.port, type(exc).__name__, self.pending)  # fmt: skip
+                if self.sent_batches == delivered:  # a collector that takes connections and drops them: not in a loop
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.retry_max_seconds)
             except Exception:  # a sender that dies would leave the spool to grow unseen: log, wait, go on
                 outage = time.monotonic()
                 log.exception("audit sender failed; %d audit message(s) wait in the spool", self.pending)
@@ -135,14 +150,20 @@ class AuditSender:
             finally:
                 self.connected = False
                 writer.transport.abort()
-                if watch >= 0:
-                    os.close(watch)
+                if watch is not None:
+                    watch.close()
 
-    async def _deliver(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: int) -> None:
+    async def _deliver(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, watch: socket.socket | None) -> None:
         """Send while connected; returns or raises once the connection is no use."""
         self.connected = True
         peer = asyncio.ensure_future(reader.read(1))  # the collector never sends: done means closed or reset
         try:
+            # Under TLS 1.3 our handshake ends before the collector has judged our certificate: one that refuses it
+            # closes the connection a moment later, after reading (and dropping) whatever came. So nothing is sent
+            # before the connection has stood for a while.
+            await asyncio.wait({peer}, timeout=self.confirm_seconds)
+            if peer.done():
+                raise PeerGone("closed by the audit repository right after the handshake (our certificate refused?)")
             while True:
                 if peer.done():
                     raise PeerGone("closed by the audit repository")
@@ -172,27 +193,27 @@ class AuditSender:
             with suppress(asyncio.CancelledError, Exception):
                 await peer
 
-    async def _confirm(self, watch: int, peer: asyncio.Future[bytes]) -> bool:
+    async def _confirm(self, watch: socket.socket | None, peer: asyncio.Future[bytes]) -> bool:
         """Whether the batch just written reached the collector (see the module's docstring)."""
         deadline = time.monotonic() + ACK_TIMEOUT
-        while True:
-            waiting = unacknowledged(watch) if watch >= 0 else None
+        while watch is not None:
+            waiting = unacknowledged(watch)
             if waiting is None:  # cannot be asked here: the connection staying up must do
                 break
-            if waiting == 0:
-                break
-            if peer.done():
-                await asyncio.sleep(0.05)  # acknowledgements already on their way still come in
-                if unacknowledged(watch) != 0:
-                    return False  # gone before acknowledging: sent again on the next connection
+            if waiting == 0 or peer.done():
+                if peer.done():
+                    await asyncio.sleep(0.05)  # what is on its way still comes in: acknowledgements, or a reset
+                if reset(watch) or unacknowledged(watch) != 0:
+                    return False  # not all taken: sent again on the next connection
                 break
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.005)
         done, _ = await asyncio.wait({peer}, timeout=self.confirm_seconds)
         if not done:
-            return True
-        return closed_cleanly(peer)
+            return watch is None or not reset(watch)
+        await asyncio.sleep(0.05)
+        return closed_cleanly(peer) and (watch is None or not reset(watch))
 
 
 def closed_cleanly(peer: asyncio.Future[bytes]) -> bool:

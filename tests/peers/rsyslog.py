@@ -2,7 +2,8 @@
 
 Run as an unprivileged process on a free port with a configuration of its own
 (imtcp with the gtls stream driver in TLS-only mode, a server certificate of
-the trial CA), it writes each message it receives on a line of ``received``
+the trial CA; with ``client_certificates`` it also asks the client for one of
+that CA), it writes each message it receives on a line of ``received``
 (the message as sent, without its octet count). ``stop`` (SIGTERM, a graceful
 stop: rsyslog closes its connections and writes out what it has) and ``kill``
 (SIGKILL) end it; ``start`` again on the same port and file.
@@ -33,7 +34,7 @@ global(
   defaultNetstreamDriverKeyFile="{key}"
   maxMessageSize="256k"
 )
-module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon"
+module(load="imtcp" streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="{auth_mode}"
        maxSessions="200")
 input(type="imtcp" address="127.0.0.1" port="{port}" supportOctetCountedFraming="on")
 template(name="asSent" type="string" string="%rawmsg%\\n")
@@ -48,6 +49,7 @@ class Rsyslog:
     directory: Path
     ca: TrialCa
     port: int = field(default_factory=free_port)
+    client_certificates: bool = False  # True: a client must show a certificate of the CA (authMode x509/certvalid)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,7 +68,7 @@ class Rsyslog:
         config.write_text(
             _CONFIG.format(
                 work=work, ca=self.ca.cert_file, cert=server.cert_file, key=server.key_file, port=self.port,
-                received=self.received,
+                received=self.received, auth_mode="x509/certvalid" if self.client_certificates else "anon",
             )  # fmt: skip
         )
         return config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,3 +98,41 @@ def test_collector_killed_under_traffic_loses_nothing_in_order(tmp_path: Path, c
           f"{sender.resent_batches} batch(es) sent again")  # fmt: skip
     assert not missing
     assert sorted(set(numbers)) == list(range(1, appended + 1))
+
+
+async def _send_three(tmp_path: Path, collector: Rsyslog, context: ssl.SSLContext, wait: float) -> AuditSpool:
+    spool = AuditSpool(tmp_path / "spool")
+    if spool.next_number == 1:
+        spool.append(["a", "b", "c"], _message)
+    sender = AuditSender(spool, "localhost", collector.port, context, retry_max_seconds=0.5)
+    task = asyncio.create_task(sender.run())
+    deadline = time.monotonic() + wait
+    while spool.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    return spool
+
+
+def test_a_collector_asking_for_a_client_certificate_gets_ours_and_refuses_none(tmp_path: Path) -> None:
+    ca = TrialCa.create(tmp_path / "ca")
+    collector = Rsyslog(tmp_path / "rsyslog", ca, client_certificates=True)
+    collector.start()
+    try:
+        anonymous = asyncio.run(_send_three(tmp_path / "anonymous", collector, client_context(ca_file=str(ca.cert_file)), 3))
+        assert anonymous.pending == 3 and collector.messages() == []  # refused, kept in the spool
+        anonymous.close()
+        client = ca.issue(tmp_path / "ca", "client", "pacsgw", client=True)
+        context = client_context(ca_file=str(ca.cert_file), cert_file=str(client.cert_file), key_file=str(client.key_file))
+        shown = asyncio.run(_send_three(tmp_path / "anonymous", collector, context, 20))  # the same spool, sent now
+        assert shown.pending == 0 and _numbers(collector) == [1, 2, 3]
+        shown.close()
+    finally:
+        collector.kill()
+
+
+def test_a_collector_with_a_certificate_of_another_ca_gets_nothing(tmp_path: Path, collector: Rsyslog) -> None:
+    other = TrialCa.create(tmp_path / "other-ca")
+    spool = asyncio.run(_send_three(tmp_path, collector, client_context(ca_file=str(other.cert_file)), 3))
+    assert spool.pending == 3 and collector.messages() == []
+    spool.close()
