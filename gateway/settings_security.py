@@ -67,6 +67,7 @@ class AuditSettings:
     confirm_seconds: float = opt(
         0.2,
         "After the repository's TCP acknowledged a batch, how long the connection must stay up (or close without a "
-        "reset) before the batch counts as delivered and leaves the spool.",
+        "reset) before the batch counts as delivered and leaves the spool; also how long a new connection must stand "
+        "before anything is sent on it (a repository refusing the client certificate closes it in that time).",
     )
     retry_max_seconds: float = opt(10.0, "Longest wait between two attempts to reach the repository (it doubles from 0.5 s).")

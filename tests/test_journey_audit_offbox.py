@@ -1,6 +1,6 @@
 """Journey: the audit trail leaves the box. A gateway's audit events reach an rsyslog collector over TLS as DICOM
-Audit Messages; the collector is stopped for 30 s under traffic, the gateway restarted with messages spooled, and
-every event arrives exactly once, in order, each valid against the PS3.15 A.5.1 schema."""
+Audit Messages; the collector is stopped for 30 s under traffic, the gateway stopped, then killed, with messages
+spooled, and every event arrives exactly once, in order, each valid against the PS3.15 A.5.1 schema."""
 
 from __future__ import annotations
 
@@ -133,6 +133,19 @@ def test_collector_outage_and_gateway_restart_lose_nothing_and_repeat_nothing(tm
             gateway.get("/dicom-web/studies?PatientID=PGWAAAAAAAAAAAAAAAAC")
         gateway.stop()  # graceful: the writer flushes into the spool, which keeps what is not sent
         assert len(_index_trail(gateway)) >= before + 30
+        collector.start()
+        gateway.start()
+        _assert_exactly_once_in_order(collector, gateway)
+
+        # And a gateway killed with messages spooled: once in the index they are on disk in the spool too.
+        collector.stop()
+        before = len(_index_trail(gateway))
+        for _ in range(30):
+            gateway.get("/dicom-web/studies?PatientID=PGWAAAAAAAAAAAAAAAAD")
+        deadline = time.monotonic() + 10
+        while len(_index_trail(gateway)) < before + 30 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        gateway.kill()
         collector.start()
         gateway.start()
         _assert_exactly_once_in_order(collector, gateway)
