@@ -1,6 +1,6 @@
 """The codes the gateway's audit messages use, and which audit event (``action``) becomes which message.
 
-Sources, edition 2024b of the DICOM standard:
+Sources (DICOM, as in the 2024 editions; these codes have not changed since they were defined):
 
 - PS3.16 CID 400 *Audit Event ID* (DCM 110100-110114), CID 401 *Audit Event Type Code* (DCM 110120-110139),
   CID 402 *Audit Active Participant Role ID Code* (DCM 110150-110155) and CID 404 *Audit Participant Object ID

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from lxml import etree
 
-SCHEMA = Path(__file__).resolve().parents[3] / "gateway" / "atna" / "data" / "ps3.15-A.5.1-audit-message.rng"
+SCHEMA = Path(__file__).resolve().parent / "data" / "ps3.15-A.5.1-audit-message.rng"
 _LINE = re.compile(
     r'<85>1 (?P<time>\S+) (?P<host>\S+) pacs-gateway (?P<process>\S+) IHE\+RFC-3881 \[meta sequenceId="(?P<seq>\d+)"\] '
     r"(?P<xml><AuditMessage>.*</AuditMessage>)$"
