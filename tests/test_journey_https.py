@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import socket
-import ssl
 import subprocess
 import time
 from pathlib import Path
