@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.tls import TlsConfigError, check_private_file
+
 ENV_PREFIX = "PACSGW_"
 
 
-from gateway.tls import TlsConfigError, check_private_file
 from gateway.settings_sections import (  # noqa: F401 - re-exported: the settings API is gateway.settings
     SettingsError,
     DicomSettings,
