@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway.settings import SettingsError, load_settings
@@ -74,3 +76,12 @@ def test_incoherent_settings_stop_start_up(environ: dict[str, str], message: str
 def test_tls_only_is_allowed() -> None:
     settings = load_settings(environ={**TLS, "PACSGW_DICOM_TLS_PLAIN": "false", "PACSGW_DICOM_PORT": "2762"})
     assert settings.dicom_tls.enabled and not settings.dicom_tls.plain
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.index("[dicom_tls]\nport = 2762")
+    (tmp_path / "gateway.toml").write_text(readme[start : readme.index("```", start)])
+    tls = load_settings(tmp_path / "gateway.toml", environ={}).dicom_tls
+    assert tls.enabled and not tls.plain and tls.ae_binding()["mr01.hospital.lan"] == {"MR01", "MR01_QC"}
+    assert tls.tls_destinations()["WORKSTATION1"].server_name == "ws1.hospital.lan"

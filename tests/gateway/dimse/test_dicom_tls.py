@@ -44,6 +44,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, pki: Pki):
             "PACSGW_DICOM_TLS_CLIENT_AETS": "CT01=CT01,MR01.hospital.lan=MR01,mr01.hospital.lan=MR02",
             "PACSGW_DICOM_QUERY_AETS": "CT01",
             "PACSGW_NETWORK_TRUSTED_PROXIES": f"{PROXY}/32",
+            "PACSGW_DICOM_ALLOWED_PEERS": f"127.0.0.1/32,{PROXY}/32,10.9.8.7/32",
         }
     )
     gw.start()
@@ -150,3 +151,15 @@ def test_handshake_without_the_ca_refuses_the_gateway(gateway, pki: Pki) -> None
     context = ssl.create_default_context()
     with pytest.raises(ssl.SSLCertVerificationError):
         TlsPipe(gateway.tls_port, context)
+
+
+def test_an_address_not_allowed_is_answered_over_tls(gateway, pki: Pki) -> None:
+    """dicom.allowed_peers holds on the TLS port too: the refusal is an A-ASSOCIATE-RJ inside TLS, not a reset."""
+    context = client_context(ca_file=str(pki.ca.cert_file), cert_file=str(pki.ct01.cert_file), key_file=str(pki.ct01.key_file))
+    peer = TlsPipe(gateway.tls_port, context, source="127.0.0.3")
+    try:
+        peer.send(request([(VERIFICATION, "1.2.840.10008.1.2")], calling="CT01"))
+        pdu_type, body = peer.receive()
+        assert pdu_type == pdu.A_ASSOCIATE_RJ and body[1:] == bytes((1, 1, 1))
+    finally:
+        peer.close()
