@@ -12,6 +12,8 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,3 +82,32 @@ def test_tls_only_gateway_under_the_supervisor(tmp_path: Path) -> None:
         assert echoed.returncode == 0, echoed.stderr
     finally:
         gateway.kill()
+
+
+def test_the_tls_port_in_use_fails_the_start_with_its_name(tmp_path: Path) -> None:
+    """Under the supervisor the TLS port is checked before any child starts; with the plain port off, a program
+    holding `dicom.port` is no concern of the gateway's."""
+    pki = Pki.create(tmp_path / "pki")
+    tls_port = free_port()
+    gateway = GatewayProcess(tmp_path / "gw", {
+        "PACSGW_DICOM_TLS_PORT": str(tls_port),
+        "PACSGW_DICOM_TLS_PLAIN": "false",
+        "PACSGW_DICOM_TLS_CERTIFICATE_FILE": str(pki.server.cert_file),
+        "PACSGW_DICOM_TLS_PRIVATE_KEY_FILE": str(pki.server.key_file),
+    }, workers=2)  # fmt: skip
+    holders = []
+    try:
+        for port in (gateway.dicom_port, tls_port):
+            holder = socket.socket()
+            holder.bind(("127.0.0.1", port))
+            holder.listen()
+            holders.append(holder)
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve"], env=gateway._environment(), capture_output=True, text=True,
+            timeout=120,
+        )
+    finally:
+        for holder in holders:
+            holder.close()
+    assert result.returncode == 1
+    assert f"cannot start: DICOM TLS port 127.0.0.1:{tls_port}: in use" in result.stderr, result.stderr
