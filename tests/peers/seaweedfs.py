@@ -52,6 +52,7 @@ class S3Server:
     workdir: Path
     ports: dict[str, int]
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # extra WEED_* settings (e.g. the SSE-S3 key)
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -117,7 +118,7 @@ class S3Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
-                env={**os.environ, **_WEED_ENV},
+                env={**os.environ, **_WEED_ENV, **self.env},
                 start_new_session=True,
             )
         try:
@@ -203,8 +204,11 @@ def _write_identities(path: Path, access_key: str, secret_key: str) -> None:
 
 
 @contextmanager
-def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
-    """Run SeaweedFS with S3 on ephemeral ports, data under ``workdir``; kill it on exit."""
+def run_seaweedfs(workdir: Path, env: dict[str, str] | None = None) -> Iterator[S3Server]:
+    """Run SeaweedFS with S3 on ephemeral ports, data under ``workdir``; kill it on exit.
+
+    ``env`` adds settings of security.toml as WEED_* variables (e.g. ``WEED_S3_SSE_KEK``).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(exist_ok=True)
     access_key = f"test-{secrets.token_hex(4)}"
@@ -223,6 +227,7 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
             workdir=workdir,
             ports=ports,
             log_path=workdir / "weed.log",
+            env=dict(env or {}),
         )
         try:
             server.start()
