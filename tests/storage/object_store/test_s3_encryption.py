@@ -6,16 +6,19 @@ import secrets
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from minio.error import S3Error
 
+from gateway.settings_sections import S3Settings
+from gateway.tls_certs import write_trial_set
 from storage.object_store.base import ObjectInfo, ObjectStoreError, sha256_hex
 from storage.object_store.cache import CachedObjectStore
 from storage.object_store.s3 import PROBE_PREFIX, S3ObjectStore
 from storage.object_store.s3_sse import EncryptionRefused, S3Encryption
 from tests.peers.seaweedfs import S3Server, run_seaweedfs
+
+KEY = secrets.token_bytes(32)
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +133,25 @@ def test_encryption_the_server_cannot_apply_stores_nothing(s3_server: S3Server, 
     with pytest.raises(EncryptionRefused):
         store.put("d.dcm", b"must not be stored in clear")
     assert [k for k in store.list_keys() if not k.startswith(PROBE_PREFIX)] == []
+
+
+def test_sse_c_over_https_to_a_server_the_ca_file_vouches_for(tmp_path_factory: pytest.TempPathFactory) -> None:
+    certs = tmp_path_factory.mktemp("s3-tls")
+    ca, server_cert = write_trial_set(certs, ["127.0.0.1", "localhost"])
+    tls = (server_cert.cert_file, server_cert.key_file, ca.cert_file)
+    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs-tls"), tls=tls) as server:
+        def store(ca_file: str) -> S3ObjectStore:
+            settings = S3Settings(endpoint=server.endpoint, secure=True, ca_file=ca_file)
+            return S3ObjectStore(
+                server.endpoint, "tls-bucket", server.access_key, server.secret_key, secure=True,
+                region=server.region, encryption=_sse_c(KEY), ssl_context=settings.tls_context(),
+            )
+
+        with pytest.raises(ObjectStoreError, match="cannot reach S3 server"):  # the system's CAs do not know it
+            store("").ensure_bucket()
+        trusted = store(str(ca.cert_file))
+        trusted.ensure_bucket()
+        trusted.probe_encryption()
+        body = _body(b"TLS")
+        trusted.put("e.dcm", body)
+        assert trusted.get("e.dcm") == body and trusted.get_range("e.dcm", 1, 2) == body[1:3]
