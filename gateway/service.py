@@ -89,6 +89,11 @@ def open_object_store(settings: Settings) -> ObjectStore:
         if settings.storage.read_cache_bytes > 0:
             return CachedObjectStore(store, settings.storage.read_cache_bytes)
         return store
+    if settings.s3.sse != "none":
+        raise SettingsError(
+            f"s3.sse = {settings.s3.sse!r} but storage.backend is 'local': the local store is not encrypted by the "
+            "gateway (put data_dir on an encrypted volume)"
+        )
     return LocalObjectStore(settings.local_objects_path)
 
 

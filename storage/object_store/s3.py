@@ -213,7 +213,13 @@ class S3ObjectStore:
                 raise EncryptionRefused(f"{self.description} did not apply {what}: {missing}")
             if self._ssec is not None and self._readable_without_key(key):
                 raise EncryptionRefused(f"{self.description} returns an SSE-C object without its key")
-            if self.fetch(key)[0] != body:
+            try:
+                read = self.fetch(key)[0]
+            except ObjectNotFound:
+                raise
+            except ObjectStoreError as exc:
+                raise EncryptionRefused(f"{self.description} cannot read back what it wrote under {what}: {exc}") from exc
+            if read != body:
                 raise EncryptionRefused(f"{self.description} returned other bytes than written under {what}")
         except S3Error as exc:
             if exc.code in _BUSY or (not placed and exc.code == "AccessDenied"):  # busy, or not our credentials

@@ -25,7 +25,8 @@ def test_sse_c_gateway_stores_and_serves_objects_only_it_can_read(start_gateway,
     assert storescu(gateway.dicom_port, write_files(series, tmp_path / "ct")).returncode == 0
     gateway.wait_idle()
     status, health = gateway.get("/health")
-    assert "SSE-C applied by the server (probed)" in str(health)
+    assert health["object_store"]["encryption"] == "SSE-C applied by the server (probed)"
+    assert "412" in health["object_store"]["conformance"]  # the create-only probe went with the key too
 
     study = series[0].StudyInstanceUID
     status, body = gateway.get(f"/dicom-web/studies/{study}", {"Accept": 'multipart/related; type="application/dicom"'})
@@ -59,3 +60,8 @@ def test_a_key_file_others_may_read_stops_the_start(s3_server, tmp_path: Path) -
     key_file.chmod(0o644)
     env = {**s3_env(s3_server, "unused"), "PACSGW_S3_SSE": "sse-c", "PACSGW_S3_SSE_CUSTOMER_KEY_FILE": str(key_file)}
     assert "chmod 600" in _refused_start(tmp_path, env)
+
+
+def test_encryption_asked_of_the_local_store_stops_the_start(tmp_path: Path) -> None:
+    message = _refused_start(tmp_path, {"PACSGW_S3_SSE": "sse-s3"})
+    assert "storage.backend is 'local'" in message and "encrypted volume" in message
