@@ -126,7 +126,10 @@ def test_sse_s3_is_applied_when_the_server_has_its_key(s3_server_with_kek: S3Ser
 @pytest.mark.parametrize("encryption", [S3Encryption("sse-s3"), S3Encryption("sse-kms", kms_key_id="pacs")])
 def test_encryption_the_server_cannot_apply_stores_nothing(s3_server: S3Server, encryption: S3Encryption) -> None:
     """This SeaweedFS has no SSE-S3 key and no KMS: it refuses such writes, and the gateway files nothing."""
-    store = _store(s3_server, encryption)
+    fresh = _store(s3_server, encryption)  # never probed: its first write probes, and is refused
+    with pytest.raises(EncryptionRefused):
+        fresh.put("d.dcm", b"must not be stored in clear")
+    store = _store(s3_server, encryption, fresh.bucket)
     with pytest.raises(EncryptionRefused, match="refused a write with SSE-"):
         store.probe_encryption()
     assert store.report()["encryption"].startswith("refused")
