@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -21,6 +22,8 @@ from gateway.dimse.find import FindService
 from gateway.dimse.mpps import MppsService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
+from gateway.dimse.tls_accept import AeBinding
+from gateway.dimse.tls_scu import OutboundTls
 from gateway.dimse.worklist import WorklistService
 from gateway.emr.hl7.handler import Hl7Handler
 from gateway.emr.hl7.listener import SITE_LEASE, Hl7Listener
@@ -222,6 +225,7 @@ class Gateway:
             allowed_aets=settings.dicom.query_aets,
             destinations=settings.dicom.destinations(),
             max_instances=settings.dicom.max_retrieve_instances,
+            tls=OutboundTls(settings.dicom_tls.tls_destinations()),
         )
         worklist = WorklistService(
             self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
@@ -235,9 +239,22 @@ class Gateway:
         )
         self.dicom = DicomServer(
             settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps,
-            trusted=settings.network.trusted_proxies,
+            trusted=settings.network.trusted_proxies, **self._dicom_tls(),
         )
         self.dicom.reuse_port = role.name == "worker"  # the workers share the DICOM port
+
+    def _dicom_tls(self) -> dict[str, Any]:
+        """The DICOM TLS port's part of the DICOM server (``dicom_tls``); its context is reloaded on SIGHUP."""
+        tls = self.settings.dicom_tls
+        if not tls.enabled:
+            return {}
+        context = ReloadableServerContext(
+            tls.certificate_file, tls.private_key_file, client_ca_file=tls.client_ca_file,
+            require_client_cert=tls.require_client_certificate, what="DICOM TLS SCP",
+        )  # fmt: skip
+        self.tls_contexts.append(context)
+        return {"plain": tls.plain, "tls_port": tls.port, "tls_context": context.context,
+                "ae_binding": AeBinding(tls.ae_binding())}  # fmt: skip
 
     def backlog(self) -> tuple[int, int]:
         """Instances and bytes acknowledged and not yet stored: in this process's spool and the left-over ones it files."""

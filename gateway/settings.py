@@ -215,6 +215,7 @@ def _validate(settings: Settings) -> None:
     if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
         raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
     _validate_dicom(settings.dicom)
+    settings.dicom_tls.validate(settings.dicom.port)
     if not settings.http.share_max_hours > 0:
         raise SettingsError("http.share_max_hours must be positive")
     if settings.http.max_rendered_instances < 1:
