@@ -11,7 +11,8 @@ access tokens are opaque. This peer serves what it lacks, over real HTTP on a fr
 - ``POST /rotate`` publishes new keys (new kids) in place of the old;
 - ``GET /stats`` counts the JWKS fetches, to see a verifier's cache and its rate limit.
 
-Run: ``python -m tests.peers.jwt_issuer PORT``.
+Run: ``python -m tests.peers.jwt_issuer PORT [CERT KEY]`` (with a certificate and key: over HTTPS, as
+``https://localhost:PORT``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
 import sys
 import threading
 import uuid
@@ -118,8 +120,14 @@ def _handler(issuer: Issuer) -> type[BaseHTTPRequestHandler]:
 
 def main() -> None:
     port = int(sys.argv[1])
-    issuer = Issuer(f"http://127.0.0.1:{port}")
-    ThreadingHTTPServer(("127.0.0.1", port), _handler(issuer)).serve_forever()
+    tls = len(sys.argv) == 4
+    issuer = Issuer(f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}")
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(issuer))
+    if tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from .ports import free_port
-from .process import stop_group, wait_http_ready
+from .process import log_tail, stop_group, wait_http_ready
+
+
+def _reachable(url: str, context: ssl.SSLContext | None) -> bool:
+    try:
+        return _call(url, context=context)[0] == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 _START_TIMEOUT = 30.0
 _REPO = Path(__file__).resolve().parents[2]
@@ -39,14 +48,14 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 def _call(url: str, body: Any = None, *, method: str | None = None, form: bool = False,
-          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+          headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
     data, sent = None, dict(headers or {})
     if body is not None:
         data = urllib.parse.urlencode(body).encode() if form else json.dumps(body).encode()
         sent["Content-Type"] = "application/x-www-form-urlencoded" if form else "application/json"
     request = urllib.request.Request(url, data=data, headers=sent, method=method)
     try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=10) as response:
+        with urllib.request.build_opener(_NoRedirect, urllib.request.HTTPSHandler(context=context)).open(request, timeout=10) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as err:
         return err.code, dict(err.headers), err.read()
@@ -102,33 +111,40 @@ def run_provider_mock(tmp: Path) -> Iterator[ProviderMock]:
 class JwtIssuer:
     base_url: str  # also its issuer
     proc: subprocess.Popen[bytes]
+    context: ssl.SSLContext | None = None  # over HTTPS: trusting its CA
 
     def mint(self, claims: dict[str, Any], alg: str = "RS256", key: str = "current") -> str:
-        status, _, body = _call(self.base_url + "/mint", {"claims": claims, "alg": alg, "key": key})
+        status, _, body = _call(self.base_url + "/mint", {"claims": claims, "alg": alg, "key": key}, context=self.context)
         assert status == 200, body
         return json.loads(body)["token"]
 
     def rotate(self) -> None:
-        assert _call(self.base_url + "/rotate", {})[0] == 200
+        assert _call(self.base_url + "/rotate", {}, context=self.context)[0] == 200
 
     def jwks_fetches(self) -> int:
-        return json.loads(_call(self.base_url + "/stats")[2])["jwks_fetches"]
+        return json.loads(_call(self.base_url + "/stats", context=self.context)[2])["jwks_fetches"]
 
     def stop(self) -> None:
         stop_group(self.proc)
 
 
 @contextmanager
-def run_jwt_issuer(tmp: Path) -> Iterator[JwtIssuer]:
+def run_jwt_issuer(tmp: Path, tls: tuple[str, str, str] | None = None) -> Iterator[JwtIssuer]:
+    """The issuer on a free port; with ``tls`` (CA file, certificate, key) over HTTPS as ``https://localhost:PORT``."""
     port = free_port()
     log = tmp / "jwt-issuer.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tests.peers.jwt_issuer", str(port)], stdout=out,
+        proc = subprocess.Popen([sys.executable, "-m", "tests.peers.jwt_issuer", str(port), *(tls[1:] if tls else ())], stdout=out,
                                 stderr=subprocess.STDOUT, cwd=_REPO, env={**os.environ, "PYTHONPATH": str(_REPO)},
                                 start_new_session=True)  # fmt: skip
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_http_ready(proc, base + "/stats", log, _START_TIMEOUT, "jwt issuer")
-        yield JwtIssuer(base, proc)
+        context = ssl.create_default_context(cafile=tls[0]) if tls else None
+        base = f"https://localhost:{port}" if tls else f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + _START_TIMEOUT
+        while _reachable(base + "/stats", context) is False:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"jwt issuer did not start\n{log_tail(log)}")
+            time.sleep(0.05)
+        yield JwtIssuer(base, proc, context)
     finally:
         stop_group(proc)

@@ -149,6 +149,21 @@ def test_an_sso_user_never_takes_a_local_accounts_name(sso) -> None:
     assert gw.get("/auth/me", _bearer(local_token), auth=False)[1]["role"] == "auditor"
 
 
+def test_an_sso_account_disabled_at_the_gateway_is_shut_out(sso) -> None:
+    gw, issuer, _ = sso
+    first = _claims(issuer.base_url, sub="to-disable", preferred_username="dr.off")
+    assert gw.get("/auth/me", _bearer(issuer.mint(first)), auth=False)[0] == 200
+    index = gw.open_index()
+    try:
+        with index.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE users SET disabled = 1 WHERE username = 'dr.off'")
+    finally:
+        index.close()
+    renamed = {**first, "name": "Another name"}  # new claims: the account is looked at again at once
+    status, body = gw.get("/auth/me", _bearer(issuer.mint(renamed)), auth=False)
+    assert status == 401 and "disabled" in body["error"]
+
+
 def test_key_rotation_is_followed_and_unknown_keys_cannot_hammer_the_provider(sso) -> None:
     gw, issuer, _ = sso
     base = issuer.base_url
@@ -205,3 +220,18 @@ def test_oidc_provider_mocks_own_id_token_reads_dicomweb(tmp_path: Path, start_g
         assert me["username"] == "dr.mock" and me["role"] == "radiologist"
         tampered = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
         assert gw.get("/auth/me", _bearer(tampered), auth=False)[0] == 401
+
+
+def test_the_provider_over_https_is_trusted_through_its_ca_file_only(tmp_path: Path, start_gateway) -> None:
+    from gateway.tls_certs import write_trial_set
+
+    ca, server = write_trial_set(tmp_path / "tls", ["localhost", "127.0.0.1"])
+    with run_jwt_issuer(tmp_path, (str(ca.cert_file), str(server.cert_file), str(server.key_file))) as issuer:
+        assert issuer.base_url.startswith("https://")
+        token = issuer.mint(_claims(issuer.base_url, sub="over-tls"), "ES256")
+        trusting = start_gateway(_env(issuer.base_url, PACSGW_OIDC_CA_FILE=str(ca.cert_file)), name="trusting")
+        assert trusting.get("/auth/me", _bearer(token), auth=False)[0] == 200
+        untrusting = start_gateway(_env(issuer.base_url), name="untrusting")  # the system's CAs do not know this one
+        status, body = untrusting.get("/auth/me", _bearer(token), auth=False)
+        assert status == 401 and "cannot be reached" in body["error"]
+        assert "identity provider keys not refreshed (503" in untrusting.log_tail(400)
