@@ -82,6 +82,20 @@ class OidcSettings:
     )
     timeout_seconds: float = opt(5.0, "Seconds to wait for the provider (discovery, keys, code exchange).")
 
+    def validate(self) -> None:
+        """Raises SettingsError when single sign-on is configured but cannot work as set."""
+        if not self.issuer:
+            return
+        if not self.issuer.startswith(("https://", "http://")):
+            raise SettingsError("oidc.issuer must be an https:// (or, on a test bench, http://) URL")
+        if not (self.audience or self.client_id):
+            raise SettingsError("oidc.audience or oidc.client_id must be set: a token's aud is checked against it")
+        if self.leeway_seconds < 0 or self.jwks_cache_seconds < 0 or self.jwks_min_refetch_seconds < 0:
+            raise SettingsError("oidc.leeway_seconds, oidc.jwks_cache_seconds and oidc.jwks_min_refetch_seconds must not be negative")
+        if not self.timeout_seconds > 0:
+            raise SettingsError("oidc.timeout_seconds must be positive")
+        self.role_table()
+
     def role_table(self) -> dict[str, str]:
         """``role_map`` as provider role -> gateway role; raises SettingsError on a malformed entry."""
         gateway_roles = ("admin", "radiologist", "referring", "auditor")
