@@ -62,10 +62,16 @@ class ProviderKeys:
         self._fetched = -float("inf")  # time.monotonic() of the last good fetch
         self._tried = -float("inf")  # of the last fetch tried
         self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None  # a stale set fetched again beside the requests
+        self.failing = False  # the last fetch tried failed
+        self.last_error = ""
         self._session: aiohttp.ClientSession | None = None
         self._ssl: ssl.SSLContext | None = None
 
     async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            await asyncio.gather(self._refresh, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -119,25 +125,42 @@ class ProviderKeys:
     async def key(self, kid: str) -> SigningKey | None:
         """The signing key ``kid`` (``""``: a token naming none, taken when the set has one key only).
 
-        Fetches the set when it is stale, or when it lacks ``kid`` and the last fetch is older than
-        ``jwks_min_refetch_seconds``. When the provider cannot be reached, a key of the last set still serves."""
+        A key of a stale set still serves at once while the set is fetched again in the background; a key the set
+        lacks makes this request wait for a fetch, unless the last was tried under ``jwks_min_refetch_seconds``
+        ago. When the provider cannot be reached, the keys of the last set go on serving."""
         found = self.cached(kid)
         if found is not None:
             return found
+        if kid in self._keys:  # stale: served, and refreshed beside the request
+            if self._refresh is None and self._may_fetch():
+                self._refresh = asyncio.create_task(self._refresh_beside())
+            return self._keys[kid]
         async with self._lock:
-            now = time.monotonic()
-            stale = now - self._fetched > self.settings.jwks_cache_seconds
-            if (stale or kid not in self._keys) and now - self._tried >= self.settings.jwks_min_refetch_seconds:
-                self._tried = now
-                try:
-                    await self._fetch()
-                except ProviderUnreachable as exc:
-                    log.error("identity provider keys not refreshed (503 for the tokens needing them): %s", exc)
-                    if kid not in self._keys:
-                        raise
-            elif self._fetched == -float("inf"):
-                raise ProviderUnreachable("the identity provider's keys could not be fetched yet")
+            if kid not in self._keys and self._may_fetch():
+                await self._fetch_logged()
+            if kid not in self._keys and (self.failing or self._fetched == -float("inf")):
+                raise ProviderUnreachable(self.last_error or "the identity provider's keys could not be fetched yet")
         return self._keys.get(kid)
+
+    def _may_fetch(self) -> bool:
+        return time.monotonic() - self._tried >= self.settings.jwks_min_refetch_seconds
+
+    async def _fetch_logged(self) -> None:
+        """Fetch the set; a failure is logged and leaves the last set in place."""
+        self._tried = time.monotonic()
+        try:
+            await self._fetch()
+        except ProviderUnreachable as exc:
+            self.failing, self.last_error = True, str(exc)
+            log.error("identity provider keys not refreshed (503 for the tokens needing them): %s", exc)
+        else:
+            self.failing, self.last_error = False, ""
+
+    async def _refresh_beside(self) -> None:
+        try:
+            await self._fetch_logged()
+        finally:
+            self._refresh = None
 
     async def _fetch(self) -> None:
         metadata = await self.endpoints()

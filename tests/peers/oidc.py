@@ -34,7 +34,7 @@ from .process import log_tail, stop_group, wait_http_ready
 
 def _reachable(url: str, context: ssl.SSLContext | None) -> bool:
     try:
-        return _call(url, context=context)[0] == 200
+        return http_call(url, context=context)[0] == 200
     except (urllib.error.URLError, OSError):
         return False
 
@@ -47,8 +47,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _call(url: str, body: Any = None, *, method: str | None = None, form: bool = False,
-          headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def http_call(url: str, body: Any = None, *, method: str | None = None, form: bool = False,
+              headers: dict[str, str] | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+    """One request, redirects not followed: the status, headers and body (a dict body as JSON, or as a form)."""
     data, sent = None, dict(headers or {})
     if body is not None:
         data = urllib.parse.urlencode(body).encode() if form else json.dumps(body).encode()
@@ -67,25 +68,25 @@ class ProviderMock:
     proc: subprocess.Popen[bytes]
 
     def register_client(self, redirect_uris: list[str]) -> tuple[str, str]:
-        status, _, body = _call(self.base_url + "/oauth2/clients", {"redirect_uris": redirect_uris})
+        status, _, body = http_call(self.base_url + "/oauth2/clients", {"redirect_uris": redirect_uris})
         assert status == 201, body
         answer = json.loads(body)
         return answer["client_id"], answer["client_secret"]
 
     def set_user(self, sub: str, claims: dict[str, Any]) -> None:
-        status, _, body = _call(f"{self.base_url}/users/{urllib.parse.quote(sub, safe='')}", claims, method="PUT")
+        status, _, body = http_call(f"{self.base_url}/users/{urllib.parse.quote(sub, safe='')}", claims, method="PUT")
         assert status == 204, body
 
     def id_token(self, client_id: str, secret: str, redirect_uri: str, sub: str) -> str:
         """An ID token for ``sub``, by the authorization code flow driven over HTTP as a browser and a client would."""
         query = urllib.parse.urlencode({"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri,
                                         "scope": "openid profile", "nonce": "n-0", "state": "s-0"})  # fmt: skip
-        status, headers, body = _call(f"{self.base_url}/oauth2/authorize?{query}", {"sub": sub}, form=True)
+        status, headers, body = http_call(f"{self.base_url}/oauth2/authorize?{query}", {"sub": sub}, form=True)
         assert status == 302, body
         code = urllib.parse.parse_qs(urllib.parse.urlparse(headers["Location"]).query)["code"][0]
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
-        status, _, body = _call(self.base_url + "/oauth2/token", form, form=True, headers={"Authorization": f"Basic {basic}"})
+        status, _, body = http_call(self.base_url + "/oauth2/token", form, form=True, headers={"Authorization": f"Basic {basic}"})
         assert status == 200, body
         return json.loads(body)["id_token"]
 
@@ -114,15 +115,15 @@ class JwtIssuer:
     context: ssl.SSLContext | None = None  # over HTTPS: trusting its CA
 
     def mint(self, claims: dict[str, Any], alg: str = "RS256", key: str = "current") -> str:
-        status, _, body = _call(self.base_url + "/mint", {"claims": claims, "alg": alg, "key": key}, context=self.context)
+        status, _, body = http_call(self.base_url + "/mint", {"claims": claims, "alg": alg, "key": key}, context=self.context)
         assert status == 200, body
         return json.loads(body)["token"]
 
     def rotate(self) -> None:
-        assert _call(self.base_url + "/rotate", {}, context=self.context)[0] == 200
+        assert http_call(self.base_url + "/rotate", {}, context=self.context)[0] == 200
 
     def jwks_fetches(self) -> int:
-        return json.loads(_call(self.base_url + "/stats", context=self.context)[2])["jwks_fetches"]
+        return json.loads(http_call(self.base_url + "/stats", context=self.context)[2])["jwks_fetches"]
 
     def stop(self) -> None:
         stop_group(self.proc)

@@ -64,10 +64,10 @@ def test_a_providers_token_reads_dicomweb_and_its_sign_in_is_audited(sso, alg: s
     assert status == 200 and len(found) == 2
     status, me = gw.get("/auth/me", _bearer(token), auth=False)
     assert status == 200 and me == {"username": f"dr.{alg.lower()}", "role": "radiologist", "display_name": "Trần Văn Sơn"}
-    events = gw.audit_events(lambda es: any(e["action"] == "sso-login" and e["username"] == f"dr.{alg.lower()}" for e in es))
-    sign_ins = [e for e in events if e["action"] == "sso-login" and e["username"] == f"dr.{alg.lower()}"]
+    name = f"dr.{alg.lower()}"
+    events = gw.audit_events(lambda es: {"sso-login", "query"} <= {e["action"] for e in es if e["username"] == name})
+    sign_ins = [e for e in events if e["action"] == "sso-login" and e["username"] == name]
     assert len(sign_ins) == 1 and sign_ins[0]["outcome"] == 200 and sign_ins[0]["role"] == "radiologist"
-    assert any(e["action"] == "query" and e["username"] == f"dr.{alg.lower()}" for e in events)
 
 
 def _bad_tokens(issuer: JwtIssuer) -> dict[str, tuple[str, str]]:
@@ -235,3 +235,27 @@ def test_the_provider_over_https_is_trusted_through_its_ca_file_only(tmp_path: P
         status, body = untrusting.get("/auth/me", _bearer(token), auth=False)
         assert status == 401 and "cannot be reached" in body["error"]
         assert "identity provider keys not refreshed (503" in untrusting.log_tail(400)
+
+
+def test_a_callback_without_this_browsers_state_signs_no_one_in(tmp_path: Path, start_gateway) -> None:
+    import urllib.parse
+
+    from tests.peers.oidc import http_call
+
+    with run_provider_mock(tmp_path) as provider:
+        gw = start_gateway(_env(provider.base_url, PACSGW_OIDC_CLIENT_ID="viewer-client"))
+        status, headers, _ = http_call(gw.base_url + "/auth/oidc/login")
+        assert status == 302 and headers["Location"].startswith(provider.base_url + "/oauth2/authorize?")
+        cookie = headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "Path=/auth/oidc" in cookie and "SameSite=Lax" in cookie
+        state = urllib.parse.parse_qs(urllib.parse.urlparse(headers["Location"]).query)["state"][0]
+
+        forged = urllib.parse.urlencode({"code": "stolen-code", "state": state})  # the state, but not the browser's cookie
+        status, headers, _ = http_call(f"{gw.base_url}/auth/oidc/callback?{forged}")
+        assert status == 302 and headers["Location"] == "/viewer/#sso-failed" and "Set-Cookie" not in headers
+        other_flow = {"Cookie": "pacsgw_oidc=another-state.n.v"}
+        status, headers, _ = http_call(f"{gw.base_url}/auth/oidc/callback?{forged}", headers=other_flow)
+        assert status == 302 and headers["Location"] == "/viewer/#sso-failed"
+        assert http_call(gw.base_url + "/auth/oidc/session", {}, method="POST")[0] == 404
+        events = gw.audit_events(lambda es: sum(e["action"] == "sso-login" and e["outcome"] == 400 for e in es) >= 2)
+        assert all("stolen-code" not in e["target"] for e in events)
