@@ -162,7 +162,10 @@ class OidcTokens:
     async def user(self, token: str, request: web.Request | None) -> User:
         """The user of an access token; raises SsoRefused (401, 403), recorded as a refused ``sso-login``."""
         try:
-            identity = self.identity(await self.verify(token, audience=self.audience))
+            claims = await self.verify(token, audience=self.audience)
+            if claims.get("typ") == "ID":  # Keycloak marks its ID tokens so: they prove a sign-in to the client, no more
+                raise SsoRefused("an ID token is not an access token")
+            identity = self.identity(claims)
             user = await self.account(identity)
             if user is None:
                 raise SsoRefused("this single sign-on account is disabled at the gateway")

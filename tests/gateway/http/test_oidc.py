@@ -86,6 +86,7 @@ def _bad_tokens(issuer: JwtIssuer) -> dict[str, tuple[str, str]]:
         "tampered signature": (f"{head}.{payload}.{flipped}", "signature"),
         "a key never published": (issuer.mint(_claims(base), key="unpublished"), "does not publish"),
         "no exp": (issuer.mint(_claims(base, exp=None)), "no exp claim"),
+        "a Keycloak ID token": (issuer.mint(_claims(base, typ="ID")), "not an access token"),
     }
 
 
@@ -94,7 +95,7 @@ def test_bad_tokens_get_401_with_the_reason_and_are_audited(sso) -> None:
     for case, (token, words) in _bad_tokens(issuer).items():
         status, body = gw.get("/dicom-web/studies", _bearer(token), auth=False)
         assert status == 401 and words in body["error"], (case, status, body)
-    events = gw.audit_events(lambda es: sum(e["action"] == "sso-login" and e["outcome"] == 401 for e in es) >= 9)
+    events = gw.audit_events(lambda es: sum(e["action"] == "sso-login" and e["outcome"] == 401 for e in es) >= 10)
     assert all(e["username"] == "" for e in events if e["action"] == "sso-login" and e["outcome"] == 401)
 
 
