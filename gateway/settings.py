@@ -224,6 +224,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+    settings.oidc.validate()
     _validate_networks("dicom.allowed_peers", settings.dicom.allowed_peers)
     _validate_networks("network.trusted_proxies", settings.network.trusted_proxies)
     _validate_serve(settings)
