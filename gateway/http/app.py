@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import access, emr_routes, login, receiving
+from gateway.http import access, emr_routes, login, login_totp, receiving
 from gateway.http.access import Permission, route
 from gateway.http.errors import error_middleware
 from gateway.http.tokens import Tokens
@@ -39,6 +39,7 @@ from gateway.query.qido import QidoService
 from gateway.query.service import QueryService
 from gateway.reporting.service import ReportingService
 from gateway.settings import Settings
+from gateway.totp import SecondFactor
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
@@ -87,6 +88,9 @@ def create_http_app(
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
     app[login.THROTTLE] = LoginThrottle(index.engine)
+    app[login_totp.SECOND_FACTOR] = login_totp.SecondFactorLogin(
+        SecondFactor(index.engine, secret=settings.deid_secret(), issuer=settings.login.totp_issuer), settings.login.trusted_networks
+    )
     app[SHARES] = ShareStore(index.engine)
     watch = CommitWatch(index.engine)
     app[TOKENS] = Tokens(accounts, app[SHARES], watch)
