@@ -32,6 +32,9 @@ def test_an_administrator_enrols_by_qr_code_then_logs_in_with_the_apps_code(arch
 
     gateway, _series = archive
     gateway.add_user(ADMIN, "admin", password=PASSWORD)
+    log_in(page, gateway.base_url, ADMIN, "not the password at all")
+    expect(page.locator("#login .error")).to_have_text("Sai tên đăng nhập hoặc mật khẩu")  # no second step shown
+    assert page.locator("#second-factor").count() == 0
     log_in(page, gateway.base_url, ADMIN)
     qr = page.locator("#totp-qr")
     expect(qr).to_have_js_property("complete", True)
