@@ -119,3 +119,15 @@ def test_a_reset_forgets_secret_and_recovery_codes(index: IndexDatabase, admin: 
     assert factor.check(admin, recovery_code=codes[0], now=NOW).verdict is Verdict.WRONG_CODE  # enrolling again
     fresh = factor.check(admin, now=NOW)
     assert fresh.verdict is Verdict.ENROL and fresh.enrolment is not None and fresh.enrolment.secret != totp.secret
+
+
+def test_login_settings_are_checked_at_start() -> None:
+    from gateway.settings import SettingsError, load_settings
+
+    assert load_settings(environ={"PACSGW_LOGIN_TRUSTED_NETWORKS": "10.0.0.0/8, 192.168.1.7"}).login.trusted_networks == [
+        "10.0.0.0/8", "192.168.1.7",
+    ]  # fmt: skip
+    with pytest.raises(SettingsError, match="login.trusted_networks: '10.0.0.0/33'"):
+        load_settings(environ={"PACSGW_LOGIN_TRUSTED_NETWORKS": "10.0.0.0/33"})
+    with pytest.raises(SettingsError, match="login.totp_issuer"):
+        load_settings(environ={"PACSGW_LOGIN_TOTP_ISSUER": " "})
