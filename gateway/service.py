@@ -45,6 +45,7 @@ from storage.object_store.base import ObjectStore, ObjectStoreError
 from storage.object_store.cache import CachedObjectStore
 from storage.object_store.local import LocalObjectStore
 from storage.object_store.s3 import S3ObjectStore
+from storage.object_store.s3_sse import EncryptionRefused
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +64,16 @@ def open_object_store(settings: Settings) -> ObjectStore:
             read_timeout=s3.read_timeout,
             max_connections=max(16, settings.spool.upload_concurrency * 2),
             require_create_only=settings.storage.require_create_only,
+            encryption=s3.encryption(),
+            ssl_context=s3.tls_context(),
         )
         try:
             store.ensure_bucket()
+            store.probe_encryption()
+        except EncryptionRefused as exc:
+            raise SettingsError(f"s3.sse = {s3.sse!r}: {exc}") from None
         except ObjectStoreError as exc:
-            # Receiving goes on into the spool; the worker stores once S3 answers.
+            # Receiving goes on into the spool; the worker stores once S3 answers (and has shown it encrypts).
             log.warning("object store not reachable at start-up (%s); instances will wait in the spool", exc)
         else:
             try:  # logged and kept for /health; probed again at the first write if this fails
@@ -83,6 +89,11 @@ def open_object_store(settings: Settings) -> ObjectStore:
         if settings.storage.read_cache_bytes > 0:
             return CachedObjectStore(store, settings.storage.read_cache_bytes)
         return store
+    if settings.s3.sse != "none":
+        raise SettingsError(
+            f"s3.sse = {settings.s3.sse!r} but storage.backend is 'local': the local store is not encrypted by the "
+            "gateway (put data_dir on an encrypted volume)"
+        )
     return LocalObjectStore(settings.local_objects_path)
 
 
