@@ -271,3 +271,38 @@ def test_forwarded_headers_count_only_from_a_trusted_proxy(tmp_path: Path) -> No
         assert "10.9.9.9" not in sources and "127.0.0.1" in sources  # the forged X-Forwarded-For was not taken
     finally:
         gw.kill()
+
+
+def test_sign_in_cookies_are_secure_and_its_redirect_honest_over_https_only(tmp_path: Path) -> None:
+    """The identity provider's sign-in: its cookies Secure, and its redirect URI, follow the same rule as URLs."""
+    from urllib.parse import parse_qs, urlsplit
+
+    from tests.peers.oidc import http_call, run_provider_mock
+
+    def sign_in(gw: GatewayProcess, source: str, headers: dict[str, str]) -> tuple[str, str]:
+        if gw.tls:
+            status, sent, _ = http_call(gw.base_url + "/auth/oidc/login", headers=headers, context=gw.ssl_context())
+        else:
+            status, sent, _ = _send_from(gw, source, "GET", "/auth/oidc/login", b"", headers)
+        assert status == 302, sent
+        return sent["Set-Cookie"], parse_qs(urlsplit(sent["Location"]).query)["redirect_uri"][0]
+
+    with run_provider_mock(tmp_path) as provider:
+        sso = {"PACSGW_OIDC_ISSUER": provider.base_url, "PACSGW_OIDC_AUDIENCE": "pacs", "PACSGW_OIDC_CLIENT_ID": "viewer"}
+        behind = GatewayProcess(tmp_path / "plain", {**sso, "PACSGW_HTTP_PUBLIC_URL": "", "PACSGW_NETWORK_TRUSTED_PROXIES": "127.0.0.2"})
+        behind.start()
+        try:
+            forged = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+            cookie, redirect = sign_in(behind, "127.0.0.1", forged)
+            assert "Secure" not in cookie and redirect == f"http://127.0.0.1:{behind.http_port}/auth/oidc/callback"
+            cookie, redirect = sign_in(behind, "127.0.0.2", {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pacs.example.vn"})
+            assert "Secure" in cookie and redirect == "https://pacs.example.vn/auth/oidc/callback"
+        finally:
+            behind.kill()
+        own = GatewayProcess(tmp_path / "https", sso, https=True)
+        own.start()
+        try:
+            cookie, redirect = sign_in(own, "127.0.0.1", {})
+            assert "Secure" in cookie and redirect == f"{own.base_url}/auth/oidc/callback"
+        finally:
+            own.kill()
