@@ -547,7 +547,7 @@ def test_scripts_run_sets_up_and_serves(tmp_path: Path) -> None:
         log = (tmp_path / "run.log").read_text()
         assert "TRIAL certificate" in log and f"curl --cacert {tmp_path / 'data' / 'tls' / 'ca.pem'}" in log
         # The README's check after it, from beside that data dir, as typed (the port moved).
-        [check] = [line for line in _sh_block_after("trust that CA to reach it") if line.strip()]
+        [check] = [line for line in _sh_block_after("says so in the log; trust that CA") if line.strip()]
         assert check == "curl --cacert data/tls/ca.pem https://localhost:8042/health"
         shown = subprocess.run(
             ["/bin/sh", "-c", check.replace("8042", str(http_port))], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
