@@ -179,6 +179,8 @@ class Gateway:
         )
         if self.hl7 is not None:
             self.cluster.want(SITE_LEASE, self.hl7.start, self.hl7.stop_accepting)
+            if self.hl7.tls is not None:
+                self.tls_contexts.append(self.hl7.tls)
         self.emr = EmrLink(settings, self.index, self.vault, self.metrics, self.cluster) if role.links else None
         if not role.receives:
             return
