@@ -51,7 +51,7 @@ class OruDestination:
         message = build_oru_r01(payload, application=s.application, facility=s.facility, control_id=f"PGW{item.pk}")
         try:
             await send_message(s.outbound_host, s.outbound_port, message, s.outbound_timeout_seconds,
-                               tls=self.tls, server_name=s.outbound_server_name)  # fmt: skip
+                               tls=self.tls, server_name=s.outbound_server_name if self.tls else "")  # fmt: skip
         except Hl7DeliveryError as exc:  # its reason holds no patient data
             raise DeliveryError(f"hl7: ORU^R01 not accepted: {exc.reason}", unavailable=exc.unavailable) from None
 

@@ -119,6 +119,10 @@ class TlsMllpServer:
         except asyncio.CancelledError:
             sock.close()
             raise
+        except ConnectionAbortedError:  # asyncio's handshake timeout: a stalled or hostile peer
+            sock.close()
+            self.handshake_failed.inc()
+            log.warning("HL7 TLS handshake with %s failed (none within %g s); connection closed", address, HANDSHAKE_SECONDS)
         except (ConnectionError, asyncio.IncompleteReadError):  # a port probe or health check: connected, closed
             sock.close()
             log.debug("HL7 TLS connection from %s closed before its handshake ended", address)

@@ -120,6 +120,17 @@ def test_without_the_right_client_certificate_or_tls_it_is_refused_and_the_liste
     assert float(count) >= 3
 
 
+def test_a_peer_that_never_shakes_hands_is_cut_off(supervised: GatewayProcess) -> None:
+    with socket.create_connection(("127.0.0.1", supervised.hl7_port), timeout=30) as silent:
+        started = time.monotonic()
+        assert silent.recv(1) == b""  # closed by the gateway, not by us
+    assert 9 < time.monotonic() - started < 20
+    deadline = time.monotonic() + 5
+    while "HL7 TLS handshake with 127.0.0.1 failed (none within 10 s)" not in supervised.log_path.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
 def test_sslyze_sees_bcp195_only_on_the_mllp_port(supervised: GatewayProcess, pki: Pki) -> None:
     found = scan(supervised.hl7_port, ca_file=pki.ca.cert_file, client_cert=pki.emr.cert_file, client_key=pki.emr.key_file)
     found.assert_bcp195()
