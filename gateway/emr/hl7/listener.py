@@ -117,7 +117,7 @@ class Hl7Listener:
     async def start(self) -> None:
         if self.tls is not None:
             self._server = TlsMllpServer.listen(
-                self.settings.host, self.settings.port, self.tls.context, self._serve, trusted=self.trusted,
+                self.settings.host, self.settings.port, self.tls.context, self._serve, admits=self.admits, trusted=self.trusted,
                 limit=MAX_MESSAGE_BYTES, encoding=self.settings.encoding, refused=self.metrics.proxy_headers_refused,
                 handshake_failed=self.metrics.hl7_tls_failed,
             )  # fmt: skip
@@ -169,11 +169,19 @@ class Hl7Listener:
             return " over TLS (client certificate required)"
         return " over TLS" + (" (client certificate optional)" if self.tls.client_ca_file else "")
 
+    def admits(self, peer: str) -> bool:
+        """Whether ``peer`` may send (hl7.allowed_peers); a refusal is logged and counted."""
+        if self.peers.allows(peer):
+            return True
+        log.warning("HL7 connection from %s refused: address not allowed (hl7.allowed_peers)", peer)
+        self.metrics.hl7_refused.inc()
+        return False
+
     async def _serve(
         self, reader: HL7StreamReader, writer: HL7StreamWriter, client: str | None = None,
         tls: ssl.SSLObject | None = None,
     ) -> None:  # fmt: skip
-        """One connection; ``client`` (over TLS) is known already, from the socket or its PROXY header."""
+        """One connection; ``client`` (over TLS): known and admitted already, from the socket or its PROXY header."""
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
@@ -188,9 +196,7 @@ class Hl7Listener:
             self._connections.discard(task)
             writer.close()
             return
-        if not self.peers.allows(peer):
-            log.warning("HL7 connection from %s refused: address not allowed (hl7.allowed_peers)", peer)
-            self.metrics.hl7_refused.inc()
+        if client is None and not self.admits(peer):  # over TLS, admitted before the handshake
             self._connections.discard(task)
             writer.close()
             return

@@ -57,12 +57,13 @@ class TlsMllpServer:
     """A listening socket for MLLP over TLS with an ``asyncio.Server``-like face (``sockets``, ``close``)."""
 
     def __init__(
-        self, sock: socket.socket, context: ssl.SSLContext, serve: Serve, *, trusted: PeerAllowList, limit: int,
-        encoding: str, refused: object, handshake_failed: Any,
+        self, sock: socket.socket, context: ssl.SSLContext, serve: Serve, *, admits: Callable[[str], bool],
+        trusted: PeerAllowList, limit: int, encoding: str, refused: object, handshake_failed: Any,
     ) -> None:  # fmt: skip
         self.sockets = [sock]
         self.context = context
         self.serve = serve
+        self.admits = admits  # hl7.allowed_peers, checked before the handshake: a stranger costs no TLS work
         self.trusted = trusted
         self.limit = limit
         self.encoding = encoding
@@ -109,7 +110,7 @@ class TlsMllpServer:
             # A PROXY header (from a trusted proxy only) first, in clear, byte-exact; then the TLS handshake.
             reader = cast(asyncio.StreamReader, _SocketReader(loop, sock))  # read_header needs readexactly only
             peer = await connection_client(reader, address, self.trusted, protocol="hl7", refused=self.refused)
-            if peer is None:
+            if peer is None or not self.admits(peer):
                 sock.close()
                 return
             protocol = self._protocol(peer)

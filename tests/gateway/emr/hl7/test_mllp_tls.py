@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from tests.gateway.emr.hl7.client import ack_code, send
 from tests.gateway.emr.hl7.messages import Order, Person, adt, orm
 from tests.gateway_process import GatewayProcess
 from tests.peers.haproxy import Node, run_haproxy
+from tests.peers.postgres import PostgresServer
 from tests.peers.tls_scan import scan
 
 PERSON = Person(mrn="MRN-TLS-1", family="Phạm", given="Thị Tâm")
@@ -170,3 +172,48 @@ def test_behind_haproxy_the_proxy_header_comes_before_the_handshake(tmp_path: Pa
             assert "HL7 connection from 127.0.0.1 over TLSv1.3, certificate EMR-BVCR" in log
         finally:
             gateway.kill()
+
+
+def test_a_stranger_is_refused_before_the_handshake_and_a_loose_key_stops_the_start(tmp_path: Path, pki: Pki) -> None:
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(pki.server.key_file.read_bytes())
+    loose.chmod(0o640)
+    gateway = GatewayProcess(tmp_path / "data", {**tls_env(pki), "PACSGW_HL7_TLS_KEY_FILE": str(loose)})
+    with pytest.raises(RuntimeError, match=r"cannot start: HL7 listener \(hl7.tls_\*\) private key .*loose.key may be read"):
+        gateway.start()
+    gateway.env.update({**tls_env(pki), "PACSGW_HL7_ALLOWED_PEERS": "10.9.9.9"})  # loopback is not named
+    gateway.start()
+    try:
+        wait_listening(gateway.hl7_port)
+        with pytest.raises(REFUSED):
+            send(gateway.hl7_port, adt("A08", PERSON), tls=client(pki, pki.emr))
+        deadline = time.monotonic() + 5
+        while "HL7 connection from 127.0.0.1 refused: address not allowed" not in (log := gateway.log_path.read_text()):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert "HL7 TLS handshake" not in log and "over TLSv" not in log  # no TLS work for a stranger
+    finally:
+        gateway.kill()
+
+
+def test_mllp_over_tls_moves_with_the_site_lease(tmp_path: Path, pki: Pki, postgres_server: PostgresServer) -> None:
+    """Two nodes on one index: the lease holder speaks TLS; SIGKILLed, the other node takes the lease and does."""
+    url = postgres_server.create_database(f"tls_{uuid.uuid4().hex[:10]}")
+    cluster = {"PACSGW_INDEX_URL": url, "PACSGW_CLUSTER_HEARTBEAT_SECONDS": "0.25", "PACSGW_CLUSTER_LEASE_SECONDS": "1.5"}
+    a = GatewayProcess(tmp_path / "a", {**tls_env(pki), **cluster, "PACSGW_CLUSTER_NODE_NAME": "node-a"})
+    b = GatewayProcess(tmp_path / "b", {**tls_env(pki), **cluster, "PACSGW_CLUSTER_NODE_NAME": "node-b"})
+    try:
+        a.start()
+        wait_listening(a.hl7_port)
+        b.start()
+        assert [ack_code(x) for x in send(a.hl7_port, adt("A04", PERSON), tls=client(pki, pki.emr))] == ["AA"]
+        with pytest.raises(OSError):  # one listener per site: B does not listen while A holds the lease
+            socket.create_connection(("127.0.0.1", b.hl7_port), timeout=1).close()
+        a.kill()
+        wait_listening(b.hl7_port, timeout=30)
+        assert [ack_code(x) for x in send(b.hl7_port, adt("A08", PERSON), tls=client(pki, pki.emr))] == ["AA"]
+        with pytest.raises(REFUSED):
+            send(b.hl7_port, adt("A08", PERSON), tls=client(pki))  # the new holder requires the certificate too
+    finally:
+        a.kill()
+        b.kill()
