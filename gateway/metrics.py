@@ -110,7 +110,7 @@ class GatewayMetrics:
         self.dicom_refused = Counter(
             "pacsgw_dicom_connections_refused",
             "DICOM connections closed or associations rejected by a limit: peer_limit, waiting_limit, request_timeout, "
-            "association_limit.",
+            "association_limit, tls_handshake.",
             ["reason"], registry=r,
         )
         self.reports_finalized = Counter(

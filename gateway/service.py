@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -21,6 +22,8 @@ from gateway.dimse.find import FindService
 from gateway.dimse.mpps import MppsService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
+from gateway.dimse.tls_accept import AeBinding
+from gateway.dimse.tls_scu import OutboundTls
 from gateway.dimse.worklist import WorklistService
 from gateway.emr.hl7.handler import Hl7Handler
 from gateway.emr.hl7.listener import SITE_LEASE, Hl7Listener
@@ -45,6 +48,7 @@ from storage.object_store.base import ObjectStore, ObjectStoreError
 from storage.object_store.cache import CachedObjectStore
 from storage.object_store.local import LocalObjectStore
 from storage.object_store.s3 import S3ObjectStore
+from storage.object_store.s3_sse import EncryptionRefused
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,16 @@ def open_object_store(settings: Settings) -> ObjectStore:
             read_timeout=s3.read_timeout,
             max_connections=max(16, settings.spool.upload_concurrency * 2),
             require_create_only=settings.storage.require_create_only,
+            encryption=s3.encryption(),
+            ssl_context=s3.tls_context(),
         )
         try:
             store.ensure_bucket()
+            store.probe_encryption()
+        except EncryptionRefused as exc:
+            raise SettingsError(f"s3.sse = {s3.sse!r}: {exc}") from None
         except ObjectStoreError as exc:
-            # Receiving goes on into the spool; the worker stores once S3 answers.
+            # Receiving goes on into the spool; the worker stores once S3 answers (and has shown it encrypts).
             log.warning("object store not reachable at start-up (%s); instances will wait in the spool", exc)
         else:
             try:  # logged and kept for /health; probed again at the first write if this fails
@@ -83,6 +92,11 @@ def open_object_store(settings: Settings) -> ObjectStore:
         if settings.storage.read_cache_bytes > 0:
             return CachedObjectStore(store, settings.storage.read_cache_bytes)
         return store
+    if settings.s3.sse != "none":
+        raise SettingsError(
+            f"s3.sse = {settings.s3.sse!r} but storage.backend is 'local': the local store is not encrypted by the "
+            "gateway (put data_dir on an encrypted volume)"
+        )
     return LocalObjectStore(settings.local_objects_path)
 
 
@@ -213,6 +227,7 @@ class Gateway:
             allowed_aets=settings.dicom.query_aets,
             destinations=settings.dicom.destinations(),
             max_instances=settings.dicom.max_retrieve_instances,
+            tls=OutboundTls(settings.dicom_tls.tls_destinations()),
         )
         worklist = WorklistService(
             self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
@@ -226,9 +241,22 @@ class Gateway:
         )
         self.dicom = DicomServer(
             settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps,
-            trusted=settings.network.trusted_proxies,
+            trusted=settings.network.trusted_proxies, **self._dicom_tls(),
         )
         self.dicom.reuse_port = role.name == "worker"  # the workers share the DICOM port
+
+    def _dicom_tls(self) -> dict[str, Any]:
+        """The DICOM TLS port's part of the DICOM server (``dicom_tls``); its context is reloaded on SIGHUP."""
+        tls = self.settings.dicom_tls
+        if not tls.enabled:
+            return {}
+        context = ReloadableServerContext(
+            tls.certificate_file, tls.private_key_file, client_ca_file=tls.client_ca_file,
+            require_client_cert=tls.require_client_certificate, what="DICOM TLS SCP",
+        )  # fmt: skip
+        self.tls_contexts.append(context)
+        return {"plain": tls.plain, "tls_port": tls.port, "tls_context": context.context,
+                "ae_binding": AeBinding(tls.ae_binding())}  # fmt: skip
 
     def backlog(self) -> tuple[int, int]:
         """Instances and bytes acknowledged and not yet stored: in this process's spool and the left-over ones it files."""

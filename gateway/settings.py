@@ -215,6 +215,7 @@ def _validate(settings: Settings) -> None:
     if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
         raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
     _validate_dicom(settings.dicom)
+    settings.dicom_tls.validate(settings.dicom.port)
     if not settings.http.share_max_hours > 0:
         raise SettingsError("http.share_max_hours must be positive")
     if settings.http.max_rendered_instances < 1:
@@ -223,6 +224,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+    settings.oidc.validate()
     _validate_networks("dicom.allowed_peers", settings.dicom.allowed_peers)
     _validate_networks("network.trusted_proxies", settings.network.trusted_proxies)
     _validate_serve(settings)

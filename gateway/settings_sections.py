@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.tls import ReloadableServerContext, client_context
+from gateway.tls import ReloadableServerContext, TlsConfigError, check_private_file, client_context
+from storage.object_store.s3_sse import S3Encryption, parse_customer_key
 
 
 class SettingsError(ValueError):
@@ -167,6 +168,67 @@ class S3Settings:
     region: str = opt("", "S3 region; empty lets the client discover it.")
     connect_timeout: float = opt(5.0, "Seconds to wait for a connection to the S3 endpoint.")
     read_timeout: float = opt(60.0, "Seconds to wait for an S3 response.")
+    ca_file: str = opt(
+        "",
+        "CA bundle (PEM) that the S3 server's certificate must chain to, with `s3.secure`; empty: the system's CAs. "
+        "TLS 1.2+ with the BCP 195 suites either way.",
+    )
+    sse: Literal["none", "sse-s3", "sse-kms", "sse-c"] = opt(
+        "none",
+        "Server-side encryption of every object written: 'sse-s3' (the server's key), 'sse-kms' (a key of the "
+        "server's KMS, `s3.sse_kms_key_id`) or 'sse-c' (the key in `s3.sse_customer_key[_file]`, sent with every "
+        "read and write). At start a probe object must come back encrypted, or the gateway does not start.",
+    )
+    sse_kms_key_id: str = opt("", "KMS key id or ARN for 'sse-kms'; empty: the server's default KMS key.")
+    sse_customer_key: str = opt(
+        "",
+        "SSE-C key: 256 bits as base64 (44 characters) or 64 hex digits. Objects are unreadable without it: keep "
+        "it in a secrets store and in the backups of keys. Needs `s3.secure`, unless the endpoint is on loopback.",
+        secret=True,
+    )
+    sse_customer_key_file: str = opt(
+        "",
+        "File whose first line is the SSE-C key, read when `s3.sse_customer_key` is empty; refused when its group "
+        "or others may read it.",
+    )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context of https to the S3 server (None with `s3.secure` false)."""
+        if not self.secure:
+            return None
+        try:
+            return client_context(ca_file=self.ca_file, what="s3")
+        except TlsConfigError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def encryption(self) -> S3Encryption:
+        """The encryption these settings ask for; SettingsError on a missing, malformed or unprotected key."""
+        if self.sse != "sse-kms" and self.sse_kms_key_id:
+            raise SettingsError("s3.sse_kms_key_id is set but s3.sse is not 'sse-kms'")
+        if self.sse != "sse-c":
+            if self.sse_customer_key or self.sse_customer_key_file:
+                raise SettingsError("an SSE-C key is configured but s3.sse is not 'sse-c'")
+            return S3Encryption(self.sse, kms_key_id=self.sse_kms_key_id)
+        host = self.endpoint.rsplit(":", 1)[0].strip("[]") if ":" in self.endpoint else self.endpoint
+        if not self.secure and host not in {"localhost", "127.0.0.1", "::1"}:
+            raise SettingsError("s3.sse is 'sse-c' but s3.secure is false: the key would cross the network in clear")
+        where, text = "s3.sse_customer_key", self.sse_customer_key
+        if not text and self.sse_customer_key_file:
+            where = f"s3.sse_customer_key_file {self.sse_customer_key_file}"
+            try:
+                check_private_file(self.sse_customer_key_file, "s3.sse_customer_key_file")
+                lines = Path(self.sse_customer_key_file).read_text(encoding="utf-8").splitlines()
+            except TlsConfigError as exc:
+                raise SettingsError(str(exc)) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"{where}: cannot read it ({exc})") from None
+            text = lines[0] if lines else ""
+        if not text.strip():
+            raise SettingsError("s3.sse is 'sse-c' but neither s3.sse_customer_key nor s3.sse_customer_key_file is set")
+        try:
+            return S3Encryption("sse-c", customer_key=parse_customer_key(text, where))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 @dataclass

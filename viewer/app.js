@@ -4,6 +4,7 @@ import { RequestFailed, Unauthorized, auditTrail, login, logout, me, searchStudi
 import { date, element, personName } from "./dom.js";
 import { t, toggleLanguage } from "./i18n.js";
 import { openReader } from "./reader.js";
+import { ssoButton, ssoNotice, takeSsoSession } from "./sso.js";
 
 const app = document.getElementById("app");
 const PAGE = 25;
@@ -51,6 +52,7 @@ function showLogin(notice = "") {
   element("button", { type: "submit" }, t("login")), message);
   app.replaceChildren(form);
   username.focus();
+  ssoButton().then((button) => button && form.isConnected && form.before(button));  // single sign-on first, when there is one
 }
 
 function showShareEnded(message) {
@@ -162,7 +164,10 @@ function start() {
   if (share) guarded(() => openShare(share[1]));
   else if (session.role === "share" && session.token) guarded(startShare);
   else if (session.token) guarded(async () => home());
-  else showLogin();
+  else {
+    const notice = ssoNotice();
+    takeSsoSession().then((taken) => (taken ? guarded(async () => home()) : showLogin(notice)));
+  }
 }
 
 document.getElementById("language").addEventListener("click", () => {

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import access, emr_routes, login, receiving
+from gateway.http import access, emr_routes, login, oidc_login, receiving
+from gateway.http.oidc_keys import ProviderKeys
+from gateway.http.oidc_tokens import OidcTokens
 from gateway.http.access import Permission, route
 from gateway.http.errors import error_middleware
 from gateway.http.tokens import Tokens
@@ -47,6 +49,7 @@ from storage.index.instance_locations import InstanceLocations
 from storage.index.login_throttle import LoginThrottle
 from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
+from storage.index.sso_accounts import SsoAccounts
 from storage.object_store.base import ObjectStore
 
 
@@ -91,6 +94,10 @@ def create_http_app(
     watch = CommitWatch(index.engine)
     app[TOKENS] = Tokens(accounts, app[SHARES], watch)
     app[LOCATIONS] = InstanceLocations(index, watch)
+    if settings.oidc.issuer:  # the hospital's identity provider: its JWTs as bearer tokens, the viewer's sign-in
+        keys = ProviderKeys(settings.oidc)
+        app[TOKENS].sso = OidcTokens(settings.oidc, keys, SsoAccounts(index.engine), audit)
+        app.on_cleanup.append(lambda _app: keys.close())
 
     async def close_watch(_app: web.Application) -> None:
         watch.close()
@@ -122,6 +129,7 @@ def add_routes(app: web.Application) -> None:
     route(app, "POST", "/auth/login", login.login, permission=Permission.PUBLIC)
     route(app, "POST", "/auth/logout", login.logout, permission=Permission.SESSION)
     route(app, "GET", "/auth/me", auth.me, permission=Permission.WHOAMI)
+    oidc_login.add_routes(app)  # the viewer's single sign-on
     route(app, "GET", "/audit", auth.audit_trail, permission=Permission.AUDIT_TRAIL, audit="read-audit")
     qido.add_routes(app)
     wado.add_routes(app)

@@ -197,6 +197,16 @@ user_patient_ids = Table(
     Column("issuer", String(64), primary_key=True),
 )
 
+# Single sign-on users (storage.index.sso_accounts): the provider's issuer and subject of each account made for one.
+sso_identities = Table(
+    "sso_identities",
+    metadata,
+    Column("issuer", String(512), primary_key=True),
+    Column("subject", String(255), primary_key=True),
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
 # Links that name no issuer (made before the patient was indexed, or by an earlier release): each opens the
 # patient with that ID only while the index holds the ID under a single issuer (storage.index.hierarchy).
 user_patients = Table(
