@@ -227,6 +227,9 @@ def _validate(settings: Settings) -> None:
     settings.oidc.validate()
     _validate_networks("dicom.allowed_peers", settings.dicom.allowed_peers)
     _validate_networks("network.trusted_proxies", settings.network.trusted_proxies)
+    _validate_networks("login.trusted_networks", settings.login.trusted_networks)
+    if not settings.login.totp_issuer.strip():
+        raise SettingsError("login.totp_issuer must not be empty: authenticator apps show it")
     _validate_serve(settings)
     _validate_cluster(settings.cluster)
 

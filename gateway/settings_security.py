@@ -229,8 +229,15 @@ class OidcSettings:
 class LoginSettings:
     trusted_networks: list[str] = opt(
         [],
-        "Addresses or CIDR networks inside the hospital: a local account's login from anywhere else needs its TOTP "
-        "code too. Empty: every network counts as outside.",
+        "Addresses or CIDR networks inside the hospital (e.g. `10.0.0.0/8`): a local account's login from anywhere "
+        "else needs its TOTP code too; administrators need one from everywhere. The address is the client's as the "
+        "audit trail records it (X-Forwarded-For only from `network.trusted_proxies`). Empty: every network counts "
+        "as outside.",
+    )
+    totp_issuer: str = opt(
+        "PACS gateway",
+        "The issuer an authenticator app shows beside the account name (the otpauth:// URI of enrolment); "
+        "name the hospital and the gateway, no patient data.",
     )
 
 

@@ -88,6 +88,8 @@ class GatewayProcess:
                 "PACSGW_HL7_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",
                 "PACSGW_SERVE_WORKERS": str(self.worker_count),
+                # Test clients stand for readers inside the hospital: no TOTP code but for administrators.
+                "PACSGW_LOGIN_TRUSTED_NETWORKS": "127.0.0.0/8",
             }
         )
         if not self.product_defaults:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE
@@ -40,7 +41,8 @@ PASSWORD = "correct horse battery staple 7"
 # The command forms the synopsis shows, each run by a test below.
 TESTED_FORMS = {
     "serve", "import", "anonymise", "vault find", "vault reveal", "quarantine list", "quarantine export",
-    "user add", "user token", "user revoke", "user password", "user unlock", "user link", "user grant", "user audit-digest",
+    "user add", "user token", "user revoke", "user password", "user unlock", "user reset-totp", "user link", "user grant",
+    "user audit-digest",
     "spool drain", "config", "python -m gateway",
 }  # fmt: skip
 
@@ -179,7 +181,11 @@ def home(tmp_path: Path) -> Path:
 def config_file(home: Path) -> Path:
     # The HL7 listener's default port is fixed (2575); tests share the machine, so it is moved to a free port.
     path = home / "gateway.toml"
-    path.write_text(f'[hl7]\nport = {free_port()}\nhost = "127.0.0.1"\n[dicom]\nhost = "127.0.0.1"\n[http]\nhost = "127.0.0.1"\n')
+    # The tests' clients stand for readers inside the hospital (login.trusted_networks): only administrators need a code.
+    path.write_text(
+        f'[hl7]\nport = {free_port()}\nhost = "127.0.0.1"\n[dicom]\nhost = "127.0.0.1"\n[http]\nhost = "127.0.0.1"\n'
+        '[login]\ntrusted_networks = ["127.0.0.0/8"]\n'
+    )
     return path
 
 
@@ -203,11 +209,25 @@ def test_first_administrator_steps_as_written(home: Path, config_file: Path) -> 
     try:
         assert _http(served.url + "/dicom-web/studies")[0] == 401
         assert _http(served.url + "/dicom-web/studies", token)[0] in (200, 204)
-        status, body = _http(
-            served.url + "/auth/login", data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        assert status == 200 and body["token"], body
+
+        def log_in(**factor: str) -> tuple[int, Any]:
+            body = json.dumps({"username": "admin", "password": PASSWORD, **factor}).encode()
+            return _http(served.url + "/auth/login", data=body, headers={"Content-Type": "application/json"})
+
+        # The first login: the password, then the key to add to an authenticator app, confirmed by its first code.
+        status, body = log_in()
+        assert status == 401 and body["second_factor"] == "enrol" and "token" not in body, body
+        app = pyotp.parse_uri(body["enrolment"]["otpauth_uri"])
+        status, body = log_in(code=app.now())
+        assert status == 200 and body["token"] and len(body["recovery_codes"]) == 10, body
+        assert _http(served.url + "/auth/me", body["token"])[1]["role"] == "admin"
+        # From then on, the app's code beside the password (a phone a step ahead: one step of drift is allowed).
+        assert log_in()[1]["second_factor"] == "totp"
+        assert log_in(code=app.at(time.time() + app.interval))[0] == 200
+
+        reset = _run("user", "reset-totp", "admin", cwd=home)
+        assert reset.returncode == 0 and "second factor reset" in reset.stdout, reset.stderr
+        assert log_in()[1]["second_factor"] == "enrol"  # a lost phone: the next login enrols afresh
     finally:
         assert served.stop() == 0
 

@@ -3,6 +3,7 @@
 import { RequestFailed, Unauthorized, auditTrail, login, logout, me, searchStudies, session, value } from "./api.js";
 import { date, element, personName } from "./dom.js";
 import { t, toggleLanguage } from "./i18n.js";
+import { secondFactor } from "./login_totp.js";
 import { openReader } from "./reader.js";
 import { ssoButton, ssoNotice, takeSsoSession } from "./sso.js";
 
@@ -46,7 +47,10 @@ function showLogin(notice = "") {
   const message = element("p", { class: "error", role: "alert" }, notice);
   const form = element("form", { id: "login", onsubmit: async (event) => {
     event.preventDefault();
-    if (await login(username.value, password.value)) home(); else message.textContent = t("loginFailed");
+    const result = await login(username.value, password.value);
+    if (result === true) home();
+    else if (result) secondFactor(app, result, (factor) => login(username.value, password.value, factor), home);
+    else message.textContent = t("loginFailed");
   } },
   element("label", {}, t("username"), username), element("label", {}, t("password"), password),
   element("button", { type: "submit" }, t("login")), message);

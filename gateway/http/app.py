@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import access, emr_routes, login, oidc_login, receiving
+from gateway.http import access, emr_routes, login, login_totp, oidc_login, receiving
 from gateway.http.oidc_keys import ProviderKeys
 from gateway.http.oidc_tokens import OidcTokens
 from gateway.http.access import Permission, route
@@ -41,6 +41,7 @@ from gateway.query.qido import QidoService
 from gateway.query.service import QueryService
 from gateway.reporting.service import ReportingService
 from gateway.settings import Settings
+from gateway.totp import SecondFactor
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
@@ -90,6 +91,9 @@ def create_http_app(
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
     app[login.THROTTLE] = LoginThrottle(index.engine)
+    app[login_totp.SECOND_FACTOR] = login_totp.SecondFactorLogin(
+        SecondFactor(index.engine, secret=settings.deid_secret(), issuer=settings.login.totp_issuer), settings.login.trusted_networks
+    )
     app[SHARES] = ShareStore(index.engine)
     watch = CommitWatch(index.engine)
     app[TOKENS] = Tokens(accounts, app[SHARES], watch)
