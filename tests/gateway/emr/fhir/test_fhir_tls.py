@@ -106,8 +106,11 @@ def test_a_gateway_publishes_over_mutual_tls_and_refuses_to_start_with_a_missing
         "PACSGW_FHIR_TLS_KEY_FILE": str(fronts.client.key_file),
     }
     gateway = GatewayProcess(tmp_path / "data", env)
-    with pytest.raises(RuntimeError, match=r"cannot start: fhir \(fhir.tls_\*\) CA bundle .*missing-ca.pem"):
-        gateway.start()
+    try:
+        with pytest.raises(RuntimeError, match=r"cannot start: fhir \(fhir.tls_\*\) CA bundle .*missing-ca.pem"):
+            gateway.start()
+    finally:
+        gateway.kill()  # should it have started after all
     gateway.env["PACSGW_FHIR_TLS_CA_FILE"] = str(fronts.ca.cert_file)
     subject = emr_patient(fhir_base, mrn="MRN-FHIR-TLS")
     emr_order(fhir_base, subject, "ACC-FHIR-TLS")

@@ -181,8 +181,11 @@ def test_a_stranger_is_refused_before_the_handshake_and_a_loose_key_stops_the_st
     loose_env = {**tls_env(pki), "PACSGW_HL7_TLS_KEY_FILE": str(loose)}
     for workers in (2, 1):  # under the supervisor (before any child starts) and in one process
         gateway = GatewayProcess(tmp_path / f"data-{workers}", loose_env, workers=workers)
-        with pytest.raises(RuntimeError, match=r"cannot start: HL7 listener \(hl7.tls_\*\) private key .*loose.key may be read"):
-            gateway.start()
+        try:
+            with pytest.raises(RuntimeError, match=r"cannot start: HL7 listener \(hl7.tls_\*\) private key .*loose.key may be read"):
+                gateway.start()
+        finally:
+            gateway.kill()  # should it have started after all
     gateway.env.update({**tls_env(pki), "PACSGW_HL7_ALLOWED_PEERS": "10.9.9.9"})  # loopback is not named
     gateway.start()
     try:
