@@ -90,9 +90,9 @@ def served_certificate(port: int, pki: Pki) -> x509.Certificate:
 def supervised(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[GatewayProcess]:
     """A gateway under its supervisor (2 workers and the HL7 process), its HL7 port on mutual TLS."""
     gateway = GatewayProcess(tmp_path_factory.mktemp("gw") / "data", tls_env(pki), workers=2)
-    gateway.start()
-    wait_listening(gateway.hl7_port)
     try:
+        gateway.start()
+        wait_listening(gateway.hl7_port)
         yield gateway
     finally:
         gateway.kill()
