@@ -150,6 +150,11 @@ class GatewayMetrics:
             "pacsgw_hl7_connections_refused", "HL7 v2 connections closed unread: the peer is not allowed (hl7.allowed_peers).",
             registry=r,
         )
+        self.hl7_tls_failed = Counter(
+            "pacsgw_hl7_tls_handshakes_failed",
+            "MLLP over TLS connections closed in their handshake (no or unknown client certificate, no TLS, timeout).",
+            registry=r,
+        )
         self.proxy_headers_refused = Counter(
             "pacsgw_proxy_headers_refused",
             "Connections from a trusted proxy (network.trusted_proxies) closed without a valid PROXY header: "

@@ -194,6 +194,8 @@ class Gateway:
         )
         if self.hl7 is not None:
             self.cluster.want(SITE_LEASE, self.hl7.start, self.hl7.stop_accepting)
+            if self.hl7.tls is not None:
+                self.tls_contexts.append(self.hl7.tls)
         self.emr = EmrLink(settings, self.index, self.vault, self.metrics, self.cluster) if role.links else None
         if not role.receives:
             return
@@ -337,6 +339,16 @@ class Gateway:
         return app
 
 
+def check_emr_tls(settings: Settings) -> None:
+    """Read the TLS files of the HL7 listener, the ORU^R01 sender and the FHIR client; raises TlsConfigError."""
+    if settings.hl7.port:
+        settings.hl7.listener_tls()
+    if settings.hl7.outbound_host:
+        settings.hl7.outbound_tls_context()
+    if settings.fhir.base_url:
+        settings.fhir.tls_context()
+
+
 def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT or SIGTERM: in this process (``serve.workers`` 1), else under a supervisor."""
     prepare_certificate(settings)  # before any worker starts: they only read it
@@ -344,6 +356,7 @@ def serve(settings: Settings) -> None:
     if settings.serve.process_count > 1:
         from gateway.supervisor import Supervisor
 
+        check_emr_tls(settings)  # the HL7 process reads them too, but its failure would only restart it
         Supervisor(settings).run()
         return
     gateway = Gateway(settings)

@@ -286,6 +286,8 @@ def _validate_fhir(fhir: FhirSettings) -> None:
     if fhir.timeout_seconds <= 0 or fhir.stable_seconds < 0:
         raise SettingsError("fhir.timeout_seconds must be positive and fhir.stable_seconds not negative")
     fhir.mrn_systems()
+    if (fhir.tls_ca_file or fhir.tls_cert_file or fhir.tls_key_file) and not fhir.base_url.startswith("https://"):
+        raise SettingsError("fhir.tls_* are set but fhir.base_url is not an https:// URL")
     try:
         zoneinfo.ZoneInfo(fhir.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -308,6 +310,11 @@ def _validate_hl7(hl7: Hl7Settings) -> None:
     except LookupError:
         raise SettingsError(f"hl7.encoding: unknown encoding {hl7.encoding!r}") from None
     hl7.station_map()
+    outbound_tls = (hl7.outbound_tls_ca_file, hl7.outbound_tls_cert_file, hl7.outbound_tls_key_file, hl7.outbound_tls_server_name)
+    if any(outbound_tls) and not hl7.outbound_tls:
+        raise SettingsError("hl7.outbound_tls_* are set but hl7.outbound_tls is off: set hl7.outbound_tls = true")
+    if (hl7.tls_key_file or hl7.tls_client_ca_file or hl7.tls_require_client_cert) and not hl7.tls_cert_file:
+        raise SettingsError("hl7.tls_key_file, tls_client_ca_file and tls_require_client_cert need hl7.tls_cert_file")
     for entry in hl7.allowed_peers:
         try:
             ipaddress.ip_network(entry, strict=False)

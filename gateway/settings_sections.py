@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from gateway.tls import TlsConfigError, check_private_file, client_context
+from gateway.tls import ReloadableServerContext, TlsConfigError, check_private_file, client_context
 from storage.object_store.s3_sse import S3Encryption, parse_customer_key
 
 
@@ -355,6 +355,15 @@ class FhirSettings:
         "",
         "DICOMweb base URL the EMR's users reach (the Endpoint's address); empty: http.public_url + /dicom-web.",
     )
+    tls_ca_file: str = opt(
+        "",
+        "CA bundle (PEM) that the FHIR server's certificate must chain to, for an https:// `fhir.base_url`; empty: "
+        "the system's CAs. The server's host name is always checked against its certificate.",
+    )
+    tls_cert_file: str = opt(
+        "", "Client certificate (PEM, with its chain) shown to the FHIR server when it asks for one (mutual TLS)."
+    )
+    tls_key_file: str = opt("", "Private key of `fhir.tls_cert_file` (PEM, readable by its owner only).")
     timezone: str = opt(
         "Asia/Ho_Chi_Minh", "Time zone of DICOM dates and times (they carry none), for FHIR dateTime values."
     )
@@ -368,6 +377,15 @@ class FhirSettings:
         except OSError as exc:
             raise SettingsError(f"fhir.token_file: cannot read it ({exc.strerror or exc})") from None
         return lines[0].strip() if lines else ""
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context for an https:// base URL (server checked, host name matched), or None for http://;
+        raises TlsConfigError when a file cannot be used."""
+        if not self.base_url.startswith("https://"):
+            return None
+        return client_context(
+            ca_file=self.tls_ca_file, cert_file=self.tls_cert_file, key_file=self.tls_key_file, what="fhir (fhir.tls_*)"
+        )
 
     def mrn_systems(self) -> dict[str, str]:
         """``patient_identifier_systems`` as issuer -> system (``*`` for any other issuer)."""
@@ -401,11 +419,62 @@ class Hl7Settings:
     outbound_timeout_seconds: float = opt(
         10.0, "Seconds to wait for the EMR's ACK to one ORU^R01 (connecting included) before it counts as failed."
     )
+    outbound_tls: bool = opt(
+        False,
+        "Send ORU^R01 over TLS (MLLP over TLS): the EMR's certificate is checked against `hl7.outbound_tls_ca_file` "
+        "(else the system's CAs) and its host name against `hl7.outbound_tls_server_name`. A TLS failure is a failed "
+        "delivery, retried from the outbox.",
+    )
+    outbound_tls_ca_file: str = opt("", "CA bundle (PEM) the EMR's MLLP certificate must chain to; empty: the system's CAs.")
+    outbound_tls_cert_file: str = opt(
+        "", "Client certificate (PEM, with its chain) shown to the EMR's MLLP listener (mutual TLS); empty: none."
+    )
+    outbound_tls_key_file: str = opt("", "Private key of `hl7.outbound_tls_cert_file` (PEM, readable by its owner only).")
+    outbound_tls_server_name: str = opt(
+        "", "Host name the EMR's MLLP certificate must carry; empty: `hl7.outbound_host`."
+    )
+    tls_cert_file: str = opt(
+        "",
+        "Certificate (PEM, with its chain) of the HL7 listener. Set: `hl7.port` speaks MLLP over TLS only (TLS 1.2+, "
+        "BCP 195 suites), read again on SIGHUP; empty: plain MLLP. A PROXY header from `network.trusted_proxies` "
+        "comes before the TLS handshake.",
+    )
+    tls_key_file: str = opt("", "Private key of `hl7.tls_cert_file` (PEM, readable by its owner only).")
+    tls_client_ca_file: str = opt(
+        "",
+        "CA bundle (PEM) of the client certificates the HL7 listener accepts; set, a sender may show one (and must, "
+        "with `hl7.tls_require_client_cert`).",
+    )
+    tls_require_client_cert: bool = opt(
+        False, "Refuse an MLLP TLS connection without a client certificate from `hl7.tls_client_ca_file` (mutual TLS)."
+    )
     station_aets: list[str] = opt(
         [],
         "Scheduled Station AE Title of ORM^O01 orders by modality, as MODALITY=AE (e.g. CT=CT01), for orders whose "
         "OBR-21 names no station. OMI^O23 orders carry theirs in IPC-9.",
     )
+
+    def listener_tls(self) -> ReloadableServerContext | None:
+        """The HL7 listener's TLS context (reloadable), or None for plain MLLP; raises TlsConfigError."""
+        if not self.tls_cert_file:
+            return None
+        return ReloadableServerContext(
+            self.tls_cert_file, self.tls_key_file, client_ca_file=self.tls_client_ca_file,
+            require_client_cert=self.tls_require_client_cert, what="HL7 listener (hl7.tls_*)",
+        )  # fmt: skip
+
+    def outbound_tls_context(self) -> ssl.SSLContext | None:
+        """The ORU^R01 sender's TLS context (the EMR checked, its host name matched), or None; raises TlsConfigError."""
+        if not self.outbound_tls:
+            return None
+        return client_context(
+            ca_file=self.outbound_tls_ca_file, cert_file=self.outbound_tls_cert_file,
+            key_file=self.outbound_tls_key_file, what="ORU^R01 sender (hl7.outbound_tls_*)",
+        )  # fmt: skip
+
+    @property
+    def outbound_server_name(self) -> str:
+        return self.outbound_tls_server_name or self.outbound_host
 
     def station_map(self) -> dict[str, str]:
         """``station_aets`` as modality -> AE title."""
