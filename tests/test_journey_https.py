@@ -79,11 +79,25 @@ def test_a_renewed_certificate_is_served_after_sighup_and_open_connections_go_on
     gw = GatewayProcess(tmp_path / "gw", {}, https=True, workers=workers)
     gw.start()
     try:
+        series = ct_series(24, size=512)  # 12 MiB: far more than the socket buffers hold
+        stow = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}', "Accept": "application/dicom+json"}
+        assert gw.send("POST", "/dicom-web/studies", _stow_body(series), stow)[0] == 200
+        gw.wait_idle()
         old = _serial(gw)
         kept = http.client.HTTPSConnection("127.0.0.1", gw.http_port, context=gw.ssl_context(), timeout=10)
         kept.request("GET", "/health")
         assert kept.getresponse().read() and kept.sock is not None
         kept_socket = kept.sock
+        # A study download under way: its first bytes read, the rest still to come from the gateway.
+        streaming = http.client.HTTPSConnection("127.0.0.1", gw.http_port, context=gw.ssl_context(), timeout=30)
+        raw = socket.create_connection(("127.0.0.1", gw.http_port), timeout=30)
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # no autotuning: most of the study waits server-side
+        streaming.sock = gw.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1")  # type: ignore[union-attr]
+        streaming.request("GET", f"/dicom-web/studies/{series[0].StudyInstanceUID}",
+                          headers={**gw.auth_headers, "Accept": 'multipart/related; type="application/dicom"'})  # fmt: skip
+        download = streaming.getresponse()
+        assert download.status == 200
+        first = download.read(65536)
 
         new = _renew(gw)
         assert new != old
@@ -91,6 +105,11 @@ def test_a_renewed_certificate_is_served_after_sighup_and_open_connections_go_on
         _wait_log(gw, "HTTPS: TLS certificate reloaded", workers)
         # Every worker shows the new one now (new connections are spread over the workers' shared port).
         assert {_serial(gw) for _ in range(12)} == {new}
+        rest = download.read()  # the download goes on to its end over the session it began with
+        assert len(first) + len(rest) > 24 * 512 * 512 * 2
+        assert all(str(ds.SOPInstanceUID).encode() in first + rest for ds in series)
+        assert x509.load_der_x509_certificate(streaming.sock.getpeercert(binary_form=True)).serial_number == old  # type: ignore[union-attr, arg-type]
+        streaming.close()
         kept.request("GET", "/health")  # the connection opened before: same socket, same session, still served
         response = kept.getresponse()
         assert response.status == 200 and json.loads(response.read())["live"] is True
