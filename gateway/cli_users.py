@@ -8,7 +8,7 @@ import getpass
 import sys
 from collections.abc import Callable
 
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsError
 from storage.index.accounts import ACCOUNT_ROLES, AccountError, AccountStore, Role
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -92,7 +92,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.service import open_index
     from storage.index.times import utc_now
 
-    secret = settings.deid_secret() if args.user_command == "audit-digest" else None
+    try:
+        secret = settings.deid_secret() if args.user_command == "audit-digest" else None
+    except SettingsError as exc:  # an unreadable, unprotected or short secret: said, not a traceback
+        print(f"pacs-gateway user: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     if secret:
         print(audit_digest(derive(secret, "audit/digest"), args.value))
         return EXIT_OK

@@ -31,6 +31,7 @@ from gateway.emr.link import EmrLink
 from gateway.http.app import create_http_app
 from gateway.http.emr_routes import EMR_LINK
 from gateway.http.health import CLUSTER_VIEW
+from gateway.http.https import listener_context, prepare_certificate
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
 from gateway.ingest.service import IngestService, SpoolSink
@@ -350,6 +351,8 @@ def check_emr_tls(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT or SIGTERM: in this process (``serve.workers`` 1), else under a supervisor."""
+    prepare_certificate(settings)  # before any worker starts: they only read it
+    tls = listener_context(settings)  # a bad certificate or key stops the start here, before anything opens
     if settings.serve.process_count > 1:
         from gateway.supervisor import Supervisor
 
@@ -357,6 +360,8 @@ def serve(settings: Settings) -> None:
         Supervisor(settings).run()
         return
     gateway = Gateway(settings)
+    if tls is not None:
+        gateway.tls_contexts.append(tls)
     log.info(
         "gateway starting: object store %s, index %s",
         gateway.store.description,
@@ -367,6 +372,7 @@ def serve(settings: Settings) -> None:
         host=settings.http.host,
         port=settings.http.port,
         access_log=None,  # query strings carry patient identifiers
-        print=lambda _msg: log.info("HTTP server listening on port %d", settings.http.port),
+        ssl_context=tls.context if tls is not None else None,
+        print=lambda _msg: log.info("%s server listening on port %d", "HTTPS" if tls else "HTTP", settings.http.port),
         handle_signals=True,
     )

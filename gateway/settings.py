@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.tls import TlsConfigError, check_private_file
+
 ENV_PREFIX = "PACSGW_"
 
 
@@ -87,6 +89,10 @@ class Settings:
         """The de-identification secret, from the setting or its file; None when neither is set."""
         text = self.deid.secret
         if not text and self.deid.secret_file:
+            try:
+                check_private_file(self.deid.secret_file, "deid.secret_file")
+            except TlsConfigError as exc:
+                raise SettingsError(str(exc)) from None
             try:
                 lines = Path(self.deid.secret_file).read_text(encoding="utf-8").splitlines()
             except OSError as exc:
@@ -220,6 +226,7 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("http.share_max_hours must be positive")
     if settings.http.max_rendered_instances < 1:
         raise SettingsError("http.max_rendered_instances must be at least 1")
+    _validate_http_tls(settings.http)
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
@@ -232,6 +239,15 @@ def _validate(settings: Settings) -> None:
         raise SettingsError("login.totp_issuer must not be empty: authenticator apps show it")
     _validate_serve(settings)
     _validate_cluster(settings.cluster)
+
+
+def _validate_http_tls(http: HttpSettings) -> None:
+    if http.plain and (http.tls_cert_file or http.tls_key_file):
+        raise SettingsError("http.plain is set together with http.tls_cert_file/tls_key_file: choose HTTPS or plain HTTP")
+    if bool(http.tls_cert_file) != bool(http.tls_key_file):
+        raise SettingsError("http.tls_cert_file and http.tls_key_file go together: set both, or neither")
+    if http.hsts_max_age < 0:
+        raise SettingsError(f"http.hsts_max_age must be 0 (no header) or more, got {http.hsts_max_age}")
 
 
 def _validate_networks(name: str, entries: list[str]) -> None:

@@ -136,6 +136,28 @@ class HttpSettings:
         "Most instances a study's or series' WADO-RS /rendered renders in one answer (each is decoded and rendered "
         "before the answer starts); more answer 413, asking for a series or its instances one by one.",
     )
+    tls_cert_file: str = opt(
+        "",
+        "PEM certificate (chain) the HTTP server shows; read again on SIGHUP, connections under way go on. Empty and "
+        "`http.plain` not set: a trial CA and certificate are made once in `<data_dir>/tls/` (start-up log names the CA "
+        "for `curl --cacert`); replace them with the hospital's own for production.",
+    )
+    tls_key_file: str = opt(
+        "",
+        "PEM private key of `http.tls_cert_file`; the gateway refuses to start when its group or others may read it "
+        "(chmod 600).",
+    )
+    plain: bool = opt(
+        False,
+        "Serve plain HTTP instead of HTTPS: only behind a TLS-terminating proxy (list it in `network.trusted_proxies`, "
+        "whose X-Forwarded-For/-Proto/-Host are then taken) or on an isolated bench. Refused together with a "
+        "certificate.",
+    )
+    hsts_max_age: int = opt(
+        31_536_000,
+        "Strict-Transport-Security max-age (seconds) sent on HTTPS answers (also behind a trusted proxy that says "
+        "X-Forwarded-Proto: https); 0 sends none.",
+    )
 
 
 @dataclass

@@ -14,6 +14,7 @@ from gateway.http.oidc_keys import ProviderKeys
 from gateway.http.oidc_tokens import OidcTokens
 from gateway.http.access import Permission, route
 from gateway.http.errors import error_middleware
+from gateway.http.origin import strict_transport_security
 from gateway.http.tokens import Tokens
 from gateway.http.keys import (
     ACCOUNTS,
@@ -66,6 +67,7 @@ async def response_headers(request: web.Request, response: web.StreamResponse) -
     response is sniffed into another type, nor sends where it came from (share tokens, study UIDs)
     to another site."""
     headers = response.headers
+    strict_transport_security(request, response)
     headers["X-Content-Type-Options"] = "nosniff"
     headers.setdefault("Referrer-Policy", "no-referrer")
     if request.path in VIEWER_FILES or request.path.startswith("/viewer/"):

@@ -30,6 +30,8 @@ from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
 from gateway.http.login import LOGIN_TOKEN_HOURS
 from gateway.http.oidc_keys import ProviderUnreachable
 from gateway.http.oidc_tokens import OidcTokens, SsoRefused, looks_like_jwt
+from gateway.http.origin import is_https
+from gateway.http.urls import public_base
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +54,11 @@ def _sso(request: web.Request) -> OidcTokens:
 
 
 def _redirect_uri(request: web.Request, sso: OidcTokens) -> str:
-    return sso.settings.redirect_uri or f"{request.scheme}://{request.host}/auth/oidc/callback"
+    return sso.settings.redirect_uri or f"{public_base(request)}/auth/oidc/callback"  # X-Forwarded-* from proxies only
 
 
 def _cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, path: str, seconds: int) -> None:
-    response.set_cookie(name, value, path=path, max_age=seconds, httponly=True, samesite="Lax", secure=request.secure)
+    response.set_cookie(name, value, path=path, max_age=seconds, httponly=True, samesite="Lax", secure=is_https(request))
 
 
 def _redirect(location: str, status: int = 302) -> web.Response:
