@@ -163,7 +163,9 @@ class OidcTokens:
         """The user of an access token; raises SsoRefused (401, 403), recorded as a refused ``sso-login``."""
         try:
             claims = await self.verify(token, audience=self.audience)
-            if claims.get("typ") == "ID":  # Keycloak marks its ID tokens so: they prove a sign-in to the client, no more
+            # An ID token proves a sign-in to the client, no more: Keycloak marks it with typ ID, and any provider's
+            # carries the sign-in's nonce or the hash of its access token, which an access token never does.
+            if claims.get("typ") == "ID" or "nonce" in claims or "at_hash" in claims:
                 raise SsoRefused("an ID token is not an access token")
             identity = self.identity(claims)
             user = await self.account(identity)

@@ -87,6 +87,7 @@ def _bad_tokens(issuer: JwtIssuer) -> dict[str, tuple[str, str]]:
         "a key never published": (issuer.mint(_claims(base), key="unpublished"), "does not publish"),
         "no exp": (issuer.mint(_claims(base, exp=None)), "no exp claim"),
         "a Keycloak ID token": (issuer.mint(_claims(base, typ="ID")), "not an access token"),
+        "an ID token (its sign-in's nonce)": (issuer.mint(_claims(base, nonce="n-1")), "not an access token"),
     }
 
 
@@ -210,17 +211,19 @@ def test_provider_unreachable_cached_keys_keep_working_others_get_401(tmp_path: 
         assert cached_key not in gw.log_path.read_text() and unknown not in gw.log_path.read_text()
 
 
-def test_oidc_provider_mocks_own_id_token_reads_dicomweb(tmp_path: Path, start_gateway) -> None:
+def test_oidc_provider_mocks_id_token_is_verified_and_refused_as_a_bearer_token(tmp_path: Path, start_gateway) -> None:
     with run_provider_mock(tmp_path) as provider:
         client_id, secret = provider.register_client(["http://127.0.0.1:9/callback"])
         provider.set_user("u-77", {"preferred_username": "dr.mock", "name": "Mock", "realm_access": {"roles": ["pacs-reader"]}})
         gw = start_gateway(_env(provider.base_url, PACSGW_OIDC_AUDIENCE=client_id))
         token = provider.id_token(client_id, secret, "http://127.0.0.1:9/callback", "u-77")
-        assert gw.get("/dicom-web/studies", _bearer(token), auth=False)[0] == 200
-        status, me = gw.get("/auth/me", _bearer(token), auth=False)
-        assert me["username"] == "dr.mock" and me["role"] == "radiologist"
+        # Its signature, issuer and audience hold (the provider's discovery and keys are followed), and then it is
+        # refused: an ID token, with the sign-in's nonce, proves a sign-in to the client and is no access token.
+        status, body = gw.get("/dicom-web/studies", _bearer(token), auth=False)
+        assert status == 401 and "not an access token" in body["error"], body
         tampered = token[:-6] + ("AAAAAA" if not token.endswith("AAAAAA") else "BBBBBB")
-        assert gw.get("/auth/me", _bearer(tampered), auth=False)[0] == 401
+        status, body = gw.get("/auth/me", _bearer(tampered), auth=False)
+        assert status == 401 and "signature" in body["error"], body
 
 
 def test_the_provider_over_https_is_trusted_through_its_ca_file_only(tmp_path: Path, start_gateway) -> None:
