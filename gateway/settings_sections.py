@@ -117,7 +117,8 @@ class NetworkSettings:
         "connection from one must begin with a PROXY protocol header (v2 or v1: HAProxy's `send-proxy-v2`) within "
         "3 s, else it is closed; its client address is then used for `dicom.allowed_peers`, `hl7.allowed_peers`, "
         "`dicom.max_connections_per_peer`, the audit trail and logs. Over HTTP, X-Forwarded-For (its rightmost hop "
-        "that is not a trusted proxy) counts only on requests from one. Empty: nobody's word is taken.",
+        "that is not a trusted proxy), X-Forwarded-Proto and X-Forwarded-Host (as the nearest proxy wrote them) count only on "
+        "requests from one. Empty: nobody's word is taken.",
     )
 
 
