@@ -59,6 +59,7 @@ if __package__ in (None, ""):  # run as ``python bench/ingest.py``: make ``tests
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import machine  # noqa: E402
+from bench.ingest_tls import TlsSetup, report_tls  # noqa: E402
 from bench.proctree import TreeSample  # noqa: E402
 from tests.conftest import s3_env  # noqa: E402
 from tests.factory import ct_series, write_files  # noqa: E402
@@ -155,8 +156,8 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
 
 
 def send(port: int, called_aet: str, files: list[Path], parallel: int, log_dir: Path,
-         timeout: float) -> tuple[float, float]:
-    """Send ``files`` over ``parallel`` storescu associations; return (start, acknowledged seconds)."""
+         timeout: float, options: tuple[str, ...] = ()) -> tuple[float, float]:
+    """Send ``files`` over ``parallel`` storescu associations (``options``: DICOM TLS); return (start, ack seconds)."""
     size, extra = divmod(len(files), parallel)
     chunks, begin = [], 0
     for i in range(parallel):
@@ -171,7 +172,7 @@ def send(port: int, called_aet: str, files: list[Path], parallel: int, log_dir: 
         for chunk, log_path in zip(chunks, logs):
             with log_path.open("wb") as log:
                 procs.append(subprocess.Popen(
-                    [dcmtk_binary("storescu"), "-aet", "BENCHSCU", "-aec", called_aet,
+                    [dcmtk_binary("storescu"), *options, "-aet", "BENCHSCU", "-aec", called_aet,
                      "127.0.0.1", str(port), *map(str, chunk)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     env={**os.environ, **DCMTK_ENV},
@@ -193,14 +194,18 @@ def send(port: int, called_aet: str, files: list[Path], parallel: int, log_dir: 
 
 
 def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parallel: int,
-                  work: Path, timeout: float, profiler: Profiler | None = None, workers: int | None = None) -> Run:
+                  work: Path, timeout: float, profiler: Profiler | None = None, workers: int | None = None,
+                  tls: TlsSetup | None = None) -> Run:
     """One run against a fresh gateway: S3 backend when ``s3`` is given, else the local object store.
 
-    ``workers``: ``serve.workers``; None for the product's default (one per CPU).
+    ``workers``: ``serve.workers``; None for the product's default (one per CPU). ``tls``: over DICOM TLS only.
     """
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     env = {k: v for k, v in s3_env(s3, bucket).items() if k not in TEST_ONLY_ENV} if s3 else {}
-    name = f"gateway-p{parallel}-n{len(files)}"
+    target = "gateway-tls" if tls else "gateway"
+    tls_port = tls.port() if tls else 0
+    env.update(tls.gateway_env(tls_port) if tls else {})
+    name = f"{target}-p{parallel}-n{len(files)}"
     gateway = GatewayProcess(work / name, env, product_defaults=True, workers=workers)
     try:
         gateway.start()
@@ -210,7 +215,8 @@ def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parall
         if profiler:
             profiler.start(pid, name)
         before = TreeSample.read(pid)
-        start, ack = send(gateway.dicom_port, gateway.ae_title, files, parallel, work / f"{name}-scu", timeout)
+        start, ack = send(tls_port or gateway.dicom_port, gateway.ae_title, files, parallel, work / f"{name}-scu",
+                          timeout, tls.scu_options() if tls else ())
 
         def drained() -> bool:
             _, health = gateway.get("/health")
@@ -239,14 +245,17 @@ def bench_gateway(s3: S3Server | None, files: list[Path], study_uid: str, parall
         if profiler:
             profiler.stop()
         gateway.stop()
-    return measured("gateway", parallel, len(files), ack, e2e, idle, before, after, gateway.worker_count)
+    return measured(target, parallel, len(files), ack, e2e, idle, before, after, gateway.worker_count)
 
 
-def bench_orthanc(files: list[Path], parallel: int, work: Path, timeout: float) -> tuple[Run, str]:
-    with run_orthanc(work / f"orthanc-p{parallel}", aet="ORTHANC") as orthanc:
+def bench_orthanc(files: list[Path], parallel: int, work: Path, timeout: float,
+                  tls: TlsSetup | None = None) -> tuple[Run, str]:
+    target = "orthanc-tls" if tls else "orthanc"
+    with run_orthanc(work / f"{target}-p{parallel}", aet="ORTHANC", config=tls.orthanc_config() if tls else None) as orthanc:
         orthanc_version = str(orthanc.get_json("/system")["Version"])
         idle = before = TreeSample.read(orthanc.pid)
-        start, ack = send(orthanc.dicom_port, orthanc.aet, files, parallel, work / f"orthanc-p{parallel}-scu", timeout)
+        start, ack = send(orthanc.dicom_port, orthanc.aet, files, parallel, work / f"{target}-p{parallel}-scu", timeout,
+                          tls.scu_options() if tls else ())
         count = lambda: int(orthanc.get_json("/statistics")["CountInstances"])  # noqa: E731
         try:
             wait_for("Orthanc instance count", lambda: count() >= len(files), min(timeout, 10.0))
@@ -256,7 +265,7 @@ def bench_orthanc(files: list[Path], parallel: int, work: Path, timeout: float) 
         after = TreeSample.read(orthanc.pid)
         if count() != len(files):
             raise BenchError(f"Orthanc: sent {len(files)}, has {count()} instances")
-    return measured("orthanc", parallel, len(files), ack, e2e, idle, before, after), orthanc_version
+    return measured(target, parallel, len(files), ack, e2e, idle, before, after), orthanc_version
 
 
 def bench_storescp(files: list[Path], parallel: int, work: Path, timeout: float) -> Run:
@@ -323,10 +332,10 @@ def report(info: dict[str, Any], runs: list[Run], memory: list[Run], backend: st
     print("Software: " + ", ".join(f"{k} {v}" for k, v in info["software"].items()))
     print(f"Data:     {d['instances']} CT instances, 512x512 16-bit, Explicit VR LE, "
           f"{d['mib_per_instance']:.2f} MiB each, sent by DCMTK storescu (TCP_NODELAY=1)\n")
-    print(f"{'target':<8} {'assoc':>5} {'inst':>5} {'procs':>5} {'ack inst/s':>11} {'e2e inst/s':>11} "
+    print(f"{'target':<11} {'assoc':>5} {'inst':>5} {'procs':>5} {'ack inst/s':>11} {'e2e inst/s':>11} "
           f"{'ack MiB/s':>10} {'CPU ms/inst':>12} {'idle RSS':>9} {'peak RSS':>9}  (RSS: largest of one process)")
     for r in runs:
-        print(f"{r.target:<8} {r.associations:>5} {r.instances:>5} {r.processes:>5} {r.ack_rate:>11.1f} "
+        print(f"{r.target:<11} {r.associations:>5} {r.instances:>5} {r.processes:>5} {r.ack_rate:>11.1f} "
               f"{r.e2e_rate:>11.1f} {r.ack_rate * d['mib_per_instance']:>10.1f} {r.cpu_ms_per_instance:>12.2f} "
               f"{r.idle_rss_mib:>7.0f}Mi {r.peak_rss_mib:>7.0f}Mi")
     print("\nGateway per process: CPU ms per instance and peak RSS (VmHWM)")
@@ -402,6 +411,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--storescp", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure DCMTK storescp (--fork, writing files to a temp dir) in the same run, "
                              "the limit of this machine (default: on)")
+    parser.add_argument("--tls", action="store_true",
+                        help="also run the gateway on its DICOM TLS port only and Orthanc with DicomTlsEnabled, "
+                             "both fed by storescu +tls with a client certificate (bench/ingest_tls.py)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="attach py-spy to the gateway for each run and write its raw stacks to DIR")
     parser.add_argument("--keep", action="store_true",
@@ -441,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "DCMTK": subprocess.run([dcmtk_binary("storescu"), "--version"], capture_output=True,
                                                         text=True).stdout.split()[2]}
             s3 = None
+            tls = TlsSetup.create(work / "pki") if args.tls else None
             if args.backend == "s3":
                 print("starting SeaweedFS ...", flush=True)
                 s3 = stack.enter_context(run_seaweedfs(work / "seaweedfs"))
@@ -453,6 +466,13 @@ def main(argv: list[str] | None = None) -> int:
                     run, info["software"]["Orthanc"] = bench_orthanc(files[:args.count], p, work, args.timeout)
                     info["software"]["Orthanc"] += " (SQLite index + filesystem storage)"
                     runs.append(run)
+                if tls is not None:
+                    print(f"gateway over DICOM TLS, {p} association(s), {args.count} instances ...", flush=True)
+                    runs.append(bench_gateway(s3, files[:args.count], study_uid, p, work, args.timeout,
+                                              workers=args.workers, tls=tls))
+                    if args.orthanc:
+                        print(f"Orthanc over DICOM TLS, {p} association(s), {args.count} instances ...", flush=True)
+                        runs.append(bench_orthanc(files[:args.count], p, work, args.timeout, tls)[0])
                 if args.storescp:
                     print(f"storescp, {p} association(s), {args.count} instances ...", flush=True)
                     runs.append(bench_storescp(files[:args.count], p, work, args.timeout))
@@ -469,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; servers stopped", file=sys.stderr)
         return 130
     ratios = report(info, runs, memory, args.backend)
+    if args.tls:
+        ratios += report_tls(runs)
     if args.json:
         info.update(runs=[r.as_json() for r in runs], ratios=ratios, memory=[r.as_json() for r in memory])
         args.json.write_text(json.dumps(info, indent=2) + "\n")

@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                 gateway.wait_idle(timeout=900)
                 print(f"stored in S3 in {time.perf_counter() - started:.1f} s", flush=True)
                 with sync_playwright() as playwright:
-                    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+                    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + trust(gateway), headless=True)
                     try:
                         for profile in profiles:
                             samples = []
@@ -381,6 +381,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def trust(gateway: GatewayProcess) -> list[str]:
+    """Chromium trusts the gateway's trial certificate (the product default, HTTPS), and only it: by its key's pin."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    if gateway.ca_file is None:
+        return []
+    cert = x509.load_pem_x509_certificate((gateway.ca_file.parent / "server.pem").read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return [f"--ignore-certificate-errors-spki-list={base64.b64encode(hashlib.sha256(spki).digest()).decode()}"]
+
+
 def run_ohif(browser, work: Path, gateway: GatewayProcess, study_uid: str, profiles: list[str], repeat: int) -> dict[str, Any]:
     from tests.peers.ohif import OHIF_VERSION, ohif_dist, serve_ohif
 
@@ -390,7 +405,7 @@ def run_ohif(browser, work: Path, gateway: GatewayProcess, study_uid: str, profi
         print(f"OHIF skipped: its app could not be had ({exc})", flush=True)
         return {}
     out: dict[str, Any] = {"version": OHIF_VERSION}
-    with serve_ohif(dist, gateway.base_url, gateway.token or "") as base:
+    with serve_ohif(dist, gateway.base_url, gateway.token or "", ssl_context=gateway.ssl_context()) as base:
         for profile in profiles:
             samples = []
             for number in range(repeat):

@@ -1,4 +1,4 @@
-"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | user | spool | config``."""
+"""Command line: ``pacs-gateway serve | import | anonymise | vault | quarantine | user | spool | tls | config``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from gateway.cli_users import add_commands as add_user_commands
 from gateway.cli_users import run as run_users
 from gateway.cli_spool import add_commands as add_spool_commands
 from gateway.cli_spool import run as run_spool
+from gateway.cli_tls import add_commands as add_tls_commands
+from gateway.cli_tls import run as run_tls
 from gateway.logging_setup import configure_logging
 from gateway.settings import (
     Settings,
@@ -58,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     add_deid_commands(sub, common)
     add_user_commands(sub, common)
     add_spool_commands(sub, common)
+    add_tls_commands(sub)
 
     cfg = sub.add_parser("config", help="print the effective settings (secrets masked)")
     common(cfg)
@@ -133,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.worker_process import run_child
 
         return run_child(args.child)
+    if args.command == "tls":  # needs no settings
+        return run_tls(args)
     if args.command == "config" and args.reference:
         sys.stdout.write(reference_markdown())
         return EXIT_OK

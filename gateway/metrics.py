@@ -110,7 +110,7 @@ class GatewayMetrics:
         self.dicom_refused = Counter(
             "pacsgw_dicom_connections_refused",
             "DICOM connections closed or associations rejected by a limit: peer_limit, waiting_limit, request_timeout, "
-            "association_limit.",
+            "association_limit, tls_handshake.",
             ["reason"], registry=r,
         )
         self.reports_finalized = Counter(
@@ -148,6 +148,11 @@ class GatewayMetrics:
         )
         self.hl7_refused = Counter(
             "pacsgw_hl7_connections_refused", "HL7 v2 connections closed unread: the peer is not allowed (hl7.allowed_peers).",
+            registry=r,
+        )
+        self.hl7_tls_failed = Counter(
+            "pacsgw_hl7_tls_handshakes_failed",
+            "MLLP over TLS connections closed in their handshake (no or unknown client certificate, no TLS, timeout).",
             registry=r,
         )
         self.proxy_headers_refused = Counter(

@@ -9,6 +9,7 @@ import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -22,6 +23,8 @@ from gateway.dimse.find import FindService
 from gateway.dimse.mpps import MppsService
 from gateway.dimse.retrieve import RetrieveService
 from gateway.dimse.scp import DicomServer
+from gateway.dimse.tls_accept import AeBinding
+from gateway.dimse.tls_scu import OutboundTls
 from gateway.dimse.worklist import WorklistService
 from gateway.emr.hl7.handler import Hl7Handler
 from gateway.emr.hl7.listener import SITE_LEASE, Hl7Listener
@@ -29,6 +32,7 @@ from gateway.emr.link import EmrLink
 from gateway.http.app import create_http_app
 from gateway.http.emr_routes import EMR_LINK
 from gateway.http.health import CLUSTER_VIEW
+from gateway.http.https import listener_context, prepare_certificate
 from gateway.ingest.committer import Committer
 from gateway.ingest.rules_stage import RulesStage
 from gateway.ingest.service import IngestService, SpoolSink
@@ -46,6 +50,7 @@ from storage.object_store.base import ObjectStore, ObjectStoreError
 from storage.object_store.cache import CachedObjectStore
 from storage.object_store.local import LocalObjectStore
 from storage.object_store.s3 import S3ObjectStore
+from storage.object_store.s3_sse import EncryptionRefused
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +69,16 @@ def open_object_store(settings: Settings) -> ObjectStore:
             read_timeout=s3.read_timeout,
             max_connections=max(16, settings.spool.upload_concurrency * 2),
             require_create_only=settings.storage.require_create_only,
+            encryption=s3.encryption(),
+            ssl_context=s3.tls_context(),
         )
         try:
             store.ensure_bucket()
+            store.probe_encryption()
+        except EncryptionRefused as exc:
+            raise SettingsError(f"s3.sse = {s3.sse!r}: {exc}") from None
         except ObjectStoreError as exc:
-            # Receiving goes on into the spool; the worker stores once S3 answers.
+            # Receiving goes on into the spool; the worker stores once S3 answers (and has shown it encrypts).
             log.warning("object store not reachable at start-up (%s); instances will wait in the spool", exc)
         else:
             try:  # logged and kept for /health; probed again at the first write if this fails
@@ -84,6 +94,11 @@ def open_object_store(settings: Settings) -> ObjectStore:
         if settings.storage.read_cache_bytes > 0:
             return CachedObjectStore(store, settings.storage.read_cache_bytes)
         return store
+    if settings.s3.sse != "none":
+        raise SettingsError(
+            f"s3.sse = {settings.s3.sse!r} but storage.backend is 'local': the local store is not encrypted by the "
+            "gateway (put data_dir on an encrypted volume)"
+        )
     return LocalObjectStore(settings.local_objects_path)
 
 
@@ -186,6 +201,8 @@ class Gateway:
         )
         if self.hl7 is not None:
             self.cluster.want(SITE_LEASE, self.hl7.start, self.hl7.stop_accepting)
+            if self.hl7.tls is not None:
+                self.tls_contexts.append(self.hl7.tls)
         self.emr = EmrLink(settings, self.index, self.vault, self.metrics, self.cluster) if role.links else None
         if not role.receives:
             return
@@ -218,6 +235,7 @@ class Gateway:
             allowed_aets=settings.dicom.query_aets,
             destinations=settings.dicom.destinations(),
             max_instances=settings.dicom.max_retrieve_instances,
+            tls=OutboundTls(settings.dicom_tls.tls_destinations()),
         )
         worklist = WorklistService(
             self.index, allowed_aets=settings.dicom.worklist_aets, max_results=settings.dicom.max_find_results
@@ -231,9 +249,22 @@ class Gateway:
         )
         self.dicom = DicomServer(
             settings.dicom, self.ingest, self.metrics, find, retrieve, self.audit, worklist, mpps,
-            trusted=settings.network.trusted_proxies,
+            trusted=settings.network.trusted_proxies, **self._dicom_tls(),
         )
         self.dicom.reuse_port = role.name == "worker"  # the workers share the DICOM port
+
+    def _dicom_tls(self) -> dict[str, Any]:
+        """The DICOM TLS port's part of the DICOM server (``dicom_tls``); its context is reloaded on SIGHUP."""
+        tls = self.settings.dicom_tls
+        if not tls.enabled:
+            return {}
+        context = ReloadableServerContext(
+            tls.certificate_file, tls.private_key_file, client_ca_file=tls.client_ca_file,
+            require_client_cert=tls.require_client_certificate, what="DICOM TLS SCP",
+        )  # fmt: skip
+        self.tls_contexts.append(context)
+        return {"plain": tls.plain, "tls_port": tls.port, "tls_context": context.context,
+                "ae_binding": AeBinding(tls.ae_binding())}  # fmt: skip
 
     def backlog(self) -> tuple[int, int]:
         """Instances and bytes acknowledged and not yet stored: in this process's spool and the left-over ones it files."""
@@ -315,14 +346,29 @@ class Gateway:
         return app
 
 
+def check_emr_tls(settings: Settings) -> None:
+    """Read the TLS files of the HL7 listener, the ORU^R01 sender and the FHIR client; raises TlsConfigError."""
+    if settings.hl7.port:
+        settings.hl7.listener_tls()
+    if settings.hl7.outbound_host:
+        settings.hl7.outbound_tls_context()
+    if settings.fhir.base_url:
+        settings.fhir.tls_context()
+
+
 def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT or SIGTERM: in this process (``serve.workers`` 1), else under a supervisor."""
+    prepare_certificate(settings)  # before any worker starts: they only read it
+    tls = listener_context(settings)  # a bad certificate or key stops the start here, before anything opens
     if settings.serve.process_count > 1:
         from gateway.supervisor import Supervisor
 
+        check_emr_tls(settings)  # the HL7 process reads them too, but its failure would only restart it
         Supervisor(settings).run()
         return
     gateway = Gateway(settings)
+    if tls is not None:
+        gateway.tls_contexts.append(tls)
     log.info(
         "gateway starting: object store %s, index %s",
         gateway.store.description,
@@ -333,6 +379,7 @@ def serve(settings: Settings) -> None:
         host=settings.http.host,
         port=settings.http.port,
         access_log=None,  # query strings carry patient identifiers
-        print=lambda _msg: log.info("HTTP server listening on port %d", settings.http.port),
+        ssl_context=tls.context if tls is not None else None,
+        print=lambda _msg: log.info("%s server listening on port %d", "HTTPS" if tls else "HTTP", settings.http.port),
         handle_signals=True,
     )

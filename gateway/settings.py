@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from gateway.tls import TlsConfigError, check_private_file
+
 ENV_PREFIX = "PACSGW_"
 
 
@@ -87,6 +89,10 @@ class Settings:
         """The de-identification secret, from the setting or its file; None when neither is set."""
         text = self.deid.secret
         if not text and self.deid.secret_file:
+            try:
+                check_private_file(self.deid.secret_file, "deid.secret_file")
+            except TlsConfigError as exc:
+                raise SettingsError(str(exc)) from None
             try:
                 lines = Path(self.deid.secret_file).read_text(encoding="utf-8").splitlines()
             except OSError as exc:
@@ -215,18 +221,33 @@ def _validate(settings: Settings) -> None:
     if settings.spool.batch_instances < 1 or settings.spool.upload_concurrency < 1:
         raise SettingsError("spool.batch_instances and spool.upload_concurrency must be at least 1")
     _validate_dicom(settings.dicom)
+    settings.dicom_tls.validate(settings.dicom.port)
     if not settings.http.share_max_hours > 0:
         raise SettingsError("http.share_max_hours must be positive")
     if settings.http.max_rendered_instances < 1:
         raise SettingsError("http.max_rendered_instances must be at least 1")
+    _validate_http_tls(settings.http)
     if settings.deid.date_shift_max_days < 1:
         raise SettingsError("deid.date_shift_max_days must be at least 1")
     _validate_fhir(settings.fhir)
     _validate_hl7(settings.hl7)
+    settings.oidc.validate()
     _validate_networks("dicom.allowed_peers", settings.dicom.allowed_peers)
     _validate_networks("network.trusted_proxies", settings.network.trusted_proxies)
+    _validate_networks("login.trusted_networks", settings.login.trusted_networks)
+    if not settings.login.totp_issuer.strip():
+        raise SettingsError("login.totp_issuer must not be empty: authenticator apps show it")
     _validate_serve(settings)
     _validate_cluster(settings.cluster)
+
+
+def _validate_http_tls(http: HttpSettings) -> None:
+    if http.plain and (http.tls_cert_file or http.tls_key_file):
+        raise SettingsError("http.plain is set together with http.tls_cert_file/tls_key_file: choose HTTPS or plain HTTP")
+    if bool(http.tls_cert_file) != bool(http.tls_key_file):
+        raise SettingsError("http.tls_cert_file and http.tls_key_file go together: set both, or neither")
+    if http.hsts_max_age < 0:
+        raise SettingsError(f"http.hsts_max_age must be 0 (no header) or more, got {http.hsts_max_age}")
 
 
 def _validate_networks(name: str, entries: list[str]) -> None:
@@ -265,6 +286,8 @@ def _validate_fhir(fhir: FhirSettings) -> None:
     if fhir.timeout_seconds <= 0 or fhir.stable_seconds < 0:
         raise SettingsError("fhir.timeout_seconds must be positive and fhir.stable_seconds not negative")
     fhir.mrn_systems()
+    if (fhir.tls_ca_file or fhir.tls_cert_file or fhir.tls_key_file) and not fhir.base_url.startswith("https://"):
+        raise SettingsError("fhir.tls_* are set but fhir.base_url is not an https:// URL")
     try:
         zoneinfo.ZoneInfo(fhir.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -287,6 +310,11 @@ def _validate_hl7(hl7: Hl7Settings) -> None:
     except LookupError:
         raise SettingsError(f"hl7.encoding: unknown encoding {hl7.encoding!r}") from None
     hl7.station_map()
+    outbound_tls = (hl7.outbound_tls_ca_file, hl7.outbound_tls_cert_file, hl7.outbound_tls_key_file, hl7.outbound_tls_server_name)
+    if any(outbound_tls) and not hl7.outbound_tls:
+        raise SettingsError("hl7.outbound_tls_* are set but hl7.outbound_tls is off: set hl7.outbound_tls = true")
+    if (hl7.tls_key_file or hl7.tls_client_ca_file or hl7.tls_require_client_cert) and not hl7.tls_cert_file:
+        raise SettingsError("hl7.tls_key_file, tls_client_ca_file and tls_require_client_cert need hl7.tls_cert_file")
     for entry in hl7.allowed_peers:
         try:
             ipaddress.ip_network(entry, strict=False)

@@ -6,9 +6,14 @@
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from gateway.tls import ReloadableServerContext, TlsConfigError, check_private_file, client_context
+from storage.object_store.s3_sse import S3Encryption, parse_customer_key
+
 
 class SettingsError(ValueError):
     """A configuration value is missing, unknown or of the wrong type."""
@@ -112,7 +117,8 @@ class NetworkSettings:
         "connection from one must begin with a PROXY protocol header (v2 or v1: HAProxy's `send-proxy-v2`) within "
         "3 s, else it is closed; its client address is then used for `dicom.allowed_peers`, `hl7.allowed_peers`, "
         "`dicom.max_connections_per_peer`, the audit trail and logs. Over HTTP, X-Forwarded-For (its rightmost hop "
-        "that is not a trusted proxy) counts only on requests from one. Empty: nobody's word is taken.",
+        "that is not a trusted proxy), X-Forwarded-Proto and X-Forwarded-Host (as the nearest proxy wrote them) count only on "
+        "requests from one. Empty: nobody's word is taken.",
     )
 
 
@@ -130,6 +136,28 @@ class HttpSettings:
         500,
         "Most instances a study's or series' WADO-RS /rendered renders in one answer (each is decoded and rendered "
         "before the answer starts); more answer 413, asking for a series or its instances one by one.",
+    )
+    tls_cert_file: str = opt(
+        "",
+        "PEM certificate (chain) the HTTP server shows; read again on SIGHUP, connections under way go on. Empty and "
+        "`http.plain` not set: a trial CA and certificate are made once in `<data_dir>/tls/` (start-up log names the CA "
+        "for `curl --cacert`); replace them with the hospital's own for production.",
+    )
+    tls_key_file: str = opt(
+        "",
+        "PEM private key of `http.tls_cert_file`; the gateway refuses to start when its group or others may read it "
+        "(chmod 600).",
+    )
+    plain: bool = opt(
+        False,
+        "Serve plain HTTP instead of HTTPS: only behind a TLS-terminating proxy (list it in `network.trusted_proxies`, "
+        "whose X-Forwarded-For/-Proto/-Host are then taken) or on an isolated bench. Refused together with a "
+        "certificate.",
+    )
+    hsts_max_age: int = opt(
+        31_536_000,
+        "Strict-Transport-Security max-age (seconds) sent on HTTPS answers (also behind a trusted proxy that says "
+        "X-Forwarded-Proto: https); 0 sends none.",
     )
 
 
@@ -163,6 +191,67 @@ class S3Settings:
     region: str = opt("", "S3 region; empty lets the client discover it.")
     connect_timeout: float = opt(5.0, "Seconds to wait for a connection to the S3 endpoint.")
     read_timeout: float = opt(60.0, "Seconds to wait for an S3 response.")
+    ca_file: str = opt(
+        "",
+        "CA bundle (PEM) that the S3 server's certificate must chain to, with `s3.secure`; empty: the system's CAs. "
+        "TLS 1.2+ with the BCP 195 suites either way.",
+    )
+    sse: Literal["none", "sse-s3", "sse-kms", "sse-c"] = opt(
+        "none",
+        "Server-side encryption of every object written: 'sse-s3' (the server's key), 'sse-kms' (a key of the "
+        "server's KMS, `s3.sse_kms_key_id`) or 'sse-c' (the key in `s3.sse_customer_key[_file]`, sent with every "
+        "read and write). At start a probe object must come back encrypted, or the gateway does not start.",
+    )
+    sse_kms_key_id: str = opt("", "KMS key id or ARN for 'sse-kms'; empty: the server's default KMS key.")
+    sse_customer_key: str = opt(
+        "",
+        "SSE-C key: 256 bits as base64 (44 characters) or 64 hex digits. Objects are unreadable without it: keep "
+        "it in a secrets store and in the backups of keys. Needs `s3.secure`, unless the endpoint is on loopback.",
+        secret=True,
+    )
+    sse_customer_key_file: str = opt(
+        "",
+        "File whose first line is the SSE-C key, read when `s3.sse_customer_key` is empty; refused when its group "
+        "or others may read it.",
+    )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context of https to the S3 server (None with `s3.secure` false)."""
+        if not self.secure:
+            return None
+        try:
+            return client_context(ca_file=self.ca_file, what="s3")
+        except TlsConfigError as exc:
+            raise SettingsError(str(exc)) from None
+
+    def encryption(self) -> S3Encryption:
+        """The encryption these settings ask for; SettingsError on a missing, malformed or unprotected key."""
+        if self.sse != "sse-kms" and self.sse_kms_key_id:
+            raise SettingsError("s3.sse_kms_key_id is set but s3.sse is not 'sse-kms'")
+        if self.sse != "sse-c":
+            if self.sse_customer_key or self.sse_customer_key_file:
+                raise SettingsError("an SSE-C key is configured but s3.sse is not 'sse-c'")
+            return S3Encryption(self.sse, kms_key_id=self.sse_kms_key_id)
+        host = self.endpoint.rsplit(":", 1)[0].strip("[]") if ":" in self.endpoint else self.endpoint
+        if not self.secure and host not in {"localhost", "127.0.0.1", "::1"}:
+            raise SettingsError("s3.sse is 'sse-c' but s3.secure is false: the key would cross the network in clear")
+        where, text = "s3.sse_customer_key", self.sse_customer_key
+        if not text and self.sse_customer_key_file:
+            where = f"s3.sse_customer_key_file {self.sse_customer_key_file}"
+            try:
+                check_private_file(self.sse_customer_key_file, "s3.sse_customer_key_file")
+                lines = Path(self.sse_customer_key_file).read_text(encoding="utf-8").splitlines()
+            except TlsConfigError as exc:
+                raise SettingsError(str(exc)) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"{where}: cannot read it ({exc})") from None
+            text = lines[0] if lines else ""
+        if not text.strip():
+            raise SettingsError("s3.sse is 'sse-c' but neither s3.sse_customer_key nor s3.sse_customer_key_file is set")
+        try:
+            return S3Encryption("sse-c", customer_key=parse_customer_key(text, where))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 @dataclass
@@ -267,6 +356,15 @@ class FhirSettings:
         "",
         "DICOMweb base URL the EMR's users reach (the Endpoint's address); empty: http.public_url + /dicom-web.",
     )
+    tls_ca_file: str = opt(
+        "",
+        "CA bundle (PEM) that the FHIR server's certificate must chain to, for an https:// `fhir.base_url`; empty: "
+        "the system's CAs. The server's host name is always checked against its certificate.",
+    )
+    tls_cert_file: str = opt(
+        "", "Client certificate (PEM, with its chain) shown to the FHIR server when it asks for one (mutual TLS)."
+    )
+    tls_key_file: str = opt("", "Private key of `fhir.tls_cert_file` (PEM, readable by its owner only).")
     timezone: str = opt(
         "Asia/Ho_Chi_Minh", "Time zone of DICOM dates and times (they carry none), for FHIR dateTime values."
     )
@@ -280,6 +378,15 @@ class FhirSettings:
         except OSError as exc:
             raise SettingsError(f"fhir.token_file: cannot read it ({exc.strerror or exc})") from None
         return lines[0].strip() if lines else ""
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The context for an https:// base URL (server checked, host name matched), or None for http://;
+        raises TlsConfigError when a file cannot be used."""
+        if not self.base_url.startswith("https://"):
+            return None
+        return client_context(
+            ca_file=self.tls_ca_file, cert_file=self.tls_cert_file, key_file=self.tls_key_file, what="fhir (fhir.tls_*)"
+        )
 
     def mrn_systems(self) -> dict[str, str]:
         """``patient_identifier_systems`` as issuer -> system (``*`` for any other issuer)."""
@@ -313,11 +420,62 @@ class Hl7Settings:
     outbound_timeout_seconds: float = opt(
         10.0, "Seconds to wait for the EMR's ACK to one ORU^R01 (connecting included) before it counts as failed."
     )
+    outbound_tls: bool = opt(
+        False,
+        "Send ORU^R01 over TLS (MLLP over TLS): the EMR's certificate is checked against `hl7.outbound_tls_ca_file` "
+        "(else the system's CAs) and its host name against `hl7.outbound_tls_server_name`. A TLS failure is a failed "
+        "delivery, retried from the outbox.",
+    )
+    outbound_tls_ca_file: str = opt("", "CA bundle (PEM) the EMR's MLLP certificate must chain to; empty: the system's CAs.")
+    outbound_tls_cert_file: str = opt(
+        "", "Client certificate (PEM, with its chain) shown to the EMR's MLLP listener (mutual TLS); empty: none."
+    )
+    outbound_tls_key_file: str = opt("", "Private key of `hl7.outbound_tls_cert_file` (PEM, readable by its owner only).")
+    outbound_tls_server_name: str = opt(
+        "", "Host name the EMR's MLLP certificate must carry; empty: `hl7.outbound_host`."
+    )
+    tls_cert_file: str = opt(
+        "",
+        "Certificate (PEM, with its chain) of the HL7 listener. Set: `hl7.port` speaks MLLP over TLS only (TLS 1.2+, "
+        "BCP 195 suites), read again on SIGHUP; empty: plain MLLP. A PROXY header from `network.trusted_proxies` "
+        "comes before the TLS handshake.",
+    )
+    tls_key_file: str = opt("", "Private key of `hl7.tls_cert_file` (PEM, readable by its owner only).")
+    tls_client_ca_file: str = opt(
+        "",
+        "CA bundle (PEM) of the client certificates the HL7 listener accepts; set, a sender may show one (and must, "
+        "with `hl7.tls_require_client_cert`).",
+    )
+    tls_require_client_cert: bool = opt(
+        False, "Refuse an MLLP TLS connection without a client certificate from `hl7.tls_client_ca_file` (mutual TLS)."
+    )
     station_aets: list[str] = opt(
         [],
         "Scheduled Station AE Title of ORM^O01 orders by modality, as MODALITY=AE (e.g. CT=CT01), for orders whose "
         "OBR-21 names no station. OMI^O23 orders carry theirs in IPC-9.",
     )
+
+    def listener_tls(self) -> ReloadableServerContext | None:
+        """The HL7 listener's TLS context (reloadable), or None for plain MLLP; raises TlsConfigError."""
+        if not self.tls_cert_file:
+            return None
+        return ReloadableServerContext(
+            self.tls_cert_file, self.tls_key_file, client_ca_file=self.tls_client_ca_file,
+            require_client_cert=self.tls_require_client_cert, what="HL7 listener (hl7.tls_*)",
+        )  # fmt: skip
+
+    def outbound_tls_context(self) -> ssl.SSLContext | None:
+        """The ORU^R01 sender's TLS context (the EMR checked, its host name matched), or None; raises TlsConfigError."""
+        if not self.outbound_tls:
+            return None
+        return client_context(
+            ca_file=self.outbound_tls_ca_file, cert_file=self.outbound_tls_cert_file,
+            key_file=self.outbound_tls_key_file, what="ORU^R01 sender (hl7.outbound_tls_*)",
+        )  # fmt: skip
+
+    @property
+    def outbound_server_name(self) -> str:
+        return self.outbound_tls_server_name or self.outbound_host
 
     def station_map(self) -> dict[str, str]:
         """``station_aets`` as modality -> AE title."""

@@ -89,7 +89,10 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hangup)
         s = self.settings
-        check_port(s.dicom.host, s.dicom.port, "DICOM port")
+        if s.dicom_tls.plain:
+            check_port(s.dicom.host, s.dicom.port, "DICOM port")
+        if s.dicom_tls.enabled:
+            check_port(s.dicom.host, s.dicom_tls.port, "DICOM TLS port")
         check_port(s.http.host, s.http.port, "HTTP port")
         if s.hl7.port:
             check_port(s.hl7.host, s.hl7.port, "HL7 port")

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.http.https import listener_context
 from gateway.ingest.spool import SpoolLog, SpoolRecord
 from gateway.service import Gateway, Role
 from gateway.settings import Settings
@@ -81,7 +82,12 @@ async def _run(settings: Settings, role: Role, board: WorkerBoard | None) -> Non
             app[BOARD] = board
         runner = web.AppRunner(app, access_log=None)  # query strings carry patient identifiers
         await runner.setup()  # starts the gateway (its cleanup context)
-        site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_port=True)
+        tls = listener_context(settings)  # the supervisor made (and checked) it before it started us
+        if tls is not None:
+            gateway.tls_contexts.append(tls)
+        site = web.TCPSite(
+            runner, settings.http.host, settings.http.port, reuse_port=True, ssl_context=tls.context if tls else None
+        )
         await site.start()
     else:
         await gateway.start()

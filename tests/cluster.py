@@ -112,7 +112,11 @@ def run_site(workdir: Path, count: int, env: dict[str, str], *, product_defaults
     members = [Node(node_name(i), n.dicom_port, n.http_port, n.hl7_port) for i, n in enumerate(nodes)]
     # As deploy/haproxy.cfg: a PROXY v2 header on DICOM and MLLP, which the nodes read from the balancer only.
     with run_haproxy(workdir / "haproxy", members, send_proxy=True) as lb:
-        shared = {"PACSGW_HTTP_PUBLIC_URL": lb.base_url, "PACSGW_NETWORK_TRUSTED_PROXIES": "127.0.0.1", **env}
+        # HAProxy balances plain HTTP here, so the nodes serve it as told (http.plain), trusting its X-Forwarded-*.
+        shared = {
+            "PACSGW_HTTP_PUBLIC_URL": lb.base_url, "PACSGW_NETWORK_TRUSTED_PROXIES": "127.0.0.1",
+            "PACSGW_HTTP_PLAIN": "true", **env,
+        }  # fmt: skip
         try:
             for i, node in enumerate(nodes):
                 # Names take effect once the gateway reads [cluster] node_name; one receiver per node on 2 cores.

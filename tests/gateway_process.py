@@ -8,6 +8,12 @@ the bulk of the suite, which is faster to start on a small machine, and the
 product's default (one worker per CPU) with ``product_defaults`` (benchmarks). The
 no-loss and fault tests also run with 2 workers under the supervisor
 (``kill_worker`` SIGKILLs one of its children).
+
+HTTP: the bulk of the suite sets plain HTTP explicitly (``http.plain``, as an operator
+behind a TLS-terminating proxy does); ``https=True`` serves HTTPS with a certificate
+from a trial CA the test makes, and ``product_defaults`` runs the product's own
+default, HTTPS with the trial certificate the gateway makes in ``<data_dir>/tls``.
+Either way ``base_url`` is https and ``ca_file`` / ``ssl_context()`` let clients trust it.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -46,6 +53,8 @@ class GatewayProcess:
     workers: int | None = None
     proc: subprocess.Popen[bytes] | None = None
     token: str | None = None  # an administrator's bearer token, made before the first start
+    https: bool = False  # HTTPS with a certificate of a trial CA made here (product_defaults: the gateway's own)
+    _client_context: ssl.SSLContext | None = field(default=None, repr=False)
 
     @property
     def auth_headers(self) -> dict[str, str]:
@@ -66,8 +75,32 @@ class GatewayProcess:
             index.close()
 
     @property
+    def tls(self) -> bool:
+        if self.env.get("PACSGW_HTTP_PLAIN", "").lower() in ("true", "1", "yes"):  # behind a proxy, as told
+            return False
+        return self.https or self.product_defaults
+
+    @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.http_port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The trial CA and certificate: the test's (``https``) or the gateway's own (``product_defaults``)."""
+        return self.data_dir / "tls" if self.product_defaults else self.data_dir.parent / f"{self.data_dir.name}-tls"
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA a client trusts the HTTPS server by (None over plain HTTP)."""
+        return self.tls_dir / "ca.pem" if self.tls else None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client context trusting ``ca_file`` (for urllib, aiohttp, ...); None over plain HTTP."""
+        if self.ca_file is None:
+            return None
+        if self._client_context is None:
+            self._client_context = ssl.create_default_context(cafile=str(self.ca_file))
+        return self._client_context
 
     @property
     def log_path(self) -> Path:
@@ -88,8 +121,15 @@ class GatewayProcess:
                 "PACSGW_HL7_HOST": "127.0.0.1",
                 "PACSGW_LOG_LEVEL": "INFO",
                 "PACSGW_SERVE_WORKERS": str(self.worker_count),
+                # Test clients stand for readers inside the hospital: no TOTP code but for administrators.
+                "PACSGW_LOGIN_TRUSTED_NETWORKS": "127.0.0.0/8",
             }
         )
+        if not self.tls:
+            env["PACSGW_HTTP_PLAIN"] = "true"
+        elif self.https:
+            env["PACSGW_HTTP_TLS_CERT_FILE"] = str(self.tls_dir / "server.pem")
+            env["PACSGW_HTTP_TLS_KEY_FILE"] = str(self.tls_dir / "server.key")
         if not self.product_defaults:
             # Small segments: every test start zero-fills its spares.
             env.update({"PACSGW_SPOOL_SEGMENT_BYTES": str(8 << 20), "PACSGW_SPOOL_PREALLOCATED_SEGMENTS": "1"})
@@ -109,6 +149,10 @@ class GatewayProcess:
         if self.token is None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.token = self.add_user("test-admin", "admin")
+        if self.https and not (self.tls_dir / "server.pem").exists():
+            from gateway.tls_certs import write_trial_set
+
+            write_trial_set(self.tls_dir, ["localhost", "127.0.0.1"])
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway", "serve"],
@@ -200,7 +244,7 @@ class GatewayProcess:
             sent.setdefault("Content-Type", "application/json")
         request = urllib.request.Request(self.base_url + path, data=data, headers=sent, method=method)
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.ssl_context()) as response:
                 raw, status, ctype = response.read(), response.status, response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as err:
             raw, status, ctype = err.read(), err.code, err.headers.get("Content-Type", "")

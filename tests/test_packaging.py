@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -166,12 +167,13 @@ def test_the_installed_wheel_serves_the_viewer_and_dicomweb(wheel: Path, tmp_pat
         [str(console), "serve", "--dicom-port", str(dicom_port), "--http-port", str(http_port)],
         cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
-    base = f"http://127.0.0.1:{http_port}"
+    base = f"https://127.0.0.1:{http_port}"  # a fresh install: HTTPS with the trial certificate it makes
 
     def get(path: str, auth: bool = True) -> tuple[int, bytes, str]:
         request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if auth else {})
+        trial_ca = ssl.create_default_context(cafile=str(home / "data" / "tls" / "ca.pem"))
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=trial_ca) as response:
                 return response.status, response.read(), response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as err:
             return err.code, err.read(), err.headers.get("Content-Type", "")
@@ -187,6 +189,10 @@ def test_the_installed_wheel_serves_the_viewer_and_dicomweb(wheel: Path, tmp_pat
                 pass
             assert time.monotonic() < deadline, (home / "serve.log").read_text()
             time.sleep(0.1)
+        # The image's health check, as Docker runs it (a shell), against this install.
+        [probe] = re.findall(r"^HEALTHCHECK .*? CMD (.*)$", (ROOT / "Dockerfile").read_text(), re.M)
+        probe = probe.replace("8042", str(http_port)).replace("python -c", f"{venv / 'bin' / 'python'} -c", 1)
+        assert subprocess.run(["/bin/sh", "-c", probe], env=env, timeout=30).returncode == 0
         status, body, ctype = get("/viewer/", auth=False)
         assert status == 200 and "text/html" in ctype and b"<script" in body
         for asset in re.findall(rb'(?:src|href)="(?:/viewer/|\./)?([\w.-]+\.(?:js|css))"', body):

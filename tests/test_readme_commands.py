@@ -14,6 +14,7 @@ import re
 import select
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import termios
@@ -24,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE
@@ -40,8 +42,9 @@ PASSWORD = "correct horse battery staple 7"
 # The command forms the synopsis shows, each run by a test below.
 TESTED_FORMS = {
     "serve", "import", "anonymise", "vault find", "vault reveal", "quarantine list", "quarantine export",
-    "user add", "user token", "user revoke", "user password", "user unlock", "user link", "user grant", "user audit-digest",
-    "spool drain", "config", "python -m gateway",
+    "user add", "user token", "user revoke", "user password", "user unlock", "user reset-totp", "user link", "user grant",
+    "user audit-digest",
+    "spool drain", "tls self-signed", "config", "python -m gateway",
 }  # fmt: skip
 
 
@@ -66,7 +69,7 @@ def _synopsis_forms() -> set[str]:
             continue
         alternatives = [a.strip() for a in f" {text} ".split(" | ")]  # "admin|radiologist" is one value
         subcommands = [a.split()[0] for a in alternatives if a and not a.startswith(("[", "-")) and a.split()[0].islower()]
-        if command in ("vault", "quarantine", "user", "spool"):
+        if command in ("vault", "quarantine", "user", "spool", "tls"):
             forms.update(f"{command} {s}" for s in subcommands)
         else:
             forms.add(command)
@@ -122,11 +125,14 @@ def _at_terminal(command: str, *, cwd: Path, env: dict[str, str], answers: list[
             proc.kill()
 
 
-def _http(url: str, token: str | None = None, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def _http(
+    url: str, token: str | None = None, data: bytes | None = None, headers: dict[str, str] | None = None, *, ca: Path
+) -> tuple[int, Any]:
+    """A request to a gateway serving HTTPS with the certificate of CA ``ca`` (its trial CA, by default)."""
     sent = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     request = urllib.request.Request(url, data=data, headers=sent)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=ssl.create_default_context(cafile=str(ca))) as response:
             raw, status = response.read(), response.status
     except urllib.error.HTTPError as err:
         raw, status = err.read(), err.code
@@ -137,26 +143,33 @@ def _http(url: str, token: str | None = None, data: bytes | None = None, headers
 
 
 class Served:
-    """``pacs-gateway serve`` started as the README shows it, stopped with SIGTERM as a service manager does."""
+    """``pacs-gateway serve`` started as the README shows it, stopped with SIGTERM as a service manager does.
 
-    def __init__(self, args: list[str], cwd: Path, env: dict[str, str]) -> None:
+    It serves HTTPS with the trial certificate it makes in its data dir (``--data-dir``, else ``./data``)."""
+
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str], *, ca_file: Path | None = None) -> None:
         self.http_port = free_port()
         self.dicom_port = free_port()
         self.log = cwd / "serve.log"
+        data_dir = Path(args[args.index("--data-dir") + 1]) if "--data-dir" in args else cwd / "data"
+        self.ca_file = ca_file or data_dir / "tls" / "ca.pem"
         argv = [str(CONSOLE), "serve", *args, "--dicom-port", str(self.dicom_port), "--http-port", str(self.http_port)]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.http_port}"
+        self.url = f"https://127.0.0.1:{self.http_port}"
         deadline = time.monotonic() + 90  # by default one worker per CPU, each importing everything at once
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()
             try:
-                if _http(self.url + "/health")[0] == 200:
+                if self.http("/health")[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
         raise AssertionError(f"not ready: {self.log.read_text()}")
+
+    def http(self, path: str, token: str | None = None, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        return _http(self.url + path, token, data, headers, ca=self.ca_file)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -179,7 +192,11 @@ def home(tmp_path: Path) -> Path:
 def config_file(home: Path) -> Path:
     # The HL7 listener's default port is fixed (2575); tests share the machine, so it is moved to a free port.
     path = home / "gateway.toml"
-    path.write_text(f'[hl7]\nport = {free_port()}\nhost = "127.0.0.1"\n[dicom]\nhost = "127.0.0.1"\n[http]\nhost = "127.0.0.1"\n')
+    # The tests' clients stand for readers inside the hospital (login.trusted_networks): only administrators need a code.
+    path.write_text(
+        f'[hl7]\nport = {free_port()}\nhost = "127.0.0.1"\n[dicom]\nhost = "127.0.0.1"\n[http]\nhost = "127.0.0.1"\n'
+        '[login]\ntrusted_networks = ["127.0.0.0/8"]\n'
+    )
     return path
 
 
@@ -201,13 +218,27 @@ def test_first_administrator_steps_as_written(home: Path, config_file: Path) -> 
 
     served = Served(["--config", str(config_file)], home, env)
     try:
-        assert _http(served.url + "/dicom-web/studies")[0] == 401
-        assert _http(served.url + "/dicom-web/studies", token)[0] in (200, 204)
-        status, body = _http(
-            served.url + "/auth/login", data=json.dumps({"username": "admin", "password": PASSWORD}).encode(),
-            headers={"Content-Type": "application/json"},
-        )  # fmt: skip
-        assert status == 200 and body["token"], body
+        assert served.http("/dicom-web/studies")[0] == 401
+        assert served.http("/dicom-web/studies", token)[0] in (200, 204)
+
+        def log_in(**factor: str) -> tuple[int, Any]:
+            body = json.dumps({"username": "admin", "password": PASSWORD, **factor}).encode()
+            return served.http("/auth/login", data=body, headers={"Content-Type": "application/json"})
+
+        # The first login: the password, then the key to add to an authenticator app, confirmed by its first code.
+        status, body = log_in()
+        assert status == 401 and body["second_factor"] == "enrol" and "token" not in body, body
+        app = pyotp.parse_uri(body["enrolment"]["otpauth_uri"])
+        status, body = log_in(code=app.now())
+        assert status == 200 and body["token"] and len(body["recovery_codes"]) == 10, body
+        assert served.http("/auth/me", body["token"])[1]["role"] == "admin"
+        # From then on, the app's code beside the password (a phone a step ahead: one step of drift is allowed).
+        assert log_in()[1]["second_factor"] == "totp"
+        assert log_in(code=app.at(time.time() + app.interval))[0] == 200
+
+        reset = _run("user", "reset-totp", "admin", cwd=home)
+        assert reset.returncode == 0 and "second factor reset" in reset.stdout, reset.stderr
+        assert log_in()[1]["second_factor"] == "enrol"  # a lost phone: the next login enrols afresh
     finally:
         assert served.stop() == 0
 
@@ -296,12 +327,18 @@ def test_anonymise_with_a_secret_file_gives_stable_uids(home: Path) -> None:
     write_files(ct_series(2), home / "in")
     secret = home / "secret.txt"
     secret.write_text(SECRET + "\n")
+    secret.chmod(0o644)
+    exposed = _run("anonymise", home / "in", home / "out0", "--secret-file", secret, cwd=home)
+    assert exposed.returncode == 1 and "may be read or changed by other users" in exposed.stderr, exposed.stderr
+    assert f"chmod 600 {secret}" in exposed.stderr and "Traceback" not in exposed.stderr and not (home / "out0").exists()
+    secret.chmod(0o600)
     for out in ("out1", "out2"):
         result = _run("anonymise", home / "in", home / out, "--secret-file", secret, "--no-progress", cwd=home)
         assert result.returncode == 0 and "fresh random key" not in result.stderr, result.stderr
     assert _uids(home / "out1") == _uids(home / "out2") and len(_uids(home / "out1")) == 2
     short = home / "short.txt"
     short.write_text("too short\n")
+    short.chmod(0o600)
     refused = _run("anonymise", home / "in", home / "out3", "--secret-file", short, cwd=home)
     assert refused.returncode == 1 and "at least 32 characters" in refused.stderr
     assert not (home / "out3").exists()
@@ -372,7 +409,7 @@ def test_user_subcommands_change_what_the_http_api_allows(home: Path, config_fil
     served = Served(["--config", str(config_file)], home, _clean_env())
     try:
         def visible(bearer: str) -> set[str]:
-            status, body = _http(served.url + "/dicom-web/studies", bearer)
+            status, body = served.http("/dicom-web/studies", bearer)
             assert status in (200, 204), body
             return {item["00100020"]["Value"][0] for item in body or []}
 
@@ -382,12 +419,12 @@ def test_user_subcommands_change_what_the_http_api_allows(home: Path, config_fil
 
         changed = _run("user", "password", "doctor", "--password-stdin", cwd=home, stdin=PASSWORD + " new\n")
         assert changed.returncode == 0 and "1 token(s) revoked" in changed.stdout, changed.stderr
-        assert _http(served.url + "/dicom-web/studies", token)[0] == 401  # a reset shuts out whoever held a token
+        assert served.http("/dicom-web/studies", token)[0] == 401  # a reset shuts out whoever held a token
         token = _run("user", "token", "doctor", cwd=home).stdout.strip()
 
         def log_in(password: str) -> int:
             body = json.dumps({"username": "doctor", "password": password}).encode()
-            return _http(served.url + "/auth/login", data=body, headers={"Content-Type": "application/json"})[0]
+            return served.http("/auth/login", data=body, headers={"Content-Type": "application/json"})[0]
 
         assert log_in(PASSWORD + " new") == 200
         answers = [log_in("a wrong guess") for _ in range(6)]
@@ -400,7 +437,7 @@ def test_user_subcommands_change_what_the_http_api_allows(home: Path, config_fil
         revoked = _run("user", "revoke", "doctor", cwd=home)
         assert revoked.returncode == 0 and "revoked" in revoked.stdout
         deadline = time.monotonic() + 10  # revocation must take hold; polled, not slept
-        while _http(served.url + "/dicom-web/studies", token)[0] != 401:
+        while served.http("/dicom-web/studies", token)[0] != 401:
             assert time.monotonic() < deadline, "a revoked token still works"
             time.sleep(0.1)
     finally:
@@ -414,6 +451,12 @@ def test_user_audit_digest(home: Path) -> None:
     assert first.returncode == 0 and first.stdout.startswith("hmac:"), first.stderr
     assert _run("user", "audit-digest", "MRN-0001", cwd=home, env=env).stdout == first.stdout
     assert _run("user", "audit-digest", "MRN-0002", cwd=home, env=env).stdout != first.stdout
+    exposed = home / "secret.txt"
+    exposed.write_text(SECRET + "\n")
+    exposed.chmod(0o640)
+    refused = _run("user", "audit-digest", "MRN-0001", cwd=home, env=_clean_env(PACSGW_DEID_SECRET_FILE=str(exposed)))
+    assert refused.returncode == 1 and "may be read or changed by other users (mode 0640)" in refused.stderr
+    assert "Traceback" not in refused.stderr and not refused.stdout
 
 
 def test_config_prints_settings_with_secrets_masked(home: Path, config_file: Path) -> None:
@@ -431,6 +474,27 @@ def test_config_prints_settings_with_secrets_masked(home: Path, config_file: Pat
     assert refused.returncode == 1 and "configuration error" in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_tls_self_signed_writes_a_trial_set_the_gateway_serves(home: Path, config_file: Path) -> None:
+    made = _run("tls", "self-signed", "certs", "--host", "localhost", "--host", "127.0.0.1", cwd=home)
+    assert made.returncode == 0, made.stderr
+    certs = home / "certs"
+    assert sorted(p.name for p in certs.iterdir()) == ["ca.pem", "server.key", "server.pem"]  # no CA key kept
+    assert (certs / "server.key").stat().st_mode & 0o077 == 0
+    assert f'tls_cert_file = "{certs / "server.pem"}"' in made.stdout and "curl --cacert certs/ca.pem" in made.stdout
+    again = _run("tls", "self-signed", "certs", cwd=home)
+    assert again.returncode == 1 and "exists; not overwritten" in again.stderr and "Traceback" not in again.stderr
+
+    # The settings it printed, added to the settings file: the gateway serves that certificate.
+    printed = made.stdout.split("in the settings file:\n", 1)[1].split("\nand trust", 1)[0]
+    config_file.write_text(config_file.read_text().replace("[http]\n", printed.replace("  ", "") + "\n", 1))
+    served = Served(["--config", str(config_file)], home, _clean_env(), ca_file=certs / "ca.pem")
+    try:
+        assert served.http("/health")[0] == 200
+        assert not (home / "data" / "tls").exists()  # no trial set made: a certificate is configured
+    finally:
+        assert served.stop() == 0
+
+
 def test_python_dash_m_gateway_is_the_same_command(home: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "gateway", "config", "--reference"], cwd=home, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout == _run("config", "--reference", cwd=home).stdout
@@ -445,7 +509,7 @@ def test_every_command_has_help(command: str, home: Path) -> None:
 def _subcommands() -> Iterator[tuple[str, str]]:
     for form in sorted(TESTED_FORMS):
         words = form.split()
-        if len(words) == 2 and words[0] != "python":
+        if len(words) == 2 and words[0] not in ("python", "tls"):  # tls self-signed reads no settings
             yield words[0], words[1]
 
 
@@ -453,6 +517,12 @@ def _subcommands() -> Iterator[tuple[str, str]]:
 def test_data_dir_is_taken_after_the_subcommand(command: str, subcommand: str, home: Path) -> None:
     result = _run(command, subcommand, "--help", cwd=home)
     assert result.returncode == 0 and "--data-dir" in result.stdout and "--config" in result.stdout
+
+
+def test_tls_self_signed_reads_no_settings(home: Path) -> None:
+    made = _run("tls", "self-signed", "certs", cwd=home, env=_clean_env(PACSGW_HTTP_PORT="eleven"))
+    assert made.returncode == 0 and (home / "certs" / "server.pem").exists(), made.stderr  # a bad setting does not matter
+    assert "--data-dir" not in _run("tls", "self-signed", "--help", cwd=home).stdout
 
 
 def test_scripts_run_sets_up_and_serves(tmp_path: Path) -> None:
@@ -467,13 +537,22 @@ def test_scripts_run_sets_up_and_serves(tmp_path: Path) -> None:
         while True:
             assert proc.poll() is None, (tmp_path / "run.log").read_text()
             try:
-                if _http(f"http://127.0.0.1:{http_port}/health")[0] == 200:
+                if _http(f"https://127.0.0.1:{http_port}/health", ca=tmp_path / "data" / "tls" / "ca.pem")[0] == 200:
                     break
             except OSError:
                 pass
             assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
             time.sleep(0.2)
         assert (tmp_path / "data" / "index.sqlite").exists()
+        log = (tmp_path / "run.log").read_text()
+        assert "TRIAL certificate" in log and f"curl --cacert {tmp_path / 'data' / 'tls' / 'ca.pem'}" in log
+        # The README's check after it, from beside that data dir, as typed (the port moved).
+        [check] = [line for line in _sh_block_after("says so in the log; trust that CA") if line.strip()]
+        assert check == "curl --cacert data/tls/ca.pem https://localhost:8042/health"
+        shown = subprocess.run(
+            ["/bin/sh", "-c", check.replace("8042", str(http_port))], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+        )  # fmt: skip
+        assert shown.returncode == 0 and json.loads(shown.stdout)["live"] is True, shown.stderr
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -538,7 +617,7 @@ def test_spool_drain_files_a_dead_nodes_spool_while_this_gateway_serves(home: Pa
         assert _store_over_dicom(served.dicom_port, series[:1]) == [0]
         study = str(series[0].StudyInstanceUID)
         deadline = time.monotonic() + 30
-        while _http(f"{served.url}/dicom-web/studies/{study}/instances", token)[0] != 200:  # filed by its worker
+        while served.http(f"/dicom-web/studies/{study}/instances", token)[0] != 200:  # filed by its worker
             assert time.monotonic() < deadline
             time.sleep(0.1)
         refused = _run("spool", "drain", home / "data" / "spool", "--data-dir", home / "other", cwd=home)
@@ -552,7 +631,7 @@ def test_spool_drain_files_a_dead_nodes_spool_while_this_gateway_serves(home: Pa
         again = _run("spool", "drain", spool, cwd=home)  # the checkpoint moved past everything
         assert again.returncode == 0 and re.search(r"filed:\s+0\b", again.stdout), again.stdout + again.stderr
 
-        status, body = _http(f"{served.url}/dicom-web/studies/{study}/instances", token)
+        status, body = served.http(f"/dicom-web/studies/{study}/instances", token)
         assert status == 200, body
         answered = [item["00080018"]["Value"][0] for item in body]
         assert sorted(answered) == sorted(uids[:2] + uids[3:])  # each exactly once; the damaged one is not there

@@ -40,16 +40,19 @@ async function json(method, path, body) {
   return response.status === 204 ? null : response.json();
 }
 
-export async function login(username, password) {
+// True when logged in; false for a wrong password; else the answer: a second factor asked for or refused
+// (`second_factor`, login_totp.js), a refusal of it (`error`), or a login with recovery codes to show.
+export async function login(username, password, factor = {}) {
   const response = await fetch("/auth/login", {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username, password }),
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ username, password, ...factor }),
   });
-  if (!response.ok) return false;
-  const answer = await response.json();
+  let answer = {};
+  try { answer = await response.json(); } catch { /* not JSON */ }
+  if (!response.ok) return answer.second_factor || Object.keys(factor).length ? answer : false;
   session.token = answer.token;
   session.role = answer.role;
   session.name = answer.display_name || username;
-  return true;
+  return answer.recovery_codes ? answer : true;
 }
 
 export const me = () => json("GET", "/auth/me");

@@ -3,7 +3,9 @@
 import { RequestFailed, Unauthorized, auditTrail, login, logout, me, searchStudies, session, value } from "./api.js";
 import { date, element, personName } from "./dom.js";
 import { t, toggleLanguage } from "./i18n.js";
+import { secondFactor } from "./login_totp.js";
 import { openReader } from "./reader.js";
+import { ssoButton, ssoNotice, takeSsoSession } from "./sso.js";
 
 const app = document.getElementById("app");
 const PAGE = 25;
@@ -45,12 +47,16 @@ function showLogin(notice = "") {
   const message = element("p", { class: "error", role: "alert" }, notice);
   const form = element("form", { id: "login", onsubmit: async (event) => {
     event.preventDefault();
-    if (await login(username.value, password.value)) home(); else message.textContent = t("loginFailed");
+    const result = await login(username.value, password.value);
+    if (result === true) home();
+    else if (result) secondFactor(app, result, (factor) => login(username.value, password.value, factor), home);
+    else message.textContent = t("loginFailed");
   } },
   element("label", {}, t("username"), username), element("label", {}, t("password"), password),
   element("button", { type: "submit" }, t("login")), message);
   app.replaceChildren(form);
   username.focus();
+  ssoButton().then((button) => button && form.isConnected && form.before(button));  // single sign-on first, when there is one
 }
 
 function showShareEnded(message) {
@@ -162,7 +168,10 @@ function start() {
   if (share) guarded(() => openShare(share[1]));
   else if (session.role === "share" && session.token) guarded(startShare);
   else if (session.token) guarded(async () => home());
-  else showLogin();
+  else {
+    const notice = ssoNotice();
+    takeSsoSession().then((taken) => (taken ? guarded(async () => home()) : showLogin(notice)));
+  }
 }
 
 document.getElementById("language").addEventListener("click", () => {

@@ -3,6 +3,8 @@ const STRINGS = {
   vi: {
     title: "Xem ảnh chẩn đoán", language: "English", logout: "Đăng xuất", close: "Đóng", login: "Đăng nhập",
     username: "Tên đăng nhập", password: "Mật khẩu", loginFailed: "Sai tên đăng nhập hoặc mật khẩu",
+    ssoLogin: "Đăng nhập bằng tài khoản bệnh viện", ssoFailed: "Đăng nhập một lần không thành công",
+    ssoRefused: "Tài khoản bệnh viện chưa được cấp quyền xem ảnh", ssoUnavailable: "Không kết nối được máy chủ xác thực",
     sessionEnded: "Phiên làm việc đã hết, vui lòng đăng nhập lại", failed: "Có lỗi xảy ra",
     shareEnded: "Liên kết chia sẻ đã hết hạn hoặc đã bị thu hồi",
     patientId: "Mã BN / CCCD / BHYT", patientIdShort: "Mã BN", patientName: "Họ tên", birthDate: "Ngày sinh",
@@ -32,6 +34,8 @@ const STRINGS = {
   en: {
     title: "Diagnostic viewer", language: "Tiếng Việt", logout: "Log out", close: "Close", login: "Log in",
     username: "User name", password: "Password", loginFailed: "Unknown user or wrong password",
+    ssoLogin: "Sign in with the hospital account", ssoFailed: "Single sign-on did not succeed",
+    ssoRefused: "The hospital account has no role in the viewer", ssoUnavailable: "The identity provider cannot be reached",
     sessionEnded: "Your session ended, please log in again", failed: "Something went wrong",
     shareEnded: "This share link has expired or was revoked",
     patientId: "Patient ID / citizen ID / insurance", patientIdShort: "Patient ID", patientName: "Name", birthDate: "Born",

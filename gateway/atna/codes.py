@@ -40,6 +40,7 @@ SECURITY_ALERT = _dcm("110113", "Security Alert")
 USER_AUTHENTICATION = _dcm("110114", "User Authentication")
 # CID 401
 LOGIN = _dcm("110122", "Login")
+NODE_AUTHENTICATION = _dcm("110126", "Node Authentication")
 USE_OF_RESTRICTED_FUNCTION = _dcm("110132", "Use of Restricted Function")
 OBJECT_SECURITY_ATTRIBUTES_CHANGED = _dcm("110135", "Object Security Attributes Changed")
 USER_SECURITY_ATTRIBUTES_CHANGED = _dcm("110137", "User security Attributes Changed")
@@ -64,7 +65,15 @@ class EventKind(NamedTuple):
 
 EVENTS: dict[str, EventKind] = {
     "login": EventKind(USER_AUTHENTICATION, "E", LOGIN),
+    "sso-login": EventKind(USER_AUTHENTICATION, "E", LOGIN),
+    "totp-confirmed": EventKind(USER_AUTHENTICATION, "E", LOGIN),  # the second factor of a login
+    "totp-failed": EventKind(USER_AUTHENTICATION, "E", LOGIN),
+    "recovery-code-used": EventKind(USER_AUTHENTICATION, "E", LOGIN),
+    "recovery-code-failed": EventKind(USER_AUTHENTICATION, "E", LOGIN),
+    "totp-enrolled": EventKind(SECURITY_ALERT, "C", USER_SECURITY_ATTRIBUTES_CHANGED),
+    "totp-reset": EventKind(SECURITY_ALERT, "D", USER_SECURITY_ATTRIBUTES_CHANGED),
     "login-lockout": EventKind(SECURITY_ALERT, "E", USER_SECURITY_ATTRIBUTES_CHANGED),
+    "associate": EventKind(SECURITY_ALERT, "E", NODE_AUTHENTICATION),  # an association refused for its AE title
     "query": EventKind(QUERY, "E"),
     "retrieve": EventKind(INSTANCES_TRANSFERRED, "R", requester_role=DESTINATION),
     "store": EventKind(INSTANCES_TRANSFERRED, "C", requester_role=SOURCE),

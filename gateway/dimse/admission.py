@@ -24,6 +24,8 @@ class Connection:
     peer: str
     drop: Callable[[], None]  # closes the connection at once
     associated: bool = False
+    tls: bool = False  # came on the DICOM TLS port (its handshake done)
+    certificate: tuple[str, ...] = ()  # the names of the client certificate it showed (CN, DNS SANs)
 
 
 class Admission:
@@ -80,6 +82,10 @@ class Admission:
     def not_allowed(self, peer: str) -> None:
         """A connection from an address outside ``dicom.allowed_peers``: refused before it takes any place."""
         self._refused("peer_not_allowed", "association from %s refused: address not allowed (dicom.allowed_peers)", peer)
+
+    def handshake_failed(self, connection: Connection, why: str) -> None:
+        """A connection to the TLS port whose handshake failed or timed out (no certificate, an untrusted one...)."""
+        self._refused("tls_handshake", "DICOM TLS connection from %s closed: handshake failed (%s)", connection.peer, why)
 
     def requested(self, connection: Connection) -> None:
         """The connection's A-ASSOCIATE-RQ has arrived (or it never will)."""

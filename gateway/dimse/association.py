@@ -25,9 +25,11 @@ from gateway.dimse.commands import (
 )
 from gateway.dimse.negotiation import (
     AcceptedContext,
+    CALLING_AE_NOT_RECOGNIZED,
     AssociationRejected,
     Negotiated,
     decode_request,
+    loggable,
     negotiate,
 )
 from gateway.dimse.find import FIND_MODELS, encode_identifier, identifier_summary
@@ -206,6 +208,14 @@ class Association:
             listed = server.settings.allowed_calling_aets
             if listed and calling not in listed and ANY_CALLER not in listed:
                 raise AssociationRejected("calling AE title not allowed", 0x01, 0x01, 0x03)
+            if self.connection.tls and server.ae_binding and not server.ae_binding.allows(
+                self.connection.certificate, calling
+            ):
+                why = "its client certificate may not use it" if self.connection.certificate else "no client certificate"
+                raise AssociationRejected(
+                    f"calling AE title {loggable(calling, 16)} refused on the TLS port: {why} (dicom_tls.client_aets)",
+                    0x01, 0x01, CALLING_AE_NOT_RECOGNIZED,
+                )  # fmt: skip
             negotiated = negotiate(request, server.supported_contexts, max_pdu=server.settings.max_pdu_size)
             full = server.admission.associate(self.connection, calling)
             if full is not None:
@@ -213,10 +223,21 @@ class Association:
             self.negotiated = negotiated
         except AssociationRejected as rejected:
             log.warning("association from %s refused: %s", self.peer, rejected)
+            if rejected.reason == CALLING_AE_NOT_RECOGNIZED and rejected.source == 0x01:
+                self._audit_refusal(bytes(raw), rejected)
             await self.send(pdu.associate_rj(rejected.result, rejected.source, rejected.reason))
             return False
         await self.send(self.negotiated.accept_pdu)
         return True
+
+    def _audit_refusal(self, raw: bytes, rejected: AssociationRejected) -> None:
+        """A peer refused for who it says it is (its calling AE title, or the certificate it showed for it)."""
+        calling = raw[26:42].decode("ascii", "replace").strip() if len(raw) >= 42 else ""
+        self.server.audit.record(
+            username=loggable(calling, 16), role="dicom", action="associate",
+            target=f"A-ASSOCIATE-RJ calling AE title not recognized{' (TLS)' if self.connection.tls else ''}",
+            source=self.peer, outcome=rejected.reason,
+        )  # fmt: skip
 
     async def _serve(self) -> None:
         # While a retrieve sends, the peer may rightly say nothing; the sending has timeouts of its own.

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # types only: none of these import the association or the ser
     from gateway.dimse.mpps import MppsService
     from gateway.dimse.negotiation import AcceptedContext, Negotiated
     from gateway.dimse.retrieve import RetrieveService
+    from gateway.dimse.tls_accept import AeBinding
     from gateway.dimse.worklist import WorklistService
     from gateway.ingest.service import IngestService
     from gateway.metrics import GatewayMetrics
@@ -62,6 +63,7 @@ class ServerPort(Protocol):
     mpps: MppsService | None
     audit: AuditWriter
     ingest: IngestService  # C-STORE datasets are offered to it
+    ae_binding: AeBinding  # on the TLS port: the calling AE titles each client certificate may use
 
 
 class AssociationPort(Protocol):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from gateway.dimse.errors import (
 )
 from gateway.dimse.find import UNDECODABLE, decode_identifier, parse_request, validate_query
 from gateway.dimse.status import RetrieveStatus, StoreStatus, is_warning
+from gateway.dimse.tls_scu import OutboundTls
 from gateway.dimse.transcode import UNCOMPRESSED, ConversionError, part10_in, read_part10
 from gateway.query.service import QueryService
 from storage.index.database import IndexDatabase, IndexDatabaseError
@@ -95,7 +97,9 @@ class RetrieveService:
         allowed_aets: list[str],
         destinations: dict[str, tuple[str, int]],
         max_instances: int,
+        tls: OutboundTls | None = None,
     ) -> None:
+        self.tls = tls or OutboundTls({})  # destinations reached over DICOM TLS
         self.queries = QueryService(index)
         self.store = store
         self.ae_title = ae_title
@@ -171,7 +175,9 @@ class RetrieveService:
         if destination not in self.destinations:
             raise UnknownDestination("move destination unknown")
         host, port = self.destinations[destination]
-        return MoveAssociation(self.ae_title, destination, host, port, targets)
+        return MoveAssociation(
+            self.ae_title, destination, host, port, targets, tls_args=self.tls.tls_args(destination, host)
+        )
 
 
 def requested_contexts(targets: list[Target]) -> list[tuple[str, list[str]]]:
@@ -192,8 +198,12 @@ class DestinationGone(ConnectionError):
 class MoveAssociation:
     """The outbound association of a C-MOVE (pynetdicom as SCU, in a thread)."""
 
-    def __init__(self, ae_title: str, destination: str, host: str, port: int, targets: list[Target]) -> None:
+    def __init__(
+        self, ae_title: str, destination: str, host: str, port: int, targets: list[Target],
+        *, tls_args: tuple[ssl.SSLContext, str] | None = None,
+    ) -> None:  # fmt: skip
         self.ae = AE(ae_title=ae_title)
+        self.tls_args = tls_args  # DICOM TLS: the context and the name the destination's certificate carries
         self.destination, self.host, self.port = destination, host, port
         for sop_class, syntaxes in requested_contexts(targets):
             self.ae.add_requested_context(sop_class, syntaxes)
@@ -201,7 +211,7 @@ class MoveAssociation:
 
     def open(self) -> None:
         try:
-            self.assoc = self.ae.associate(self.host, self.port, ae_title=self.destination)
+            self.assoc = self.ae.associate(self.host, self.port, ae_title=self.destination, tls_args=self.tls_args)
         except Exception as exc:
             raise DestinationUnreachable(f"cannot associate with destination {self.destination}: {type(exc).__name__}") from exc
         if not self.assoc.is_established:

@@ -8,8 +8,10 @@ a C-STORE's dataset is offered to the ingest service
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
+import ssl
 
 from pydicom.uid import (
     ExplicitVRLittleEndian,
@@ -31,6 +33,7 @@ from gateway.dimse.admission import Admission
 from gateway.dimse.association import Association
 from gateway.dimse.find import FIND_MODELS, FindService
 from gateway.dimse.retrieve import GET_MODELS, MOVE_MODELS, RetrieveService
+from gateway.dimse.tls_accept import AeBinding, HandshakeFailed, start_tls
 from gateway.dimse.mpps import MODALITY_PERFORMED_PROCEDURE_STEP, MppsService
 from gateway.dimse.worklist import MODALITY_WORKLIST_FIND, WorklistService
 from gateway.peers import PeerAllowList
@@ -74,7 +77,12 @@ def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
 
 
 class DicomServer:
-    """The DICOM listener: admits peers and runs their associations; stores go to the ingest service."""
+    """The DICOM listeners: admits peers and runs their associations; stores go to the ingest service.
+
+    The plain port (``dicom.port``) and the DICOM TLS port (``dicom_tls.port``, with ``tls_context``) share
+    everything but the handshake: the allow lists, the PROXY protocol, admission and its limits. On the TLS port,
+    ``ae_binding`` (when set) says which calling AE titles each client certificate may use.
+    """
 
     def __init__(
         self,
@@ -88,6 +96,10 @@ class DicomServer:
         mpps: MppsService | None = None,
         *,
         trusted: tuple[str, ...] | list[str] = (),
+        plain: bool = True,
+        tls_port: int = 0,
+        tls_context: ssl.SSLContext | None = None,
+        ae_binding: AeBinding | None = None,
     ) -> None:
         self.settings = settings
         self.ingest = ingest  # C-STORE datasets are offered to it
@@ -101,7 +113,11 @@ class DicomServer:
         self.trusted = trusted_proxies(trusted)  # network.trusted_proxies: they send a PROXY header first
         self.supported_contexts = supported_contexts(worklist=worklist is not None)
         self.admission = Admission(settings, metrics)
+        self.plain = plain  # listen on settings.port (else only on the TLS port)
+        self.tls_port_wanted, self.tls_context = tls_port, tls_context
+        self.ae_binding = ae_binding or AeBinding({})
         self._server: asyncio.Server | None = None
+        self._tls_server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._refusing = 0  # connections from addresses not allowed, being answered
 
@@ -112,34 +128,51 @@ class DicomServer:
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        """The plain port; the TLS port when there is no plain listener."""
+        server = self._server or self._tls_server
+        if server is None:
             raise RuntimeError("DICOM server not started")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(server.sockets[0].getsockname()[1])
+
+    @property
+    def tls_port(self) -> int | None:
+        return int(self._tls_server.sockets[0].getsockname()[1]) if self._tls_server is not None else None
 
     reuse_port = False  # True: several processes share the port (the supervisor's workers)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._accept,
+        if self.plain:
+            self._server = await self._listen(self.settings.port, None)
+            log.info("DICOM SCP %s listening on port %d", self.settings.ae_title, self.port)
+        if self.tls_context is not None:
+            self._tls_server = await self._listen(self.tls_port_wanted, self.tls_context)
+            log.info("DICOM TLS SCP %s listening on port %d", self.settings.ae_title, self.tls_port)
+
+    async def _listen(self, port: int, context: ssl.SSLContext | None) -> asyncio.Server:
+        # No ssl= here: a trusted proxy's PROXY header comes before the handshake, which _accept starts.
+        return await asyncio.start_server(
+            functools.partial(self._accept, tls=context),
             self.settings.host,
-            self.settings.port,
+            port,
             limit=max(self.settings.max_pdu_size, 1 << 20) + 64,
             reuse_address=True,
             reuse_port=self.reuse_port or None,
         )
-        log.info("DICOM SCP %s listening on port %d", self.settings.ae_title, self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        for server in (self._server, self._tls_server):
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+        self._server = self._tls_server = None
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             # DIMSE is request/response: without NODELAY each small response
@@ -152,9 +185,10 @@ class DicomServer:
             return
         if not self.peers.allows(peer):  # before admission: it neither waits nor takes a place of one that may
             self.admission.not_allowed(peer)
-            await self._refuse_peer(reader, writer)
+            await self._refuse_peer(reader, writer, tls)
             return
-        connection = self.admission.open(peer, writer.transport.abort)
+        raw = writer.transport
+        connection = self.admission.open(peer, raw.abort)  # the socket's transport: it aborts TLS too
         if connection is None:
             writer.close()
             return
@@ -162,12 +196,25 @@ class DicomServer:
         assert task is not None
         self._tasks.add(task)
         try:
+            if tls is not None:
+                # The handshake is part of waiting for the request: bounded by the same timeout, in the same queue.
+                try:
+                    connection.certificate = await start_tls(
+                        reader, writer, tls, self.settings.association_request_timeout
+                    )
+                except HandshakeFailed as failed:
+                    self.admission.handshake_failed(connection, str(failed))
+                    raw.abort()
+                    return
+                connection.tls = True
             await Association(self, reader, writer, connection).run()
         finally:
             self.admission.close(connection)
             self._tasks.discard(task)
 
-    async def _refuse_peer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _refuse_peer(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: ssl.SSLContext | None
+    ) -> None:
         """Answer a peer outside ``dicom.allowed_peers`` with A-ASSOCIATE-RJ (permanent), so that its operator sees
         a refusal rather than a network fault; only a few at once and only for a moment, so a flood holds nothing."""
         if self._refusing >= _MOST_REFUSING:
@@ -176,11 +223,14 @@ class DicomServer:
         self._refusing += 1
         try:
             # A modality sends its request as it connects; a loaded machine may take a moment to.
-            async with asyncio.timeout(min(_REFUSE_WITHIN_SECONDS, self.settings.association_request_timeout / 2)):
+            within = min(_REFUSE_WITHIN_SECONDS, self.settings.association_request_timeout / 2)
+            if tls is not None:
+                await start_tls(reader, writer, tls, within)
+            async with asyncio.timeout(within):
                 await pdu.read_pdu(reader, 1 << 16, expect=pdu.A_ASSOCIATE_RQ)
                 writer.write(pdu.associate_rj(0x01, 0x01, 0x01))  # rejected-permanent, by the service user
                 await writer.drain()
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, pdu.PDUError):
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, pdu.PDUError, HandshakeFailed):
             pass
         finally:
             self._refusing -= 1

@@ -63,6 +63,9 @@ class EmrLink:
         self.metrics = metrics
         self.fhir_token = settings.fhir.bearer_token()  # a missing token file stops the start, not the first delivery
         self.hl7 = hl7_settings(settings)
+        # TLS files are read now: a wrong CA bundle, certificate or key stops the start, not the first delivery.
+        self.fhir_tls = settings.fhir.tls_context() if settings.fhir.base_url else None
+        self.oru_tls = self.hl7.outbound_tls_context() if self.hl7 else None
         self.outbox = Outbox(index.engine)
         self.worker: OutboxWorker | None = None
         self.publisher: StablePublisher | None = None
@@ -81,11 +84,12 @@ class EmrLink:
         fhir = self.settings.fhir
         destinations: list[Destination] = []
         if fhir.base_url:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(ssl=self.fhir_tls) if self.fhir_tls is not None else None
+            self._session = aiohttp.ClientSession(connector=connector)
             client = FhirClient(self._session, fhir.base_url, token=self.fhir_token, timeout=fhir.timeout_seconds)
             destinations.append(FhirDestination(client, self.index.engine, self.vault, fhir, wado_url(self.settings)))
         if self.hl7:
-            destinations.append(OruDestination(self.hl7, self.index.engine, self.vault))
+            destinations.append(OruDestination(self.hl7, self.index.engine, self.vault, tls=self.oru_tls))
         self.worker = OutboxWorker(
             self.outbox, ReconciliationQueue(self.index.engine), destinations,
             retry_initial=fhir.retry_initial_seconds, retry_max=fhir.retry_max_seconds,

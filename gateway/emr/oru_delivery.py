@@ -11,6 +11,7 @@ reports wait in the outbox, and the next one is not tried until it is due.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 from sqlalchemy import Engine
@@ -36,17 +37,21 @@ class OruDestination:
     name = "hl7"
     kinds = (DIAGNOSTIC_REPORT,)
 
-    def __init__(self, settings: Any, engine: Engine, vault: PseudonymVault | None) -> None:
+    def __init__(
+        self, settings: Any, engine: Engine, vault: PseudonymVault | None, *, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.settings = settings
         self.engine = engine
         self.vault = vault
+        self.tls = tls  # None: plain MLLP (hl7.outbound_tls off)
 
     async def deliver(self, item: OutboxItem) -> None:
         payload = await self._current(item)
         s = self.settings
         message = build_oru_r01(payload, application=s.application, facility=s.facility, control_id=f"PGW{item.pk}")
         try:
-            await send_message(s.outbound_host, s.outbound_port, message, s.outbound_timeout_seconds)
+            await send_message(s.outbound_host, s.outbound_port, message, s.outbound_timeout_seconds,
+                               tls=self.tls, server_name=s.outbound_server_name if self.tls else "")  # fmt: skip
         except Hl7DeliveryError as exc:  # its reason holds no patient data
             raise DeliveryError(f"hl7: ORU^R01 not accepted: {exc.reason}", unavailable=exc.unavailable) from None
 

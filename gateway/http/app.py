@@ -9,9 +9,12 @@ from aiohttp import web
 
 from gateway.audit import AuditWriter, cleanup_context
 from gateway.http import auth, health, qido, rendered, reports, shares, stow, vault_routes, viewer_routes, wado
-from gateway.http import access, emr_routes, login, receiving
+from gateway.http import access, emr_routes, login, login_totp, oidc_login, receiving
+from gateway.http.oidc_keys import ProviderKeys
+from gateway.http.oidc_tokens import OidcTokens
 from gateway.http.access import Permission, route
 from gateway.http.errors import error_middleware
+from gateway.http.origin import strict_transport_security
 from gateway.http.tokens import Tokens
 from gateway.http.keys import (
     ACCOUNTS,
@@ -39,6 +42,7 @@ from gateway.query.qido import QidoService
 from gateway.query.service import QueryService
 from gateway.reporting.service import ReportingService
 from gateway.settings import Settings
+from gateway.totp import SecondFactor
 from gateway.vault import PseudonymVault
 from storage.index.accounts import AccountStore
 from storage.index.database import IndexDatabase
@@ -47,6 +51,7 @@ from storage.index.instance_locations import InstanceLocations
 from storage.index.login_throttle import LoginThrottle
 from storage.index.reports import ReportStore
 from storage.index.shares import ShareStore
+from storage.index.sso_accounts import SsoAccounts
 from storage.object_store.base import ObjectStore
 
 
@@ -62,6 +67,7 @@ async def response_headers(request: web.Request, response: web.StreamResponse) -
     response is sniffed into another type, nor sends where it came from (share tokens, study UIDs)
     to another site."""
     headers = response.headers
+    strict_transport_security(request, response)
     headers["X-Content-Type-Options"] = "nosniff"
     headers.setdefault("Referrer-Policy", "no-referrer")
     if request.path in VIEWER_FILES or request.path.startswith("/viewer/"):
@@ -87,10 +93,17 @@ def create_http_app(
     accounts = AccountStore(index.engine)
     app[ACCOUNTS] = accounts
     app[login.THROTTLE] = LoginThrottle(index.engine)
+    app[login_totp.SECOND_FACTOR] = login_totp.SecondFactorLogin(
+        SecondFactor(index.engine, secret=settings.deid_secret(), issuer=settings.login.totp_issuer), settings.login.trusted_networks
+    )
     app[SHARES] = ShareStore(index.engine)
     watch = CommitWatch(index.engine)
     app[TOKENS] = Tokens(accounts, app[SHARES], watch)
     app[LOCATIONS] = InstanceLocations(index, watch)
+    if settings.oidc.issuer:  # the hospital's identity provider: its JWTs as bearer tokens, the viewer's sign-in
+        keys = ProviderKeys(settings.oidc)
+        app[TOKENS].sso = OidcTokens(settings.oidc, keys, SsoAccounts(index.engine), audit)
+        app.on_cleanup.append(lambda _app: keys.close())
 
     async def close_watch(_app: web.Application) -> None:
         watch.close()
@@ -122,6 +135,7 @@ def add_routes(app: web.Application) -> None:
     route(app, "POST", "/auth/login", login.login, permission=Permission.PUBLIC)
     route(app, "POST", "/auth/logout", login.logout, permission=Permission.SESSION)
     route(app, "GET", "/auth/me", auth.me, permission=Permission.WHOAMI)
+    oidc_login.add_routes(app)  # the viewer's single sign-on
     route(app, "GET", "/audit", auth.audit_trail, permission=Permission.AUDIT_TRAIL, audit="read-audit")
     qido.add_routes(app)
     wado.add_routes(app)

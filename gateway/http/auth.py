@@ -26,6 +26,7 @@ from gateway.http.access import Permission, declared, permitted
 from gateway.http.client import client_address
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, TOKENS
+from gateway.http.oidc_tokens import SsoRefused
 from storage.index.accounts import Role, User
 from storage.index.scope import Scope
 from storage.index.shares import ShareExpired
@@ -43,7 +44,7 @@ async def bearer_user(request: web.Request) -> User | None:
         return None
     try:
         return await request.app[TOKENS].user(header[7:].strip())
-    except ShareExpired:
+    except (ShareExpired, SsoRefused):
         return None
 
 
@@ -74,7 +75,11 @@ async def auth_middleware(
     user = None
     if header.lower().startswith("bearer "):
         try:
-            user = await request.app[TOKENS].user(header[7:].strip())
+            user = await request.app[TOKENS].user(header[7:].strip(), request)
+        except SsoRefused as exc:  # the identity provider's JWT (gateway.http.oidc_tokens), its sign-in recorded
+            if exc.status == 403:
+                raise http_error(web.HTTPForbidden, str(exc)) from None
+            raise _unauthorized(str(exc)) from None
         except ShareExpired as exc:
             request.app[AUDIT].record(
                 username=exc.link.username, role=Role.SHARE.value, action=action or SHARE_ACCESS,

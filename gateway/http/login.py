@@ -6,7 +6,8 @@ throttle counts names whether an account has them or not. After repeated
 failures for one name or from one address (storage.index.login_throttle),
 logins are answered 429 with Retry-After, the right password included,
 until the lockout ends. Every attempt is in the audit trail (``login``, its
-HTTP status), and so is every lockout (``login-lockout``).
+HTTP status), and so is every lockout (``login-lockout``). Administrators, and logins from outside
+``login.trusted_networks``, need a TOTP code too (``gateway.http.login_totp``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from aiohttp import web
 from gateway.http.client import client_address
 from gateway.http.errors import http_error
 from gateway.http.keys import ACCOUNTS, AUDIT, METRICS
+from gateway.http.login_totp import second_step
 from storage.index.login_throttle import Lockout, LoginThrottle
 
 log = logging.getLogger(__name__)
@@ -74,8 +76,10 @@ async def login(request: web.Request) -> web.Response:
     if user is None:
         record("login", 401)
         raise http_error(web.HTTPUnauthorized, "unknown user or wrong password")
+    extra = await second_step(request, user, body, address, record)  # a TOTP code where needed (gateway.http.login_totp)
     await asyncio.to_thread(throttle.succeeded, username, address)
     record("login", 200, role=user.role.value)
     token = await asyncio.to_thread(accounts.issue_token, user, hours=LOGIN_TOKEN_HOURS, label="login")
     answer = {"token": token, "expires_in": int(LOGIN_TOKEN_HOURS * 3600), "role": user.role.value, "display_name": user.display_name}
+    answer.update(extra)
     return web.json_response(answer)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from storage.index.accounts import AccountStore, User
 from storage.index.commit_watch import CommitWatch
 from storage.index.shares import ShareStore, is_share_token
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway.http.oidc_tokens import OidcTokens
 
 # A token checked is trusted again without a lookup only while nothing was committed to the index since, and at
 # most this long, so that one that expires stops working within a second of its time.
@@ -33,9 +39,13 @@ class Tokens:
         self.shares = shares
         self.watch = watch
         self._checked: dict[str, _Checked] = {}
+        self.sso: OidcTokens | None = None  # the identity provider's JWTs, when [oidc] is configured
 
-    async def user(self, token: str) -> User | None:
-        """The token's user or share principal; None if unknown; raises ShareExpired for a dead share link."""
+    async def user(self, token: str, request: web.Request | None = None) -> User | None:
+        """The token's user or share principal; None if unknown; raises ShareExpired for a dead share link, and
+        SsoRefused for the identity provider's JWT not taken (gateway.http.oidc_tokens)."""
+        if self.sso is not None and self.sso.looks_like(token):
+            return await self.sso.user(token, request)
         version = self.watch.version()  # read before the lookup: a commit during it makes the result untrusted
         now = time.monotonic()
         if version is not None:

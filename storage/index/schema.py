@@ -197,6 +197,16 @@ user_patient_ids = Table(
     Column("issuer", String(64), primary_key=True),
 )
 
+# Single sign-on users (storage.index.sso_accounts): the provider's issuer and subject of each account made for one.
+sso_identities = Table(
+    "sso_identities",
+    metadata,
+    Column("issuer", String(512), primary_key=True),
+    Column("subject", String(255), primary_key=True),
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), nullable=False, unique=True),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
 # Links that name no issuer (made before the patient was indexed, or by an earlier release): each opens the
 # patient with that ID only while the index holds the ID under a single issuer (storage.index.hierarchy).
 user_patients = Table(
@@ -489,4 +499,38 @@ cluster_nodes = Table(
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("beat_at", DateTime(timezone=True), nullable=False),
     Column("info", Text, nullable=False, default=""),  # JSON: spool backlog and the like, never patient data
+)
+
+# Local accounts' second factor (storage.index.second_factor): a TOTP secret sealed with AES-GCM, pending until
+# its first code confirms it, and the last time step a code was accepted for (a code is good once).
+second_factors = Table(
+    "second_factors",
+    metadata,
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True, autoincrement=False),
+    Column("key_id", String(16), nullable=False),
+    Column("nonce", LargeBinary, nullable=False),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("confirmed_at", DateTime(timezone=True)),
+    Column("last_step", BigInteger),
+)
+
+# Recovery codes as SHA-256 digests, each good once (used_at set).
+recovery_codes = Table(
+    "recovery_codes",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("user_pk", ForeignKey("users.pk", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("used_at", DateTime(timezone=True)),
+    Index("ix_recovery_codes_user", "user_pk"),
+)
+
+# The key sealing TOTP secrets when the gateway holds no de-identification secret: one row, made at first use.
+second_factor_keys = Table(
+    "second_factor_keys",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
 )

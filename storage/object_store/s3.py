@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import logging
+import secrets
+import ssl
 import threading
 import uuid
 
@@ -12,6 +14,7 @@ from minio import Minio
 from minio.error import MinioException, S3Error
 
 from storage.object_store.base import ObjectExists, ObjectInfo, ObjectNotFound, ObjectStoreError, sha256_hex
+from storage.object_store.s3_sse import EncryptionRefused, S3Encryption
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,11 @@ _SINGLE_PUT_LIMIT = 5 * 1024**3  # the largest object one S3 PUT may carry
 # What a server that does not implement conditional PUT answers to the header itself.
 _HEADER_REFUSED = {"NotImplemented", "InvalidArgument"}
 PROBE_PREFIX = ".pacsgw-probe/"  # reserved: random names, no PHI; removed after the probe
+# Answers that say nothing about the encryption asked for: the encryption probe runs again later.
+# (InternalError is not among them: it is what SeaweedFS answers when SSE-S3 or SSE-KMS is not configured.)
+_BUSY = {"SlowDown", "ServiceUnavailable", "RequestTimeout"}
+# What a server answers to an SSE-C read with another key, or none, or to a key on an object without SSE-C.
+_KEY_REFUSED = {"AccessDenied", "BadRequest", "InvalidArgument", "InvalidRequest"}
 
 
 class S3ObjectStore:
@@ -39,6 +47,11 @@ class S3ObjectStore:
     condition: an object above 5 GiB goes multipart, which cannot carry it,
     so the caller verifies that one too. Each object carries the SHA-256 of
     its bytes as user metadata, so comparing needs a HEAD, not a download.
+
+    ``encryption`` (``S3Encryption``) goes with every write, and under SSE-C
+    with every read and HEAD too. Before the first write, ``probe_encryption``
+    checks that the server encrypts: a server that refuses it, or stores the
+    probe without it, gets no object at all (``EncryptionRefused``).
     """
 
     def __init__(
@@ -55,6 +68,8 @@ class S3ObjectStore:
         max_connections: int = 16,
         conditional_put: bool | None = None,
         require_create_only: bool = False,
+        encryption: S3Encryption | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         # No client-side retries: the spool worker owns retrying, with backoff,
         # and health checks must notice an unreachable server quickly.
@@ -62,6 +77,7 @@ class S3ObjectStore:
             timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0),
             maxsize=max_connections,
+            ssl_context=ssl_context,  # None: urllib3's own (the system's CAs)
         )
         self.bucket = bucket
         # found out by the probe (None until it could run), unless the caller says
@@ -70,6 +86,10 @@ class S3ObjectStore:
         self.require_create_only = require_create_only
         self.single_put_limit = _SINGLE_PUT_LIMIT  # larger objects go multipart, without the condition
         self.conformance = "not probed yet" if conditional_put is None else f"set to {conditional_put} by configuration"
+        self.encryption = encryption or S3Encryption()
+        self._ssec = self.encryption.customer
+        self._encrypting = not self.encryption.enabled  # True once the server showed it encrypts
+        self.encryption_state = "not asked for" if self._encrypting else "not probed yet"
         self.description = f"s3 bucket {bucket!r} at {endpoint}"
         self._client = Minio(
             endpoint,
@@ -161,9 +181,97 @@ class S3ObjectStore:
                     self.probe_conditional_put()
         return bool(self._conditional)
 
+    def probe_encryption(self) -> None:
+        """Write a probe object with the configured encryption and check the server encrypted it.
+
+        The probe's HEAD must show the encryption (under SSE-C: the key's
+        MD5), under SSE-C a GET without the key must be refused, and the
+        bytes read back must be those written. A refusal of the write (a
+        KMS not configured, an SSE-S3 key missing, SSE-C unsupported) or a
+        server that ignored the headers raises ``EncryptionRefused``; a
+        server busy or unreachable decides nothing (``ObjectStoreError``,
+        probed again before the next write).
+        """
+        if not self.encryption.enabled:
+            return
+        key = f"{PROBE_PREFIX}{uuid.uuid4().hex}"
+        body = secrets.token_bytes(64)
+        what = self.encryption.describe()
+        placed = False
+        try:
+            try:
+                self._put_once(key, body, "application/octet-stream", {})
+            except S3Error as exc:
+                if exc.code != "NoSuchBucket":
+                    raise
+                self.ensure_bucket()
+                self._put_once(key, body, "application/octet-stream", {})
+            placed = True
+            stat = self._client.stat_object(self.bucket, key, ssec=self._ssec)
+            missing = self.encryption.missing_from(stat.metadata or {})
+            if missing:
+                raise EncryptionRefused(f"{self.description} did not apply {what}: {missing}")
+            if self._ssec is not None and self._readable_without_key(key):
+                raise EncryptionRefused(f"{self.description} returns an SSE-C object without its key")
+            try:
+                read = self.fetch(key)[0]
+            except ObjectNotFound:
+                raise
+            except ObjectStoreError as exc:
+                raise EncryptionRefused(f"{self.description} cannot read back what it wrote under {what}: {exc}") from exc
+            if read != body:
+                raise EncryptionRefused(f"{self.description} returned other bytes than written under {what}")
+        except S3Error as exc:
+            if exc.code in _BUSY or (not placed and exc.code == "AccessDenied"):  # busy, or not our credentials
+                self.encryption_state = f"undetermined ({exc.code}); probed again before the next write"
+                raise ObjectStoreError(f"S3 encryption probe failed: {exc.code}") from exc
+            self.encryption_state = f"refused: {exc.code}"
+            raise EncryptionRefused(
+                f"{self.description} refused a write with {what} ({exc.code}): is that encryption configured on the "
+                "server (SSE-S3 needs its key, SSE-KMS its KMS and key)?"
+            ) from exc
+        except EncryptionRefused as exc:
+            self.encryption_state = f"refused: {exc}"
+            raise
+        except ObjectNotFound as exc:
+            raise ObjectStoreError("S3 encryption probe failed: the probe vanished") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            self.encryption_state = f"undetermined ({type(exc).__name__}); probed again before the next write"
+            raise ObjectStoreError(f"S3 encryption probe failed: {type(exc).__name__}") from exc
+        finally:
+            try:
+                if placed:
+                    self._client.remove_object(self.bucket, key)
+            except (MinioException, urllib3.exceptions.HTTPError, OSError):
+                log.warning("could not remove the encryption probe %s", key)
+        self._encrypting, self.encryption_state = True, f"{what} applied by the server (probed)"
+        log.info("object store encryption: %s", self.encryption_state)
+
+    def _readable_without_key(self, key: str) -> bool:
+        response = None
+        try:
+            response = self._client.get_object(self.bucket, key)
+            response.read()
+            return True
+        except S3Error:
+            return False
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    def _ensure_encrypting(self) -> None:
+        if not self._encrypting:
+            with self._probe_lock:
+                if not self._encrypting:
+                    self.probe_encryption()
+
     def _put_once(self, key: str, data: bytes, content_type: str, headers: dict[str, str]) -> None:
         # The client's put_object would turn If-None-Match into user metadata; a single-part PUT takes headers as given.
-        self._client._put_object(self.bucket, key, data, headers={"Content-Type": content_type, **headers})
+        sent: dict[str, str | list[str] | tuple[str]] = {
+            "Content-Type": content_type, **headers, **self.encryption.write_headers()
+        }
+        self._client._put_object(self.bucket, key, data, headers=sent)
 
     def put(
         self,
@@ -177,6 +285,7 @@ class S3ObjectStore:
         body = data if isinstance(data, bytes) else bytes(data)
         headers = {_SHA256_META: sha256 or sha256_hex(body)}
         try:
+            self._ensure_encrypting()
             if if_absent:
                 if self._ensure_probed():
                     headers["If-None-Match"] = "*"
@@ -209,7 +318,10 @@ class S3ObjectStore:
             return "If-None-Match" in headers
         # multipart: no condition possible, the caller verifies by checksum
         metadata = {_SHA256_META: headers[_SHA256_META]}
-        self._client.put_object(self.bucket, key, io.BytesIO(body), len(body), content_type=content_type, metadata=metadata)  # type: ignore[arg-type]
+        self._client.put_object(
+            self.bucket, key, io.BytesIO(body), len(body), content_type=content_type, metadata=metadata,  # type: ignore[arg-type]
+            sse=self.encryption.sse(),
+        )
         return False
 
     def flush(self) -> set[str]:
@@ -232,12 +344,12 @@ class S3ObjectStore:
         """The bytes (``length`` 0: to the end) and the SHA-256 the object carries ('' if written without one)."""
         response = None
         try:
-            response = self._client.get_object(self.bucket, key, offset=offset, length=length)
+            response = self._client.get_object(self.bucket, key, offset=offset, length=length, ssec=self._ssec)
             return response.read(), response.headers.get(_SHA256_META, "")
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
                 raise ObjectNotFound(key) from None
-            raise ObjectStoreError(f"S3 GET failed: {exc.code}") from exc
+            raise ObjectStoreError(f"S3 GET failed: {exc.code}{self._key_hint(exc)}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreError(f"S3 GET failed: {type(exc).__name__}") from exc
         finally:
@@ -247,11 +359,11 @@ class S3ObjectStore:
 
     def info(self, key: str) -> ObjectInfo | None:
         try:
-            stat = self._client.stat_object(self.bucket, key)
+            stat = self._client.stat_object(self.bucket, key, ssec=self._ssec)
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
                 return None
-            raise ObjectStoreError(f"S3 HEAD failed: {exc.code}") from exc
+            raise ObjectStoreError(f"S3 HEAD failed: {exc.code}{self._key_hint(exc)}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreError(f"S3 HEAD failed: {type(exc).__name__}") from exc
         digest = (stat.metadata or {}).get(_SHA256_META, "") if stat.metadata is not None else ""
@@ -264,12 +376,12 @@ class S3ObjectStore:
 
     def exists(self, key: str) -> bool:
         try:
-            self._client.stat_object(self.bucket, key)
+            self._client.stat_object(self.bucket, key, ssec=self._ssec)
             return True
         except S3Error as exc:
             if exc.code in _NOT_FOUND:
                 return False
-            raise ObjectStoreError(f"S3 HEAD failed: {exc.code}") from exc
+            raise ObjectStoreError(f"S3 HEAD failed: {exc.code}{self._key_hint(exc)}") from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreError(f"S3 HEAD failed: {type(exc).__name__}") from exc
 
@@ -289,8 +401,13 @@ class S3ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ObjectStoreError(f"S3 LIST failed: {type(exc).__name__}") from exc
 
+    def _key_hint(self, exc: S3Error) -> str:
+        if self._ssec is None or exc.code not in _KEY_REFUSED:
+            return ""
+        return " (the object was written with another SSE-C key, or without SSE-C)"
+
     def report(self) -> dict[str, object]:
-        return {"create_only": self.create_only, "conformance": self.conformance}
+        return {"create_only": self.create_only, "conformance": self.conformance, "encryption": self.encryption_state}
 
     def check(self) -> None:
         try:

@@ -26,6 +26,11 @@ def test_defaults_and_environment() -> None:
         ({"PACSGW_HL7_STATION_AETS": "CT=" + "A" * 17}, "is not MODALITY=AE"),
         ({"PACSGW_HL7_ALLOWED_PEERS": "10.0.0.0/33"}, "hl7.allowed_peers"),
         ({"PACSGW_HL7_OUTBOUND_TIMEOUT_SECONDS": "0"}, "must be positive"),
+        ({"PACSGW_HL7_OUTBOUND_TLS_CA_FILE": "/etc/emr-ca.pem"}, "hl7.outbound_tls_* are set but hl7.outbound_tls is off"),
+        ({"PACSGW_HL7_TLS_REQUIRE_CLIENT_CERT": "true"}, "tls_require_client_cert need hl7.tls_cert_file"),
+        ({"PACSGW_HL7_TLS_KEY_FILE": "/etc/hl7.key"}, "need hl7.tls_cert_file"),
+        ({"PACSGW_FHIR_BASE_URL": "http://emr.local/fhir", "PACSGW_FHIR_TLS_CA_FILE": "/etc/ca.pem"},
+         "fhir.tls_* are set but fhir.base_url is not an https:// URL"),
     ],
 )
 def test_bad_hl7_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:

@@ -10,6 +10,10 @@ PROXY protocol v2 header (``send-proxy-v2``) naming the client, as in
 deploy/haproxy.cfg. The admin socket answers ``show stat``; tests poll it
 to wait until servers are up or down.
 
+``run_tls_front`` is HAProxy as a TLS-terminating proxy in front of one plain
+service (the FHIR test server has no TLS of its own), optionally requiring a
+client certificate.
+
     with run_haproxy(tmp_path, [Node("n1", 11112, 8042, 2575), ...]) as lb:
         lb.wait_state({"n1", "n2"}, "UP")
         storescu(lb.dicom_port, ...)
@@ -242,3 +246,50 @@ def _wait_admin(proxy: HAProxy) -> bool:
                 return True
         time.sleep(0.05)
     return False
+
+
+@contextmanager
+def run_tls_front(
+    workdir: Path, backend_port: int, *, cert_file: Path, key_file: Path, client_ca_file: Path | None = None
+) -> Iterator[int]:
+    """HAProxy terminating TLS (1.2 or newer) in front of a plain TCP service on ``backend_port``, e.g. the FHIR
+    server; with ``client_ca_file`` it requires a client certificate from that CA (``verify required``).
+    Yields the TLS port once it accepts connections."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    bundle = workdir / "front.pem"  # HAProxy reads the certificate and its key from one file
+    bundle.touch(mode=0o600)
+    bundle.write_bytes(cert_file.read_bytes() + key_file.read_bytes())
+    verify = f" ca-file {client_ca_file} verify required" if client_ca_file else ""
+    config_path, log_path = workdir / "haproxy-tls.cfg", workdir / "haproxy-tls.log"
+    for attempt in range(3):  # a port may be taken between probing and binding
+        port = free_port()
+        config_path.write_text("\n".join([
+            "global", "    maxconn 200", "",
+            "defaults", "    mode tcp", "    timeout connect 2s", "    timeout client 1m", "    timeout server 1m", "",
+            "frontend tls", f"    bind {_HOST}:{port} ssl crt {bundle} ssl-min-ver TLSv1.2{verify}", "    default_backend plain", "",
+            "backend plain", f"    server service {_HOST}:{backend_port}", "",
+        ]))  # fmt: skip
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [haproxy_binary(), "-db", "-f", str(config_path)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        deadline = time.monotonic() + _START_TIMEOUT
+        while proc.poll() is None and time.monotonic() < deadline:
+            with suppress(OSError):
+                socket.create_connection((_HOST, port), timeout=1).close()
+                break
+            time.sleep(0.05)
+        if proc.poll() is None and time.monotonic() < deadline:
+            break
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if attempt == 2:
+            raise RuntimeError(f"haproxy (TLS front) did not start:\n{log_path.read_text(errors='replace')[-2000:]}")
+    try:
+        yield port
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import ssl
 import subprocess
 import tarfile
 import threading
@@ -75,8 +76,9 @@ def ohif_dist(workdir: Path) -> Path:
 
 
 @contextmanager
-def serve_ohif(dist: Path, gateway_url: str, token: str) -> Iterator[str]:
-    """Serve OHIF on a free port, forwarding DICOMweb to the gateway; yields the base URL."""
+def serve_ohif(dist: Path, gateway_url: str, token: str, *, ssl_context: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve OHIF on a free port, forwarding DICOMweb to the gateway (over HTTPS trusting ``ssl_context``'s CA);
+    yields the base URL."""
     port = free_port()
     session_key = web.AppKey("session", aiohttp.ClientSession)
     loop = asyncio.new_event_loop()
@@ -100,7 +102,7 @@ def serve_ohif(dist: Path, gateway_url: str, token: str) -> Iterator[str]:
 
     async def start() -> None:
         app = web.Application(client_max_size=1 << 30)
-        app[session_key] = aiohttp.ClientSession()
+        app[session_key] = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl_context or True))
         app.router.add_route("*", "/dicom-web/{tail:.*}", forward)
         app.router.add_route("*", "/wado", forward)
         app.router.add_get("/{tail:.*}", static)

@@ -52,6 +52,8 @@ class S3Server:
     workdir: Path
     ports: dict[str, int]
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # extra WEED_* settings (e.g. the SSE-S3 key)
+    tls: tuple[Path, Path, Path] | None = None  # S3 over https: certificate, key, and the CA that issued them
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -65,14 +67,15 @@ class S3Server:
     def client(self, secret_key: str | None = None, timeout: float = 30.0) -> Minio:
         """A minio client for this server (optionally with a different secret)."""
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False
+            timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False,
+            **({"ca_certs": str(self.tls[2])} if self.tls else {}),
         )
         return Minio(
             self.endpoint,
             access_key=self.access_key,
             secret_key=self.secret_key if secret_key is None else secret_key,
             region=self.region,
-            secure=False,
+            secure=self.tls is not None,
             http_client=http,
         )
 
@@ -104,6 +107,7 @@ class S3Server:
             "-s3.port.lance=0",
             f"-s3.localSocket={self._local_socket('s3')}",
             f"-s3.config={self.workdir / 's3.json'}",
+            *([f"-s3.cert.file={self.tls[0]}", f"-s3.key.file={self.tls[1]}"] if self.tls else []),
         ]
 
     def start(self, timeout: float = _STARTUP_TIMEOUT) -> None:
@@ -117,7 +121,7 @@ class S3Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
-                env={**os.environ, **_WEED_ENV},
+                env={**os.environ, **_WEED_ENV, **self.env},
                 start_new_session=True,
             )
         try:
@@ -203,8 +207,14 @@ def _write_identities(path: Path, access_key: str, secret_key: str) -> None:
 
 
 @contextmanager
-def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
-    """Run SeaweedFS with S3 on ephemeral ports, data under ``workdir``; kill it on exit."""
+def run_seaweedfs(
+    workdir: Path, env: dict[str, str] | None = None, tls: tuple[Path, Path, Path] | None = None
+) -> Iterator[S3Server]:
+    """Run SeaweedFS with S3 on ephemeral ports, data under ``workdir``; kill it on exit.
+
+    ``env`` adds settings of security.toml as WEED_* variables (e.g. ``WEED_S3_SSE_KEK``); ``tls``
+    (certificate, key, CA files) serves S3 over https instead of http.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "data").mkdir(exist_ok=True)
     access_key = f"test-{secrets.token_hex(4)}"
@@ -223,6 +233,8 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
             workdir=workdir,
             ports=ports,
             log_path=workdir / "weed.log",
+            env=dict(env or {}),
+            tls=tls,
         )
         try:
             server.start()

@@ -1,5 +1,8 @@
 """A small FHIR R4 REST client on one aiohttp session: search, conditional update and conditional create.
 
+The session's connector carries the TLS context of ``fhir.tls_*`` (the server's
+certificate checked against the CA bundle, its host name matched, a client
+certificate shown when configured); TLS failures name the TLS library's reason.
 Errors name the interaction and the HTTP status, with the OperationOutcome's
 issue codes and element paths, never its free text or the query: those can
 carry identifiers.
@@ -8,6 +11,7 @@ carry identifiers.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import Any
 
 import aiohttp
@@ -25,6 +29,18 @@ def _issues(body: Any) -> str:
         where = ",".join(str(e) for e in (issue.get("expression") or [])[:2])
         parts.append(f"{issue.get('code', '?')}" + (f" at {where}" if where else ""))
     return "; ".join(parts)
+
+
+def _tls_failure(exc: BaseException) -> str:
+    """"TLS failed (reason)" when the error comes from TLS after the handshake, e.g. the server's alert that it
+    wants a client certificate (TLS 1.3 sends it only then); "" otherwise."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({cause.reason or type(cause).__name__})"
+    text = str(exc)
+    if "[SSL: " in text:  # aiohttp re-raises an SSLError lost on a connection as a ClientOSError of its text
+        return f"TLS failed ({text.split('[SSL: ', 1)[1].split(']', 1)[0]})"
+    return ""
 
 
 class FhirClient:
@@ -83,8 +99,16 @@ class FhirClient:
                         raise
         except asyncio.TimeoutError:
             raise DeliveryError(f"FHIR {what}: no answer within {self.timeout.total:g} s", unavailable=True) from None
+        except aiohttp.ClientConnectorCertificateError as exc:  # the server's certificate: wrong CA, wrong host name
+            cause = exc.certificate_error
+            reason = getattr(cause, "verify_message", "") or getattr(cause, "reason", "") or type(cause).__name__
+            raise DeliveryError(f"FHIR {what}: TLS certificate of the server not accepted ({reason})", unavailable=True) from None
+        except aiohttp.ClientSSLError as exc:  # e.g. the server wants a client certificate we do not show
+            reason = getattr(exc.os_error, "reason", "") or type(exc.os_error).__name__
+            raise DeliveryError(f"FHIR {what}: TLS handshake failed ({reason})", unavailable=True) from None
         except aiohttp.ClientError as exc:
-            raise DeliveryError(f"FHIR {what}: {type(exc).__name__}", unavailable=True) from None
+            tls = _tls_failure(exc)
+            raise DeliveryError(f"FHIR {what}: {tls or type(exc).__name__}", unavailable=True) from None
         if status >= 400:
             detail = _issues(body)
             message = f"FHIR {what}: HTTP {status}" + (f" ({detail})" if detail else "")

@@ -13,6 +13,10 @@ In a cluster one process of the site listens: the one holding the site lease
 (:meth:`Hl7Listener.stop_accepting`): messages already received are applied
 and acknowledged, then each connection is closed; what a sender sent after
 that gets no ACK, and the sender sends it again to the next holder.
+
+With ``hl7.tls_cert_file`` the port speaks MLLP over TLS only (gateway.emr.hl7.tls_accept
+accepts, reads a trusted proxy's PROXY header, then shakes hands); the
+connection is then served here as any other.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -30,10 +35,12 @@ from hl7.mllp.streams import CARRIAGE_RETURN, END_BLOCK, START_BLOCK
 from gateway.audit import AuditWriter
 from gateway.emr.hl7 import adt
 from gateway.emr.hl7.handler import Handled, Hl7Handler
+from gateway.emr.hl7.tls_accept import TlsMllpServer
 from gateway.metrics import GatewayMetrics
 from gateway.peers import PeerAllowList
 from gateway.proxy_protocol import connection_client, trusted_proxies
 from gateway.settings import Hl7Settings
+from gateway.tls import peer_names
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +99,8 @@ class Hl7Listener:
         # ADT rewrites patients' records: an empty list does not mean "anyone", a remote EMR must be named.
         self.peers = PeerAllowList(settings.allowed_peers, when_empty="loopback")
         self.trusted = trusted_proxies(trusted)  # network.trusted_proxies: they send a PROXY header first
-        self._server: asyncio.Server | None = None
+        self.tls = settings.listener_tls()  # None: plain MLLP; wrong files stop the start here
+        self._server: asyncio.Server | TlsMllpServer | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._readers: dict[asyncio.Task[None], tuple[_Inbox, asyncio.Task[None]]] = {}  # connection -> its inbox, reader
 
@@ -107,18 +115,25 @@ class Hl7Listener:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await start_hl7_server(
-            self._serve,
-            self.settings.host,
-            self.settings.port,
-            encoding=self.settings.encoding,
-            limit=MAX_MESSAGE_BYTES,
-            reuse_address=True,
-        )
+        if self.tls is not None:
+            self._server = TlsMllpServer.listen(
+                self.settings.host, self.settings.port, self.tls.context, self._serve, admits=self.admits, trusted=self.trusted,
+                limit=MAX_MESSAGE_BYTES, encoding=self.settings.encoding, refused=self.metrics.proxy_headers_refused,
+                handshake_failed=self.metrics.hl7_tls_failed,
+            )  # fmt: skip
+        else:
+            self._server = await start_hl7_server(
+                self._serve,
+                self.settings.host,
+                self.settings.port,
+                encoding=self.settings.encoding,
+                limit=MAX_MESSAGE_BYTES,
+                reuse_address=True,
+            )
         # Listening beyond this host yet hearing only it is safe, and likely not what was meant: say so louder.
         local_only = not self.peers.networks and self.settings.host not in ("127.0.0.1", "::1", "localhost")
-        log.log(logging.WARNING if local_only else logging.INFO, "HL7 MLLP listener on port %d, accepting %s",
-                self.port, self.peers.describe() + (" (hl7.allowed_peers is empty)" if not self.peers.networks else ""))  # fmt: skip
+        log.log(logging.WARNING if local_only else logging.INFO, "HL7 MLLP%s listener on port %d, accepting %s",
+                self._tls_label(), self.port, self.peers.describe() + (" (hl7.allowed_peers is empty)" if not self.peers.networks else ""))  # fmt: skip
 
     async def stop_accepting(self) -> None:
         """Take no more connections or messages; answer what was received, then close each connection."""
@@ -147,26 +162,49 @@ class Hl7Listener:
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
 
-    async def _serve(self, reader: HL7StreamReader, writer: HL7StreamWriter) -> None:
+    def _tls_label(self) -> str:
+        if self.tls is None:
+            return ""
+        if self.tls.context.verify_mode == ssl.CERT_REQUIRED:
+            return " over TLS (client certificate required)"
+        return " over TLS" + (" (client certificate optional)" if self.tls.client_ca_file else "")
+
+    def admits(self, peer: str) -> bool:
+        """Whether ``peer`` may send (hl7.allowed_peers); a refusal is logged and counted."""
+        if self.peers.allows(peer):
+            return True
+        log.warning("HL7 connection from %s refused: address not allowed (hl7.allowed_peers)", peer)
+        self.metrics.hl7_refused.inc()
+        return False
+
+    async def _serve(
+        self, reader: HL7StreamReader, writer: HL7StreamWriter, client: str | None = None,
+        tls: ssl.SSLObject | None = None,
+    ) -> None:  # fmt: skip
+        """One connection; ``client`` (over TLS): known and admitted already, from the socket or its PROXY header."""
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
         sock = writer.get_extra_info("socket")
         if sock is not None:  # request/response: without it each ACK waits for Nagle and delayed ACKs
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        peer = await connection_client(reader, str((writer.get_extra_info("peername") or ("?",))[0]), self.trusted,
-                                       protocol="hl7", refused=self.metrics.proxy_headers_refused)  # fmt: skip
+        peer = client if client is not None else await connection_client(
+            reader, str((writer.get_extra_info("peername") or ("?",))[0]), self.trusted,
+            protocol="hl7", refused=self.metrics.proxy_headers_refused,
+        )  # fmt: skip
         if peer is None:  # from a trusted proxy, without a valid PROXY header
             self._connections.discard(task)
             writer.close()
             return
-        if not self.peers.allows(peer):
-            log.warning("HL7 connection from %s refused: address not allowed (hl7.allowed_peers)", peer)
-            self.metrics.hl7_refused.inc()
+        if client is None and not self.admits(peer):  # over TLS, admitted before the handshake
             self._connections.discard(task)
             writer.close()
             return
-        log.info("HL7 connection from %s", peer)
+        if tls is not None:  # a certificate's names are systems' names, not patients'
+            names = peer_names(tls)
+            log.info("HL7 connection from %s over %s%s", peer, tls.version(), f", certificate {names[0]}" if names else "")
+        else:
+            log.info("HL7 connection from %s", peer)
         inbox = _Inbox()
         reading = asyncio.create_task(self._read(reader, inbox))
         self._readers[task] = (inbox, reading)

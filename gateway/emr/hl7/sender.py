@@ -3,11 +3,15 @@
 A message counts as delivered only on an AA (or CA) acknowledgement of that
 very message. Every failure raises :class:`Hl7DeliveryError` with a reason
 free of patient data (the peer's free-text error message is not copied).
+Over TLS (MLLP over TLS) the EMR's certificate is checked and its host name
+matched; a handshake that fails is a failed delivery like a refused
+connection, with the TLS library's reason (``certificate verify failed: ...``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 from hl7.mllp import InvalidBlockError, open_hl7_connection
 
@@ -49,19 +53,41 @@ def _judge(ack: str, control_id: str) -> None:
         raise Hl7DeliveryError(f"refused with {code or 'no MSA'}{detail}")
 
 
-async def send_message(host: str, port: int, message: str, timeout: float) -> str:
-    """Send ``message`` (segments ended by CR) and return the ACK's text; raises Hl7DeliveryError."""
+def _tls_reason(exc: ssl.SSLError) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"certificate verify failed: {exc.verify_message}"
+    return str(exc.reason or type(exc).__name__)
+
+
+async def send_message(
+    host: str, port: int, message: str, timeout: float, *, tls: ssl.SSLContext | None = None, server_name: str = ""
+) -> str:
+    """Send ``message`` (segments ended by CR) and return the ACK's text; raises Hl7DeliveryError.
+
+    ``tls``: over TLS, the certificate checked for ``server_name`` (default ``host``)."""
     control_id = _control_id(message)
     writer = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await open_hl7_connection(host, port, encoding=ENCODING)
+            secure = {"ssl": tls, "server_hostname": server_name or host} if tls is not None else {}
+            reader, writer = await open_hl7_connection(host, port, encoding=ENCODING, **secure)
             writer.writeblock(message.encode(ENCODING))
             await writer.drain()
             ack = (await reader.readblock()).decode(ENCODING, errors="replace")
     except TimeoutError:
         raise Hl7DeliveryError(f"no ACK from {host}:{port} within {timeout:g} s", unavailable=True) from None
-    except (OSError, asyncio.IncompleteReadError) as exc:
+    except ssl.SSLError as exc:
+        raise Hl7DeliveryError(f"TLS with {host}:{port} failed ({_tls_reason(exc)})", unavailable=True) from None
+    except (asyncio.IncompleteReadError, ConnectionResetError) as exc:
+        partial = getattr(exc, "partial", b"")
+        if tls is not None and writer is not None and not partial:
+            # TLS 1.3: a client certificate refused shows only as the peer closing once the handshake is over.
+            raise Hl7DeliveryError(
+                f"TLS with {host}:{port}: closed by the peer after the handshake, without an answer "
+                "(does it want a client certificate, or refuse ours? hl7.outbound_tls_cert_file)", unavailable=True,
+            ) from None
+        raise Hl7DeliveryError(f"connection to {host}:{port} failed ({type(exc).__name__})", unavailable=True) from None
+    except OSError as exc:
         raise Hl7DeliveryError(f"connection to {host}:{port} failed ({type(exc).__name__})", unavailable=True) from None
     except (InvalidBlockError, ValueError):
         raise Hl7DeliveryError(f"{host}:{port} answered with something that is not an MLLP block") from None

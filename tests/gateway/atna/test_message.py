@@ -22,6 +22,16 @@ STUDY = "1.2.826.0.1.3680043.10.54.7"
 # One event as each part of the gateway records it (gateway.http.auth, .login, gateway.dimse, gateway.emr.hl7).
 EXAMPLES = {
     "login": dict(username=DIGEST, role="", target="/auth/login", source="10.1.2.3", outcome=401),
+    "sso-login": dict(username="alice", role="radiologist", target="/auth/oidc/callback", source="10.1.2.3", outcome=200),
+    "totp-confirmed": dict(username="carol", role="admin", target="/auth/login", source="10.1.2.8", outcome=200),
+    "totp-failed": dict(username="carol", role="admin", target="/auth/login", source="10.1.2.8", outcome=401),
+    "recovery-code-used": dict(username="carol", role="admin", target="/auth/login", source="10.1.2.8", outcome=200),
+    "recovery-code-failed": dict(username="carol", role="admin", target="/auth/login", source="10.1.2.8", outcome=401),
+    "totp-enrolled": dict(username="carol", role="admin", target="/auth/login enrolment pending", source="10.1.2.8",
+                          outcome=401),
+    "totp-reset": dict(username="carol", role="admin", target="cli reset-totp by root", source="cli", outcome=200),
+    "associate": dict(username="EVIL", role="dicom", target="A-ASSOCIATE-RJ calling AE title not recognized (TLS)",
+                      source="10.9.9.9", outcome=3),
     "login-lockout": dict(username="alice", role="", target="/auth/login pair locked 60 s", source="10.1.2.3", outcome=429),
     "query": dict(username="alice", role="radiologist", target=f"/dicom-web/studies?PatientID={PSEUDONYM}&limit=10",
                   source="10.1.2.3", outcome=200),

@@ -31,10 +31,12 @@ PRINCIPALS = [User(1, role.value, role) for role in Role if role is not Role.SHA
 # ---------------------------------------------------------------- the URL rules before declarations
 
 _OLD_PUBLIC = frozenset({"/health", "/health/ingest", "/auth/login", "/favicon.ico"})  # /health/ingest: new, public
+# New, public: the single sign-on round trip (gateway.http.oidc_login), before the browser holds any token.
+_SSO_PUBLIC = frozenset({"/auth/oidc", "/auth/oidc/login", "/auth/oidc/callback", "/auth/oidc/session"})
 
 
 def _old_public(path: str) -> bool:
-    return path in _OLD_PUBLIC or path == "/viewer" or path.startswith("/viewer/")
+    return path in _OLD_PUBLIC or path in _SSO_PUBLIC or path == "/viewer" or path.startswith("/viewer/")
 
 
 def _old_action(method: str, path: str) -> str | None:
@@ -150,6 +152,9 @@ def test_nothing_that_changes_data_is_public() -> None:
         ("GET", "/health"), ("HEAD", "/health"), ("GET", "/health/ingest"), ("HEAD", "/health/ingest"), ("POST", "/auth/login"), ("GET", "/favicon.ico"), ("HEAD", "/favicon.ico"),
         ("GET", "/viewer"), ("HEAD", "/viewer"), ("GET", "/viewer/"), ("HEAD", "/viewer/"), ("GET", "/viewer/{name}"),
         ("HEAD", "/viewer/{name}"),
+        # single sign-on: the provider's round trip, and the viewer taking the session it made (a cookie, read once)
+        ("GET", "/auth/oidc"), ("HEAD", "/auth/oidc"), ("GET", "/auth/oidc/login"), ("HEAD", "/auth/oidc/login"),
+        ("GET", "/auth/oidc/callback"), ("HEAD", "/auth/oidc/callback"), ("POST", "/auth/oidc/session"),
     }  # fmt: skip
 
 

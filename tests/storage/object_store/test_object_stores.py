@@ -111,7 +111,10 @@ def test_the_conformance_probe_finds_conditional_put_on_seaweedfs(s3_server) -> 
     )  # fmt: skip
     s3.ensure_bucket()
     assert s3.probe_conditional_put() is True
-    assert s3.report() == {"create_only": True, "conformance": "If-None-Match: * honoured (412 on the second PUT)"}
+    assert s3.report() == {
+        "create_only": True, "conformance": "If-None-Match: * honoured (412 on the second PUT)",
+        "encryption": "not asked for",
+    }
     assert s3.list_keys() == []  # the probe key is removed
 
 

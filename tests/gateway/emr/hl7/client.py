@@ -1,15 +1,21 @@
-"""An HL7 v2 sender over MLLP for the tests: python-hl7's asyncio client, one connection, ACK by ACK or running ahead."""
+"""An HL7 v2 sender over MLLP for the tests: python-hl7's asyncio client, one connection, ACK by ACK or running ahead,
+in clear or over TLS (``tls``: a client context; the listener's certificate is checked for ``localhost``)."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import hl7
 from hl7.mllp import open_hl7_connection
 
 
-async def _exchange(port: int, messages: list[str | bytes], raw: bool) -> list[hl7.Message]:
-    reader, writer = await open_hl7_connection("127.0.0.1", port, encoding="utf-8")
+def _secure(tls: ssl.SSLContext | None) -> dict:
+    return {"ssl": tls, "server_hostname": "localhost"} if tls is not None else {}
+
+
+async def _exchange(port: int, messages: list[str | bytes], raw: bool, tls: ssl.SSLContext | None = None) -> list[hl7.Message]:
+    reader, writer = await open_hl7_connection("127.0.0.1", port, encoding="utf-8", **_secure(tls))
     acks = []
     try:
         for text in messages:
@@ -41,11 +47,11 @@ def send_without_waiting(port: int, *messages: str | bytes) -> list[hl7.Message]
     return asyncio.run(_run_ahead(port, list(messages)))
 
 
-def send(port: int, *messages: str | bytes, raw: bool = False) -> list[hl7.Message]:
+def send(port: int, *messages: str | bytes, raw: bool = False, tls: ssl.SSLContext | None = None) -> list[hl7.Message]:
     """Send each message on one connection, waiting for its ACK; the ACKs, parsed.
 
     ``raw``: written as given, without MLLP framing (for malformed framing)."""
-    return asyncio.run(_exchange(port, list(messages), raw))
+    return asyncio.run(_exchange(port, list(messages), raw, tls))
 
 
 def ack_code(ack: hl7.Message) -> str:
