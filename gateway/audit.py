@@ -13,12 +13,15 @@ import hmac
 import logging
 import re
 from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.audit_redaction import clear_key, clear_segment, clear_value, clear_word
 from storage.index.accounts import AccountStore
 
+if TYPE_CHECKING:
+    from gateway.atna.offbox import OffBoxTrail
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +41,14 @@ _PARAMETER = re.compile(r"\{(\w+)\}")  # a route parameter in a route's canonica
 
 
 class AuditWriter:
-    """Writes audit events in small batches off the event loop; flushed at shutdown."""
+    """Writes audit events in small batches off the event loop; flushed at shutdown.
 
-    def __init__(self, accounts: AccountStore, digest_key: bytes | None = None) -> None:
+    With ``offbox`` each batch is also spooled as DICOM Audit Messages, which its sender (run with the writer)
+    delivers to the audit record repository (``gateway.atna``)."""
+
+    def __init__(self, accounts: AccountStore, digest_key: bytes | None = None, offbox: OffBoxTrail | None = None) -> None:
         self.accounts = accounts
+        self.offbox = offbox
         self.digest_key = digest_key or accounts.audit_key()
         self.queue: asyncio.Queue[dict[str, object]] = asyncio.Queue()
         self._taken: list[dict[str, object]] = []  # taken off the queue, not written yet
@@ -79,29 +86,45 @@ class AuditWriter:
         self.queue.put_nowait({"at": dt.datetime.now(dt.timezone.utc), **event})
 
     async def run(self) -> None:
-        while True:
-            self._taken = [await self.queue.get()]
-            # Gather what follows for a moment: under a stream of events (HL7 at hundreds a second) one write
-            # a tenth of a second, not one per event, competing with the index's writers.
-            await asyncio.sleep(GATHER_SECONDS)
-            while not self.queue.empty():
-                self._taken.append(self.queue.get_nowait())
-            events, self._taken = self._taken, []
-            await asyncio.to_thread(self._write, events)
+        sender = asyncio.create_task(self.offbox.send()) if self.offbox is not None else None
+        try:
+            while True:
+                self._taken = [await self.queue.get()]
+                # Gather what follows for a moment: under a stream of events (HL7 at hundreds a second) one write
+                # a tenth of a second, not one per event, competing with the index's writers.
+                await asyncio.sleep(GATHER_SECONDS)
+                while not self.queue.empty():
+                    self._taken.append(self.queue.get_nowait())
+                events, self._taken = self._taken, []
+                await asyncio.to_thread(self._write, events)
+                if self.offbox is not None:
+                    self.offbox.sender.notify()
+        finally:
+            if sender is not None:  # what it has not sent stays in the spool for the next start
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
 
     def _write(self, events: list[dict[str, object]]) -> None:
         try:
             self.accounts.audit(events)
         except Exception as exc:  # an audit write failing must be seen, not crash the writer
             log.error("%d audit event(s) not written: %s", len(events), exc)
+        if self.offbox is not None:
+            try:
+                self.offbox.append(events)
+            except Exception as exc:  # the index has them; the repository will miss them, loudly
+                log.error("%d audit event(s) not spooled for the audit repository: %s", len(events), exc)
 
     async def flush(self) -> None:
-        """Write what is gathered and queued (at shutdown, once the writer is cancelled)."""
+        """Write what is gathered and queued (at shutdown, once the writer is cancelled); the off-box spool closes,
+        keeping what was not sent for the next start."""
         events, self._taken = self._taken, []
         while not self.queue.empty():
             events.append(self.queue.get_nowait())
         if events:
             await asyncio.to_thread(self._write, events)
+        if self.offbox is not None:
+            self.offbox.close()
 
 
 def cleanup_context(writer: AuditWriter):  # noqa: ANN201 - an aiohttp cleanup context

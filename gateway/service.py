@@ -16,6 +16,7 @@ from aiohttp import web
 
 from dicom_rules.rules import RuleSet, load_rules
 from dicom_rules.pseudonyms import derive
+from gateway.atna.offbox import OffBoxTrail
 from gateway.audit import AuditWriter
 from gateway.cluster import ClusterMember
 from gateway.dimse.find import FindService
@@ -176,7 +177,13 @@ class Gateway:
         self.index = open_index(settings)
         self.vault = PseudonymVault.open(settings, self.index)
         secret = settings.deid_secret()
-        self.audit = AuditWriter(AccountStore(self.index.engine), derive(secret, "audit/digest") if secret else None)
+        process = f"worker-{role.index}" if role.name == "worker" else role.name  # one audit spool per process
+        # Worker 0 also sends what processes of an earlier run left in their audit spools (the single gateway too).
+        others = frozenset({*(f"worker-{i}" for i in range(role.workers)), "hl7"}) if role.name == "worker" and role.index == 0 else frozenset()
+        self.audit = AuditWriter(
+            AccountStore(self.index.engine), derive(secret, "audit/digest") if secret else None,
+            OffBoxTrail.open(settings, process, others=others),
+        )  # fmt: skip
         self.store = open_object_store(settings)
         sp = settings.spool
         hl7 = settings.hl7
