@@ -7,6 +7,7 @@ The MRN-STEP study's slices are each flat at a level of their own, so the canvas
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 LOADING = re.compile(r"^(Đang tải…|Loading…)$")
@@ -81,17 +82,29 @@ def assert_blank_and_loading(page, suffix: str = "") -> None:
     expect(page.locator(f"#lossy{suffix}")).to_be_hidden()
 
 
-def assert_shows(page, series_uid: str, number: int, hu: float, *, window: tuple[float, float] = (40, 400), raw: bool = True) -> None:
+def assert_shows(
+    page, series_uid: str, number: int, hu: float, *, window: tuple[float, float] = (40, 400), raw: bool = True,
+    redrawn: bool = False,
+) -> None:
+    """The viewport shows that slice, at that window. ``redrawn``: the same slice is being drawn again (a window
+    change, drawn at the next animation frame after the click returns), so its new pixels are waited for; otherwise
+    the pixels must be right at once, since a slice's pixels are drawn before it is named in ``data-slice``."""
     from playwright.sync_api import expect
 
     viewport = page.locator("#viewport")
     expect(viewport).to_have_attribute("data-slice", f"{series_uid}:{number - 1}")
     if raw:
         expect(viewport).to_have_attribute("data-fidelity", "raw")
-    pixels = canvas(page)
     want = grey(hu, *window)
     tolerance = 0 if raw else 3  # a flat JPEG is all but exact
-    assert pixels["alpha"] == 255 and abs(pixels["low"] - want) <= tolerance and abs(pixels["high"] - want) <= tolerance, (pixels, want)
+
+    def drawn(pixels: dict) -> bool:
+        return pixels["alpha"] == 255 and abs(pixels["low"] - want) <= tolerance and abs(pixels["high"] - want) <= tolerance
+
+    deadline = time.monotonic() + (5.0 if redrawn else 0.0)
+    while not drawn(pixels := canvas(page)) and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert drawn(pixels), (pixels, want)
     expect(page.locator("#loading")).to_be_hidden()
 
 

@@ -66,7 +66,7 @@ def test_a_slice_never_shows_another_slices_pixels(archive, distinct, page, arti
     page.keyboard.press("Home")
     assert_shows(page, uid, 1, step_hu(1, 1))
     page.click("button[data-preset=lung]")  # a window change redraws the same slice's own pixels
-    assert_shows(page, uid, 1, step_hu(1, 1), window=(-600, 1500))
+    assert_shows(page, uid, 1, step_hu(1, 1), window=(-600, 1500), redrawn=True)
 
 
 def test_changing_series_never_shows_the_previous_series(archive, distinct, page, artifacts: Path) -> None:
@@ -136,7 +136,7 @@ def test_lossy_stand_in_follows_the_window_and_roi_waits_for_raw_pixels(archive,
     holder.release(rerendered)
     expect(status).not_to_contain_text(PREVIEW)
     assert "W 1500 L -600" in status.inner_text()
-    assert_shows(page, uid, middle, hu, window=(-600, 1500), raw=False)
+    assert_shows(page, uid, middle, hu, window=(-600, 1500), raw=False, redrawn=True)
     expect(page.locator("#lossy")).to_be_visible()
 
     box = page.locator("#frame").bounding_box()
