@@ -9,11 +9,15 @@ import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dicom_rules.engine import Mode
 from dicom_rules.rules import RulesError, RuleSet, load_rules, parse_rules
 from dicom_rules.vault import VaultSealError
 from gateway.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from storage.index.accounts import AccountStore
 
 EXIT_OK, EXIT_FAILED, EXIT_SOME_REJECTED = 0, 1, 2
 # Without a rules file, offline anonymisation applies the Basic Profile with no options.
@@ -139,8 +143,11 @@ def run_anonymise(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def run_vault(settings: Settings, args: argparse.Namespace) -> int:
+    from dicom_rules.pseudonyms import derive
+    from gateway.audit import audit_digest
     from gateway.service import open_index
     from gateway.vault import PseudonymVault
+    from storage.index.accounts import AccountStore
 
     try:
         index = open_index(settings)
@@ -151,12 +158,20 @@ def run_vault(settings: Settings, args: argparse.Namespace) -> int:
     if vault is None:
         print("pacs-gateway vault: no de-identification secret is configured", file=sys.stderr)
         return EXIT_FAILED
+    accounts = AccountStore(index.engine)
+    digest_key = derive(secret, "audit/digest") if (secret := settings.deid_secret()) else None
     try:
         if args.vault_command == "find":
-            for pseudonym in vault.patient_pseudonyms(args.patient_id):
+            pseudonyms = vault.patient_pseudonyms(args.patient_id)
+            # As the server's trail keeps query values: the patient ID as a keyed digest, never in clear.
+            patient = audit_digest(digest_key or accounts.audit_key(), args.patient_id)
+            _audit(settings, accounts, digest_key, "vault-find", f"cli vault find {patient}", 200 if pseudonyms else 404)
+            for pseudonym in pseudonyms:
                 print(pseudonym)
             return EXIT_OK
         original = vault.reveal(args.kind, args.pseudonym)
+        _audit(settings, accounts, digest_key, "reidentify", f"cli vault reveal {args.kind} {args.pseudonym}",
+               200 if original is not None else 404)  # fmt: skip
     except VaultSealError as exc:
         print(f"pacs-gateway vault: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -167,6 +182,17 @@ def run_vault(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(json.dumps(original, ensure_ascii=False, indent=2))
     return EXIT_OK
+
+
+def _audit(settings: Settings, accounts: AccountStore, digest_key: bytes | None, action: str, target: str,
+           outcome: int) -> None:  # fmt: skip
+    """A re-identification on the box is audited as the server's are (the operator is the machine's user)."""
+    from gateway import cli_audit
+
+    event = {"username": cli_audit.operator(), "role": "", "action": action, "target": target, "source": "cli",
+             "outcome": outcome}  # fmt: skip
+    if waiting := cli_audit.record(settings, accounts, digest_key, [event]):
+        print(f"{waiting} audit message(s) wait for the audit repository; the gateway sends them", file=sys.stderr)
 
 
 def run_quarantine(settings: Settings, args: argparse.Namespace) -> int:

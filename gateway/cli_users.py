@@ -63,10 +63,8 @@ def _password(from_stdin: bool) -> str:
 
 def _reset_totp(settings: Settings, accounts: AccountStore, username: str) -> None:
     """Forget the user's TOTP secret and recovery codes, recorded in the audit trail as the gateway records."""
-    import asyncio
-
     from dicom_rules.pseudonyms import derive
-    from gateway.audit import AuditWriter
+    from gateway import cli_audit
     from gateway.totp import SecondFactor
 
     user = accounts.user(username)
@@ -74,14 +72,11 @@ def _reset_totp(settings: Settings, accounts: AccountStore, username: str) -> No
         raise AccountError(f"no user {username!r}")
     secret = settings.deid_secret()
     had = SecondFactor(accounts.engine, secret=secret, issuer=settings.login.totp_issuer).reset(user)
-    try:
-        operator = getpass.getuser()[:32]
-    except (OSError, KeyError):  # no login name in this environment
-        operator = "unknown"
-    audit = AuditWriter(accounts, derive(secret, "audit/digest") if secret else None)
-    audit.record(username=user.username, role=user.role.value, action="totp-reset", target=f"cli reset-totp by {operator}",
-                 source="cli", outcome=200 if had else 404)  # fmt: skip
-    asyncio.run(audit.flush())
+    event = {"username": user.username, "role": user.role.value, "action": "totp-reset", "source": "cli",
+             "target": f"cli reset-totp by {cli_audit.operator()}", "outcome": 200 if had else 404}  # fmt: skip
+    waiting = cli_audit.record(settings, accounts, derive(secret, "audit/digest") if secret else None, [event])
+    if waiting:
+        print(f"{waiting} audit message(s) wait for the audit repository; the gateway sends them", file=sys.stderr)
     print(f"{username}: second factor reset; the next login that needs one enrols afresh" if had
           else f"{username}: had no second factor; nothing to reset")  # fmt: skip
 

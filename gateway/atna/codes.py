@@ -82,6 +82,7 @@ EVENTS: dict[str, EventKind] = {
     "share-list": EventKind(SECURITY_ALERT, "R", OBJECT_SECURITY_ATTRIBUTES_CHANGED),
     "share-revoke": EventKind(SECURITY_ALERT, "D", OBJECT_SECURITY_ATTRIBUTES_CHANGED),
     "reidentify": EventKind(PATIENT_RECORD, "R"),  # a vault reveal: a pseudonym's original identifiers shown
+    "vault-find": EventKind(PATIENT_RECORD, "R"),  # a patient ID's pseudonyms looked up (pacs-gateway vault find)
     "read-report": EventKind(PROCEDURE_RECORD, "R"),
     "write-report": EventKind(PROCEDURE_RECORD, "U"),
     "finalize-report": EventKind(PROCEDURE_RECORD, "U"),
