@@ -68,10 +68,12 @@ class TrialCa:
         return cls(cert, key, cert_file)
 
     def issue(
-        self, directory: Path, stem: str, common_name: str, *, hosts: list[str] = (), client: bool = False  # type: ignore[assignment]
+        self, directory: Path, stem: str, common_name: str, *, hosts: list[str] = (), client: bool = False,  # type: ignore[assignment]
+        server_too: bool = False,
     ) -> IssuedCertificate:
         """Write ``<stem>.pem`` and ``<stem>.key``: a server certificate for ``hosts`` (DNS names or addresses),
-        or with ``client`` one a client shows (its common name, e.g. a modality's AE title, names it)."""
+        or with ``client`` one a client shows (its common name, e.g. a modality's AE title, names it); with
+        ``server_too`` as well, one for both (a peer such as Orthanc that shows one certificate either way)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         builder = (
@@ -84,7 +86,10 @@ class TrialCa:
             .not_valid_after(now + datetime.timedelta(days=_VALID_DAYS))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
+                x509.ExtendedKeyUsage(
+                    ([ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+                    + ([ExtendedKeyUsageOID.SERVER_AUTH] if server_too or not client else [])
+                ),
                 critical=False,
             )
             .add_extension(
@@ -92,7 +97,7 @@ class TrialCa:
             )
         )
         names: list[x509.GeneralName] = []
-        for host in hosts or ([] if client else [common_name]):
+        for host in hosts or ([] if client and not server_too else [common_name]):
             try:
                 names.append(x509.IPAddress(ipaddress.ip_address(host)))
             except ValueError:

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from storage.durable import fsync_dir
+
 log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">II")
@@ -35,14 +37,6 @@ T = TypeVar("T")
 
 class SpoolLocked(RuntimeError):
     """Another process is using this audit spool."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _append_only(path: Path) -> BinaryIO:
@@ -123,7 +117,7 @@ class AuditSpool:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(aside, self.directory / "sent")
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # ------------------------------------------------------------------ the writer's side
 
@@ -151,7 +145,7 @@ class AuditSpool:
             self._file.close()
         self._current = self.next_number
         self._file = _append_only(self._path(self._current))
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # ------------------------------------------------------------------ the sender's side
 

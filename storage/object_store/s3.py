@@ -154,11 +154,8 @@ class S3ObjectStore:
             self.conformance = f"undetermined ({type(exc).__name__}); probed again at the next create-only write"
             raise ObjectStoreError(f"S3 probe failed: {type(exc).__name__}") from exc
         finally:
-            try:
-                if placed:
-                    self._client.remove_object(self.bucket, key)
-            except (MinioException, urllib3.exceptions.HTTPError, OSError):
-                log.warning("could not remove the conditional PUT probe %s", key)
+            if placed:
+                self._remove_probe(key, "conditional PUT probe")
         self._conditional, self.conformance = supported, conformance
         if supported:
             log.info("object store conformance: %s; create-only writes are atomic", self.conformance)
@@ -170,6 +167,12 @@ class S3ObjectStore:
                 self.conformance,
             )
         return supported
+
+    def _remove_probe(self, key: str, what: str) -> None:
+        try:
+            self._client.remove_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError):
+            log.warning("could not remove the %s %s", what, key)
 
     def _probe_put(self, key: str) -> None:
         self._put_once(key, b"probe", "application/octet-stream", {"If-None-Match": "*"})
@@ -239,11 +242,8 @@ class S3ObjectStore:
             self.encryption_state = f"undetermined ({type(exc).__name__}); probed again before the next write"
             raise ObjectStoreError(f"S3 encryption probe failed: {type(exc).__name__}") from exc
         finally:
-            try:
-                if placed:
-                    self._client.remove_object(self.bucket, key)
-            except (MinioException, urllib3.exceptions.HTTPError, OSError):
-                log.warning("could not remove the encryption probe %s", key)
+            if placed:
+                self._remove_probe(key, "encryption probe")
         self._encrypting, self.encryption_state = True, f"{what} applied by the server (probed)"
         log.info("object store encryption: %s", self.encryption_state)
 

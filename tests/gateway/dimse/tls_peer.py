@@ -3,7 +3,6 @@ header and its ClientHello in one segment, as a proxy may."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import ssl
@@ -12,10 +11,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.tls_certs import IssuedCertificate, TrialCa
 from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary
@@ -46,30 +41,7 @@ class Pki:
 
 def both_ways_certificate(ca: TrialCa, directory: Path, stem: str, host: str) -> IssuedCertificate:
     """A certificate for server and client use at once (Orthanc shows one certificate either way)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
-        )
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / f"{stem}.pem", directory / f"{stem}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    os.chmod(key_file, 0o600)
-    return IssuedCertificate(cert_file, key_file)
+    return ca.issue(directory, stem, host, hosts=[host], client=True, server_too=True)
 
 
 def tls_options(pki: Pki, client: IssuedCertificate | None) -> list[str]:
