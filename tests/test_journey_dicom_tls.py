@@ -67,6 +67,8 @@ def test_tls_only_gateway_under_the_supervisor(tmp_path: Path) -> None:
         gateway.wait_idle()
         status, found = gateway.get(f"/dicom-web/studies/{series[0].StudyInstanceUID}/instances")
         assert status == 200 and len(found) == 4
+        status, health = gateway.get("/health")
+        assert status == 200 and health["dicom"]["port"] is None and health["dicom"]["tls_port"] == tls_port
 
         old = _server_serial(tls_port, pki.ca.cert_file)
         pids = {w["pid"] for w in gateway.workers_view()}

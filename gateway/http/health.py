@@ -80,7 +80,8 @@ async def health(request: web.Request) -> web.Response:
         "storing": {"ok": worker_error is None, "last_error": worker_error},
         "dicom": {
             "ae_title": dicom.settings.ae_title,
-            "port": dicom.port,
+            "port": dicom.port if dicom.plain else None,  # None: the plain port is off (dicom_tls.plain false)
+            "tls_port": dicom.tls_port,
             "associations": sum(w["associations"] for w in workers) if workers is not None else dicom.active,
         },
     }

@@ -51,6 +51,6 @@ def test_tag_form_and_includefield_are_understood(gateway) -> None:
 def test_health_and_metrics(gateway) -> None:
     status, body = gateway.get("/health")
     assert status == 200 and body["ready"] and body["index"]["ok"] and body["object_store"]["ok"]
-    assert body["dicom"] == {"ae_title": "PACSGW", "port": gateway.dicom_port, "associations": 0}
+    assert body["dicom"] == {"ae_title": "PACSGW", "port": gateway.dicom_port, "tls_port": None, "associations": 0}
     status, text = gateway.get("/metrics")
     assert status == 200 and "pacsgw_spool_backlog_instances 0.0" in text
