@@ -3,7 +3,8 @@
 ``/health`` answers anyone, so that a load balancer or a container runtime
 can probe it, but anonymously only with ``live`` and ``ready``: the details
 (the DICOM SCP's AE title and port, the spool, error texts such as an S3
-failure) go to administrators and auditors, who also read the metrics. The
+failure) go to administrators and auditors. The metrics (counts and
+latencies, no patient data) are read by any account, not by share links. The
 details include the whole cluster as the index knows it: every node and
 process with the age of its last heartbeat (stale ones marked) and who holds
 each site lease. Metrics stay this process's own.
