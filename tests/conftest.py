@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from gateway.tls_certs import TrialCa
 from storage.index.database import IndexDatabase
 from tests.gateway_process import GatewayProcess
 from tests.peers.orthanc import DCMTK_ENV, dcmtk_binary
 from tests.peers.postgres import PostgresServer, run_postgres
+from tests.peers.rsyslog import Rsyslog
 from tests.peers.seaweedfs import S3Server, run_seaweedfs
 
 
@@ -93,3 +95,12 @@ def storescu(
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[Rsyslog]:
+    """An audit record repository of the test's own: rsyslog taking syslog over TLS (a trial CA's certificate)."""
+    server = Rsyslog(tmp_path / "rsyslog", TrialCa.create(tmp_path / "ca"))
+    server.start()
+    yield server
+    server.kill()

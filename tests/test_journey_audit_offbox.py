@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from gateway.atna.codes import EVENTS
-from gateway.tls_certs import TrialCa
 from tests.gateway.atna.received import Received, parse
 from tests.gateway_process import GatewayProcess
 from tests.peers.rsyslog import Rsyslog
 
 OUTAGE_SECONDS = 30
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Rsyslog]:
-    ca = TrialCa.create(tmp_path / "ca")
-    server = Rsyslog(tmp_path / "rsyslog", ca)
-    server.start()
-    yield server
-    server.kill()
 
 
 def _gateway(tmp_path: Path, collector: Rsyslog) -> GatewayProcess:

@@ -6,12 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
-from gateway.tls_certs import TrialCa
 from tests.factory import Patient, ct_series, write_files
 from tests.gateway.atna.received import parse
 from tests.peers.rsyslog import Rsyslog
@@ -19,14 +16,6 @@ from tests.peers.rsyslog import Rsyslog
 CONSOLE = Path(sys.executable).with_name("pacs-gateway")
 SECRET = "cli-audit-secret-0123456789abcdefghijkl"
 MRN = "MRN-CLI-AUDIT-77"
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Rsyslog]:
-    server = Rsyslog(tmp_path / "rsyslog", TrialCa.create(tmp_path / "ca"))
-    server.start()
-    yield server
-    server.kill()
 
 
 def _run(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,10 +6,8 @@ import asyncio
 import re
 import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 
 from gateway.atna.sender import AuditSender
 from gateway.atna.spool import AuditSpool
@@ -19,14 +17,6 @@ from gateway.tls_certs import TrialCa
 from tests.peers.rsyslog import Rsyslog
 
 _NUMBER = re.compile(r'sequenceId="(\d+)"')
-
-
-@pytest.fixture
-def collector(tmp_path: Path) -> Iterator[Rsyslog]:
-    server = Rsyslog(tmp_path / "rsyslog", TrialCa.create(tmp_path / "ca"))
-    server.start()
-    yield server
-    server.kill()
 
 
 def _message(item: str, number: int) -> bytes:
