@@ -27,9 +27,13 @@ class DicomListener(Protocol):
     """What HTTP shows of the DICOM listener (in /health), without depending on the DIMSE adapter."""
 
     settings: DicomSettings
+    plain: bool  # listening on the plain port (else on the TLS port only)
 
     @property
     def port(self) -> int: ...
+
+    @property
+    def tls_port(self) -> int | None: ...
 
     @property
     def active(self) -> int: ...
