@@ -46,6 +46,7 @@ EXAMPLES = {
                        source="10.1.2.3", outcome=200),
     "share-revoke": dict(username="alice", role="radiologist", target="/shares/12", source="10.1.2.3", outcome=204),
     "reidentify": dict(username="carol", role="admin", target=f"/vault/patient/{PSEUDONYM}", source="::1", outcome=200),
+    "vault-find": dict(username="root", role="", target="cli vault find hmac:3f2a9c0d1e7b", source="cli", outcome=200),
     "read-report": dict(username="dave", role="referrer", target=f"/studies/{STUDY}/report", source="10.1.2.6",
                         outcome=403),
     "write-report": dict(username="alice", role="radiologist", target=f"/studies/{STUDY}/report", source="10.1.2.3",
