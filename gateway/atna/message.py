@@ -133,18 +133,10 @@ def audit_message(event: dict[str, Any], source: AuditSource) -> bytes:
         audit_source["AuditEnterpriseSiteID"] = source.enterprise_site_id
     ET.SubElement(ET.SubElement(root, "AuditSourceIdentification", audit_source), "AuditSourceTypeCode", {"csd-code": "4"})
 
-    for uid in studies(target):
-        study = ET.SubElement(root, "ParticipantObjectIdentification", {
-            "ParticipantObjectID": uid, "ParticipantObjectTypeCode": "2", "ParticipantObjectTypeCodeRole": "3",
-        })  # fmt: skip
-        _coded(study, "ParticipantObjectIDTypeCode", codes.STUDY_INSTANCE_UID)
-        ET.SubElement(study, "ParticipantObjectName").text = uid
-    for patient_id in patients(target):
-        patient = ET.SubElement(root, "ParticipantObjectIdentification", {
-            "ParticipantObjectID": patient_id, "ParticipantObjectTypeCode": "1", "ParticipantObjectTypeCodeRole": "1",
-        })  # fmt: skip
-        _coded(patient, "ParticipantObjectIDTypeCode", codes.PATIENT_NUMBER)
-        ET.SubElement(patient, "ParticipantObjectName").text = patient_id
+    for uid in studies(target):  # a system object (2) in the report role (3)
+        _named_participant(root, uid, "2", "3", codes.STUDY_INSTANCE_UID)
+    for patient_id in patients(target):  # a person (1) as the patient (1)
+        _named_participant(root, patient_id, "1", "1", codes.PATIENT_NUMBER)
     if target:  # the request itself, as the trail keeps it: for a query its parameters (A.5.3.10), else the resource
         query = kind.event_id is codes.QUERY
         request = ET.SubElement(root, "ParticipantObjectIdentification", {
@@ -158,3 +150,12 @@ def audit_message(event: dict[str, Any], source: AuditSource) -> bytes:
             ET.SubElement(request, "ParticipantObjectName").text = _token(action, 64)
         ET.SubElement(request, "ParticipantObjectDetail", {"type": "target", "value": base64.b64encode(target.encode()).decode()})
     return ET.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+def _named_participant(root: ET.Element, ident: str, type_code: str, role: str, id_type: codes.Code) -> None:
+    """A ParticipantObjectIdentification whose ID is also its name (a study UID, a patient number)."""
+    element = ET.SubElement(root, "ParticipantObjectIdentification", {
+        "ParticipantObjectID": ident, "ParticipantObjectTypeCode": type_code, "ParticipantObjectTypeCodeRole": role,
+    })  # fmt: skip
+    _coded(element, "ParticipantObjectIDTypeCode", id_type)
+    ET.SubElement(element, "ParticipantObjectName").text = ident
