@@ -3,7 +3,8 @@
 An identifier is checked against the model (levels, the unique keys of the
 levels above, matching values) and becomes a :class:`HierarchyQuery`; each
 match is answered with the return keys the SCU asked for, in its order.
-Queries are hierarchical (no relational extended negotiation).
+Queries are hierarchical, unless relational queries were agreed by extended negotiation (PS3.4
+C.4.1.2.2): then the unique keys of the levels above may be left out, e.g. every instance of a Patient ID.
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def _single(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def parse_request(model: str, identifier: Dataset, *, limit: int, fuzzy: bool = False) -> FindRequest:
+def parse_request(
+    model: str, identifier: Dataset, *, limit: int, fuzzy: bool = False, relational: bool = False
+) -> FindRequest:
     try:
         level = Level(_single(identifier, "QueryRetrieveLevel").upper())
     except ValueError:
@@ -94,7 +97,7 @@ def parse_request(model: str, identifier: Dataset, *, limit: int, fuzzy: bool = 
         raise IdentifierMismatch("Study Root has no PATIENT level")
     # Hierarchical search: the unique keys of the levels above must be given, as single values.
     first = Level.PATIENT if model == PATIENT_ROOT_FIND else Level.STUDY
-    for above in list(Level)[first.depth : level.depth]:
+    for above in [] if relational else list(Level)[first.depth : level.depth]:
         key = UNIQUE_KEYS[above]
         value = _single(identifier, key)
         if not value or "*" in value or "?" in value or "\\" in value:
@@ -174,13 +177,17 @@ class FindService:
     async def run(
         self, model: str, identifier: bytes, transfer_syntax: str, *, calling_ae: str, cancel: asyncio.Event, emit: Emit,
         fuzzy: bool = False,
+        relational: bool = False,
     ) -> tuple[int, str | None]:
         """Send pending responses through ``emit``; return the final status and its error comment, or raise the
-        named failure (``gateway.dimse.errors``) to be answered. ``fuzzy``: fuzzy semantic matching of person names was negotiated for this model."""
+        named failure (``gateway.dimse.errors``) to be answered. ``fuzzy``: fuzzy semantic matching of person names was negotiated for this model;
+        ``relational``: relational queries were."""
         if calling_ae not in self.allowed_aets:
             raise NotAuthorized("calling AE title not allowed to query")
         try:
-            request = parse_request(model, decode_identifier(identifier, transfer_syntax), limit=self.max_results, fuzzy=fuzzy)
+            request = parse_request(
+                model, decode_identifier(identifier, transfer_syntax), limit=self.max_results, fuzzy=fuzzy, relational=relational
+            )
             validate_query(self.queries, request)
         except DimseFailure:
             raise

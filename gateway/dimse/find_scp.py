@@ -41,16 +41,19 @@ async def find(assoc: AssociationPort, message: Message, identifier: bytes) -> O
         )
 
     worklist = assoc.server.worklist if is_worklist(assoc, message) else None
+    status: int
     try:
-        status, comment = await (worklist or assoc.server.find).run(
-            context.abstract_syntax,
-            identifier,
-            context.transfer_syntax,
-            calling_ae=assoc.calling_ae,
-            cancel=cancel,
-            emit=emit,
-            fuzzy=context.abstract_syntax in negotiated.fuzzy_names,
-        )
+        if worklist is not None:
+            status, comment = await worklist.run(
+                context.abstract_syntax, identifier, context.transfer_syntax, calling_ae=assoc.calling_ae,
+                cancel=cancel, emit=emit, fuzzy=context.abstract_syntax in negotiated.fuzzy_names,
+            )  # fmt: skip
+        else:
+            status, comment = await assoc.server.find.run(
+                context.abstract_syntax, identifier, context.transfer_syntax, calling_ae=assoc.calling_ae,
+                cancel=cancel, emit=emit, fuzzy=context.abstract_syntax in negotiated.fuzzy_names,
+                relational=context.abstract_syntax in negotiated.relational,
+            )  # fmt: skip
         await assoc.respond(message, status, error_comment=comment)
         return Outcome(status)
     finally:

@@ -31,6 +31,9 @@ FUZZY_NAME_MODELS = frozenset(
     {"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1", "1.2.840.10008.5.1.4.31"}
 )
 _FUZZY_BYTE = 2
+# Q/R C-FIND models that can agree relational queries: byte 1 (PS3.4 C.5.1.1.2); the worklist has no such byte.
+RELATIONAL_MODELS = frozenset({"1.2.840.10008.5.1.4.1.2.1.1", "1.2.840.10008.5.1.4.1.2.2.1"})
+_RELATIONAL_BYTE = 0
 
 
 class AssociationRejected(Exception):
@@ -55,15 +58,17 @@ class Negotiated:
     contexts: dict[int, AcceptedContext]
     accept_pdu: bytes
     fuzzy_names: frozenset[str] = frozenset()  # abstract syntaxes with fuzzy person-name matching agreed
+    relational: frozenset[str] = frozenset()  # Q/R C-FIND models with relational queries agreed
 
 
 def _extended_negotiation(
     request: A_ASSOCIATE, accepted: dict[int, AcceptedContext]
-) -> tuple[list[SOPClassExtendedNegotiation], frozenset[str]]:
-    """Replies to SOP Class Extended Negotiation: fuzzy semantic matching of person names is agreed for the
-    C-FIND models that ask for it; every other option is declined (0), the reply as long as the offer."""
+) -> tuple[list[SOPClassExtendedNegotiation], frozenset[str], frozenset[str]]:
+    """Replies to SOP Class Extended Negotiation: relational queries (Q/R C-FIND) and fuzzy semantic matching
+    of person names are agreed for the C-FIND models that ask for them; every other option is declined (0),
+    the reply as long as the offer. The models with each option agreed come back with the replies."""
     models = {cx.abstract_syntax for cx in accepted.values()} & FUZZY_NAME_MODELS
-    replies, fuzzy = [], set()
+    replies, fuzzy, relational = [], set(), set()
     for item in request.user_information:
         if not isinstance(item, SOPClassExtendedNegotiation) or str(item.sop_class_uid) not in models:
             continue
@@ -72,11 +77,14 @@ def _extended_negotiation(
         if len(offered) > _FUZZY_BYTE and offered[_FUZZY_BYTE] == 1:
             answer[_FUZZY_BYTE] = 1
             fuzzy.add(str(item.sop_class_uid))
+        if str(item.sop_class_uid) in RELATIONAL_MODELS and offered[:1] == b"\x01":
+            answer[_RELATIONAL_BYTE] = 1
+            relational.add(str(item.sop_class_uid))
         reply = SOPClassExtendedNegotiation()
         reply.sop_class_uid = item.sop_class_uid
         reply.service_class_application_information = bytes(answer)
         replies.append(reply)
-    return replies, frozenset(fuzzy)
+    return replies, frozenset(fuzzy), frozenset(relational)
 
 
 # PDU header, protocol version, reserved, called and calling AE titles, reserved (PS3.8 table 9-11).
@@ -191,7 +199,7 @@ def _negotiate(request: A_ASSOCIATE, supported: list[PresentationContext], *, ma
     implementation.implementation_class_uid = UID(IMPLEMENTATION_CLASS_UID)
     version = ImplementationVersionNameNotification()
     version.implementation_version_name = IMPLEMENTATION_VERSION
-    extended, fuzzy = _extended_negotiation(request, accepted)
+    extended, fuzzy, relational = _extended_negotiation(request, accepted)
     primitive.user_information = [max_length, implementation, version, *role_replies, *extended]
     ac = A_ASSOCIATE_AC()
     ac.from_primitive(primitive)
@@ -202,4 +210,5 @@ def _negotiate(request: A_ASSOCIATE, supported: list[PresentationContext], *, ma
         contexts=accepted,
         accept_pdu=ac.encode(),
         fuzzy_names=fuzzy,
+        relational=relational,
     )

@@ -60,8 +60,8 @@ def test_c_find_names_match_fuzzily_only_when_negotiated(gateway, tmp_path) -> N
     identifier.StudyInstanceUID = ""
     found, reply = _query(gateway.dicom_port, FIND, identifier, fuzzy=True)
     assert [ds.StudyInstanceUID for ds in found] == [hong[0].StudyInstanceUID]
-    assert reply == b"\x00\x00\x01\x00"  # fuzzy agreed; relational and date-time matching declined
-    assert _query(gateway.dicom_port, FIND, identifier, fuzzy=False) == ([], b"\x00\x00\x00\x00")
+    assert reply == b"\x01\x00\x01\x00"  # relational and fuzzy agreed; date-time matching declined
+    assert _query(gateway.dicom_port, FIND, identifier, fuzzy=False) == ([], b"\x01\x00\x00\x00")
     assert _query(gateway.dicom_port, FIND, identifier, fuzzy=None) == ([], None)
 
 
