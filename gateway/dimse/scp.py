@@ -24,7 +24,6 @@ from pydicom.uid import (
     UID,
     UncompressedTransferSyntaxes,
 )
-from pynetdicom import AllStoragePresentationContexts
 from pynetdicom.presentation import PresentationContext, build_context
 
 from gateway.audit import AuditWriter
@@ -41,6 +40,7 @@ from gateway.proxy_protocol import connection_client, trusted_proxies
 from gateway.ingest.service import IngestService
 from gateway.metrics import GatewayMetrics
 from gateway.settings import DicomSettings
+from gateway.storage_classes import storage_classes
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,8 @@ def supported_contexts(*, worklist: bool = False) -> list[PresentationContext]:
     workflow = (MODALITY_WORKLIST_FIND, MODALITY_PERFORMED_PROCEDURE_STEP) if worklist else ()
     query_models = (*FIND_MODELS, *MOVE_MODELS, *GET_MODELS, *workflow)
     contexts += [build_context(model, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]) for model in query_models]
-    for cx in AllStoragePresentationContexts:
-        assert cx.abstract_syntax is not None
-        storage = build_context(cx.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+    for sop_class in storage_classes():
+        storage = build_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
         # A C-GET requester proposes to act as storage SCP for what it retrieves; accept either role.
         storage.scu_role = storage.scp_role = True
         contexts.append(storage)

@@ -10,17 +10,16 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from functools import cache
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
-from pynetdicom import AllStoragePresentationContexts
 
 from dicom_rules.values import text_value
 from gateway.statuses import StoreStatus
+from gateway.storage_classes import image_storage_classes, storage_classes
 from gateway.ingest.metadata import instance_metadata
 from storage.index.records import InstanceRecord, OtherPatientID, VaultEntry
 from storage.keys import instance_key
@@ -42,21 +41,6 @@ class ReceivedInstance:
     record: InstanceRecord
     data: bytes | bytearray | memoryview  # the complete DICOM Part 10 file, not copied
     vault: tuple[VaultEntry, ...] = ()  # pseudonym mappings to keep with the instance
-
-
-@cache
-def storage_sop_classes() -> frozenset[str]:
-    return frozenset(str(cx.abstract_syntax) for cx in AllStoragePresentationContexts)
-
-
-@cache
-def image_sop_classes() -> frozenset[str]:
-    """Storage classes whose IOD requires pixel data (their names say 'Image Storage')."""
-    return frozenset(
-        str(cx.abstract_syntax)
-        for cx in AllStoragePresentationContexts
-        if "ImageStorage" in UID(str(cx.abstract_syntax)).keyword
-    )
 
 
 _REQUIRED_UIDS = (
@@ -190,7 +174,7 @@ _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 def _check_pixel_data(ds: Dataset, transfer_syntax: UID) -> None:
     """An image must carry all of its pixels; a stream cut between elements is otherwise well-formed."""
     if "Rows" not in ds or "Columns" not in ds:
-        if str(ds.SOPClassUID) in image_sop_classes():
+        if str(ds.SOPClassUID) in image_storage_classes():
             raise InstanceRejected(StoreStatus.MISSING_ATTRIBUTE, "image without Rows/Columns", 0x00280010)
         return
     present = [kw for kw in _PIXEL_KEYWORDS if kw in ds]
@@ -236,7 +220,7 @@ def validate_instance(
             raise InstanceRejected(StoreStatus.INVALID_UID, f"{keyword} is not a valid UID", tag)
     sop_class = str(ds.SOPClassUID)
     sop_instance = str(ds.SOPInstanceUID)
-    if sop_class not in storage_sop_classes():
+    if sop_class not in storage_classes():
         raise InstanceRejected(StoreStatus.REFUSED_SOP_CLASS, "SOP Class is not a known storage class", 0x00080016)
     if affected_sop_class is not None and sop_class != affected_sop_class:
         raise InstanceRejected(StoreStatus.DATASET_MISMATCH, "SOP Class UID differs from the request", 0x00080016)
