@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import ModalityWorklistInformationFind as MWL
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
 
 from tests.conftest import storescu
 from tests.factory import Patient, ct_series, write_files
+from tests.gateway.dimse.extended_negotiation import find_negotiated
 from tests.gateway.dimse.test_worklist import ORDERS
 from tests.gateway.emr.hl7.client import ack_code, send
 
@@ -34,20 +33,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
 
 def _query(port: int, model: str, identifier: Dataset, *, fuzzy: bool | None) -> tuple[list[Dataset], bytes | None]:
     """Matches, and the service-class-application-information the gateway answered (None: no reply item)."""
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(model)
-    ext_neg = []
-    if fuzzy is not None:
-        item = SOPClassExtendedNegotiation()
-        item.sop_class_uid = model
-        item.service_class_application_information = b"\x01\x01" + (b"\x01" if fuzzy else b"\x00") + b"\x00"
-        ext_neg.append(item)
-    assoc = ae.associate("127.0.0.1", port, ae_title="PACSGW", ext_neg=ext_neg)
-    assert assoc.is_established
-    replies = [i for i in assoc.acceptor.user_information if isinstance(i, SOPClassExtendedNegotiation)]
-    found = [ds for status, ds in assoc.send_c_find(identifier, model) if status.Status in (0xFF00, 0xFF01)]
-    assoc.release()
-    return found, (replies[0].service_class_application_information if replies else None)
+    offered = None if fuzzy is None else b"\x01\x01" + (b"\x01" if fuzzy else b"\x00") + b"\x00"
+    _, found, reply = find_negotiated(port, model, identifier, offered)
+    return found, reply
 
 
 def test_c_find_names_match_fuzzily_only_when_negotiated(gateway, tmp_path) -> None:

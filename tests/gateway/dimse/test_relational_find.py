@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import pytest
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
 from pynetdicom.sop_class import PatientRootQueryRetrieveInformationModelFind as PATIENT_FIND
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as STUDY_FIND
 
 from tests.conftest import storescu
 from tests.factory import Patient, ct_series, write_files
+from tests.gateway.dimse.extended_negotiation import find_negotiated
 
 
 @pytest.fixture(scope="module")
@@ -38,25 +37,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
 
 
 def _find(port: int, model: str, identifier: Dataset, *, relational: bool | None) -> tuple[list[int], list[Dataset], bytes | None]:
-    """Every status answered, the matches, and the extended negotiation reply (None: no reply item)."""
-    ae = AE(ae_title="PYSCU")
-    ae.add_requested_context(model)
-    ext_neg = []
-    if relational is not None:
-        item = SOPClassExtendedNegotiation()
-        item.sop_class_uid = model
-        item.service_class_application_information = b"\x01" if relational else b"\x00"
-        ext_neg.append(item)
-    assoc = ae.associate("127.0.0.1", port, ae_title="PACSGW", ext_neg=ext_neg)
-    assert assoc.is_established
-    replies = [i for i in assoc.acceptor.user_information if isinstance(i, SOPClassExtendedNegotiation)]
-    statuses, found = [], []
-    for status, ds in assoc.send_c_find(identifier, model):
-        statuses.append(int(status.Status))
-        if status.Status in (0xFF00, 0xFF01):
-            found.append(ds)
-    assoc.release()
-    return statuses, found, (bytes(replies[0].service_class_application_information) if replies else None)
+    return find_negotiated(port, model, identifier, None if relational is None else (b"\x01" if relational else b"\x00"))
 
 
 def _by_patient(level: str) -> Dataset:
